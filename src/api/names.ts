@@ -1,0 +1,57 @@
+// Well-known names shared by the controller, the agent and the CLI.
+// They match the reference implementation (reference-behaviour §2.6, design §9) so that clusters
+// moving from it keep their labels, instances and policies.
+
+export const GROUP = 'network.deckhouse.io';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const INTERNAL_GROUP = 'internal.network.deckhouse.io';
+export const INTERNAL_API_VERSION = `${INTERNAL_GROUP}/${VERSION}`;
+export const CILIUM_GROUP = 'cilium.io';
+export const CILIUM_VERSION = 'v2';
+
+export const PLURAL_GATEWAYS = 'egressgateways';
+export const PLURAL_POLICIES = 'egressgatewaypolicies';
+export const PLURAL_INSTANCES = 'sdninternalegressgatewayinstances';
+export const PLURAL_CEGPS = 'ciliumegressgatewaypolicies';
+export const PLURAL_CILIUM_NODES = 'ciliumnodes';
+
+export const KIND_GATEWAY = 'EgressGateway';
+export const KIND_POLICY = 'EgressGatewayPolicy';
+export const KIND_INSTANCE = 'SDNInternalEgressGatewayInstance';
+export const KIND_CEGP = 'CiliumEgressGatewayPolicy';
+
+export const LABEL_PREFIX = 'egress-gateway.network.deckhouse.io/';
+/** Node label: the node matches some gateway and is Ready and uncordoned (the agent DaemonSet selects on it). */
+export const MEMBER_LABEL = `${LABEL_PREFIX}member`;
+/** Node label prefix: `active-for-<gateway>` marks the gateway's active node; Cilium selects on it. */
+export const ACTIVE_FOR_PREFIX = `${LABEL_PREFIX}active-for-`;
+/** Instance label naming the node that must announce the VIP. */
+export const NODE_NAME_LABEL = `${LABEL_PREFIX}node-name`;
+/** Finalizer on instances: the agent removes it after withdrawing the VIP. */
+export const INSTANCE_FINALIZER = 'egress-gateway.network.deckhouse.io';
+
+/** Labels on everything we render, as the reference does, so `kubectl get -l` finds our objects. */
+export const OWNED_LABELS: Readonly<Record<string, string>> = Object.freeze({ heritage: 'deckhouse', module: 'cni-cilium' });
+
+/** Our own annotations (not part of the reference API). */
+export const ANNOTATION_PREFIX = 'egressgw.network.deckhouse.io/';
+/** On an EgressGateway: `egressgw move` asks for a graceful handover to this node; the controller clears it. */
+export const MOVE_TO_ANNOTATION = `${ANNOTATION_PREFIX}move-to`;
+/** On an instance: when the controller assigned it (RFC 3339, controller clock); drives the handover timeout. */
+export const ASSIGNED_AT_ANNOTATION = `${ANNOTATION_PREFIX}assigned-at`;
+/** On a heartbeat Lease: JSON map of interface name → state, published by the agent (uplink health). */
+export const UPLINKS_ANNOTATION = `${ANNOTATION_PREFIX}uplinks`;
+
+export const MODE_VIP = 'VirtualIPAddress';
+export const MODE_PRIMARY_IP = 'PrimaryIPFromEgressGatewayNodeInterface';
+
+export const DEFAULT_NAMESPACE = 'd8-cni-cilium';
+export const DEFAULT_CILIUM_AGENT_SELECTOR = 'app=agent,module=cni-cilium';
+export const DEFAULT_AGENT_SELECTOR = 'app=egress-gateway-agent';
+export const AGENT_PROBE_PORT = 9870;
+
+export const activeForLabel = (gateway: string): string => `${ACTIVE_FOR_PREFIX}${gateway}`;
+export const cegpName = (policy: string): string => `d8.${policy}`;
+/** Heartbeat Lease name for a node (one Lease per node, in the heartbeat namespace). */
+export const heartbeatLeaseName = (node: string): string => `egressgw-agent-${node}`;

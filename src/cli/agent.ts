@@ -1,0 +1,6 @@
+// Placeholder until the agent command lands; it refuses clearly instead of pretending to work.
+import { UsageError } from './errors.ts';
+
+export async function run(_argv: string[]): Promise<number> {
+  throw new UsageError('"agent" is not available in this build yet', 1);
+}

@@ -135,6 +135,7 @@ describe('ARP frames (byte-exact)', () => {
       arpReplyFrame({ mac: NODE_MAC, ip: VIP4, toMac: ROUTER_MAC, toIp: '198.18.0.1' }).toString('hex'),
       ARP_REPLY_TO_ROUTER.toString('hex'),
     );
+    assert.equal(decodeArp(ARP_REPLY_TO_ROUTER.subarray(14))?.op, ARP_REPLY);
   });
 
   it('decodes a request, tolerating Ethernet padding to 60 bytes', () => {

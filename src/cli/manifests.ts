@@ -1,6 +1,94 @@
-// Placeholder until the manifests command lands; it refuses clearly instead of pretending to work.
-import { UsageError } from './errors.ts';
+// `egressgw manifests`: the install YAML, rendered from deploy/ (the kustomize tree) with a few overrides.
 
-export async function run(_argv: string[]): Promise<number> {
-  throw new UsageError('"manifests" is not available in this build yet', 1);
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { DEFAULT_NAMESPACE } from '../api/names.ts';
+import { UsageError, parseFlags } from './errors.ts';
+import { build, setNamespace, sortManifests, type Manifest } from './kustomize.ts';
+
+export const DEPLOY_DIR = fileURLToPath(new URL('../../deploy/', import.meta.url));
+
+const HELP = `Usage: egressgw manifests [flags]
+
+Prints the install YAML (CRDs, RBAC, controller Deployment, agent DaemonSet, Services, PrometheusRule,
+Grafana dashboard), rendered from the kustomize tree in deploy/. Apply it with
+  egressgw manifests | kubectl apply --server-side -f -
+
+Flags:
+  --namespace NS      namespace of the controller, the agents and their Leases (default ${DEFAULT_NAMESPACE})
+  --image IMG         container image of the controller and the agent (default: the one in deploy/kustomization.yaml)
+  --replicas N        controller replicas (default 2; with 1 the PodDisruptionBudget is left out, it would block drains)
+  --no-monitoring     leave out the PrometheusRule and the dashboard (clusters without prometheus-operator)
+  --no-crds           leave out the CustomResourceDefinitions
+  -h, --help          this help`;
+
+export interface RenderOptions {
+  namespace?: string;
+  image?: string;
+  replicas?: number;
+  monitoring?: boolean;
+  crds?: boolean;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** The install manifests, in apply order. */
+export function renderManifests(opts: RenderOptions = {}, deployDir = DEPLOY_DIR): Manifest[] {
+  const origins = new Map<Manifest, string>();
+  let manifests = build(deployDir, origins);
+  if (opts.monitoring === false) manifests = manifests.filter((m) => origins.get(m) !== join(deployDir, 'monitoring'));
+  if (opts.crds === false) manifests = manifests.filter((m) => m.kind !== 'CustomResourceDefinition');
+  if (opts.namespace !== undefined) setNamespace(manifests, opts.namespace);
+  if (opts.image !== undefined) {
+    for (const m of manifests) {
+      const containers = (m as { spec?: { template?: { spec?: { containers?: Array<{ image?: string }> } } } }).spec?.template?.spec?.containers;
+      if (!containers) continue;
+      // The deploy tree already resolved its own image rule; the override replaces the whole reference.
+      for (const c of containers) c.image = opts.image;
+    }
+  }
+  if (opts.replicas !== undefined) {
+    for (const m of manifests) {
+      if (m.kind === 'Deployment') (m.spec as { replicas?: number }).replicas = opts.replicas;
+    }
+    if (opts.replicas < 2) manifests = manifests.filter((m) => m.kind !== 'PodDisruptionBudget');
+  }
+  return sortManifests(manifests);
+}
+
+export function toYAML(manifests: Manifest[]): string {
+  return manifests.map((m) => stringify(m, { lineWidth: 0 })).join('---\n');
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const parsed = parseFlags(
+    argv,
+    {
+      namespace: { type: 'string' },
+      image: { type: 'string' },
+      replicas: { type: 'string' },
+      'no-monitoring': { type: 'boolean' },
+      'no-crds': { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (!parsed) return 0;
+  const v = parsed.values;
+  const opts: RenderOptions = { monitoring: !v['no-monitoring'], crds: !v['no-crds'] };
+  if (v.namespace !== undefined) {
+    if (!DNS_LABEL.test(v.namespace) || v.namespace.length > 63) throw new UsageError(`--namespace: "${v.namespace}" is not a valid namespace name`);
+    opts.namespace = v.namespace;
+  }
+  if (v.image !== undefined) {
+    if (v.image === '' || /\s/.test(v.image)) throw new UsageError(`--image: "${v.image}" is not an image reference`);
+    opts.image = v.image;
+  }
+  if (v.replicas !== undefined) {
+    const n = Number(v.replicas);
+    if (!Number.isInteger(n) || n < 1 || n > 10) throw new UsageError(`--replicas: "${v.replicas}" must be an integer from 1 to 10`);
+    opts.replicas = n;
+  }
+  process.stdout.write(toYAML(renderManifests(opts)));
+  return 0;
 }

@@ -5,8 +5,11 @@
 // and parsed in TypeScript; this file only moves bytes.
 //
 // JS surface (wrapped by src/agent/net/packet.ts):
-//   new RawSocket(ifindex, protocol, onFrame)   protocol is an ethertype (0x0806 ARP, 0x86dd IPv6,
-//                                               3 = ETH_P_ALL); onFrame(frame: Buffer) per received frame
+//   new RawSocket(ifindex, protocol, onFrame[, filter])
+//                                               protocol is an ethertype (0x0806 ARP, 0x86dd IPv6,
+//                                               3 = ETH_P_ALL); onFrame(frame: Buffer) per received frame;
+//                                               filter "ndp" attaches a classic BPF program that keeps only
+//                                               ICMPv6 Neighbor Solicitations/Advertisements
 //   .send(frame: Buffer) -> bytes sent          the frame is a full Ethernet frame (dst, src, type, ...)
 //   .addMulticast(mac: Buffer) / .dropMulticast(mac: Buffer)   PACKET_MR_MULTICAST membership
 //   .ref() / .unref()                           whether an open socket keeps the event loop alive
@@ -17,6 +20,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <net/if.h>
 #include <linux/if_packet.h>
@@ -157,6 +161,20 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   }
 }
 
+// Keeps only IPv6 frames whose next header is ICMPv6 (58) with type NS (135) or NA (136). Without it an
+// ETH_P_IPV6 socket on a gateway would copy every forwarded IPv6 packet into the agent.
+static struct sock_filter ndp_filter[] = {
+    BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),                     // ethertype
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IPV6, 0, 6),  // jump offsets count from the next instruction
+    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 14 + 6),                 // IPv6 next header
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 58, 0, 4),
+    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 14 + 40),                // ICMPv6 type
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 135, 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 136, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, 0x40000),                         // accept (whole frame)
+    BPF_STMT(BPF_RET | BPF_K, 0),                               // drop
+};
+
 static packet_sock *unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
   napi_value self;
   packet_sock *s = NULL;
@@ -180,8 +198,8 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 static napi_value js_new(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], self;
+  size_t argc = 4;
+  napi_value argv[4], self;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   int32_t ifindex = 0, protocol = 0;
   napi_valuetype cbtype = napi_undefined;
@@ -195,6 +213,18 @@ static napi_value js_new(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "EINVAL", "ifindex must be > 0 and protocol a 16-bit ethertype");
     return NULL;
   }
+  int want_ndp_filter = 0;
+  napi_valuetype ftype = napi_undefined;
+  if (argc >= 4 && napi_typeof(env, argv[3], &ftype) == napi_ok && ftype != napi_undefined) {
+    char fname[16];
+    size_t flen = 0;
+    if (ftype != napi_string || napi_get_value_string_utf8(env, argv[3], fname, sizeof fname, &flen) != napi_ok ||
+        strcmp(fname, "ndp") != 0) {
+      napi_throw_type_error(env, "EINVAL", "filter must be \"ndp\" or undefined");
+      return NULL;
+    }
+    want_ndp_filter = 1;
+  }
 
   // Protocol 0 at socket() time receives nothing; frames start flowing only after bind() names the
   // interface and ethertype, so no frame from another interface can slip in between.
@@ -202,6 +232,15 @@ static napi_value js_new(napi_env env, napi_callback_info info) {
   if (fd < 0) {
     throw_errno(env, "socket(AF_PACKET, SOCK_RAW) (needs CAP_NET_RAW)", errno);
     return NULL;
+  }
+  if (want_ndp_filter) {
+    struct sock_fprog prog = {.len = sizeof ndp_filter / sizeof ndp_filter[0], .filter = ndp_filter};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
+      int err = errno;
+      close(fd);
+      throw_errno(env, "SO_ATTACH_FILTER", err);
+      return NULL;
+    }
   }
   struct sockaddr_ll addr;
   memset(&addr, 0, sizeof addr);

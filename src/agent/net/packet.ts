@@ -12,6 +12,16 @@ export const ETH_P_ALL = 0x0003;
 export const ETH_P_ARP = 0x0806;
 export const ETH_P_IPV6 = 0x86dd;
 
+/**
+ * In-kernel (classic BPF) filters. 'ndp' keeps only ICMPv6 Neighbor Solicitations/Advertisements, so an
+ * ETH_P_IPV6 socket on a busy gateway does not copy all forwarded IPv6 traffic into the process.
+ */
+export type PacketFilter = 'ndp';
+
+export interface PacketSocketOptions {
+  filter?: PacketFilter;
+}
+
 interface NativeRawSocket {
   send(frame: Buffer): number;
   addMulticast(mac: Buffer): void;
@@ -22,7 +32,7 @@ interface NativeRawSocket {
 }
 
 interface NativeAddon {
-  RawSocket: new (ifindex: number, protocol: number, onFrame: (frame: Buffer) => void) => NativeRawSocket;
+  RawSocket: new (ifindex: number, protocol: number, onFrame: (frame: Buffer) => void, filter?: PacketFilter) => NativeRawSocket;
   ifNameToIndex(name: string): number;
 }
 
@@ -80,18 +90,18 @@ export class PacketSocket extends EventEmitter<PacketSocketEvents> {
   readonly protocol: number;
   #native: NativeRawSocket | undefined;
 
-  private constructor(ifindex: number, ifname: string | undefined, protocol: number) {
+  private constructor(ifindex: number, ifname: string | undefined, protocol: number, opts: PacketSocketOptions) {
     super();
     this.ifindex = ifindex;
     this.ifname = ifname;
     this.protocol = protocol;
-    this.#native = new (loadAddon().RawSocket)(ifindex, protocol, (frame) => this.emit('frame', frame));
+    this.#native = new (loadAddon().RawSocket)(ifindex, protocol, (frame) => this.emit('frame', frame), opts.filter);
   }
 
   /** Opens a socket on an interface (name, or ifindex) for one ethertype (ETH_P_ARP, ETH_P_IPV6, ETH_P_ALL). */
-  static open(iface: string | number, protocol: number): PacketSocket {
+  static open(iface: string | number, protocol: number, opts: PacketSocketOptions = {}): PacketSocket {
     const ifindex = typeof iface === 'number' ? iface : ifNameToIndex(iface);
-    return new PacketSocket(ifindex, typeof iface === 'string' ? iface : undefined, protocol);
+    return new PacketSocket(ifindex, typeof iface === 'string' ? iface : undefined, protocol, opts);
   }
 
   get closed(): boolean {

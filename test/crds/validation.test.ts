@@ -1,0 +1,182 @@
+// The CRDs against the real API server: the server must accept the CRDs themselves (structural schema, CEL
+// compiles, estimated CEL cost within budget), accept every good object — the documentation's seed examples
+// and the lab's included — and reject every bad one with 422 and a message that names the offending field.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { ApiException, CustomObjectsApi } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+
+const root = join(import.meta.dirname, '..', '..');
+
+// The harness is written in parallel with this test. Until src/testenv/apiserver.ts exists the suite is
+// skipped (and says so); once it exists it is imported unconditionally, so a broken harness fails loudly.
+interface TestCluster {
+  kubeConfig: KubeConfig;
+  applyCRDs(dir: string): Promise<unknown>;
+  stop(): Promise<void>;
+}
+interface Harness { startTestCluster(): Promise<TestCluster> }
+const harnessFile = join(root, 'src', 'testenv', 'apiserver.ts');
+const harness: Harness | undefined = existsSync(harnessFile) ? (await import(harnessFile) as Harness) : undefined;
+
+type Obj = Record<string, unknown>;
+const group = 'network.deckhouse.io';
+const version = 'v1alpha1';
+
+function example(path: string): Obj {
+  return parse(readFileSync(join(root, path), 'utf8')) as Obj;
+}
+
+function gateway(name: string, spec: Obj | undefined): Obj {
+  return { apiVersion: `${group}/${version}`, kind: 'EgressGateway', metadata: { name }, ...(spec ? { spec } : {}) };
+}
+const vip = (ip: string, extra: Obj = {}): Obj => ({ mode: 'VirtualIPAddress', virtualIPAddress: { ip, ...extra } });
+const primary = (interfaceName: string): Obj => ({
+  mode: 'PrimaryIPFromEgressGatewayNodeInterface', primaryIPFromEgressGatewayNodeInterface: { interfaceName },
+});
+const egress = { 'node-role.deckhouse.io/egress': '' };
+
+function policy(name: string, spec: Obj): Obj {
+  return { apiVersion: `${group}/${version}`, kind: 'EgressGatewayPolicy', metadata: { name }, spec };
+}
+const pods = [{ podSelector: { matchLabels: { app: 'backend' } } }];
+const pol = (extra: Obj): Obj => ({ egressGatewayName: 'gw', destinationCIDRs: ['198.18.0.0/15'], selectors: pods, ...extra });
+const withExpr = (expr: Obj): Obj => pol({ selectors: [{ podSelector: { matchExpressions: [expr] } }] });
+
+const goodGateways: [string, Obj][] = [
+  ['seed example, PrimaryIP mode', example('deploy/examples/egressgateway-primaryip.yaml')],
+  ['seed example, VIP mode', example('deploy/examples/egressgateway-vip.yaml')],
+  ['lab gateway', example('deploy/examples/lab/egressgateway.yaml')],
+  ['VIP with interfaces', gateway('g-ifaces', { nodeSelector: egress, sourceIP: vip('192.0.2.10', { interfaces: ['eth1', 'bond0.100', 'br-ext'] }) })],
+  ['IPv6 VIP (reported by the controller, not rejected)', gateway('g-v6', { sourceIP: vip('2001:db8::10') })],
+  ['name of exactly 52 characters', gateway('g'.repeat(52), { sourceIP: primary('eth1') })],
+  ['no nodeSelector (every node)', gateway('g-all', { sourceIP: primary('ens192') })],
+  ['prefixed selector keys and values', gateway('g-keys', {
+    nodeSelector: { 'kubernetes.io/hostname': 'node-1', 'topology.kubernetes.io/zone': 'zone_A.1', plain: 'x' },
+    sourceIP: primary('eth1'),
+  })],
+];
+
+const goodPolicies: [string, Obj][] = [
+  ['seed example policy', example('deploy/examples/egressgatewaypolicy.yaml')],
+  ['lab policy', example('deploy/examples/lab/egressgatewaypolicy.yaml')],
+  ['excludedCIDRs inside destinationCIDRs', policy('p-excl', pol({
+    destinationCIDRs: ['0.0.0.0/0', '2001:db8::/32'], excludedCIDRs: ['198.18.0.0/24', '192.0.2.1/32', '2001:db8:1::/48'],
+  }))],
+  ['IPv6 destination (reported by the controller, not rejected)', policy('p-v6', pol({ destinationCIDRs: ['2001:db8::/32'] }))],
+  ['namespaceSelector and matchExpressions', policy('p-sel', pol({
+    selectors: [
+      { podSelector: { matchExpressions: [{ key: 'app', operator: 'In', values: ['a', 'b'] }, { key: 'tier', operator: 'Exists' }] },
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'prod' } } },
+      { podSelector: {} },
+    ],
+  }))],
+  ['gateway name of 52 characters', policy('p-long', pol({ egressGatewayName: 'g'.repeat(52) }))],
+];
+
+// [case, object, text the 422 message must contain: the field path]
+const badGateways: [string, Obj, string][] = [
+  ['VIP not an IP', gateway('b-ip1', { sourceIP: vip('172.18.18.300') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP garbage', gateway('b-ip2', { sourceIP: vip('not-an-ip') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP with a prefix length', gateway('b-ip3', { sourceIP: vip('192.0.2.10/32') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP loopback', gateway('b-ip4', { sourceIP: vip('127.0.0.1') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP unspecified', gateway('b-ip5', { sourceIP: vip('0.0.0.0') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP multicast', gateway('b-ip6', { sourceIP: vip('224.0.0.18') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP IPv6 link-local', gateway('b-ip7', { sourceIP: vip('fe80::1') }), 'spec.sourceIP.virtualIPAddress.ip'],
+  ['VIP mode without virtualIPAddress', gateway('b-mode1', { sourceIP: { mode: 'VirtualIPAddress', primaryIPFromEgressGatewayNodeInterface: { interfaceName: 'eth1' } } }), 'spec.sourceIP.virtualIPAddress'],
+  ['PrimaryIP mode without its object', gateway('b-mode2', { sourceIP: { mode: 'PrimaryIPFromEgressGatewayNodeInterface', virtualIPAddress: { ip: '192.0.2.10' } } }), 'spec.sourceIP.primaryIPFromEgressGatewayNodeInterface'],
+  ['both sub-objects', gateway('b-mode3', { sourceIP: { ...vip('192.0.2.10'), primaryIPFromEgressGatewayNodeInterface: { interfaceName: 'eth1' } } }), 'spec.sourceIP.primaryIPFromEgressGatewayNodeInterface'],
+  ['unknown mode', gateway('b-mode4', { sourceIP: { mode: 'Magic', virtualIPAddress: { ip: '192.0.2.10' } } }), 'spec.sourceIP.mode'],
+  ['missing sourceIP', gateway('b-nosrc', { nodeSelector: egress }), 'spec.sourceIP'],
+  ['missing spec', gateway('b-nospec', undefined), 'spec'],
+  ['name of 53 characters', gateway('g'.repeat(53), { sourceIP: primary('eth1') }), 'metadata.name'],
+  ['name with upper case', gateway('Gateway1', { sourceIP: primary('eth1') }), 'metadata.name'],
+  ['interface name with a slash', gateway('b-if1', { sourceIP: primary('eth/0') }), 'spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName'],
+  ['interface name of 16 characters', gateway('b-if2', { sourceIP: primary('a'.repeat(16)) }), 'spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName'],
+  ['interface name ..', gateway('b-if3', { sourceIP: primary('..') }), 'spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName'],
+  ['interfaces item with a space', gateway('b-if4', { sourceIP: vip('192.0.2.10', { interfaces: ['eth0', 'eth 1'] }) }), 'spec.sourceIP.virtualIPAddress.interfaces[1]'],
+  ['interfaces item with a colon', gateway('b-if5', { sourceIP: vip('192.0.2.10', { interfaces: ['eth0:1'] }) }), 'spec.sourceIP.virtualIPAddress.interfaces[0]'],
+  ['nodeSelector key with two slashes', gateway('b-ns1', { nodeSelector: { 'a/b/c': '' }, sourceIP: primary('eth1') }), 'spec.nodeSelector'],
+  ['nodeSelector key name too long', gateway('b-ns2', { nodeSelector: { ['k'.repeat(64)]: '' }, sourceIP: primary('eth1') }), 'spec.nodeSelector'],
+  ['nodeSelector value with a space', gateway('b-ns3', { nodeSelector: { egress: 'a b' }, sourceIP: primary('eth1') }), 'spec.nodeSelector'],
+];
+
+const badPolicies: [string, Obj, string][] = [
+  ['destination CIDR with /33', policy('b-cidr1', pol({ destinationCIDRs: ['198.18.0.0/33'] })), 'spec.destinationCIDRs[0]'],
+  ['destination is an address, not a CIDR', policy('b-cidr2', pol({ destinationCIDRs: ['198.18.0.0/15', '192.0.2.1'] })), 'spec.destinationCIDRs[1]'],
+  ['excluded CIDR garbage', policy('b-cidr3', pol({ excludedCIDRs: ['nope'] })), 'spec.excludedCIDRs[0]'],
+  ['excluded CIDR outside the destinations', policy('b-excl1', pol({ excludedCIDRs: ['192.0.2.0/24'] })), 'spec.excludedCIDRs'],
+  ['excluded CIDR wider than its destination', policy('b-excl2', pol({ excludedCIDRs: ['198.0.0.0/8'] })), 'spec.excludedCIDRs'],
+  ['excluded CIDR of the other family', policy('b-excl3', pol({ destinationCIDRs: ['0.0.0.0/0'], excludedCIDRs: ['2001:db8::/32'] })), 'spec.excludedCIDRs'],
+  ['empty destinationCIDRs', policy('b-dst1', pol({ destinationCIDRs: [] })), 'spec.destinationCIDRs'],
+  ['missing destinationCIDRs', policy('b-dst2', { egressGatewayName: 'gw', selectors: pods }), 'spec.destinationCIDRs'],
+  ['empty selectors', policy('b-sel1', pol({ selectors: [] })), 'spec.selectors'],
+  ['missing selectors', policy('b-sel2', { egressGatewayName: 'gw', destinationCIDRs: ['0.0.0.0/0'] }), 'spec.selectors'],
+  ['selector without podSelector', policy('b-sel3', pol({ selectors: [{ namespaceSelector: {} }] })), 'spec.selectors[0].podSelector'],
+  ['bad operator', policy('b-op1', withExpr({ key: 'app', operator: 'Equals', values: ['a'] })), 'spec.selectors[0].podSelector.matchExpressions[0].operator'],
+  ['In without values', policy('b-op2', withExpr({ key: 'app', operator: 'In' })), 'spec.selectors[0].podSelector.matchExpressions[0].values'],
+  ['Exists with values', policy('b-op3', withExpr({ key: 'app', operator: 'Exists', values: ['a'] })), 'spec.selectors[0].podSelector.matchExpressions[0].values'],
+  ['matchLabels value too long', policy('b-lbl', pol({ selectors: [{ podSelector: { matchLabels: { app: 'v'.repeat(64) } } }] })), 'spec.selectors[0].podSelector.matchLabels'],
+  ['missing egressGatewayName', policy('b-gw1', { destinationCIDRs: ['0.0.0.0/0'], selectors: pods }), 'spec.egressGatewayName'],
+  ['egressGatewayName of 53 characters', policy('b-gw2', pol({ egressGatewayName: 'g'.repeat(53) })), 'spec.egressGatewayName'],
+  ['egressGatewayName with upper case', policy('b-gw3', pol({ egressGatewayName: 'MyGateway' })), 'spec.egressGatewayName'],
+];
+
+function plural(o: Obj): string {
+  return o.kind === 'EgressGateway' ? 'egressgateways' : 'egressgatewaypolicies';
+}
+
+/** The status text of a failed request (client-node keeps the raw body). */
+function statusMessage(e: ApiException<unknown>): string {
+  const body: unknown = typeof e.body === 'string' ? JSON.parse(e.body) : e.body;
+  return (body as { message?: string }).message ?? String(e.body);
+}
+
+describe('CRD validation on the real API server', { skip: harness ? false : 'src/testenv/apiserver.ts is not there yet' }, () => {
+  let cluster: TestCluster;
+  let api: CustomObjectsApi;
+
+  before(async () => {
+    assert.ok(harness);
+    cluster = await harness.startTestCluster();
+    await cluster.applyCRDs(join(root, 'deploy', 'crds'));
+    api = cluster.kubeConfig.makeApiClient(CustomObjectsApi);
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  for (const [name, obj] of [...goodGateways, ...goodPolicies]) {
+    test(`accepts: ${name}`, async () => {
+      const created = await api.createClusterCustomObject({ group, version, plural: plural(obj), body: obj }) as Obj;
+      assert.equal((created.metadata as Obj).name, (obj.metadata as Obj).name);
+      assert.ok((created.metadata as Obj).uid, 'stored, not only validated');
+    });
+  }
+
+  for (const [name, obj, field] of [...badGateways, ...badPolicies]) {
+    test(`rejects: ${name} (${field})`, async () => {
+      await assert.rejects(
+        api.createClusterCustomObject({ group, version, plural: plural(obj), body: obj }),
+        (e: unknown) => {
+          assert.ok(e instanceof ApiException, `expected an API error, got ${String(e)}`);
+          const message = statusMessage(e);
+          assert.equal(e.code, 422, message);
+          assert.ok(message.includes(field), `message does not name ${field}: ${message}`);
+          return true;
+        },
+      );
+    });
+  }
+
+  test('the seed VIP gateway keeps its fields (nothing pruned) and defaults interfaces to []', async () => {
+    const got = await api.getClusterCustomObject({ group, version, plural: 'egressgateways', name: 'myeg' }) as Obj;
+    assert.deepEqual(got.spec, {
+      nodeSelector: egress,
+      sourceIP: { mode: 'VirtualIPAddress', virtualIPAddress: { ip: '172.18.18.242', interfaces: [] } },
+    });
+  });
+});

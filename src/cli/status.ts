@@ -1,6 +1,64 @@
-// Placeholder until the status command lands; it refuses clearly instead of pretending to work.
-import { UsageError } from './errors.ts';
+// `egressgw status`: every gateway and every policy on one screen, from a live cluster.
 
-export async function run(_argv: string[]): Promise<number> {
-  throw new UsageError('"status" is not available in this build yet', 1);
+import { stringify } from 'yaml';
+import type { EgressGateway, EgressGatewayPolicy, PodLike } from '../api/types.ts';
+import { KubeClient, isStatus, loadKubeConfig } from '../kube/client.ts';
+import { GATEWAYS, POLICIES, namespaces } from '../kube/resources.ts';
+import { UsageError, parseFlags } from './errors.ts';
+import { buildStatusModel, renderStatus, type NamespaceLike, type StatusModel } from './status-model.ts';
+import { colourWanted } from './table.ts';
+
+const HELP = `Usage: egressgw status [flags]
+
+Shows every EgressGateway (mode, VIP or interface, active node, ready/total nodes, last failover, Ready
+and its reason) and every EgressGatewayPolicy (gateway, destinations, number of selected pods, Ready and
+its reason).
+
+Flags:
+  --kubeconfig FILE        kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)
+  -o, --output FORMAT      table (default), json or yaml
+  --no-color               no colours (they are used only on a terminal, and never with NO_COLOR set)
+  -h, --help               this help`;
+
+export const OUTPUT_FORMATS = ['table', 'json', 'yaml'] as const;
+
+/** Lists what the status needs; a missing CRD is the user's setup to fix, said in one line. */
+export async function fetchStatusModel(client: KubeClient): Promise<StatusModel> {
+  const listOrExplain = async <T>(what: string, fn: () => Promise<{ items: T[] }>): Promise<T[]> => {
+    try {
+      return (await fn()).items;
+    } catch (err) {
+      if (isStatus(err, 404)) throw new UsageError(`the ${what} API is not installed in this cluster (apply the CRDs: egressgw manifests)`, 1);
+      throw err;
+    }
+  };
+  const [gateways, policies, pods, nss] = await Promise.all([
+    listOrExplain('EgressGateway', () => client.list<EgressGateway>(GATEWAYS)),
+    listOrExplain('EgressGatewayPolicy', () => client.list<EgressGatewayPolicy>(POLICIES)),
+    client.list<PodLike>({ group: '', version: 'v1', plural: 'pods' }),
+    client.list<NamespaceLike>(namespaces),
+  ]);
+  return buildStatusModel({ gateways, policies, pods: pods.items, namespaces: nss.items });
+}
+
+export function parseOutput(value: string | undefined, allowed: readonly string[]): string {
+  const v = value ?? allowed[0]!;
+  if (!allowed.includes(v)) throw new UsageError(`-o/--output: "${v}" is not one of ${allowed.join(', ')}`);
+  return v;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const parsed = parseFlags(
+    argv,
+    { kubeconfig: { type: 'string' }, output: { type: 'string', short: 'o' }, 'no-color': { type: 'boolean' } },
+    HELP,
+  );
+  if (!parsed) return 0;
+  const output = parseOutput(parsed.values.output, OUTPUT_FORMATS);
+  const client = new KubeClient(loadKubeConfig(parsed.values.kubeconfig));
+  const model = await fetchStatusModel(client);
+  if (output === 'json') process.stdout.write(JSON.stringify(model, null, 2) + '\n');
+  else if (output === 'yaml') process.stdout.write(stringify(model));
+  else process.stdout.write(renderStatus(model, { color: colourWanted(process.stdout, parsed.values['no-color'] === true), now: Date.now() }));
+  return 0;
 }

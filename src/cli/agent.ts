@@ -1,6 +1,32 @@
-// Placeholder until the agent command lands; it refuses clearly instead of pretending to work.
-import { UsageError } from './errors.ts';
+// `egressgw agent`: parse flags, run the node agent until SIGTERM/SIGINT, then shut down gracefully
+// (withdraw every VIP, delete the heartbeat Lease so the controller fails over at once).
 
-export async function run(_argv: string[]): Promise<number> {
-  throw new UsageError('"agent" is not available in this build yet', 1);
+import { UsageError, parseFlags } from './errors.ts';
+import { AGENT_FLAGS, AGENT_HELP, buildAgentOptions, type AgentFlagValues } from '../agent/options.ts';
+
+export async function run(argv: string[]): Promise<number> {
+  const parsed = parseFlags(argv, AGENT_FLAGS, AGENT_HELP);
+  if (!parsed) return 0;
+  let options;
+  try {
+    options = buildAgentOptions(parsed.values as AgentFlagValues, process.env);
+  } catch (err) {
+    throw new UsageError(`agent: ${(err as Error).message}`);
+  }
+  // Loaded only now: the native addon and the kube client are not needed for `--help` or bad flags.
+  const { runAgent } = await import('../agent/main.ts');
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (ac.signal.aborted) return;
+    ac.abort(sig);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await runAgent(options, { signal: ac.signal });
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+  return 0;
 }

@@ -1,0 +1,187 @@
+// The node's heartbeat: a coordination.k8s.io/v1 Lease renewed every renewInterval (design §3).
+//
+// The controller measures expiry on its own clock from when it saw renewTime change, so all this side
+// must do is change renewTime often enough. The fencing decision is the agent's, on a monotonic clock:
+// `healthySince` is the *send* time of the last renewal the server accepted, which is never later than
+// the moment the controller saw it, so "now − lastAcceptedSend < fenceAfter" errs on the safe side.
+
+import { EventEmitter } from 'node:events';
+import type { KubeClient } from '../kube/client.ts';
+import { isStatus, resourcePath } from '../kube/client.ts';
+import { leases } from '../kube/resources.ts';
+import { microTime } from '../kube/time.ts';
+import { errFields, type Logger } from '../kube/log.ts';
+import { heartbeatLeaseName, UPLINKS_ANNOTATION } from '../api/names.ts';
+import type { LeaseLike } from '../api/types.ts';
+import type { UplinkState } from '../core/types.ts';
+
+export type Uplinks = Record<string, UplinkState>;
+
+/** Stable JSON (sorted keys and lists) so that "changed" means the state changed, not the order. */
+export function uplinksJson(uplinks: Uplinks): string {
+  const out: Record<string, UplinkState> = {};
+  for (const name of Object.keys(uplinks).sort()) {
+    const u = uplinks[name]!;
+    out[name] = { up: u.up, ipv4: [...(u.ipv4 ?? [])].sort(), ipv6: [...(u.ipv6 ?? [])].sort() };
+  }
+  return JSON.stringify(out);
+}
+
+export interface HeartbeatOptions {
+  client: KubeClient;
+  namespace: string;
+  node: string;
+  renewIntervalMs: number;
+  leaseDurationMs: number;
+  /** A renewal older than this is useless for fencing purposes, so requests are aborted after it. */
+  requestTimeoutMs: number;
+  /** Current uplink state, published as an annotation; undefined = leave the annotation alone. */
+  uplinks: () => Promise<Uplinks | undefined>;
+  log: Logger;
+  /** Called after every attempt with its latency and outcome (metrics). */
+  onAttempt?: (seconds: number, ok: boolean) => void;
+  /** Monotonic clock, ms. */
+  monotonic?: () => number;
+}
+
+interface HeartbeatEvents {
+  /** A renewal succeeded after one or more failures (or the first success). */
+  recovered: [];
+  renewed: [];
+  failed: [err: unknown];
+}
+
+export class Heartbeat extends EventEmitter<HeartbeatEvents> {
+  readonly leaseName: string;
+  readonly #o: HeartbeatOptions;
+  readonly #now: () => number;
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight: AbortController | undefined;
+  #lastAcceptedSend: number | undefined;
+  #lastOk = false;
+  #publishedUplinks: string | undefined;
+  #stopped = true;
+  #consecutiveFailures = 0;
+
+  constructor(o: HeartbeatOptions) {
+    super();
+    this.#o = o;
+    this.#now = o.monotonic ?? (() => performance.now());
+    this.leaseName = heartbeatLeaseName(o.node);
+  }
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    void this.#tick();
+    this.#timer = setInterval(() => void this.#tick(), this.#o.renewIntervalMs);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#inFlight?.abort(new Error('heartbeat stopped'));
+  }
+
+  /** Monotonic ms since the send time of the last accepted renewal; Infinity before the first. */
+  sinceLastRenewal(now = this.#now()): number {
+    return this.#lastAcceptedSend === undefined ? Infinity : now - this.#lastAcceptedSend;
+  }
+
+  get lastAttemptOk(): boolean {
+    return this.#lastOk;
+  }
+
+  get consecutiveFailures(): number {
+    return this.#consecutiveFailures;
+  }
+
+  /** Deletes the Lease so the controller sees this node leave at once (graceful shutdown). */
+  async release(timeoutMs = 2000): Promise<void> {
+    this.stop();
+    try {
+      await this.#o.client.request('DELETE', resourcePath(leases(this.#o.namespace), this.leaseName), {
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      if (!isStatus(err, 404)) throw err;
+    }
+  }
+
+  async #tick(): Promise<void> {
+    // One renewal at a time: a renewal still in flight is aborted at requestTimeoutMs, then the next goes.
+    if (this.#inFlight || this.#stopped) return;
+    const ctl = new AbortController();
+    this.#inFlight = ctl;
+    const timeout = setTimeout(() => ctl.abort(new Error(`renewal timed out after ${this.#o.requestTimeoutMs}ms`)), this.#o.requestTimeoutMs);
+    const sentAt = this.#now();
+    try {
+      await this.#renew(ctl.signal);
+      const wasOk = this.#lastOk;
+      this.#lastAcceptedSend = sentAt;
+      this.#lastOk = true;
+      this.#consecutiveFailures = 0;
+      this.#o.onAttempt?.((this.#now() - sentAt) / 1000, true);
+      if (!wasOk) this.emit('recovered');
+      this.emit('renewed');
+    } catch (err) {
+      this.#lastOk = false;
+      this.#consecutiveFailures++;
+      this.#o.onAttempt?.((this.#now() - sentAt) / 1000, false);
+      // First failure and then every 10th, so a long outage does not flood the log at 2 lines/s.
+      if (this.#consecutiveFailures === 1 || this.#consecutiveFailures % 10 === 0) {
+        this.#o.log.warn({ ...errFields(err), failures: this.#consecutiveFailures }, 'heartbeat renewal failed');
+      }
+      this.emit('failed', err);
+    } finally {
+      clearTimeout(timeout);
+      this.#inFlight = undefined;
+    }
+  }
+
+  async #renew(signal: AbortSignal): Promise<void> {
+    const o = this.#o;
+    const uplinks = await o.uplinks().catch((err: unknown) => {
+      o.log.debug(errFields(err), 'reading uplinks failed; annotation left as is');
+      return undefined;
+    });
+    const json = uplinks === undefined ? undefined : uplinksJson(uplinks);
+    const now = Date.now();
+    const spec = {
+      holderIdentity: o.node,
+      leaseDurationSeconds: Math.round(o.leaseDurationMs / 1000),
+      renewTime: microTime(now),
+    };
+    // Merge patch: no read-modify-write, so a renewal is one round trip. The annotation only goes along
+    // when it changed (renewTime changes every time anyway).
+    const patch: Record<string, unknown> = { spec };
+    const uplinksChanged = json !== undefined && json !== this.#publishedUplinks;
+    if (uplinksChanged) patch.metadata = { annotations: { [UPLINKS_ANNOTATION]: json } };
+    const path = resourcePath(leases(o.namespace), this.leaseName);
+    try {
+      await o.client.request('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', signal });
+    } catch (err) {
+      if (!isStatus(err, 404)) throw err;
+      const lease: LeaseLike & { apiVersion: string; kind: string } = {
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: {
+          name: this.leaseName,
+          namespace: o.namespace,
+          labels: { 'app.kubernetes.io/name': 'egressgw-agent', 'app.kubernetes.io/component': 'heartbeat' },
+          ...(json !== undefined ? { annotations: { [UPLINKS_ANNOTATION]: json } } : {}),
+        },
+        spec: { ...spec, acquireTime: microTime(now) },
+      };
+      await o.client.request('POST', resourcePath(leases(o.namespace)), { body: lease, signal });
+      o.log.info({ lease: `${o.namespace}/${this.leaseName}` }, 'heartbeat lease created');
+      if (json !== undefined) this.#publishedUplinks = json;
+      return;
+    }
+    if (uplinksChanged) {
+      this.#publishedUplinks = json;
+      o.log.info({ uplinks }, 'uplink state published');
+    }
+  }
+}

@@ -1,0 +1,179 @@
+// Agent flags and the timing invariant that makes fencing safe (design §6).
+//
+// Why the invariant matters: the controller declares a node dead `leaseDuration` after it last saw the
+// heartbeat change. Before that moment the node must have let go of every VIP, whether it crashed
+// (the kernel drops the address `addressLifetime` after the last refresh), froze (same), or lost the API
+// but not the LAN (the agent fences after `fenceAfter`). Hence
+//   refreshInterval < addressLifetime ≤ fenceAfter < leaseDuration.
+
+import { DEFAULT_NAMESPACE, AGENT_PROBE_PORT } from '../api/names.ts';
+
+export interface AgentOptions {
+  nodeName: string;
+  kubeconfig: string | undefined;
+  heartbeatNamespace: string;
+  renewIntervalMs: number;
+  leaseDurationMs: number;
+  addressLifetimeMs: number;
+  refreshIntervalMs: number;
+  fenceAfterMs: number;
+  reannounceIntervalMs: number;
+  metricsHost: string;
+  metricsPort: number;
+  logLevel: string;
+  /**
+   * Reference-compatible mode for comparisons (bench): no heartbeat Lease, no fencing; the VIP is refreshed
+   * for as long as the process runs. Failure detection is then left to Node NotReady, as in the reference.
+   */
+  heartbeat: boolean;
+}
+
+export const DEFAULT_AGENT_OPTIONS: Omit<AgentOptions, 'nodeName' | 'kubeconfig'> = Object.freeze({
+  heartbeatNamespace: DEFAULT_NAMESPACE,
+  renewIntervalMs: 500,
+  leaseDurationMs: 2000,
+  addressLifetimeMs: 1000,
+  refreshIntervalMs: 250,
+  fenceAfterMs: 1000,
+  reannounceIntervalMs: 10_000,
+  metricsHost: '127.0.0.1',
+  metricsPort: AGENT_PROBE_PORT,
+  logLevel: 'info',
+  heartbeat: true,
+});
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
+
+/** Parses `500ms`, `2s`, `1.5s`, `1m`; a bare number is milliseconds. Returns undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!m) return undefined;
+  const value = Number(m[1]) * (UNIT_MS[m[2] ?? 'ms'] ?? 1);
+  return Number.isFinite(value) ? Math.round(value) : undefined;
+}
+
+/** `host:port`, `[v6]:port` or `:port` (all addresses). */
+export function parseListenAddress(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/**
+ * Checks refresh < lifetime ≤ fenceAfter < leaseDuration, plus what the kernel needs (lifetimes are whole
+ * seconds) and what keeps renewals meaningful. Returns the problems, empty when the timings are safe.
+ */
+export function timingProblems(o: Pick<AgentOptions,
+  'renewIntervalMs' | 'leaseDurationMs' | 'addressLifetimeMs' | 'refreshIntervalMs' | 'fenceAfterMs' | 'reannounceIntervalMs'>): string[] {
+  const problems: string[] = [];
+  const fmt = (ms: number): string => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+  for (const [name, v] of [
+    ['--renew-interval', o.renewIntervalMs], ['--lease-duration', o.leaseDurationMs], ['--address-lifetime', o.addressLifetimeMs],
+    ['--refresh-interval', o.refreshIntervalMs], ['--fence-after', o.fenceAfterMs], ['--reannounce-interval', o.reannounceIntervalMs],
+  ] as const) {
+    if (!(v > 0)) problems.push(`${name} must be positive (got ${fmt(v)})`);
+  }
+  if (o.addressLifetimeMs % 1000 !== 0) {
+    problems.push(`--address-lifetime must be whole seconds, the kernel's valid_lft unit (got ${fmt(o.addressLifetimeMs)})`);
+  }
+  if (!(o.refreshIntervalMs < o.addressLifetimeMs)) {
+    problems.push(`--refresh-interval (${fmt(o.refreshIntervalMs)}) must be shorter than --address-lifetime (${fmt(o.addressLifetimeMs)}), or a held VIP would blink out between refreshes`);
+  }
+  if (!(o.addressLifetimeMs <= o.fenceAfterMs)) {
+    problems.push(`--address-lifetime (${fmt(o.addressLifetimeMs)}) must not exceed --fence-after (${fmt(o.fenceAfterMs)}), or a frozen agent's VIP would outlive its fencing`);
+  }
+  if (!(o.fenceAfterMs < o.leaseDurationMs)) {
+    problems.push(`--fence-after (${fmt(o.fenceAfterMs)}) must be shorter than --lease-duration (${fmt(o.leaseDurationMs)}), or the controller could elect another node while this one still holds the VIP`);
+  }
+  if (!(o.renewIntervalMs < o.fenceAfterMs)) {
+    problems.push(`--renew-interval (${fmt(o.renewIntervalMs)}) must be shorter than --fence-after (${fmt(o.fenceAfterMs)}), or one late renewal would fence a healthy node`);
+  }
+  if (o.leaseDurationMs % 1000 !== 0) {
+    problems.push(`--lease-duration must be whole seconds, the Lease's leaseDurationSeconds unit (got ${fmt(o.leaseDurationMs)})`);
+  }
+  return problems;
+}
+
+export const AGENT_HELP = `Usage: egressgw agent --node-name NAME [flags]
+
+Runs the node agent: renews this node's heartbeat Lease, puts the VIPs of the instances addressed to this
+node on their interface (with a short kernel lifetime, refreshed while healthy), announces them with
+gratuitous ARP / unsolicited NA, fences itself when it cannot renew, and reports instance status.
+
+Flags:
+  --node-name NAME             this node (default: $NODE_NAME)
+  --kubeconfig FILE            kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)
+  --heartbeat-namespace NS     namespace of the heartbeat Leases (default ${DEFAULT_NAMESPACE})
+  --renew-interval DUR         heartbeat renewal period (default 500ms)
+  --lease-duration DUR         leaseDurationSeconds written to the Lease (default 2s)
+  --address-lifetime DUR       valid_lft/preferred_lft of a VIP, whole seconds (default 1s)
+  --refresh-interval DUR       VIP lifetime refresh period while healthy (default 250ms)
+  --fence-after DUR            drop every VIP after renewals failed this long (default 1s)
+  --reannounce-interval DUR    periodic gratuitous re-announcement (default 10s)
+  --metrics-addr HOST:PORT     /healthz, /readyz, /metrics (default 127.0.0.1:${AGENT_PROBE_PORT})
+  --log-level LEVEL            pino level (default info)
+  --no-heartbeat               reference mode for comparisons: no Lease, no fencing
+Must hold: refresh-interval < address-lifetime <= fence-after < lease-duration.`;
+
+export const AGENT_FLAGS = {
+  'node-name': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'heartbeat-namespace': { type: 'string' },
+  'renew-interval': { type: 'string' },
+  'lease-duration': { type: 'string' },
+  'address-lifetime': { type: 'string' },
+  'refresh-interval': { type: 'string' },
+  'fence-after': { type: 'string' },
+  'reannounce-interval': { type: 'string' },
+  'metrics-addr': { type: 'string' },
+  'log-level': { type: 'string' },
+  'no-heartbeat': { type: 'boolean' },
+} as const;
+
+export type AgentFlagValues = { [K in keyof typeof AGENT_FLAGS]?: (typeof AGENT_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+
+/** Turns parsed flag values (+ environment) into options, or throws an Error whose message names the flag. */
+export function buildAgentOptions(values: AgentFlagValues, env: Record<string, string | undefined>): AgentOptions {
+  const problems: string[] = [];
+  const duration = (flag: keyof AgentFlagValues, dflt: number): number => {
+    const raw = values[flag];
+    if (raw === undefined || typeof raw !== 'string') return dflt;
+    const ms = parseDuration(raw);
+    if (ms === undefined) {
+      problems.push(`--${flag}: "${raw}" is not a duration (e.g. 250ms, 2s)`);
+      return dflt;
+    }
+    return ms;
+  };
+  const nodeName = values['node-name'] ?? env.NODE_NAME ?? '';
+  if (nodeName === '') problems.push('--node-name (or $NODE_NAME) is required');
+  const d = DEFAULT_AGENT_OPTIONS;
+  let metricsHost = d.metricsHost;
+  let metricsPort = d.metricsPort;
+  if (values['metrics-addr'] !== undefined) {
+    const addr = parseListenAddress(values['metrics-addr']);
+    if (!addr) problems.push(`--metrics-addr: "${values['metrics-addr']}" is not HOST:PORT`);
+    else ({ host: metricsHost, port: metricsPort } = addr);
+  }
+  const o: AgentOptions = {
+    nodeName,
+    kubeconfig: values.kubeconfig ?? env.KUBECONFIG,
+    heartbeatNamespace: values['heartbeat-namespace'] ?? d.heartbeatNamespace,
+    renewIntervalMs: duration('renew-interval', d.renewIntervalMs),
+    leaseDurationMs: duration('lease-duration', d.leaseDurationMs),
+    addressLifetimeMs: duration('address-lifetime', d.addressLifetimeMs),
+    refreshIntervalMs: duration('refresh-interval', d.refreshIntervalMs),
+    fenceAfterMs: duration('fence-after', d.fenceAfterMs),
+    reannounceIntervalMs: duration('reannounce-interval', d.reannounceIntervalMs),
+    metricsHost,
+    metricsPort,
+    logLevel: values['log-level'] ?? d.logLevel,
+    heartbeat: values['no-heartbeat'] !== true,
+  };
+  problems.push(...timingProblems(o));
+  if (problems.length > 0) throw new Error(problems.join('; '));
+  return o;
+}

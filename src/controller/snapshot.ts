@@ -1,0 +1,170 @@
+// From informer caches to the core's Snapshot. The only stateful part is heartbeat tracking: the
+// controller times agent heartbeats on its own clock, from when it last saw a Lease change (as
+// client-go leader election does), so clock skew between nodes and the controller does not matter.
+
+import type {
+  CiliumEgressGatewayPolicy,
+  CiliumNodeLike,
+  EgressGateway,
+  EgressGatewayInstance,
+  EgressGatewayPolicy,
+  LeaseLike,
+  NodeLike,
+  PodLike,
+} from '../api/types.ts';
+import { ASSIGNED_AT_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import type { Heartbeat, Snapshot, UplinkState } from '../core/types.ts';
+import { parseTime } from '../kube/time.ts';
+
+const LEASE_PREFIX = heartbeatLeaseName('');
+
+/** The node a heartbeat Lease belongs to, or undefined for other Leases in the namespace. */
+export function nodeOfHeartbeatLease(name: string): string | undefined {
+  if (!name.startsWith(LEASE_PREFIX) || name.length === LEASE_PREFIX.length) return undefined;
+  const node = name.slice(LEASE_PREFIX.length);
+  return heartbeatLeaseName(node) === name ? node : undefined;
+}
+
+/** The agent's uplink report; anything malformed is dropped (a bad annotation must not break a pass). */
+export function parseUplinks(raw: string | undefined): Record<string, UplinkState> | undefined {
+  if (raw === undefined) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const out: Record<string, UplinkState> = {};
+  const strings = (a: unknown): a is string[] => Array.isArray(a) && a.every((x) => typeof x === 'string');
+  for (const [name, s] of Object.entries(v as Record<string, unknown>)) {
+    if (!s || typeof s !== 'object') return undefined;
+    const st = s as { up?: unknown; ipv4?: unknown; ipv6?: unknown };
+    if (typeof st.up !== 'boolean') return undefined;
+    if (st.ipv4 !== undefined && !strings(st.ipv4)) return undefined;
+    if (st.ipv6 !== undefined && !strings(st.ipv6)) return undefined;
+    out[name] = { up: st.up, ...(st.ipv4 ? { ipv4: st.ipv4 } : {}), ...(st.ipv6 ? { ipv6: st.ipv6 } : {}) };
+  }
+  return out;
+}
+
+interface Tracked {
+  record: string;
+  observedAt: number;
+  durationMs: number;
+  uplinksRaw: string | undefined;
+  uplinks: Record<string, UplinkState> | undefined;
+}
+
+/**
+ * Heartbeat Leases → Heartbeats. `observe` is fed from the Lease informer's events; it reports
+ * whether the change can matter to a decision (so plain renewals of a live heartbeat need not
+ * trigger a reconcile pass: they only push its expiry further out).
+ */
+export class HeartbeatTracker {
+  private readonly byNode = new Map<string, Tracked>();
+  private readonly defaultDurationMs: number;
+
+  constructor(defaultDurationMs: number) {
+    this.defaultDurationMs = defaultDurationMs;
+  }
+
+  observe(lease: LeaseLike, now: number): boolean {
+    const node = nodeOfHeartbeatLease(lease.metadata?.name ?? '');
+    if (node === undefined) return false;
+    const spec = lease.spec ?? {};
+    const record = JSON.stringify([spec.holderIdentity ?? '', spec.renewTime ?? '']);
+    const secs = spec.leaseDurationSeconds;
+    const durationMs = typeof secs === 'number' && secs > 0 ? secs * 1000 : this.defaultDurationMs;
+    const uplinksRaw = lease.metadata.annotations?.[UPLINKS_ANNOTATION];
+    const prev = this.byNode.get(node);
+    if (prev && prev.record === record && prev.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;
+    const wasLive = prev !== undefined && now - prev.observedAt < prev.durationMs;
+    const changedRecord = !prev || prev.record !== record;
+    this.byNode.set(node, {
+      record,
+      observedAt: changedRecord ? now : prev.observedAt,
+      durationMs,
+      uplinksRaw,
+      uplinks: prev && prev.uplinksRaw === uplinksRaw ? prev.uplinks : parseUplinks(uplinksRaw),
+    });
+    // A renewal of a live heartbeat with nothing else changed decides nothing new.
+    return !wasLive || prev.durationMs !== durationMs || prev.uplinksRaw !== uplinksRaw;
+  }
+
+  forget(lease: LeaseLike): boolean {
+    const node = nodeOfHeartbeatLease(lease.metadata?.name ?? '');
+    return node !== undefined && this.byNode.delete(node);
+  }
+
+  heartbeats(): Heartbeat[] {
+    const out: Heartbeat[] = [];
+    for (const [node, t] of this.byNode) {
+      const hb: Heartbeat = { node, observedAt: t.observedAt, durationMs: t.durationMs };
+      if (t.uplinks) hb.uplinks = t.uplinks;
+      out.push(hb);
+    }
+    return out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+  }
+
+  /** The earliest future moment a live heartbeat expires, if any. */
+  nextExpiry(now: number): number | undefined {
+    let next: number | undefined;
+    for (const t of this.byNode.values()) {
+      const at = t.observedAt + t.durationMs;
+      if (at > now && (next === undefined || at < next)) next = at;
+    }
+    return next;
+  }
+}
+
+function isReady(conditions: Array<{ type: string; status: string }> | undefined): boolean {
+  return conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+}
+
+/** The earliest future moment an unconfirmed instance's handover times out, if any. */
+export function nextHandoverTimeout(instances: readonly EgressGatewayInstance[], timeoutMs: number, now: number): number | undefined {
+  let next: number | undefined;
+  for (const i of instances) {
+    if (i.metadata.deletionTimestamp || isReady(i.status?.conditions)) continue;
+    const assigned = parseTime(i.metadata.annotations?.[ASSIGNED_AT_ANNOTATION]);
+    if (assigned === undefined) continue;
+    const at = assigned + timeoutMs;
+    if (at > now && (next === undefined || at < next)) next = at;
+  }
+  return next;
+}
+
+export interface SnapshotSources {
+  nodes: () => readonly NodeLike[];
+  ciliumNodes: () => readonly CiliumNodeLike[];
+  ciliumAgentPods: () => readonly PodLike[];
+  agentPods: () => readonly PodLike[];
+  gateways: () => readonly EgressGateway[];
+  policies: () => readonly EgressGatewayPolicy[];
+  instances: () => readonly EgressGatewayInstance[];
+  cegps: () => readonly CiliumEgressGatewayPolicy[];
+  heartbeats: HeartbeatTracker;
+}
+
+const byName = <T extends { metadata: { name: string; namespace?: string } }>(a: T, b: T): number => {
+  const ka = `${a.metadata.namespace ?? ''}/${a.metadata.name}`;
+  const kb = `${b.metadata.namespace ?? ''}/${b.metadata.name}`;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+};
+
+/** Sorted copies, so the core sees the same input for the same cluster whatever the cache order. */
+export function buildSnapshot(src: SnapshotSources, now: number): Snapshot {
+  return {
+    now,
+    nodes: [...src.nodes()].sort(byName),
+    ciliumNodes: [...src.ciliumNodes()].sort(byName),
+    ciliumAgentPods: [...src.ciliumAgentPods()].sort(byName),
+    agentPods: [...src.agentPods()].sort(byName),
+    heartbeats: src.heartbeats.heartbeats(),
+    gateways: [...src.gateways()].sort(byName),
+    policies: [...src.policies()].sort(byName),
+    instances: [...src.instances()].sort(byName),
+    cegps: [...src.cegps()].sort(byName),
+  };
+}

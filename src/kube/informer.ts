@@ -1,0 +1,194 @@
+// A list-watch cache of one resource, over client-node's ListWatch (what `makeInformer` builds; we
+// construct it directly because `makeInformer` cannot pass a field selector).
+//
+// What ListWatch leaves to us, done here:
+//  - it stops for good on a list or watch error (API server restarting, connection refused): we
+//    restart it with exponential backoff; a 410 Gone (our resourceVersion was compacted away) makes it
+//    relist, which is the recovery client-go does;
+//  - it has no "synced" notion: `hasSynced()` turns true once a list has filled the cache;
+//  - its list function must return plain JSON like the watch does (see client.ts), so the cache holds
+//    one shape.
+
+import { ListWatch, Watch } from '@kubernetes/client-node';
+import type { KubeClient, ResourceRef } from './client.ts';
+import { isStatus, resourcePath } from './client.ts';
+import { errFields, silentLogger, type Logger } from './log.ts';
+
+export type InformerEvent = 'add' | 'update' | 'delete';
+
+export interface InformerOptions {
+  resource: ResourceRef;
+  labelSelector?: string;
+  fieldSelector?: string;
+  logger?: Logger;
+  /** First restart delay after an error; doubles up to `maxBackoffMs`. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /**
+   * The resource may not exist (a CRD of an optional dependency, e.g. Cilium's): a 404 on list
+   * counts as synced and empty, and the informer keeps retrying at `maxBackoffMs` until it appears.
+   */
+  optional?: boolean;
+}
+
+interface Meta {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+export class Informer<T extends Meta> {
+  readonly resource: ResourceRef;
+  private readonly client: KubeClient;
+  private readonly lw: ListWatch<never>;
+  private readonly log: Logger;
+  private readonly listeners = new Set<(type: InformerEvent, obj: T) => void>();
+  private readonly syncWaiters = new Set<() => void>();
+  private synced = false;
+  private stopped = true;
+  private errorsSinceStart = 0;
+  private backoffMs: number;
+  private readonly minBackoffMs: number;
+  private readonly maxBackoffMs: number;
+  private readonly optional: boolean;
+  private restartTimer: NodeJS.Timeout | undefined;
+
+  constructor(client: KubeClient, opts: InformerOptions) {
+    this.client = client;
+    this.resource = opts.resource;
+    this.log = (opts.logger ?? silentLogger).child({ informer: describe(opts) });
+    this.minBackoffMs = opts.minBackoffMs ?? 500;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 30_000;
+    this.backoffMs = this.minBackoffMs;
+    this.optional = opts.optional ?? false;
+    const listFn = async () => {
+      const list = await client.list<never>(opts.resource, { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector });
+      return { ...list, items: list.items ?? [] } as never;
+    };
+    this.lw = new ListWatch<never>(
+      resourcePath(opts.resource),
+      new Watch(client.kubeConfig),
+      listFn,
+      false,
+      opts.labelSelector,
+      opts.fieldSelector,
+    );
+    this.lw.on('add', (o: never) => this.emit('add', o));
+    this.lw.on('update', (o: never) => this.emit('update', o));
+    this.lw.on('delete', (o: never) => this.emit('delete', o));
+    this.lw.on('error', (err?: unknown) => this.onError(err));
+  }
+
+  /** Start listing and watching. Returns at once; see `waitForSync`. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    void this.run();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    void this.lw.stop();
+    for (const w of this.syncWaiters) w();
+    this.syncWaiters.clear();
+  }
+
+  /** True once a list has filled the cache (stays true across later relists, as client-go's). */
+  hasSynced(): boolean {
+    return this.synced;
+  }
+
+  /** Resolves when synced; rejects when `signal` aborts first. */
+  waitForSync(signal?: AbortSignal): Promise<void> {
+    if (this.synced) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        this.syncWaiters.delete(done);
+        signal?.removeEventListener('abort', onAbort);
+        if (this.synced) resolve();
+        else reject(new Error('informer stopped before it synced'));
+      };
+      const onAbort = () => {
+        this.syncWaiters.delete(done);
+        reject(signal?.reason ?? new Error('aborted'));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.syncWaiters.add(done);
+    });
+  }
+
+  list(): T[] {
+    return this.lw.list() as unknown as T[];
+  }
+
+  get(name: string, namespace?: string): T | undefined {
+    return this.lw.get(name, namespace) as unknown as T | undefined;
+  }
+
+  /** Called for every add/update/delete (also those a relist finds). Returns an unsubscribe function. */
+  onEvent(cb: (type: InformerEvent, obj: T) => void): () => void {
+    this.listeners.add(cb);
+    return () => this.listeners.delete(cb);
+  }
+
+  private emit(type: InformerEvent, obj: T): void {
+    for (const cb of this.listeners) {
+      try {
+        cb(type, obj);
+      } catch (err) {
+        this.log.error({ ...errFields(err), event: type }, 'informer listener failed');
+      }
+    }
+  }
+
+  private async run(): Promise<void> {
+    const errorsBefore = this.errorsSinceStart;
+    try {
+      // Resolves after the list (when one is needed) has filled the cache and the watch is open.
+      await this.lw.start();
+    } catch (err) {
+      this.onError(err);
+      return;
+    }
+    if (this.stopped || this.errorsSinceStart !== errorsBefore) return;
+    this.backoffMs = this.minBackoffMs;
+    this.markSynced();
+  }
+
+  private markSynced(): void {
+    if (this.synced) return;
+    this.synced = true;
+    this.log.debug({ objects: this.lw.list().length }, 'informer synced');
+    for (const w of [...this.syncWaiters]) w();
+  }
+
+  private onError(err: unknown): void {
+    this.errorsSinceStart++;
+    if (this.stopped || this.restartTimer) return;
+    let delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.maxBackoffMs);
+    if (this.optional && isStatus(err, 404)) {
+      delay = this.maxBackoffMs;
+      if (!this.synced) {
+        this.log.info('resource not served (CRD missing?); treating as empty until it appears');
+        this.markSynced();
+      }
+    } else {
+      this.log.warn({ ...errFields(err), retryInMs: delay }, 'list/watch failed; restarting');
+    }
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (!this.stopped) void this.run();
+    }, delay);
+  }
+}
+
+function describe(opts: InformerOptions): string {
+  const r = opts.resource;
+  let s = `${r.plural}${r.group ? '.' + r.group : ''}`;
+  if (r.namespace) s = `${r.namespace}/${s}`;
+  if (opts.labelSelector) s += `{${opts.labelSelector}}`;
+  if (opts.fieldSelector) s += `[${opts.fieldSelector}]`;
+  return s;
+}

@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HeartbeatTracker, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
+import { ASSIGNED_AT_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import type { LeaseLike } from '../api/types.ts';
+
+const lease = (node: string, renewTime: string, extra: Partial<LeaseLike['spec']> = {}, annotations?: Record<string, string>): LeaseLike => ({
+  metadata: { name: heartbeatLeaseName(node), namespace: 'ns', ...(annotations ? { annotations } : {}) },
+  spec: { holderIdentity: node, renewTime, ...extra },
+});
+
+test('heartbeat lease names map back to nodes; other leases are ignored', () => {
+  assert.equal(nodeOfHeartbeatLease(heartbeatLeaseName('frontend-1')), 'frontend-1');
+  assert.equal(nodeOfHeartbeatLease('egressgw-controller'), undefined);
+  assert.equal(nodeOfHeartbeatLease(heartbeatLeaseName('')), undefined);
+});
+
+test('observedAt moves only when the lease record changes, on our clock', () => {
+  const t = new HeartbeatTracker(2000);
+  assert.equal(t.observe(lease('a', '2000-01-01T00:00:00.000000Z', { leaseDurationSeconds: 3 }), 1000), true);
+  assert.deepEqual(t.heartbeats(), [{ node: 'a', observedAt: 1000, durationMs: 3000 }]);
+  // Same record (e.g. a relist): nothing changes.
+  assert.equal(t.observe(lease('a', '2000-01-01T00:00:00.000000Z', { leaseDurationSeconds: 3 }), 1500), false);
+  assert.equal(t.heartbeats()[0]?.observedAt, 1000);
+  // A renewal of a live heartbeat moves observedAt but needs no pass.
+  assert.equal(t.observe(lease('a', '1999-01-01T00:00:00.000000Z', { leaseDurationSeconds: 3 }), 2000), false);
+  assert.equal(t.heartbeats()[0]?.observedAt, 2000);
+  assert.equal(t.nextExpiry(2000), 5000);
+  // A renewal after expiry revives it: that needs a pass.
+  assert.equal(t.observe(lease('a', '1999-01-01T00:00:01.000000Z', { leaseDurationSeconds: 3 }), 9000), true);
+  assert.equal(t.nextExpiry(13000), undefined);
+});
+
+test('missing leaseDurationSeconds uses the default; uplinks are parsed, malformed ones ignored', () => {
+  const t = new HeartbeatTracker(2000);
+  const up = JSON.stringify({ eth1: { up: true, ipv4: ['192.0.2.1'] }, eth2: { up: false } });
+  t.observe(lease('a', 'x', {}, { [UPLINKS_ANNOTATION]: up }), 0);
+  t.observe(lease('b', 'x', {}, { [UPLINKS_ANNOTATION]: '{not json' }), 0);
+  const [a, b] = t.heartbeats();
+  assert.deepEqual(a, { node: 'a', observedAt: 0, durationMs: 2000, uplinks: { eth1: { up: true, ipv4: ['192.0.2.1'] }, eth2: { up: false } } });
+  assert.deepEqual(b, { node: 'b', observedAt: 0, durationMs: 2000 });
+  assert.equal(parseUplinks('{"eth1":{"up":"yes"}}'), undefined);
+  assert.equal(parseUplinks('[]'), undefined);
+  assert.equal(t.forget(lease('a', 'x')), true);
+  assert.equal(t.heartbeats().length, 1);
+});
+
+test('handover timeouts come from unconfirmed, assigned instances only', () => {
+  const inst = (name: string, assigned: string | undefined, ready: boolean, deleting = false) => ({
+    metadata: {
+      name,
+      ...(assigned ? { annotations: { [ASSIGNED_AT_ANNOTATION]: assigned } } : {}),
+      ...(deleting ? { deletionTimestamp: '2000-01-01T00:00:00Z' } : {}),
+    },
+    status: { conditions: ready ? [{ type: 'Ready', status: 'True' as const, reason: '', message: '', lastTransitionTime: '' }] : [] },
+  });
+  const t0 = Date.parse('2030-01-01T00:00:00Z');
+  const list = [
+    inst('a', '2030-01-01T00:00:00Z', false),
+    inst('b', '2030-01-01T00:00:01Z', true),
+    inst('c', '2029-12-31T23:59:59Z', false, true),
+    inst('d', undefined, false),
+  ];
+  assert.equal(nextHandoverTimeout(list, 5000, t0), t0 + 5000);
+  assert.equal(nextHandoverTimeout(list, 5000, t0 + 5000), undefined);
+});

@@ -107,6 +107,10 @@ export interface GatewayDecision {
   /** Machine-readable reason for the Ready condition. */
   reason: string;
   message: string;
+  /** Node named by the gateway's move-to annotation when it is being honoured; '' or absent otherwise. */
+  moveTarget?: string;
+  /** VIP mode: the active node's instance is Ready for its current generation and spec. */
+  confirmed?: boolean;
 }
 
 export interface Desired {
@@ -118,6 +122,26 @@ export interface Desired {
   gatewayStatuses: Map<string, EgressGatewayStatus>;
   policyStatuses: Map<string, EgressGatewayPolicyStatus>;
   metrics: CoreMetrics;
+  /**
+   * Events that record a transition of a gateway's status. `planWrites` emits them only together with
+   * that gateway's status write, so a resync or a new leader (status already written) never re-emits them.
+   */
+  gatewayEvents?: Map<string, CoreEvent[]>;
+  /** The same for policies. */
+  policyEvents?: Map<string, CoreEvent[]>;
+  /**
+   * Gateways whose move-to annotation is to be cleared (move done or rejected), with the event reporting
+   * the outcome. Emitted only while the annotation is still present.
+   */
+  moveRequests?: Map<string, CoreEvent>;
+}
+
+/** An event the core wants emitted (the `event` Write without its kind). */
+export interface CoreEvent {
+  regarding: ObjectRef;
+  type: 'Normal' | 'Warning';
+  reason: EventReason;
+  note: string;
 }
 
 export interface CoreMetrics {

@@ -1,0 +1,260 @@
+// Election (design §4) and VIP handover (design §5) for every gateway of one pass.
+//
+// Phase 1 settles every gateway that keeps a node: an honoured move request, the current active node
+// while it stays eligible (sticky, no failback), or — VIP mode — a handover already under way. Phase 2
+// elects, in gateway-name order, the node with the fewest active gateways (phase-1 choices count first),
+// ties by the lowest sha256(G#node). Phase 3 turns the target into the label holder, the instances to
+// keep and the move outcome.
+
+import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
+import type { CoreOptions, IneligibleReason, NodeVerdict } from './types.ts';
+import { ineligibleReasons, type NodeState } from './eligibility.ts';
+import { isConfirmed, specMatches, type InstanceFacts } from './instances.ts';
+import type { NodeLabelIndex } from './selectors.ts';
+import type { GatewayInfo } from './validate.ts';
+import { byString, electionKey } from './util.ts';
+
+export interface MoveOutcome {
+  target: string;
+  /** honoured: in progress or done; rejected: clear the request and say why. */
+  state: 'honoured' | 'rejected';
+  note: string;
+}
+
+export interface GatewayPlan {
+  info: GatewayInfo;
+  valid: boolean;
+  candidates: NodeVerdict[];
+  verdicts: Map<string, NodeVerdict>;
+  readyNodes: number;
+  /** Non-deleting owned instances, one per node (the others on the same node are duplicates). */
+  primary: Map<string, InstanceFacts>;
+  observedActive: string;
+  target: string;
+  active: string;
+  /** VIP: the active node's instance is confirmed. PrimaryIP: true when there is an active node. */
+  confirmed: boolean;
+  move: MoveOutcome | undefined;
+  /** Nodes whose instance must exist after this pass; `create` false → keep an existing one only. */
+  instanceNodes: Map<string, { create: boolean }>;
+}
+
+export interface ElectionInput {
+  infos: readonly GatewayInfo[];
+  nodes: ReadonlyMap<string, NodeState>;
+  index: NodeLabelIndex;
+  /** gateway name → nodes whose Node carries active-for-<gateway>. */
+  labelled: ReadonlyMap<string, string[]>;
+  /** gateway name → its owned instances (all, including deleting ones). */
+  owned: ReadonlyMap<string, InstanceFacts[]>;
+  now: number;
+  opts: CoreOptions;
+}
+
+function pickPrimary(list: InstanceFacts[], g: GatewayInfo): Map<string, InstanceFacts> {
+  const m = new Map<string, InstanceFacts>();
+  for (const f of list) {
+    if (f.deleting || f.node === '') continue;
+    const prev = m.get(f.node);
+    if (!prev) {
+      m.set(f.node, f);
+      continue;
+    }
+    // Prefer a confirmed one, then the smallest name: deterministic whatever the input order.
+    const fc = isConfirmed(f, g);
+    const pc = isConfirmed(prev, g);
+    if ((fc && !pc) || (fc === pc && byString(f.name, prev.name) < 0)) m.set(f.node, f);
+  }
+  return m;
+}
+
+function timedOut(f: InstanceFacts | undefined, g: GatewayInfo, now: number, opts: CoreOptions): boolean {
+  // An instance whose spec is outdated is about to be rewritten, which restarts its clock (assigned-at).
+  if (f === undefined || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) return false;
+  return Number.isFinite(f.assignedAt) && now - f.assignedAt >= opts.handoverTimeoutMs;
+}
+
+function describeIneligible(node: string, plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>): string {
+  if (!nodes.has(node)) return `node ${node} does not exist`;
+  const v = plan.verdicts.get(node);
+  if (!v) return `node ${node} does not match the gateway's nodeSelector`;
+  return `node ${node} is not eligible: ${v.reasons.join(', ')}`;
+}
+
+/** Why the previous active node is no longer usable (for FailedOver / lastFailoverReason). */
+export function failureReason(node: string, plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>): string | undefined {
+  if (!nodes.has(node)) return 'NodeGone';
+  const v = plan.verdicts.get(node);
+  if (!v) return 'NotSelected';
+  return v.eligible ? undefined : v.reasons.join(',');
+}
+
+function chooseObservedActive(plan: GatewayPlan, labelled: readonly string[]): string {
+  const g = plan.info;
+  const eligible = (n: string): boolean => plan.verdicts.get(n)?.eligible === true;
+  const readyInstance = (n: string): boolean => plan.primary.get(n)?.ready === true;
+  const rank = (n: string): number => (eligible(n) ? 0 : 2) + (readyInstance(n) ? 0 : 1);
+  const pick = (list: readonly string[]): string => {
+    let best = '';
+    for (const n of list) {
+      if (best === '' || rank(n) < rank(best) || (rank(n) === rank(best) && byString(n, best) < 0)) best = n;
+    }
+    return best;
+  };
+  if (labelled.length > 0) return pick(labelled);
+  if (g.mode !== MODE_VIP) return '';
+  const ready: string[] = [];
+  for (const [n, f] of plan.primary) if (f.ready) ready.push(n);
+  return pick(ready);
+}
+
+export function runElection(input: ElectionInput): GatewayPlan[] {
+  const { infos, nodes, index, labelled, owned, now, opts } = input;
+  const plans: GatewayPlan[] = [];
+  const load = new Map<string, number>();
+  const bump = (n: string): void => {
+    load.set(n, (load.get(n) ?? 0) + 1);
+  };
+
+  // Phase 1: verdicts, observed active node, and every choice that keeps a node.
+  const sticky = new Map<GatewayPlan, string>();
+  for (const g of infos) {
+    const valid = !g.invalid;
+    const vip = g.mode === MODE_VIP;
+    const plan: GatewayPlan = {
+      info: g,
+      valid,
+      candidates: [],
+      verdicts: new Map(),
+      readyNodes: 0,
+      primary: vip ? pickPrimary(owned.get(g.name) ?? [], g) : new Map(),
+      observedActive: '',
+      target: '',
+      active: '',
+      confirmed: false,
+      move: undefined,
+      instanceNodes: new Map(),
+    };
+    plans.push(plan);
+    const cands = g.selectorValid ? index.match(g.selector) : [];
+    for (const n of cands) {
+      const st = nodes.get(n) as NodeState;
+      const reasons: IneligibleReason[] = ineligibleReasons(g, st, opts, valid && vip && timedOut(plan.primary.get(n), g, now, opts));
+      const v: NodeVerdict = { node: n, eligible: reasons.length === 0, reasons };
+      plan.candidates.push(v);
+      plan.verdicts.set(n, v);
+      if (v.eligible) plan.readyNodes++;
+    }
+    plan.observedActive = chooseObservedActive(plan, labelled.get(g.name) ?? []);
+
+    if (g.moveTo !== undefined) {
+      const mt = g.moveTo;
+      if (!valid) plan.move = { target: mt, state: 'rejected', note: `move to ${mt || '""'} rejected: gateway is invalid: ${g.invalid?.message ?? ''}` };
+      else if (mt === '') plan.move = { target: mt, state: 'rejected', note: 'move rejected: the move-to annotation names no node' };
+      else if (plan.verdicts.get(mt)?.eligible !== true) {
+        plan.move = { target: mt, state: 'rejected', note: `move to ${mt} rejected: ${describeIneligible(mt, plan, nodes)}` };
+      } else plan.move = { target: mt, state: 'honoured', note: '' };
+    }
+    if (!valid) continue;
+    let keep = '';
+    if (plan.move?.state === 'honoured') keep = plan.move.target;
+    else if (plan.observedActive !== '' && plan.verdicts.get(plan.observedActive)?.eligible) keep = plan.observedActive;
+    else if (vip) {
+      // A handover under way (instance written, not timed out): continue it, so passes before the
+      // confirmation do not pick a different node. A confirmed one first, then the smallest node name.
+      let keepConfirmed = false;
+      for (const [n, f] of plan.primary) {
+        if (!plan.verdicts.get(n)?.eligible) continue;
+        const c = isConfirmed(f, g);
+        if (keep === '' || (c && !keepConfirmed) || (c === keepConfirmed && byString(n, keep) < 0)) {
+          keep = n;
+          keepConfirmed = c;
+        }
+      }
+    }
+    if (keep !== '') {
+      sticky.set(plan, keep);
+      bump(keep);
+    }
+  }
+
+  // Phase 2: elect for the others, in gateway-name order (infos are sorted).
+  for (const plan of plans) {
+    if (!plan.valid) continue;
+    let target = sticky.get(plan) ?? '';
+    if (target === '' && plan.readyNodes > 0) {
+      let min = Number.POSITIVE_INFINITY;
+      for (const v of plan.candidates) if (v.eligible) min = Math.min(min, load.get(v.node) ?? 0);
+      let bestKey = '';
+      for (const v of plan.candidates) {
+        if (!v.eligible || (load.get(v.node) ?? 0) !== min) continue;
+        const key = electionKey(plan.info.name, v.node);
+        if (target === '' || key < bestKey) {
+          target = v.node;
+          bestKey = key;
+        }
+      }
+      bump(target);
+    }
+    plan.target = target;
+  }
+
+  // Phase 3: label holder, instances, move outcome.
+  for (const plan of plans) {
+    if (plan.valid) settle(plan, nodes);
+  }
+  return plans;
+}
+
+function settle(plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>): void {
+  const g = plan.info;
+  const { target, observedActive } = plan;
+  const eligible = (n: string): boolean => plan.verdicts.get(n)?.eligible === true;
+  if (g.mode === MODE_PRIMARY_IP) {
+    // No instance to wait for: the label moves at once.
+    plan.active = target;
+    plan.confirmed = target !== '';
+  } else {
+    const tf = target !== '' ? plan.primary.get(target) : undefined;
+    const targetConfirmed = tf !== undefined && isConfirmed(tf, g);
+    if (target === '') plan.active = '';
+    // The current holder keeps the label while it stays eligible (even while its instance is being
+    // (re)written); a new node gets it only once its instance is confirmed (make before break).
+    else if (target === observedActive || targetConfirmed) plan.active = target;
+    else if (observedActive !== '' && eligible(observedActive)) plan.active = observedActive;
+    else plan.active = '';
+    const af = plan.active !== '' ? plan.primary.get(plan.active) : undefined;
+    plan.confirmed = af !== undefined && isConfirmed(af, g);
+
+    if (target !== '') plan.instanceNodes.set(target, { create: true });
+    if (plan.active !== '' && plan.active !== target) plan.instanceNodes.set(plan.active, { create: true });
+    // The old node keeps announcing until the new one confirms, unless its agent is gone (nobody there
+    // to make-before-break with; its instance is withdrawn and, if needed, its finalizer released).
+    if (
+      observedActive !== '' &&
+      !plan.instanceNodes.has(observedActive) &&
+      !targetConfirmed &&
+      nodes.get(observedActive)?.heartbeat === 'live' &&
+      plan.primary.has(observedActive)
+    ) {
+      plan.instanceNodes.set(observedActive, { create: false });
+    }
+    // A timed-out instance is the memory of the failed attempt (it keeps its node ineligible for this
+    // gateway); it stays until the gateway has a confirmed active node. If its agent confirms late, that
+    // node becomes usable again.
+    if (!plan.confirmed) {
+      for (const [n] of plan.primary) {
+        const v = plan.verdicts.get(n);
+        if (v && v.reasons.length === 1 && v.reasons[0] === 'HandoverTimedOut' && !plan.instanceNodes.has(n)) {
+          plan.instanceNodes.set(n, { create: false });
+        }
+      }
+    }
+  }
+  if (plan.move?.state === 'honoured' && plan.active === plan.move.target) {
+    plan.move.note =
+      observedActive === plan.move.target
+        ? `node ${plan.move.target} is already the active node`
+        : `moved the active node from ${observedActive || 'none'} to ${plan.move.target}`;
+  }
+}

@@ -1,0 +1,159 @@
+// Per-node facts, computed once per pass, and the per-gateway eligibility verdict (design §3).
+
+import type { NodeLike, PodLike } from '../api/types.ts';
+import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
+import type { CoreOptions, Heartbeat, IneligibleReason, Snapshot, UplinkState } from './types.ts';
+import type { GatewayInfo } from './validate.ts';
+import { isBeingDeleted, isNodeCordoned, isNodeReady, isObject, isPodReady, labelsOf, nameOf, podNodeName } from './util.ts';
+
+export type PodState = 'none' | 'ok' | 'bad';
+export type HeartbeatState = 'absent' | 'live' | 'expired';
+
+export interface NodeState {
+  name: string;
+  node: NodeLike;
+  labels: Readonly<Record<string, string>>;
+  ready: boolean;
+  cordoned: boolean;
+  ciliumAgent: PodState;
+  agent: PodState;
+  heartbeat: HeartbeatState;
+  uplinks: Readonly<Record<string, UplinkState>> | undefined;
+}
+
+/** Order in which reasons are reported (and the one that classifies a node in the "no eligible node" counts). */
+export const REASON_ORDER: readonly IneligibleReason[] = [
+  'NodeNotReady',
+  'Cordoned',
+  'CiliumAgentNotReady',
+  'AgentMissing',
+  'HeartbeatExpired',
+  'AgentNotReady',
+  'UplinkDown',
+  'HandoverTimedOut',
+];
+
+function podStates(pods: readonly PodLike[]): Map<string, PodState> {
+  const m = new Map<string, PodState>();
+  for (const pod of pods) {
+    if (!isObject(pod)) continue;
+    const node = podNodeName(pod);
+    if (node === '') continue;
+    // Any Ready, not-terminating pod makes the node healthy (a rollout briefly runs two).
+    const ok = isPodReady(pod) && !isBeingDeleted(pod);
+    if (ok) m.set(node, 'ok');
+    else if (!m.has(node)) m.set(node, 'bad');
+  }
+  return m;
+}
+
+function heartbeatIndex(hbs: readonly Heartbeat[]): Map<string, Heartbeat> {
+  const m = new Map<string, Heartbeat>();
+  for (const hb of hbs) {
+    if (!isObject(hb) || typeof hb.node !== 'string') continue;
+    const prev = m.get(hb.node);
+    // Several Leases for one node should not happen; the freshest decides, independent of input order.
+    if (!prev || hb.observedAt + hb.durationMs > prev.observedAt + prev.durationMs) m.set(hb.node, hb);
+  }
+  return m;
+}
+
+export function heartbeatLive(hb: Heartbeat, now: number): boolean {
+  return Number.isFinite(hb.observedAt) && Number.isFinite(hb.durationMs) && now - hb.observedAt < hb.durationMs;
+}
+
+export function buildNodeStates(snapshot: Snapshot): Map<string, NodeState> {
+  const cilium = podStates(snapshot.ciliumAgentPods ?? []);
+  const agents = podStates(snapshot.agentPods ?? []);
+  const hbs = heartbeatIndex(snapshot.heartbeats ?? []);
+  const out = new Map<string, NodeState>();
+  for (const node of snapshot.nodes ?? []) {
+    const name = nameOf(node);
+    if (name === '' || out.has(name)) continue;
+    const hb = hbs.get(name);
+    out.set(name, {
+      name,
+      node,
+      labels: labelsOf(node),
+      ready: isNodeReady(node),
+      cordoned: isNodeCordoned(node),
+      ciliumAgent: cilium.get(name) ?? 'none',
+      agent: agents.get(name) ?? 'none',
+      heartbeat: hb ? (heartbeatLive(hb, snapshot.now) ? 'live' : 'expired') : 'absent',
+      uplinks: hb && isObject(hb.uplinks) ? hb.uplinks : undefined,
+    });
+  }
+  return out;
+}
+
+/** Ready and uncordoned: may carry the member label (reference §3.4). */
+export function isMemberCandidate(st: NodeState): boolean {
+  return st.ready && !st.cordoned;
+}
+
+function uplinkUp(u: UplinkState | undefined): boolean {
+  return isObject(u) && u.up === true;
+}
+
+/**
+ * Why `st` cannot serve gateway `g` (empty → eligible). `timedOut`: the node's instance for this gateway
+ * did not confirm within the handover timeout.
+ */
+export function ineligibleReasons(g: GatewayInfo, st: NodeState, opts: CoreOptions, timedOut: boolean): IneligibleReason[] {
+  const r: IneligibleReason[] = [];
+  if (!st.ready) r.push('NodeNotReady');
+  if (st.cordoned) r.push('Cordoned');
+  if (opts.requireCiliumAgent && st.ciliumAgent !== 'ok') r.push('CiliumAgentNotReady');
+  if (g.mode === MODE_VIP) {
+    // VIP mode needs a live agent: it holds and announces the VIP.
+    if (st.heartbeat === 'absent') r.push('AgentMissing');
+    else if (st.heartbeat === 'expired') r.push('HeartbeatExpired');
+    if (st.agent === 'bad') r.push('AgentNotReady');
+  } else if (st.heartbeat === 'expired') {
+    // PrimaryIP mode needs no agent, but an agent that stopped renewing is the fastest dead-node signal.
+    r.push('HeartbeatExpired');
+  }
+  if (st.uplinks && st.heartbeat !== 'absent') {
+    if (g.mode === MODE_PRIMARY_IP) {
+      const u = st.uplinks[g.interfaceName];
+      if (!uplinkUp(u) || !Array.isArray(u?.ipv4) || u.ipv4.length === 0) r.push('UplinkDown');
+    } else if (g.mode === MODE_VIP && g.interfaces.length > 0) {
+      // With an empty `interfaces` list the agent picks the interface from the route to the VIP; the
+      // controller cannot tell which one that is, so it trusts the agent's instance status instead.
+      if (!g.interfaces.some((i) => uplinkUp(st.uplinks?.[i]))) r.push('UplinkDown');
+    }
+  }
+  if (timedOut) r.push('HandoverTimedOut');
+  return r;
+}
+
+const REASON_TEXT: Record<IneligibleReason, string> = {
+  NodeNotReady: 'NotReady',
+  Cordoned: 'cordoned',
+  CiliumAgentNotReady: 'cilium-agent not Ready',
+  AgentMissing: 'agent missing',
+  HeartbeatExpired: 'agent heartbeat expired',
+  AgentNotReady: 'agent not Ready',
+  UplinkDown: 'uplink down',
+  HandoverTimedOut: 'handover timed out',
+};
+
+export function reasonText(r: IneligibleReason): string {
+  return REASON_TEXT[r];
+}
+
+/**
+ * "no eligible node: 3 match the selector: 1 NotReady, 1 cordoned, 1 agent heartbeat expired". Each node
+ * is counted once, under its first reason in REASON_ORDER, so the counts add up.
+ */
+export function noEligibleMessage(reasonsPerNode: ReadonlyArray<readonly IneligibleReason[]>): string {
+  if (reasonsPerNode.length === 0) return 'no eligible node: no node matches the selector';
+  const counts = new Map<IneligibleReason, number>();
+  for (const rs of reasonsPerNode) {
+    const first = REASON_ORDER.find((x) => rs.includes(x));
+    if (first) counts.set(first, (counts.get(first) ?? 0) + 1);
+  }
+  const parts = REASON_ORDER.filter((r) => counts.has(r)).map((r) => `${counts.get(r)} ${REASON_TEXT[r]}`);
+  const n = reasonsPerNode.length;
+  return `no eligible node: ${n} ${n === 1 ? 'matches' : 'match'} the selector: ${parts.join(', ')}`;
+}

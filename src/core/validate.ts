@@ -1,0 +1,298 @@
+// What the CRD schema may not have caught (old objects, objects created before our stricter schema,
+// and the cross-object rules a schema cannot see). Every problem becomes a message with its field path;
+// nothing here throws on a malformed object.
+
+import ipaddr from 'ipaddr.js';
+import type { EgressGateway, EgressGatewayPolicy, LabelSelector, PolicySelector, SourceIP } from '../api/types.ts';
+import { MODE_PRIMARY_IP, MODE_VIP, MOVE_TO_ANNOTATION } from '../api/names.ts';
+import { validateLabelSelector } from './selectors.ts';
+import { annotationsOf, byString, isObject, isStringMap, nameOf, parseTime } from './util.ts';
+
+/** Longest gateway name for which `egress-gateway.network.deckhouse.io/active-for-<name>` is a valid key. */
+export const MAX_GATEWAY_NAME = 63 - 'active-for-'.length;
+
+/** Cilium's pattern for CEGP destinationCIDRs/excludedCIDRs (reference §2.5): IPv4 only. */
+const CILIUM_CIDR =
+  /^(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\/([0-9]|[1-2][0-9]|3[0-2])$/;
+
+/** Linux interface names: 1–15 bytes, no '/', no whitespace, not "." or "..". */
+const IFNAME = /^[^/\s:]{1,15}$/;
+
+/** What a gateway contributes to its policies' CEGPs. */
+export type EgressField =
+  | { kind: 'ok'; egressIP?: string; interface?: string }
+  /** The gateway names something Cilium's CEGP schema would reject (IPv6 or malformed VIP). */
+  | { kind: 'unrenderable'; message: string }
+  /** Nothing usable (no sourceIP, unknown mode, missing field). */
+  | { kind: 'absent' };
+
+export interface GatewayInfo {
+  name: string;
+  gateway: EgressGateway;
+  uid: string;
+  generation: number | undefined;
+  creationTime: number;
+  /** Exact-match node selector; `{}` when absent. `selectorValid` is false when it was not a string map. */
+  selector: Record<string, string>;
+  selectorValid: boolean;
+  /** `VirtualIPAddress`, `PrimaryIPFromEgressGatewayNodeInterface`, or whatever else the object says. */
+  mode: string;
+  vip: string;
+  interfaces: string[];
+  interfaceName: string;
+  /** The sourceIP the instances carry (normalised: `interfaces` always a list). */
+  sourceIP: SourceIP | undefined;
+  /** Field-path messages; non-empty → the gateway is Invalid (InvalidSpec). */
+  errors: string[];
+  /** Set when the gateway must not be elected: InvalidSpec, or DuplicateVIP (set by `markDuplicateVIPs`). */
+  invalid?: { reason: 'InvalidSpec' | 'DuplicateVIP'; message: string };
+  egress: EgressField;
+  /** Trimmed move-to annotation; undefined when absent. */
+  moveTo: string | undefined;
+}
+
+function describeIP(ip: string): string {
+  return ipaddr.IPv6.isValid(ip) ? `IPv6 address "${ip}" is not supported: Cilium's egress gateway is IPv4-only` : `"${ip}" is not a valid IPv4 address`;
+}
+
+export function isIPv4(ip: string): boolean {
+  return ipaddr.IPv4.isValidFourPartDecimal(ip);
+}
+
+export function analyseGateway(gw: EgressGateway): GatewayInfo {
+  const name = nameOf(gw);
+  const md = (isObject(gw.metadata) ? gw.metadata : {}) as EgressGateway['metadata'];
+  const errors: string[] = [];
+  const info: GatewayInfo = {
+    name,
+    gateway: gw,
+    uid: typeof md.uid === 'string' ? md.uid : '',
+    generation: typeof md.generation === 'number' ? md.generation : undefined,
+    creationTime: parseTime(md.creationTimestamp),
+    selector: {},
+    selectorValid: true,
+    mode: '',
+    vip: '',
+    interfaces: [],
+    interfaceName: '',
+    sourceIP: undefined,
+    errors,
+    egress: { kind: 'absent' },
+    moveTo: undefined,
+  };
+  const move = annotationsOf(gw)[MOVE_TO_ANNOTATION];
+  if (move !== undefined) info.moveTo = typeof move === 'string' ? move.trim() : '';
+
+  if (name.length > MAX_GATEWAY_NAME) {
+    errors.push(`metadata.name: must be at most ${MAX_GATEWAY_NAME} characters so that the label active-for-<name> is valid`);
+  }
+  const spec: unknown = (gw as { spec?: unknown }).spec;
+  if (!isObject(spec)) {
+    errors.push('spec: required');
+    return info;
+  }
+  const sel = spec['nodeSelector'];
+  if (sel !== undefined && sel !== null) {
+    if (isStringMap(sel)) info.selector = sel;
+    else {
+      info.selectorValid = false;
+      errors.push('spec.nodeSelector: must be a map of strings');
+    }
+  }
+  const sip = spec['sourceIP'];
+  if (!isObject(sip)) {
+    errors.push('spec.sourceIP: required');
+    return info;
+  }
+  const mode = sip['mode'];
+  info.mode = typeof mode === 'string' ? mode : '';
+  if (info.mode === MODE_VIP) {
+    const v = sip['virtualIPAddress'];
+    if (!isObject(v)) {
+      errors.push('spec.sourceIP.virtualIPAddress: required in mode VirtualIPAddress');
+      return info;
+    }
+    const ip = v['ip'];
+    if (typeof ip !== 'string' || ip === '') {
+      errors.push('spec.sourceIP.virtualIPAddress.ip: required');
+    } else {
+      info.vip = ip;
+      if (isIPv4(ip)) info.egress = { kind: 'ok', egressIP: ip };
+      else {
+        const msg = `spec.sourceIP.virtualIPAddress.ip: ${describeIP(ip)}`;
+        errors.push(msg);
+        info.egress = { kind: 'unrenderable', message: msg };
+      }
+    }
+    const ifs = v['interfaces'];
+    if (ifs !== undefined && ifs !== null) {
+      if (!Array.isArray(ifs) || ifs.some((x) => typeof x !== 'string')) {
+        errors.push('spec.sourceIP.virtualIPAddress.interfaces: must be a list of strings');
+      } else {
+        info.interfaces = [...(ifs as string[])];
+        ifs.forEach((x: string, i: number) => {
+          if (!IFNAME.test(x)) errors.push(`spec.sourceIP.virtualIPAddress.interfaces[${i}]: "${x}" is not a valid interface name`);
+        });
+      }
+    }
+    info.sourceIP = { mode: MODE_VIP, virtualIPAddress: { ip: info.vip, interfaces: info.interfaces } };
+  } else if (info.mode === MODE_PRIMARY_IP) {
+    const p = sip['primaryIPFromEgressGatewayNodeInterface'];
+    const ifn = isObject(p) ? p['interfaceName'] : undefined;
+    if (typeof ifn !== 'string' || ifn === '') {
+      errors.push('spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: required in mode PrimaryIPFromEgressGatewayNodeInterface');
+    } else if (!IFNAME.test(ifn)) {
+      errors.push(`spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: "${ifn}" is not a valid interface name`);
+    } else {
+      info.interfaceName = ifn;
+      info.egress = { kind: 'ok', interface: ifn };
+    }
+  } else {
+    errors.push(`spec.sourceIP.mode: must be ${MODE_VIP} or ${MODE_PRIMARY_IP}, got "${info.mode}"`);
+  }
+  return info;
+}
+
+/** Finalise validity: errors → InvalidSpec. Call before `markDuplicateVIPs`. */
+export function markInvalid(info: GatewayInfo): void {
+  if (info.errors.length > 0 && !info.invalid) info.invalid = { reason: 'InvalidSpec', message: info.errors.join('; ') };
+}
+
+/**
+ * Two gateways with one VIP (D22): the older (creationTimestamp, then name) keeps it; the others become
+ * Invalid with reason DuplicateVIP. Returns the groups for the metric.
+ */
+export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: string; gateways: string[] }> {
+  const byIP = new Map<string, GatewayInfo[]>();
+  for (const g of infos) {
+    if (g.invalid || g.mode !== MODE_VIP || g.egress.kind !== 'ok') continue;
+    const list = byIP.get(g.vip);
+    if (list) list.push(g);
+    else byIP.set(g.vip, [g]);
+  }
+  const groups: Array<{ ip: string; gateways: string[] }> = [];
+  for (const [ip, list] of byIP) {
+    if (list.length < 2) continue;
+    list.sort((a, b) => {
+      const ta = Number.isFinite(a.creationTime) ? a.creationTime : Number.POSITIVE_INFINITY;
+      const tb = Number.isFinite(b.creationTime) ? b.creationTime : Number.POSITIVE_INFINITY;
+      return ta !== tb ? ta - tb : byString(a.name, b.name);
+    });
+    const owner = list[0] as GatewayInfo;
+    for (const g of list.slice(1)) {
+      g.invalid = { reason: 'DuplicateVIP', message: `VirtualIP ${ip} is already used by gateway ${owner.name}` };
+    }
+    groups.push({ ip, gateways: list.map((g) => g.name) });
+  }
+  groups.sort((a, b) => byString(a.ip, b.ip));
+  return groups;
+}
+
+export interface PolicyInfo {
+  name: string;
+  policy: EgressGatewayPolicy;
+  uid: string;
+  generation: number | undefined;
+  gatewayName: string;
+  /** Field-path messages that keep the CEGP from being rendered. */
+  errors: string[];
+  selectors: PolicySelector[];
+  destinationCIDRs: string[];
+  excludedCIDRs: string[];
+}
+
+function copySelector(sel: LabelSelector): LabelSelector {
+  const out: LabelSelector = {};
+  if (isObject(sel.matchLabels)) out.matchLabels = { ...sel.matchLabels };
+  if (Array.isArray(sel.matchExpressions)) {
+    out.matchExpressions = sel.matchExpressions.map((r) => {
+      const c: { key: string; operator: string; values?: string[] } = { key: r.key, operator: r.operator };
+      if (Array.isArray(r.values)) c.values = [...r.values];
+      return c;
+    });
+  }
+  return out;
+}
+
+function cidrList(v: unknown, path: string, required: boolean, errors: string[]): string[] {
+  if (v === undefined || v === null) {
+    if (required) errors.push(`${path}: required (at least one IPv4 CIDR)`);
+    return [];
+  }
+  if (!Array.isArray(v)) {
+    errors.push(`${path}: must be a list of IPv4 CIDRs`);
+    return [];
+  }
+  if (required && v.length === 0) errors.push(`${path}: required (at least one IPv4 CIDR)`);
+  const out: string[] = [];
+  v.forEach((c: unknown, i: number) => {
+    if (typeof c !== 'string') {
+      errors.push(`${path}[${i}]: must be a string`);
+      return;
+    }
+    if (!CILIUM_CIDR.test(c)) {
+      errors.push(
+        `${path}[${i}]: ${ipaddr.IPv6.isValidCIDR(c) ? `IPv6 CIDR "${c}" is not supported: Cilium's egress gateway is IPv4-only` : `"${c}" is not a valid IPv4 CIDR`}`,
+      );
+    }
+    out.push(c);
+  });
+  return out;
+}
+
+export function analysePolicy(p: EgressGatewayPolicy): PolicyInfo {
+  const md = (isObject(p.metadata) ? p.metadata : {}) as EgressGatewayPolicy['metadata'];
+  const errors: string[] = [];
+  const info: PolicyInfo = {
+    name: nameOf(p),
+    policy: p,
+    uid: typeof md.uid === 'string' ? md.uid : '',
+    generation: typeof md.generation === 'number' ? md.generation : undefined,
+    gatewayName: '',
+    errors,
+    selectors: [],
+    destinationCIDRs: [],
+    excludedCIDRs: [],
+  };
+  const spec: unknown = (p as { spec?: unknown }).spec;
+  if (!isObject(spec)) {
+    errors.push('spec: required');
+    return info;
+  }
+  const gwName = spec['egressGatewayName'];
+  if (typeof gwName !== 'string' || gwName === '') errors.push('spec.egressGatewayName: required');
+  else info.gatewayName = gwName;
+  info.destinationCIDRs = cidrList(spec['destinationCIDRs'], 'spec.destinationCIDRs', true, errors);
+  // Missing and empty are the same: normalise to [] (deckhouse/deckhouse#8930); rendered only when non-empty.
+  info.excludedCIDRs = cidrList(spec['excludedCIDRs'], 'spec.excludedCIDRs', false, errors);
+  const sels = spec['selectors'];
+  if (!Array.isArray(sels) || sels.length === 0) {
+    errors.push('spec.selectors: required (at least one selector)');
+  } else {
+    sels.forEach((s: unknown, i: number) => {
+      const path = `spec.selectors[${i}]`;
+      if (!isObject(s)) {
+        errors.push(`${path}: must be an object`);
+        return;
+      }
+      const out: PolicySelector = {};
+      const pod = s['podSelector'];
+      const ns = s['namespaceSelector'];
+      if ((pod === undefined || pod === null) && (ns === undefined || ns === null)) {
+        errors.push(`${path}.podSelector: required`);
+        return;
+      }
+      for (const [field, v] of [
+        ['podSelector', pod],
+        ['namespaceSelector', ns],
+      ] as const) {
+        if (v === undefined || v === null) continue;
+        const e = validateLabelSelector(v, `${path}.${field}`);
+        if (e.length > 0) errors.push(...e);
+        else out[field] = copySelector(v as LabelSelector);
+      }
+      info.selectors.push(out);
+    });
+  }
+  return info;
+}

@@ -1,0 +1,321 @@
+// The controller shell: informers → snapshot → core → writes. Every replica keeps its caches warm;
+// only the leader runs passes that write, so a takeover needs no relist. Passes are level-triggered
+// (the whole cache each time) and come from watch events, from timers at the moment a heartbeat
+// expires or a handover times out (expiry is noticed at lease precision without any watch event),
+// and from a periodic resync.
+
+import type {
+  CiliumEgressGatewayPolicy,
+  CiliumNodeLike,
+  EgressGateway,
+  EgressGatewayInstance,
+  EgressGatewayPolicy,
+  LeaseLike,
+  NodeLike,
+  PodLike,
+} from '../api/types.ts';
+import { OWNED_LABELS } from '../api/names.ts';
+import { reconcile } from '../core/index.ts';
+import type { CoreOptions, Desired, Write } from '../core/types.ts';
+import { KubeClient, loadKubeConfig, type KubeConfig } from '../kube/client.ts';
+import { EventRecorder } from '../kube/events.ts';
+import { Informer, type InformerEvent } from '../kube/informer.ts';
+import { LeaderElector, sleep } from '../kube/leader.ts';
+import { createLogger, errFields, type Logger } from '../kube/log.ts';
+import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
+import { applyWrites, type ApplyResult } from './apply.ts';
+import { startHealthServer, type HealthServer } from './http.ts';
+import { ControllerMetrics } from './metrics.ts';
+import type { ControllerOptions } from './options.ts';
+import { ReconcileQueue, type PassResult } from './queue.ts';
+import { HeartbeatTracker, buildSnapshot, nextHandoverTimeout } from './snapshot.ts';
+
+export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
+
+/** What one pass did; handed to `hooks.onPass` (tests, debugging). */
+export interface PassInfo {
+  at: number;
+  durationMs: number;
+  desired: Desired;
+  writes: readonly Write[];
+  result: ApplyResult;
+}
+
+export interface RunControllerDeps {
+  signal: AbortSignal;
+  /** Use this config instead of loading `options.kubeconfig` (tests pass the harness's). */
+  kubeConfig?: KubeConfig;
+  logger?: Logger;
+  /** Supply to read the controller's metrics in-process. */
+  metrics?: ControllerMetrics;
+  onPass?: (info: PassInfo) => void;
+  /** Called once the caches have synced and the HTTP server listens. */
+  onReady?: (info: { metricsPort?: number }) => void;
+}
+
+interface Caches {
+  nodes: Informer<NodeLike>;
+  ciliumNodes: Informer<CiliumNodeLike>;
+  ciliumAgentPods: Informer<PodLike>;
+  agentPods: Informer<PodLike>;
+  leases: Informer<LeaseLike>;
+  gateways: Informer<EgressGateway>;
+  policies: Informer<EgressGatewayPolicy>;
+  instances: Informer<EgressGatewayInstance>;
+  cegps: Informer<CiliumEgressGatewayPolicy>;
+}
+
+const ownedSelector = Object.entries(OWNED_LABELS)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(',');
+
+/** Run until `deps.signal` aborts; then stop writing, release the Lease and return. */
+export async function runController(options: ControllerOptions, deps: RunControllerDeps): Promise<void> {
+  const log = deps.logger ?? createLogger(options.logLevel);
+  const kc = deps.kubeConfig ?? loadKubeConfig(options.kubeconfig);
+  const controller = new Controller(options, kc, log, deps.metrics ?? new ControllerMetrics({ defaultMetrics: !deps.metrics }), deps);
+  await controller.run(deps.signal);
+}
+
+class Controller {
+  private readonly opts: ControllerOptions;
+  private readonly log: Logger;
+  private readonly metrics: ControllerMetrics;
+  private readonly deps: RunControllerDeps;
+  private readonly client: KubeClient;
+  private readonly caches: Caches;
+  private readonly heartbeats: HeartbeatTracker;
+  private readonly recorder: EventRecorder;
+  private readonly queue: ReconcileQueue;
+  private readonly elector: LeaderElector | undefined;
+  private readonly coreOptions: CoreOptions;
+  private leading = false;
+  private synced = false;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt: number | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  /** `Snapshot.now` of the last pass: expiries up to it have been seen by the core. */
+  private lastPassNow = 0;
+
+  constructor(opts: ControllerOptions, kc: KubeConfig, log: Logger, metrics: ControllerMetrics, deps: RunControllerDeps) {
+    this.opts = opts;
+    this.log = log.child({ component: 'controller' });
+    this.metrics = metrics;
+    this.deps = deps;
+    this.client = new KubeClient(kc);
+    this.coreOptions = { handoverTimeoutMs: opts.handoverTimeoutMs, requireCiliumAgent: true };
+    this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
+    const inf = <T extends { metadata?: { name?: string } }>(o: ConstructorParameters<typeof Informer>[1]) =>
+      new Informer<T>(this.client, { ...o, logger: log });
+    this.caches = {
+      nodes: inf({ resource: NODES }),
+      ciliumNodes: inf({ resource: CILIUM_NODES, optional: true }),
+      ciliumAgentPods: inf({ resource: pods(opts.ciliumNamespace), labelSelector: opts.ciliumSelector }),
+      agentPods: inf({ resource: pods(opts.agentNamespace), labelSelector: opts.agentSelector }),
+      leases: inf({ resource: leases(opts.heartbeatNamespace) }),
+      gateways: inf({ resource: GATEWAYS }),
+      policies: inf({ resource: POLICIES }),
+      instances: inf({ resource: INSTANCES }),
+      cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true }),
+    };
+    this.recorder = new EventRecorder(this.client, {
+      reportingController: REPORTING_CONTROLLER,
+      reportingInstance: opts.leaderElectIdentity,
+      logger: log,
+    });
+    this.queue = new ReconcileQueue(() => this.pass(), { logger: this.log });
+    if (opts.leaderElect) {
+      this.elector = new LeaderElector(
+        this.client,
+        {
+          namespace: opts.leaderElectNamespace,
+          name: opts.leaderElectName,
+          identity: opts.leaderElectIdentity,
+          leaseDurationMs: opts.leaseDurationMs,
+          renewDeadlineMs: opts.renewDeadlineMs,
+          retryPeriodMs: opts.retryPeriodMs,
+          releaseOnCancel: true,
+        },
+        {
+          onStartedLeading: () => this.setLeading(true),
+          onStoppedLeading: () => this.setLeading(false),
+        },
+        { logger: log },
+      );
+    }
+    this.wireEvents();
+  }
+
+  private wireEvents(): void {
+    const trigger = () => this.queue.enqueue();
+    for (const [name, informer] of Object.entries(this.caches) as Array<[keyof Caches, Informer<never>]>) {
+      if (name === 'leases') continue;
+      informer.onEvent(trigger);
+    }
+    this.caches.leases.onEvent((type: InformerEvent, lease: LeaseLike) => {
+      const matters = type === 'delete' ? this.heartbeats.forget(lease) : this.heartbeats.observe(lease, Date.now());
+      // A plain renewal of a live heartbeat decides nothing; it only moves the expiry timer.
+      if (matters) this.queue.enqueue();
+      else this.armWakeTimer();
+    });
+  }
+
+  private setLeading(v: boolean): void {
+    this.leading = v;
+    this.metrics.isLeader.set(v ? 1 : 0);
+    if (v) this.queue.enqueue();
+  }
+
+  /** True while this replica may write (leader with a fresh Lease, or leader election off). */
+  private mayWrite(): boolean {
+    return this.elector ? this.leading && this.elector.isLeader() : true;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    let http: HealthServer | undefined;
+    const electionStop = new AbortController();
+    let election: Promise<void> | undefined;
+    try {
+      http = await startHealthServer(this.opts.metricsAddr, this.metrics.registry, () => this.synced);
+      if (http) this.log.info({ port: http.port }, 'serving /metrics, /healthz, /readyz');
+      for (const i of Object.values(this.caches)) (i as Informer<never>).start();
+      // Campaign while the caches fill: whoever wins still waits for the sync before its first pass.
+      if (this.elector) election = this.elector.run(electionStop.signal);
+      else this.setLeading(true);
+      await Promise.all(Object.values(this.caches).map((i: Informer<never>) => i.waitForSync(signal)));
+      this.synced = true;
+      this.metrics.cachesSynced.set(1);
+      this.log.info('caches synced');
+      this.deps.onReady?.({ metricsPort: http?.port });
+      this.queue.enqueue();
+      this.armResync();
+      await new Promise<void>((resolve) => {
+        if (signal.aborted) return resolve();
+        signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    } catch (err) {
+      if (!signal.aborted) throw err;
+    } finally {
+      this.log.info('shutting down');
+      this.queue.stop();
+      clearTimeout(this.wakeTimer);
+      clearTimeout(this.resyncTimer);
+      // Let a running pass finish its current write rather than cut it mid-request.
+      await Promise.race([this.queue.idle(), sleep(5000)]);
+      electionStop.abort();
+      if (election) await election;
+      this.setLeadingQuiet(false);
+      for (const i of Object.values(this.caches)) (i as Informer<never>).stop();
+      await http?.close();
+    }
+  }
+
+  private setLeadingQuiet(v: boolean): void {
+    this.leading = v;
+    this.metrics.isLeader.set(v ? 1 : 0);
+  }
+
+  private armResync(): void {
+    clearTimeout(this.resyncTimer);
+    this.resyncTimer = setTimeout(() => {
+      this.queue.enqueue();
+      this.armResync();
+    }, this.opts.resyncMs);
+  }
+
+  /**
+   * Arm one timer at the earliest moment something expires without a watch event: a heartbeat (its
+   * Lease stops changing) or an unconfirmed handover. When it fires it re-checks, because renewals
+   * since arming may have pushed the expiry out.
+   */
+  private armWakeTimer(): void {
+    if (!this.synced || !this.leading) return;
+    const now = Date.now();
+    const candidates = [
+      this.heartbeats.nextExpiry(now),
+      nextHandoverTimeout(this.caches.instances.list(), this.opts.handoverTimeoutMs, now),
+    ].filter((x): x is number => x !== undefined);
+    if (candidates.length === 0) return;
+    // +1 ms: the core counts a heartbeat live while now - observedAt < duration, so expiry is strict.
+    const at = Math.min(...candidates) + 1;
+    if (this.wakeAt !== undefined && this.wakeAt <= at && this.wakeAt > now) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeAt = at;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAt = undefined;
+      const t = Date.now();
+      // Did anything expire after the last pass looked? Then a pass; otherwise (renewals pushed the
+      // expiry out) re-arm for the new earliest expiry.
+      const since = this.lastPassNow;
+      const hb = this.heartbeats.nextExpiry(since);
+      const ho = nextHandoverTimeout(this.caches.instances.list(), this.opts.handoverTimeoutMs, since);
+      if ((hb !== undefined && hb < t) || (ho !== undefined && ho < t)) this.queue.enqueue();
+      else this.armWakeTimer();
+    }, Math.max(0, at - now));
+  }
+
+  private async pass(): Promise<PassResult> {
+    if (!this.synced || !this.mayWrite()) return 'ok';
+    const started = performance.now();
+    const now = Date.now();
+    this.lastPassNow = now;
+    const snapshot = buildSnapshot(
+      {
+        nodes: () => this.caches.nodes.list(),
+        ciliumNodes: () => this.caches.ciliumNodes.list(),
+        ciliumAgentPods: () => this.caches.ciliumAgentPods.list(),
+        agentPods: () => this.caches.agentPods.list(),
+        gateways: () => this.caches.gateways.list(),
+        policies: () => this.caches.policies.list(),
+        instances: () => this.caches.instances.list(),
+        cegps: () => this.caches.cegps.list(),
+        heartbeats: this.heartbeats,
+      },
+      now,
+    );
+    let desired: Desired;
+    let writes: Write[];
+    try {
+      ({ desired, writes } = reconcile(snapshot, this.coreOptions));
+    } catch (err) {
+      // A core bug must not take the process down; it is retried with backoff and is visible.
+      this.log.error(errFields(err), 'core reconcile failed');
+      this.metrics.reconciles.inc({ result: 'error' });
+      return 'error';
+    }
+    this.metrics.observePass(desired.metrics);
+    const result = await applyWrites(
+      {
+        client: this.client,
+        recorder: this.recorder,
+        metrics: this.metrics,
+        log: this.log,
+        mayWrite: () => this.mayWrite(),
+        cached: {
+          instance: (n) => this.caches.instances.get(n),
+          gateway: (n) => this.caches.gateways.get(n),
+          policy: (n) => this.caches.policies.get(n),
+        },
+      },
+      writes,
+    );
+    const outcome: PassResult = result.conflicts > 0 ? 'conflict' : result.failed > 0 || result.deferred > 0 ? 'error' : 'ok';
+    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(desired.metrics);
+    const durationMs = performance.now() - started;
+    this.metrics.reconcileDuration.observe(durationMs / 1000);
+    this.metrics.reconciles.inc({ result: outcome });
+    if (writes.length > 0) {
+      this.log.info({ writes: writes.length, failed: result.failed, deferred: result.deferred, ms: Math.round(durationMs) }, 'reconciled');
+    } else {
+      this.log.debug({ ms: Math.round(durationMs) }, 'reconciled; nothing to write');
+    }
+    this.armWakeTimer();
+    try {
+      this.deps.onPass?.({ at: now, durationMs, desired, writes, result });
+    } catch (err) {
+      this.log.warn(errFields(err), 'onPass hook failed');
+    }
+    return outcome;
+  }
+}

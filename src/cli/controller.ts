@@ -1,6 +1,33 @@
-// Placeholder until the controller command lands; it refuses clearly instead of pretending to work.
-import { UsageError } from './errors.ts';
+// `egressgw controller`: parse flags, run the controller until SIGTERM/SIGINT, then stop writing and
+// release the leader Lease so the standby takes over at once.
 
-export async function run(_argv: string[]): Promise<number> {
-  throw new UsageError('"controller" is not available in this build yet', 1);
+import { UsageError } from './errors.ts';
+import { CONTROLLER_HELP, parseControllerArgs } from '../controller/options.ts';
+
+export async function run(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(CONTROLLER_HELP + '\n');
+    return 0;
+  }
+  let options;
+  try {
+    options = parseControllerArgs(argv);
+  } catch (err) {
+    throw new UsageError(`controller: ${(err as Error).message}\n\n${CONTROLLER_HELP}`);
+  }
+  // Loaded only now: `--help` and bad flags need neither the kube client nor prom-client.
+  const { runController } = await import('../controller/controller.ts');
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (!ac.signal.aborted) ac.abort(sig);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await runController(options, { signal: ac.signal });
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+  return 0;
 }

@@ -2,9 +2,10 @@
 
 import { stringify } from 'yaml';
 import type { EgressGateway, EgressGatewayPolicy, PodLike } from '../api/types.ts';
-import { KubeClient, isStatus, loadKubeConfig } from '../kube/client.ts';
+import { isStatus, type KubeClient } from '../kube/client.ts';
 import { GATEWAYS, POLICIES, namespaces } from '../kube/resources.ts';
 import { UsageError, parseFlags } from './errors.ts';
+import { connect } from './cluster.ts';
 import { buildStatusModel, renderStatus, type NamespaceLike, type StatusModel } from './status-model.ts';
 import { colourWanted } from './table.ts';
 
@@ -55,7 +56,7 @@ export async function run(argv: string[]): Promise<number> {
   );
   if (!parsed) return 0;
   const output = parseOutput(parsed.values.output, OUTPUT_FORMATS);
-  const client = new KubeClient(loadKubeConfig(parsed.values.kubeconfig));
+  const client = connect(parsed.values.kubeconfig);
   const model = await fetchStatusModel(client);
   if (output === 'json') process.stdout.write(JSON.stringify(model, null, 2) + '\n');
   else if (output === 'yaml') process.stdout.write(stringify(model));

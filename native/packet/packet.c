@@ -53,8 +53,27 @@ typedef struct {
 } packet_sock;
 
 static const char *errno_code(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
   const char *name = strerrorname_np(err);
-  return name != NULL ? name : "EUNKNOWN";
+  if (name != NULL) return name;
+#else
+  // Other libcs (musl) have no strerrorname_np: name the errors this addon can actually hit.
+  switch (err) {
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENODEV: return "ENODEV";
+    case ENXIO: return "ENXIO";
+    case ENETDOWN: return "ENETDOWN";
+    case EMSGSIZE: return "EMSGSIZE";
+    case ENOBUFS: return "ENOBUFS";
+    case EAGAIN: return "EAGAIN";
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    case EBADF: return "EBADF";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+  }
+#endif
+  return "EUNKNOWN";
 }
 
 // Throws Error(`${what}: ${strerror}`) with .code = errno name and .errno = number.
@@ -153,7 +172,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     socklen_t fromlen = sizeof from;
     ssize_t n = recvfrom(s->fd, buf, sizeof buf, MSG_TRUNC, (struct sockaddr *)&from, &fromlen);
     if (n < 0) break;  // EAGAIN: drained. Other errors: nothing useful to do per frame.
-    // Our own transmissions are looped back to packet sockets as PACKET_OUTGOING; a responder must
+    // ETH_P_ALL sockets also get a PACKET_OUTGOING copy of every transmitted frame; a responder must
     // never see (and answer) its own frames.
     if (from.sll_pkttype == PACKET_OUTGOING) continue;
     if ((size_t)n > sizeof buf) n = sizeof buf;  // truncated jumbo frame: deliver what we have

@@ -228,21 +228,35 @@ function settle(plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>): void 
 
     if (target !== '') plan.instanceNodes.set(target, { create: true });
     if (plan.active !== '' && plan.active !== target) plan.instanceNodes.set(plan.active, { create: true });
-    // The old node keeps announcing until the new one confirms, unless its agent is gone (nobody there
-    // to make-before-break with; its instance is withdrawn and, if needed, its finalizer released).
+    // The old node keeps announcing until the new one confirms (make before break), unless its agent
+    // is gone (nobody there to make-before-break with: its instance is withdrawn and, if needed, its
+    // finalizer released) or it was not announcing anyway. With no target at all, everything is
+    // withdrawn (design §4.3).
     if (
+      target !== '' &&
       observedActive !== '' &&
       !plan.instanceNodes.has(observedActive) &&
       !targetConfirmed &&
       nodes.get(observedActive)?.heartbeat === 'live' &&
-      plan.primary.has(observedActive)
+      plan.primary.get(observedActive)?.ready === true
     ) {
       plan.instanceNodes.set(observedActive, { create: false });
     }
     // A timed-out instance is the memory of the failed attempt (it keeps its node ineligible for this
     // gateway); it stays until the gateway has a confirmed active node. If its agent confirms late, that
-    // node becomes usable again.
-    if (!plan.confirmed) {
+    // node becomes usable again. Once there is a confirmed active node the memory is dropped, and so is
+    // the reason (otherwise the next pass, without the instance, would report a different verdict).
+    if (plan.confirmed) {
+      for (const v of plan.candidates) {
+        const i = v.reasons.indexOf('HandoverTimedOut');
+        if (i < 0) continue;
+        v.reasons.splice(i, 1);
+        if (v.reasons.length === 0) {
+          v.eligible = true;
+          plan.readyNodes++;
+        }
+      }
+    } else {
       for (const [n] of plan.primary) {
         const v = plan.verdicts.get(n);
         if (v && v.reasons.length === 1 && v.reasons[0] === 'HandoverTimedOut' && !plan.instanceNodes.has(n)) {

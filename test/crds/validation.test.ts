@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { ApiException, CustomObjectsApi } from '@kubernetes/client-node';
+import { ApiException, ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -143,10 +143,28 @@ describe('CRD validation on the real API server', { skip: harness ? false : 'src
     assert.ok(harness);
     cluster = await harness.startTestCluster();
     await cluster.applyCRDs(join(root, 'deploy', 'crds'));
+    await cluster.applyCRDs(join(root, 'test', 'fixtures', 'crds', 'cilium'));
     api = cluster.kubeConfig.makeApiClient(CustomObjectsApi);
   });
   after(async () => {
     await cluster?.stop();
+  });
+
+  // Guards against a client that re-serialises the CRD through typed models and silently drops the
+  // extension keys (enum, default, x-kubernetes-*): then every rule below would "pass" unenforced.
+  test('the stored CRDs kept their CEL rules, enums, defaults and list types', async () => {
+    const ext = cluster.kubeConfig.makeApiClient(ApiextensionsV1Api);
+    const eg = await ext.readCustomResourceDefinition({ name: 'egressgateways.network.deckhouse.io' });
+    const top = eg.spec.versions[0]?.schema?.openAPIV3Schema;
+    const sip = top?.properties?.spec?.properties?.sourceIP;
+    const hint = 'applyCRDs lost schema keys on the way to the server (a typed client serialiser renames enum/default/x-kubernetes-*)';
+    assert.equal(top?.x_kubernetes_validations?.length, 1, hint);
+    assert.equal(sip?.x_kubernetes_validations?.length, 4, hint);
+    assert.deepEqual(sip?.properties?.mode?._enum, ['VirtualIPAddress', 'PrimaryIPFromEgressGatewayNodeInterface'], hint);
+    assert.deepEqual(sip?.properties?.virtualIPAddress?.properties?.interfaces?._default, [], hint);
+    assert.equal(top?.properties?.status?.properties?.conditions?.x_kubernetes_list_type, 'map', hint);
+    const cn = await ext.readCustomResourceDefinition({ name: 'ciliumnodes.cilium.io' });
+    assert.equal(cn.spec.versions[0]?.schema?.openAPIV3Schema?.properties?.spec?.x_kubernetes_preserve_unknown_fields, true, hint);
   });
 
   for (const [name, obj] of [...goodGateways, ...goodPolicies]) {
@@ -171,6 +189,32 @@ describe('CRD validation on the real API server', { skip: harness ? false : 'src
       );
     });
   }
+
+  test('Cilium fixtures: a CEGP as rendered for a VIP gateway is accepted; IPv6 or both egressIP forms are not', async () => {
+    const cegp = (name: string, spec: Obj): Obj => ({ apiVersion: 'cilium.io/v2', kind: 'CiliumEgressGatewayPolicy', metadata: { name }, spec });
+    const gw = { nodeSelector: { matchLabels: { 'egress-gateway.network.deckhouse.io/active-for-myeg': '' } }, egressIP: '172.18.18.242' };
+    const sel = [{ podSelector: { matchLabels: { app: 'backend', 'io.kubernetes.pod.namespace': 'my-ns' } } }];
+    const create = (body: Obj) => api.createClusterCustomObject({ group: 'cilium.io', version: 'v2', plural: 'ciliumegressgatewaypolicies', body });
+    await create(cegp('d8.ok', { selectors: sel, destinationCIDRs: ['0.0.0.0/0'], excludedCIDRs: ['192.0.2.0/24'], egressGateway: gw }));
+    await create(cegp('d8.primary', { selectors: sel, destinationCIDRs: ['0.0.0.0/0'], egressGateway: { nodeSelector: gw.nodeSelector, interface: 'eth1' } }));
+    for (const [name, spec, field] of [
+      ['d8.v6cidr', { selectors: sel, destinationCIDRs: ['2001:db8::/32'], egressGateway: gw }, 'spec.destinationCIDRs[0]'],
+      ['d8.v6ip', { selectors: sel, destinationCIDRs: ['0.0.0.0/0'], egressGateway: { ...gw, egressIP: '2001:db8::1' } }, 'spec.egressGateway.egressIP'],
+      ['d8.noselectors', { destinationCIDRs: ['0.0.0.0/0'], egressGateway: gw }, 'spec.selectors'],
+    ] as const) {
+      await assert.rejects(create(cegp(name, spec)), (e: unknown) => {
+        assert.ok(e instanceof ApiException);
+        assert.equal(e.code, 422);
+        assert.ok(statusMessage(e).includes(field), statusMessage(e));
+        return true;
+      });
+    }
+    const node = await api.createClusterCustomObject({
+      group: 'cilium.io', version: 'v2', plural: 'ciliumnodes',
+      body: { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: 'node-1' }, spec: { addresses: [{ type: 'InternalIP', ip: '192.0.2.1' }] } },
+    }) as Obj;
+    assert.deepEqual(node.spec, { addresses: [{ type: 'InternalIP', ip: '192.0.2.1' }] }, 'CiliumNode spec is kept as written');
+  });
 
   test('the seed VIP gateway keeps its fields (nothing pruned) and defaults interfaces to []', async () => {
     const got = await api.getClusterCustomObject({ group, version, plural: 'egressgateways', name: 'myeg' }) as Obj;

@@ -1,0 +1,94 @@
+// The install as rendered by `egressgw manifests` (no server needed): the properties the issue asks for, the
+// overrides, and that alerts and dashboard query only metrics the controller and the agent really export.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderManifests } from '../../src/cli/manifests.ts';
+import type { Manifest } from '../../src/cli/kustomize.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const find = (ms: Manifest[], kind: string, name?: string): Obj => {
+  const m = ms.find((x) => x.kind === kind && (name === undefined || x.metadata.name === name));
+  assert.ok(m, `${kind} ${name ?? ''} rendered`);
+  return m as Obj;
+};
+
+describe('default install', () => {
+  const ms = renderManifests();
+
+  test('CRDs and the namespace come first', () => {
+    assert.equal(ms[0]?.kind, 'Namespace');
+    assert.equal(ms[0]?.metadata.name, 'd8-cni-cilium');
+    const firstOther = ms.findIndex((m) => m.kind !== 'Namespace' && m.kind !== 'CustomResourceDefinition');
+    assert.equal(ms.filter((m) => m.kind === 'CustomResourceDefinition').length, 3);
+    assert.ok(ms.slice(firstOther).every((m) => m.kind !== 'CustomResourceDefinition'));
+  });
+
+  test('controller: 2 replicas apart, PDB, non-root, read-only, no capabilities, probes, metrics', () => {
+    const d = find(ms, 'Deployment', 'egressgw-controller');
+    const pod = d.spec.template.spec;
+    assert.equal(d.spec.replicas, 2);
+    assert.equal(pod.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey, 'kubernetes.io/hostname');
+    assert.equal(find(ms, 'PodDisruptionBudget').spec.minAvailable, 1);
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    const c = pod.containers[0];
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'] });
+    assert.deepEqual([c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path], ['/healthz', '/readyz']);
+    assert.ok(c.args.includes('--metrics-addr=:8080'));
+    assert.equal(find(ms, 'Service', 'egressgw-controller-metrics').spec.ports[0].port, 8080);
+  });
+
+  test('agent: member nodes, host network, NET_ADMIN + NET_RAW only, probes on 127.0.0.1:9870', () => {
+    const ds = find(ms, 'DaemonSet', 'egress-gateway-agent');
+    const pod = ds.spec.template.spec;
+    assert.deepEqual(pod.nodeSelector, { 'egress-gateway.network.deckhouse.io/member': '' });
+    assert.equal(pod.hostNetwork, true);
+    assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+    assert.equal(pod.priorityClassName, 'system-node-critical');
+    assert.ok(pod.terminationGracePeriodSeconds <= 5);
+    const c = pod.containers[0];
+    assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    assert.deepEqual(c.env.find((e: Obj) => e.name === 'NODE_NAME').valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
+    for (const p of [c.livenessProbe, c.readinessProbe]) assert.deepEqual([p.httpGet.host, p.httpGet.port], ['127.0.0.1', 9870]);
+  });
+
+  test('alerts and dashboard use only metrics the controller and the agent export', () => {
+    const exported = new Set<string>();
+    for (const f of ['src/controller/metrics.ts', 'src/agent/metrics.ts']) {
+      for (const m of readFileSync(join(ROOT, f), 'utf8').matchAll(/name: '((?:egressgw|d8)_[a-z0-9_]+)'/g)) exported.add(m[1]!);
+    }
+    const histogramSeries = (n: string): string => n.replace(/_(bucket|sum|count)$/, '');
+    const rule = find(ms, 'PrometheusRule');
+    const exprs: string[] = rule.spec.groups.flatMap((g: Obj) => g.rules.map((r: Obj) => String(r.expr)));
+    const dashboard = JSON.parse(find(ms, 'ConfigMap', 'egressgw-grafana-dashboard').data['egressgw.json']) as Obj;
+    exprs.push(...dashboard.panels.flatMap((p: Obj) => p.targets.map((t: Obj) => t.expr as string)));
+    const used = new Set(exprs.flatMap((e) => [...e.matchAll(/\b((?:egressgw|d8_cni_cilium)_[a-z0-9_]+)/g)].map((m) => histogramSeries(m[1]!))));
+    assert.deepEqual([...used].filter((n) => !exported.has(n)).sort(), []);
+    assert.ok(used.has('d8_cni_cilium_orphan_egress_gateway_policy') && used.has('egressgw_orphan_policy'));
+    const alerts: string[] = rule.spec.groups.flatMap((g: Obj) => g.rules.map((r: Obj) => r.alert));
+    assert.ok(alerts.includes('CniCiliumOrphanEgressGatewayPolicyFound'), 'the reference alert is kept');
+  });
+});
+
+describe('overrides', () => {
+  test('--namespace moves every namespaced object, the Namespace and the ServiceAccount subjects', () => {
+    const ms = renderManifests({ namespace: 'egress-system' });
+    assert.equal(find(ms, 'Namespace').metadata.name, 'egress-system');
+    for (const m of ms) {
+      if (['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding'].includes(m.kind)) assert.equal(m.metadata.namespace, undefined);
+      else assert.equal(m.metadata.namespace, 'egress-system', `${m.kind}/${m.metadata.name}`);
+      for (const s of ((m as Obj).subjects ?? []) as Obj[]) assert.equal(s.namespace, 'egress-system');
+    }
+  });
+
+  test('--image, --replicas 1 (and no PDB to block drains), --no-monitoring, --no-crds', () => {
+    const ms = renderManifests({ image: 'registry.example.com/egressgw:v2', replicas: 1, monitoring: false, crds: false });
+    for (const kind of ['Deployment', 'DaemonSet']) assert.equal(find(ms, kind).spec.template.spec.containers[0].image, 'registry.example.com/egressgw:v2');
+    assert.equal(find(ms, 'Deployment').spec.replicas, 1);
+    const kinds = new Set(ms.map((m) => m.kind));
+    for (const k of ['PodDisruptionBudget', 'PrometheusRule', 'ConfigMap', 'CustomResourceDefinition']) assert.ok(!kinds.has(k), k);
+  });
+});

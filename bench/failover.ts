@@ -1,0 +1,290 @@
+// Failover benchmark: hard failures of the active gateway's agent in the end-to-end lab (real API server,
+// controller, agents in network namespaces, ARP on a bridge), timed from the kill to the first gratuitous
+// ARP of the new owner as seen by the router.
+//
+// Phases (all on one wall clock; the controller runs in this process, agents and captures are children):
+//   detection     kill → the controller pass that creates the new node's instance (it has seen the
+//                 heartbeat expire and elected);
+//   takeover      → the first ARP frame from the new owner for the VIP at the router (the new agent saw
+//                 its instance, added the VIP and announced it): traffic can flow again at this point;
+//   confirmation  → the controller sees the new instance Ready (the agent reports *after* announcing,
+//                 so this comes last; it moves the active-for label, make-before-break).
+// "total" = kill → first GARP at the router.
+//
+// Reference path (3 trials by default): the reference detects a dead node only by Node NotReady, after
+// the node-monitor grace period (40 s). To measure that honestly with the same datapath, the active
+// node's agent runs with --no-heartbeat and the bench renews that node's Lease on its behalf — standing
+// in for the reference's liveness signal (the agent pod's Ready, which the kubelet of a dead node never
+// withdraws) — until the bench, 40 s after the kill, plays the node lifecycle controller: it stops those
+// renewals and sets the Node's Ready condition to False. Everything after that is our controller and agents.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_NAMESPACE, heartbeatLeaseName } from '../src/api/names.ts';
+import type { PassInfo } from '../src/controller/controller.ts';
+import { resourcePath } from '../src/kube/client.ts';
+import { leases } from '../src/kube/resources.ts';
+import { microTime } from '../src/kube/time.ts';
+import { activeInstance, startLab, waitFor, type Capture, type LabHandle, type LabNodeHandle } from '../src/testenv/lab.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+export interface FailoverBenchOptions {
+  /** Hard failovers (kill -9 of the active agent), default 20. */
+  rounds?: number;
+  /** Reference-path trials (Node NotReady after the grace period), default 3; 0 skips them. */
+  referenceTrials?: number;
+  /** Simulated node-monitor grace period, default 40 s. */
+  referenceGraceMs?: number;
+  nodes?: number;
+  vip?: string;
+  /** JSON output (default bench/results/failover.json); '' to skip writing. */
+  outFile?: string;
+  log?: (line: string) => void;
+}
+
+export interface RoundResult {
+  round: number;
+  from: string;
+  to: string;
+  detectionMs: number;
+  takeoverMs: number;
+  confirmationMs: number;
+  totalMs: number;
+}
+
+export interface PhaseStats {
+  p50: number;
+  p99: number;
+  min: number;
+  max: number;
+  mean: number;
+}
+
+export interface FailoverBenchResults {
+  when: string;
+  setup: { nodes: number; vip: string; agent: Record<string, string>; controller: Record<string, string> };
+  rounds: RoundResult[];
+  summary: { detection: PhaseStats; takeover: PhaseStats; confirmation: PhaseStats; total: PhaseStats };
+  targets: { p50TotalMs: number; p99TotalMs: number; met: boolean };
+  reference: { graceMs: number; method: string; trials: RoundResult[]; total?: PhaseStats; ratioP50?: number };
+}
+
+const GW = 'bench-gw';
+
+/** Nearest-rank percentile. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[Math.min(rank, sorted.length) - 1]!;
+}
+
+export function stats(values: readonly number[]): PhaseStats {
+  const s = [...values].sort((a, b) => a - b);
+  return {
+    p50: percentile(s, 50),
+    p99: percentile(s, 99),
+    min: s[0] ?? NaN,
+    max: s[s.length - 1] ?? NaN,
+    mean: s.reduce((a, b) => a + b, 0) / (s.length || 1),
+  };
+}
+
+interface PassRecord {
+  at: number;
+  creates: string[];
+  active: string;
+  confirmed: boolean;
+}
+
+export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise<FailoverBenchResults> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const rounds = opts.rounds ?? 20;
+  const refTrials = opts.referenceTrials ?? 3;
+  const graceMs = opts.referenceGraceMs ?? 40_000;
+  const vip = opts.vip ?? '198.18.0.100';
+  const passes: PassRecord[] = [];
+  const lab = await startLab({
+    nodes: opts.nodes ?? 3,
+    onPass: (p: PassInfo) => {
+      const g = p.desired.gateways.get(GW);
+      passes.push({
+        at: p.at,
+        creates: p.writes.flatMap((w) => (w.kind === 'createInstance' ? [w.object.spec?.nodeName ?? ''] : [])),
+        active: g?.active ?? '',
+        confirmed: g?.confirmed ?? false,
+      });
+    },
+  });
+  let capture: Capture | undefined;
+  try {
+    await lab.createVipGateway(GW, vip, ['eth0']);
+    capture = await lab.captureArp(lab.router.ns, 'br0');
+    const results: RoundResult[] = [];
+    for (let r = 1; r <= rounds; r++) {
+      const res = await oneFailover(lab, capture, passes, vip, r, async (a) => a.agent.kill('SIGKILL'));
+      results.push(res);
+      log(`round ${String(r).padStart(2)}: ${res.from} → ${res.to}  detection ${ms(res.detectionMs)}  takeover ${ms(res.takeoverMs)}  total ${ms(res.totalMs)}  (confirmed +${ms(res.confirmationMs)})`);
+    }
+
+    const reference: RoundResult[] = [];
+    for (let t = 1; t <= refTrials; t++) {
+      const res = await referenceTrial(lab, capture, passes, vip, t, graceMs, log);
+      reference.push(res);
+      log(`reference ${t}: ${res.from} → ${res.to}  total ${ms(res.totalMs)} (detection ${ms(res.detectionMs)})`);
+    }
+
+    const summary = {
+      detection: stats(results.map((x) => x.detectionMs)),
+      takeover: stats(results.map((x) => x.takeoverMs)),
+      confirmation: stats(results.map((x) => x.confirmationMs)),
+      total: stats(results.map((x) => x.totalMs)),
+    };
+    const refTotal = reference.length > 0 ? stats(reference.map((x) => x.totalMs)) : undefined;
+    const out: FailoverBenchResults = {
+      when: new Date().toISOString(),
+      setup: {
+        nodes: lab.nodes.length,
+        vip,
+        agent: { renewInterval: '500ms', leaseDuration: '2s', addressLifetime: '1s', refreshInterval: '250ms', fenceAfter: '1s' },
+        controller: { heartbeatDuration: 'from the Lease (2s)', leaderElection: 'off (single in-process controller)' },
+      },
+      rounds: results,
+      summary,
+      targets: { p50TotalMs: 1500, p99TotalMs: 2500, met: summary.total.p50 <= 1500 && summary.total.p99 <= 2500 },
+      reference: {
+        graceMs,
+        method: 'agent --no-heartbeat on the active node; the bench renews its Lease (as the never-withdrawn agent pod Ready of a dead node) until kill+grace, then sets Node Ready=False',
+        trials: reference,
+        ...(refTotal ? { total: refTotal, ratioP50: refTotal.p50 / summary.total.p50 } : {}),
+      },
+    };
+    const outFile = opts.outFile ?? join(HERE, 'results', 'failover.json');
+    if (outFile !== '') {
+      mkdirSync(dirname(outFile), { recursive: true });
+      writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
+    }
+    log(table(out));
+    return out;
+  } finally {
+    capture?.stop();
+    await lab.stop();
+  }
+}
+
+function ms(v: number): string {
+  return `${Math.round(v)} ms`;
+}
+
+export function table(r: FailoverBenchResults): string {
+  const row = (name: string, s: PhaseStats) =>
+    `| ${name.padEnd(34)} | ${ms(s.p50).padStart(9)} | ${ms(s.p99).padStart(9)} | ${ms(s.min).padStart(9)} | ${ms(s.max).padStart(9)} |`;
+  const lines = [
+    `Failover, ${r.rounds.length} hard failovers (kill -9 of the active agent), ${r.setup.nodes} nodes`,
+    '',
+    `| ${'phase'.padEnd(34)} | ${'p50'.padStart(9)} | ${'p99'.padStart(9)} | ${'min'.padStart(9)} | ${'max'.padStart(9)} |`,
+    `|${'-'.repeat(36)}|${'-'.repeat(11)}|${'-'.repeat(11)}|${'-'.repeat(11)}|${'-'.repeat(11)}|`,
+    row('detection (kill → new instance)', r.summary.detection),
+    row('takeover (→ first GARP at router)', r.summary.takeover),
+    row('total (kill → first GARP)', r.summary.total),
+    row('confirmation (GARP → seen Ready)', r.summary.confirmation),
+  ];
+  if (r.reference.total) lines.push(row(`reference path (NotReady @ ${r.reference.graceMs / 1000}s)`, r.reference.total));
+  lines.push('', `targets p50 ≤ ${r.targets.p50TotalMs} ms, p99 ≤ ${r.targets.p99TotalMs} ms: ${r.targets.met ? 'met' : 'NOT met'}`);
+  if (r.reference.ratioP50) lines.push(`reference / egressgw (p50 total): ${r.reference.ratioP50.toFixed(1)}×`);
+  return lines.join('\n');
+}
+
+/** Waits until one node alone holds the VIP with a Ready instance, every agent runs and every heartbeat is fresh. */
+async function settle(lab: LabHandle, vip: string): Promise<LabNodeHandle> {
+  return waitFor(async () => {
+    const inst = await activeInstance(lab.client, GW);
+    if (!inst?.ready) return undefined;
+    const holders: string[] = [];
+    for (const n of lab.nodes) {
+      if (!n.agent.alive()) return undefined;
+      if (await lab.hasAddress(n, vip)) holders.push(n.name);
+    }
+    if (holders.length !== 1 || holders[0] !== inst.node) return undefined;
+    // Every standby has a live heartbeat again (a restarted agent needs a renewal or two).
+    const now = Date.now();
+    for (const n of lab.nodes) {
+      const lease = await lab.client.tryGet<{ spec?: { renewTime?: string } }>(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(n.name));
+      const renewed = Date.parse(lease?.spec?.renewTime ?? '');
+      if (!(now - renewed < 1500)) return undefined;
+    }
+    return lab.nodes.find((n) => n.name === inst.node);
+  }, 60_000, 'a settled active node', 50);
+}
+
+async function oneFailover(lab: LabHandle, capture: Capture, passes: PassRecord[], vip: string, round: number,
+  fail: (a: LabNodeHandle) => Promise<void>, tFailOverride?: () => number): Promise<RoundResult> {
+  const a = await settle(lab, vip);
+  await lab.udpPoke(lab.router.ns, vip);
+  const passIdx = passes.length;
+  const tKill = Date.now();
+  await fail(a);
+  const t0 = tFailOverride?.() ?? tKill;
+  const created = await waitFor(() => passes.slice(passIdx).find((p) => p.creates.some((n) => n !== a.name)), 120_000, 'the new instance', 5);
+  const to = created.creates.find((n) => n !== a.name)!;
+  const b = lab.nodes.find((n) => n.name === to)!;
+  const garp = await waitFor(() => capture.events.find((e) => e.t >= tKill && e.senderMac === b.mac && e.senderIp === vip), 60_000, 'the new owner\'s GARP at the router', 5);
+  const ready = await waitFor(() => passes.slice(passIdx).find((p) => p.at >= created.at && p.active === to && p.confirmed), 60_000, 'the new instance Ready', 5);
+  // The next round needs the killed agent back (as a standby: no failback).
+  await a.agent.exited;
+  await lab.restartAgent(a);
+  return {
+    round,
+    from: a.name,
+    to,
+    detectionMs: created.at - t0,
+    takeoverMs: garp.t - created.at,
+    confirmationMs: ready.at - garp.t,
+    totalMs: garp.t - t0,
+  };
+}
+
+/** One reference-path trial: detection only by Node NotReady after the grace period (see the file comment). */
+async function referenceTrial(lab: LabHandle, capture: Capture, passes: PassRecord[], vip: string, trial: number, graceMs: number,
+  log: (l: string) => void): Promise<RoundResult> {
+  const a = await settle(lab, vip);
+  // Stand-in renewals first, so the Lease never lapses while the agent restarts without its heartbeat.
+  let renewing = true;
+  const leasePath = resourcePath(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(a.name));
+  const renew = async () => {
+    while (renewing) {
+      await lab.client.request('PATCH', leasePath, { body: { spec: { renewTime: microTime(Date.now()), holderIdentity: a.name } }, contentType: 'application/merge-patch+json' })
+        .catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+  const renewer = renew();
+  try {
+    await lab.restartAgent(a, ['--no-heartbeat']);
+    await waitFor(() => lab.hasAddress(a, vip), 20_000, 'the VIP back on the reference-mode agent', 50);
+    log(`reference ${trial}: ${a.name} active with --no-heartbeat; killing it, Node NotReady in ${graceMs / 1000}s`);
+    let tKill = 0;
+    let grace: NodeJS.Timeout | undefined;
+    const res = await oneFailover(lab, capture, passes, vip, trial, async (x) => {
+      tKill = Date.now();
+      x.agent.kill('SIGKILL');
+      grace = setTimeout(() => {
+        renewing = false;
+        void lab.setNodeReady(x.name, false);
+      }, graceMs);
+    }, () => tKill).finally(() => clearTimeout(grace));
+    return res;
+  } finally {
+    renewing = false;
+    await renewer;
+    await lab.setNodeReady(a.name, true);
+    // oneFailover restarted the agent in normal mode already.
+  }
+}
+
+// `node bench/failover.ts [rounds] [referenceTrials]`
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [rounds, refs] = process.argv.slice(2).map(Number);
+  await runFailoverBench({ rounds: rounds || undefined, referenceTrials: Number.isFinite(refs) ? refs : undefined });
+}

@@ -79,7 +79,7 @@ describe('status and move against a live cluster', () => {
       apiVersion: 'network.deckhouse.io/v1alpha1', kind: 'EgressGatewayPolicy', metadata: { name: 'orphan' },
       spec: { egressGatewayName: 'missing', destinationCIDRs: ['192.0.2.0/24'], selectors: [{ podSelector: { matchLabels: { app: 'db' } } }] },
     });
-    controller = runController(parseControllerArgs(['--leader-elect=false', '--metrics-addr=', '--log-level=warn']), {
+    controller = runController(parseControllerArgs(['--leader-elect=false', '--metrics-addr=', '--log-level=error']), {
       signal: stopController.signal,
       kubeConfig: cluster.kubeConfig,
     });

@@ -162,9 +162,10 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
 
   const manifests = renderManifests();
   for (const [component, id] of Object.entries(COMPONENTS) as Array<[keyof typeof COMPONENTS, (typeof COMPONENTS)[keyof typeof COMPONENTS]]>) {
-    test(`${component}: every request is granted`, () => {
+    test(`${component}: every request is granted`, (t) => {
       const grants = grantsOf(manifests, id.serviceAccount);
       const used = usedBy(lab.cluster.auditEvents(), id.user);
+      t.diagnostic(`${id.user} used: ${[...new Set(used.map(key))].sort().join(', ')}`);
       assert.ok(used.length > 0, `the audit log has requests of ${id.user}`);
       const missing = used.filter((a) => !granted(grants, a)).map((a) => `${key(a)}${a.namespace ? ` in ${a.namespace}` : ''}`);
       assert.deepEqual(missing.sort(), [], 'used but not granted');

@@ -1,13 +1,13 @@
 // Observed snapshot → desired state. One pass, no I/O, no clock: time is `snapshot.now`.
 
-import type { CiliumEgressGatewayPolicy, EgressGatewayInstance } from '../api/types.ts';
-import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MODE_VIP, OWNED_LABELS, activeForLabel } from '../api/names.ts';
+import type { CiliumEgressGatewayPolicy, EgressGatewayInstance, EgressGatewayPolicy } from '../api/types.ts';
+import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MODE_VIP, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
 import type { CoreEvent, CoreMetrics, CoreOptions, Desired, GatewayDecision, Snapshot } from './types.ts';
 import { DEFAULT_CORE_OPTIONS } from './types.ts';
 import { buildNodeStates, isMemberCandidate, type NodeState } from './eligibility.ts';
 import { runElection } from './election.ts';
 import { desiredInstance, instanceFacts, ownerRef, type InstanceFacts } from './instances.ts';
-import { policyOutcome, type GatewayView } from './render.ts';
+import { egressGatewaySpec, policyOutcome, type GatewayView } from './render.ts';
 import { NodeLabelIndex } from './selectors.ts';
 import { gatewayOutcome, gatewayRef } from './status.ts';
 import { analyseGateway, analysePolicy, markDuplicateVIPs, markInvalid, type GatewayInfo, type PolicyInfo } from './validate.ts';
@@ -31,13 +31,31 @@ export function isOurCEGP(c: CiliumEgressGatewayPolicy): boolean {
   return true;
 }
 
+/** Objects with a usable name, in name order, first occurrence of a duplicated name only. */
 function uniqueSorted<T>(items: readonly T[] | undefined, name: (t: T) => string): Array<{ name: string; item: T }> {
-  const seen = new Map<string, T>();
-  for (const it of items ?? []) {
-    const n = name(it);
-    if (n !== '' && !seen.has(n)) seen.set(n, it);
+  const list: Array<{ name: string; item: T; i: number }> = [];
+  (items ?? []).forEach((item, i) => {
+    const n = name(item);
+    if (n !== '') list.push({ name: n, item, i });
+  });
+  list.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
+  const out: Array<{ name: string; item: T }> = [];
+  for (const x of list) if (out.length === 0 || (out[out.length - 1] as { name: string }).name !== x.name) out.push(x);
+  return out;
+}
+
+/**
+ * Policy analysis depends on the object only; informer objects are immutable (a change is a new
+ * object), so the result is remembered per object: 10,000 policies are not re-validated every pass.
+ */
+const policyMemo = new WeakMap<object, PolicyInfo>();
+function analysePolicyMemo(p: EgressGatewayPolicy): PolicyInfo {
+  let info = policyMemo.get(p);
+  if (!info) {
+    info = analysePolicy(p);
+    policyMemo.set(p, info);
   }
-  return [...seen.entries()].sort((a, b) => byString(a[0], b[0])).map(([n, item]) => ({ name: n, item }));
+  return info;
 }
 
 export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions>): Desired {
@@ -119,7 +137,7 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
       totalNodes: plan.candidates.length,
       ready: out.ready,
     });
-    views.set(g.name, { info: g, valid: plan.valid, active: plan.active, message: out.decision.message });
+    views.set(g.name, { info: g, valid: plan.valid, active: plan.active, message: out.decision.message, egressGateway: egressGatewaySpec(g) });
 
     if (plan.valid) {
       // Membership: Ready, uncordoned nodes matching a valid gateway (the agent DaemonSet selects on it).
@@ -159,15 +177,16 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
   const cegps = new Map<string, CiliumEgressGatewayPolicy>();
   const policyStatuses: Desired['policyStatuses'] = new Map();
   const policyEvents = new Map<string, CoreEvent[]>();
+  // Indexed by policy name (strings already hashed), not by a freshly built `d8.<name>`.
   const observedCEGPs = new Map<string, CiliumEgressGatewayPolicy>();
   for (const c of snapshot.cegps ?? []) {
     const n = nameOf(c);
-    if (n !== '' && !observedCEGPs.has(n)) observedCEGPs.set(n, c);
+    if (n.startsWith('d8.') && !observedCEGPs.has(n.slice(3))) observedCEGPs.set(n.slice(3), c);
   }
-  const policies: PolicyInfo[] = uniqueSorted(snapshot.policies, nameOf).map((x) => analysePolicy(x.item));
+  const policies: PolicyInfo[] = uniqueSorted(snapshot.policies, nameOf).map((x) => analysePolicyMemo(x.item));
   for (const p of policies) {
-    const cname = `d8.${p.name}`;
-    const observed = observedCEGPs.get(cname);
+    const observed = observedCEGPs.get(p.name);
+    const cname = observed ? nameOf(observed) : cegpName(p.name);
     const gw = p.gatewayName !== '' ? views.get(p.gatewayName) : undefined;
     const out = policyOutcome(p, gw, observed, nowIso);
     if (out.cegp) cegps.set(cname, out.cegp);

@@ -183,11 +183,17 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
     if (!plan.valid) continue;
     let target = sticky.get(plan) ?? '';
     if (target === '' && plan.readyNodes > 0) {
+      // VIP: a node where this gateway's previous instance is still terminating cannot get a new one
+      // yet (same name); prefer the others, so the choice sticks on the next pass.
+      const blocked = new Set<string>();
+      if (plan.info.mode === MODE_VIP) for (const f of owned.get(plan.info.name) ?? []) if (f.deleting) blocked.add(f.node);
+      const usable = (v: NodeVerdict): boolean => v.eligible && !blocked.has(v.node);
+      const pool = plan.candidates.some(usable) ? usable : (v: NodeVerdict): boolean => v.eligible;
       let min = Number.POSITIVE_INFINITY;
-      for (const v of plan.candidates) if (v.eligible) min = Math.min(min, load.get(v.node) ?? 0);
+      for (const v of plan.candidates) if (pool(v)) min = Math.min(min, load.get(v.node) ?? 0);
       let bestKey = '';
       for (const v of plan.candidates) {
-        if (!v.eligible || (load.get(v.node) ?? 0) !== min) continue;
+        if (!pool(v) || (load.get(v.node) ?? 0) !== min) continue;
         const key = electionKey(plan.info.name, v.node);
         if (target === '' || key < bestKey) {
           target = v.node;

@@ -5,7 +5,8 @@
 export type * from './types.ts';
 export { DEFAULT_CORE_OPTIONS } from './types.ts';
 export { computeDesired, isOurCEGP, resolveOptions } from './desired.ts';
-export { planWrites, statusEqual } from './plan.ts';
+export { planWrites } from './plan.ts';
+export { statusEqual, cegpUpToDate } from './compare.ts';
 export { instanceName, isNodeReady, isPodReady, isNodeCordoned, isBeingDeleted, sha256Hex } from './util.ts';
 export { matchesLabelSelector, matchesNodeSelector, NodeLabelIndex } from './selectors.ts';
 export { buildNodeStates, ineligibleReasons, heartbeatLive, noEligibleMessage, reasonText, type NodeState } from './eligibility.ts';

@@ -9,7 +9,15 @@ import type { CoreEvent, Desired, Snapshot, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';
 import { instanceFacts, instanceUpToDate } from './instances.ts';
 import { isOurCEGP } from './desired.ts';
-import { annotationsOf, byString, isObject, jsonEqual, labelsOf, nameOf } from './util.ts';
+import { annotationsOf, byString, isObject, labelsOf, nameOf } from './util.ts';
+import { cegpUpToDate, statusEqual } from './compare.ts';
+
+/** Keys in name order; computeDesired builds its maps in that order already, so usually no sort. */
+function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
+  const keys = [...m.keys()];
+  for (let i = 1; i < keys.length; i++) if (byString(keys[i - 1] as string, keys[i] as string) > 0) return keys.sort(byString);
+  return keys;
+}
 
 const isOurLabel = (k: string): boolean => k === MEMBER_LABEL || k.startsWith(ACTIVE_FOR_PREFIX);
 
@@ -40,30 +48,6 @@ function labelWrites(
   }
 }
 
-/** Status equality ignoring `lastHeartbeatTime`, which is refreshed only when the status is written anyway. */
-export function statusEqual(a: unknown, b: unknown): boolean {
-  if (!isObject(a) || !isObject(b)) return a === b;
-  const strip = (s: Record<string, unknown>): Record<string, unknown> => {
-    const c = s['conditions'];
-    if (!Array.isArray(c)) return s;
-    return {
-      ...s,
-      conditions: c.map((x: unknown) => {
-        if (!isObject(x)) return x;
-        const { lastHeartbeatTime: _h, ...rest } = x as unknown as Condition;
-        return rest;
-      }),
-    };
-  };
-  return jsonEqual(strip(a), strip(b));
-}
-
-function cegpUpToDate(observed: CiliumEgressGatewayPolicy, desired: CiliumEgressGatewayPolicy): boolean {
-  const l = labelsOf(observed);
-  for (const [k, v] of Object.entries(desired.metadata.labels ?? {})) if (l[k] !== v) return false;
-  return jsonEqual((observed as { spec?: unknown }).spec, desired.spec);
-}
-
 export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
   const instanceWrites: Write[] = [];
   const nodeAdds: Write[] = [];
@@ -84,7 +68,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
     const n = nameOf(inst);
     if (n !== '' && !observedInstances.has(n)) observedInstances.set(n, inst);
   }
-  for (const name of [...desired.instances.keys()].sort(byString)) {
+  for (const name of sortedKeys(desired.instances)) {
     const want = desired.instances.get(name) as EgressGatewayInstance;
     const have = observedInstances.get(name);
     if (!have) instanceWrites.push({ kind: 'createInstance', object: want });
@@ -117,10 +101,10 @@ export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
     const n = nameOf(c);
     if (n !== '' && !observedCEGPs.has(n)) observedCEGPs.set(n, c);
   }
-  for (const name of [...desired.cegps.keys()].sort(byString)) {
+  for (const name of sortedKeys(desired.cegps)) {
     const want = desired.cegps.get(name) as CiliumEgressGatewayPolicy;
     const have = observedCEGPs.get(name);
-    if (!have || !cegpUpToDate(have, want)) applies.push({ kind: 'applyCEGP', object: want });
+    if (have !== want && (!have || !cegpUpToDate(have, want))) applies.push({ kind: 'applyCEGP', object: want });
   }
   for (const name of [...observedCEGPs.keys()].sort(byString)) {
     const c = observedCEGPs.get(name) as CiliumEgressGatewayPolicy;
@@ -130,7 +114,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
   // Statuses, each with the events that record its transition.
   const gatewaysByName = new Map<string, { status?: unknown; metadata?: unknown }>();
   for (const g of snapshot.gateways ?? []) if (nameOf(g) !== '' && !gatewaysByName.has(nameOf(g))) gatewaysByName.set(nameOf(g), g);
-  for (const name of [...desired.gatewayStatuses.keys()].sort(byString)) {
+  for (const name of sortedKeys(desired.gatewayStatuses)) {
     const status = desired.gatewayStatuses.get(name) as EgressGatewayStatus;
     if (statusEqual(gatewaysByName.get(name)?.status, status)) continue;
     statuses.push({ kind: 'gatewayStatus', name, status });
@@ -138,7 +122,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
   }
   const policiesByName = new Map<string, { status?: unknown }>();
   for (const p of snapshot.policies ?? []) if (nameOf(p) !== '' && !policiesByName.has(nameOf(p))) policiesByName.set(nameOf(p), p);
-  for (const name of [...desired.policyStatuses.keys()].sort(byString)) {
+  for (const name of sortedKeys(desired.policyStatuses)) {
     const status = desired.policyStatuses.get(name) as EgressGatewayPolicyStatus;
     if (statusEqual(policiesByName.get(name)?.status, status)) continue;
     statuses.push({ kind: 'policyStatus', name, status });

@@ -5,6 +5,7 @@ import type { CiliumEgressGatewayPolicy, EgressGatewayPolicyStatus } from '../ap
 import { API_VERSION, CILIUM_GROUP, CILIUM_VERSION, KIND_CEGP, KIND_POLICY, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
 import type { CoreEvent, ObjectRef } from './types.ts';
 import { readyCondition, readyConditionOf } from './status.ts';
+import { cegpUpToDate, statusEqual } from './compare.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
 import { isObject } from './util.ts';
 
@@ -14,6 +15,8 @@ export interface GatewayView {
   valid: boolean;
   active: string;
   message: string;
+  /** Shared by the gateway's policies (desired objects are never mutated). */
+  egressGateway?: EgressGatewaySpec;
 }
 
 export interface PolicyOutcome {
@@ -24,38 +27,44 @@ export interface PolicyOutcome {
   orphan: boolean;
 }
 
-function egressOf(
-  gw: GatewayView,
-  observed: CiliumEgressGatewayPolicy | undefined,
-): { egressIP?: string; interface?: string } {
-  const e = gw.info.egress;
-  if (e.kind === 'ok') return e.egressIP !== undefined ? { egressIP: e.egressIP } : { interface: e.interface as string };
+/** The `egressGateway` part shared by every policy of a gateway (built once per gateway per pass). */
+export type EgressGatewaySpec = NonNullable<CiliumEgressGatewayPolicy['spec']>['egressGateway'];
+
+export function egressGatewaySpec(info: GatewayInfo, observed?: CiliumEgressGatewayPolicy): EgressGatewaySpec {
+  const matchLabels: Record<string, string> = {};
+  matchLabels[activeForLabel(info.name)] = '';
+  const out: EgressGatewaySpec = { nodeSelector: { matchLabels } };
+  const e = info.egress;
+  if (e.kind === 'ok') {
+    if (e.egressIP !== undefined) out.egressIP = e.egressIP;
+    else if (e.interface !== undefined) out.interface = e.interface;
+    return out;
+  }
   // An invalid gateway has no active node, so the CEGP matches no node whatever its egress field; keep
   // the observed field so the object does not change meaning while the gateway is being fixed, and
   // never invent one (neither field would mean "the default route's interface" to Cilium).
   const o = observed?.spec?.egressGateway;
   if (isObject(o)) {
-    if (typeof o.egressIP === 'string') return { egressIP: o.egressIP };
-    if (typeof o.interface === 'string') return { interface: o.interface };
+    if (typeof o.egressIP === 'string') out.egressIP = o.egressIP;
+    else if (typeof o.interface === 'string') out.interface = o.interface;
   }
-  return {};
+  return out;
 }
 
 export function renderCEGP(p: PolicyInfo, gw: GatewayView, observed: CiliumEgressGatewayPolicy | undefined): CiliumEgressGatewayPolicy {
-  const spec: CiliumEgressGatewayPolicy['spec'] = {
-    selectors: p.selectors,
-    destinationCIDRs: [...p.destinationCIDRs],
-    egressGateway: { nodeSelector: { matchLabels: { [activeForLabel(gw.info.name)]: '' } }, ...egressOf(gw, observed) },
-  };
+  const egressGateway = gw.info.egress.kind === 'ok' && gw.egressGateway ? gw.egressGateway : egressGatewaySpec(gw.info, observed);
+  const spec: NonNullable<CiliumEgressGatewayPolicy['spec']> = { selectors: p.selectors, destinationCIDRs: p.destinationCIDRs, egressGateway };
   // Only when non-empty, as the reference (R17).
-  if (p.excludedCIDRs.length > 0) spec.excludedCIDRs = [...p.excludedCIDRs];
+  if (p.excludedCIDRs.length > 0) spec.excludedCIDRs = p.excludedCIDRs;
   return {
-    apiVersion: `${CILIUM_GROUP}/${CILIUM_VERSION}`,
+    apiVersion: CEGP_API_VERSION,
     kind: KIND_CEGP,
     metadata: { name: cegpName(p.name), labels: { ...OWNED_LABELS } },
     spec,
   };
 }
+
+const CEGP_API_VERSION = `${CILIUM_GROUP}/${CILIUM_VERSION}`;
 
 export function policyRef(p: PolicyInfo): ObjectRef {
   const ref: ObjectRef = { apiVersion: API_VERSION, kind: KIND_POLICY, name: p.name };
@@ -98,6 +107,9 @@ export function policyOutcome(
     st.activeNodeName = gw.active;
   } else {
     cegp = renderCEGP(p, gw, observed);
+    // Keep the observed object when it already is what we want: planWrites then sees identity, and
+    // the pass retains no new object for it.
+    if (observed && cegpUpToDate(observed, cegp)) cegp = observed;
     st.activeNodeName = gw.active;
     if (gw.valid) {
       const e = gw.info.egress;
@@ -117,10 +129,11 @@ export function policyOutcome(
     }
   }
   st.conditions = [readyCondition(prevCond, status, reason, message, p.generation, nowIso)];
+  const same = statusEqual(prevStatus, st);
 
   const events: CoreEvent[] = [];
   if (prevCond?.reason !== reason && (reason === 'GatewayNotFound' || reason === 'InvalidSpec')) {
     events.push({ regarding: policyRef(p), type: 'Warning', reason, note: message });
   }
-  return { cegp, status: st, events, orphan };
+  return { cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: same ? [] : events, orphan };
 }

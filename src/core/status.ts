@@ -10,6 +10,7 @@ import type { CoreEvent, GatewayDecision, GatewayPhase, ObjectRef } from './type
 import { noEligibleMessage, type NodeState } from './eligibility.ts';
 import { failureReason, type GatewayPlan } from './election.ts';
 import { isObject } from './util.ts';
+import { statusEqual } from './compare.ts';
 
 export function readyConditionOf(status: unknown): Condition | undefined {
   if (!isObject(status) || !Array.isArray(status['conditions'])) return undefined;
@@ -151,5 +152,7 @@ export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, Nod
     moveTarget: plan.move?.state === 'honoured' ? plan.move.target : '',
     confirmed: plan.confirmed,
   };
-  return { decision, status: st, events, ready: status === 'True', ...(failover ? { failover } : {}) };
+  // Unchanged: hand back the observed object (no write, nothing new retained).
+  const same = statusEqual(prev, st);
+  return { decision, status: same ? (prev as EgressGatewayStatus) : st, events: same ? [] : events, ready: status === 'True', ...(failover && !same ? { failover } : {}) };
 }

@@ -3,7 +3,7 @@
 //   → gatewayStatus/policyStatus → clearMoveRequest → deleteInstance → releaseFinalizer → deleteCEGP → events.
 // A snapshot that already equals the desired state yields no writes.
 
-import type { CiliumEgressGatewayPolicy, Condition, EgressGatewayInstance, EgressGatewayPolicyStatus, EgressGatewayStatus } from '../api/types.ts';
+import type { CiliumEgressGatewayPolicy, EgressGatewayInstance, EgressGatewayPolicyStatus, EgressGatewayStatus } from '../api/types.ts';
 import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MOVE_TO_ANNOTATION } from '../api/names.ts';
 import type { CoreEvent, Desired, Snapshot, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';

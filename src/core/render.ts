@@ -17,6 +17,9 @@ export interface GatewayView {
   message: string;
   /** Shared by the gateway's policies (desired objects are never mutated). */
   egressGateway?: EgressGatewaySpec;
+  /** Memo keys, computed once per gateway per pass. */
+  egressKey?: string;
+  statusKey?: string;
 }
 
 export interface PolicyOutcome {
@@ -66,6 +69,26 @@ export function renderCEGP(p: PolicyInfo, gw: GatewayView, observed: CiliumEgres
 
 const CEGP_API_VERSION = `${CILIUM_GROUP}/${CILIUM_VERSION}`;
 
+const upToDateMemo = new WeakMap<object, { policy: PolicyInfo; egress: string }>();
+
+/** Everything of the gateway that a rendered CEGP depends on (only reached for renderable gateways). */
+function egressKey(gw: GatewayView): string {
+  if (gw.egressKey === undefined) {
+    const e = gw.egressGateway;
+    gw.egressKey = `${gw.info.name}\u0000${gw.info.egress.kind}\u0000${e?.egressIP ?? ''}\u0000${e?.interface ?? ''}`;
+  }
+  return gw.egressKey;
+}
+
+/** Everything of the gateway that a policy's status depends on. */
+function statusKey(gw: GatewayView | undefined): string {
+  if (!gw) return '';
+  if (gw.statusKey === undefined) gw.statusKey = `${egressKey(gw)}\u0000${gw.valid}\u0000${gw.active}\u0000${gw.message}`;
+  return gw.statusKey;
+}
+
+const statusMemo = new WeakMap<object, { policy: PolicyInfo; gateway: string }>();
+
 export function policyRef(p: PolicyInfo): ObjectRef {
   const ref: ObjectRef = { apiVersion: API_VERSION, kind: KIND_POLICY, name: p.name };
   if (p.uid !== '') ref.uid = p.uid;
@@ -79,7 +102,11 @@ export function policyOutcome(
   nowIso: string,
 ): PolicyOutcome {
   const prevStatus: unknown = (p.policy as { status?: unknown }).status;
-  const prevCond = readyConditionOf(prevStatus);
+  // The status depends only on the policy analysis and the gateway's view: a remembered match skips
+  // building and comparing it (10,000 policies per pass).
+  const gwKey = statusKey(gw);
+  const memo = isObject(prevStatus) ? statusMemo.get(prevStatus) : undefined;
+  const memoHit = memo !== undefined && memo.policy === p && memo.gateway === gwKey;
   let cegp: CiliumEgressGatewayPolicy | undefined;
   let status: 'True' | 'False' = 'False';
   let reason: string;
@@ -106,10 +133,19 @@ export function policyOutcome(
     message = `EgressGateway ${gw.info.name}: ${gw.info.egress.message}`;
     st.activeNodeName = gw.active;
   } else {
-    cegp = renderCEGP(p, gw, observed);
     // Keep the observed object when it already is what we want: planWrites then sees identity, and
-    // the pass retains no new object for it.
-    if (observed && cegpUpToDate(observed, cegp)) cegp = observed;
+    // the pass retains no new object for it. A match is remembered per (observed object, policy
+    // analysis, gateway egress); all three are immutable, so a resync skips rendering altogether.
+    const key = egressKey(gw);
+    const seen = observed ? upToDateMemo.get(observed) : undefined;
+    if (observed && seen && seen.policy === p && seen.egress === key) cegp = observed;
+    else {
+      cegp = renderCEGP(p, gw, observed);
+      if (observed && cegpUpToDate(observed, cegp)) {
+        cegp = observed;
+        upToDateMemo.set(observed, { policy: p, egress: key });
+      }
+    }
     st.activeNodeName = gw.active;
     if (gw.valid) {
       const e = gw.info.egress;
@@ -128,8 +164,11 @@ export function policyOutcome(
       message = `EgressGateway ${gw.info.name} is active on node ${gw.active}`;
     }
   }
+  if (memoHit) return { cegp, status: prevStatus as EgressGatewayPolicyStatus, events: [], orphan };
+  const prevCond = readyConditionOf(prevStatus);
   st.conditions = [readyCondition(prevCond, status, reason, message, p.generation, nowIso)];
   const same = statusEqual(prevStatus, st);
+  if (same && isObject(prevStatus)) statusMemo.set(prevStatus, { policy: p, gateway: gwKey });
 
   const events: CoreEvent[] = [];
   if (prevCond?.reason !== reason && (reason === 'GatewayNotFound' || reason === 'InvalidSpec')) {

@@ -201,7 +201,9 @@ class Controller {
       clearTimeout(this.wakeTimer);
       clearTimeout(this.resyncTimer);
       // Let a running pass finish its current write rather than cut it mid-request.
-      await Promise.race([this.queue.idle(), sleep(5000)]);
+      const grace = new AbortController();
+      await Promise.race([this.queue.idle(), sleep(5000, grace.signal)]);
+      grace.abort();
       electionStop.abort();
       if (election) await election;
       this.setLeadingQuiet(false);

@@ -96,6 +96,11 @@ export class KubeClient {
   private readonly server: string;
   /** Per-request deadline: a request stuck on a dead connection must not stall a control loop. */
   readonly timeoutMs: number;
+  // The client library builds a new connection pool (undici Agent) for every request, i.e. a TLS
+  // handshake per call. We keep the first one and reuse its keep-alive connections; it is renewed
+  // every few minutes so rotated client certificate files are picked up.
+  private dispatcher: ReturnType<RequestContext['getDispatcher']>;
+  private dispatcherAt = 0;
 
   constructor(kubeConfig: KubeConfig, opts: { timeoutMs?: number } = {}) {
     this.kubeConfig = kubeConfig;
@@ -118,6 +123,17 @@ export class KubeClient {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     ctx.setSignal(opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout);
     await this.kubeConfig.applySecurityAuthentication(ctx);
+    const fresh = ctx.getDispatcher();
+    if (fresh) {
+      if (!this.dispatcher || Date.now() - this.dispatcherAt > 5 * 60_000) {
+        const old = this.dispatcher;
+        this.dispatcher = fresh;
+        this.dispatcherAt = Date.now();
+        // Requests in flight on the old pool finish; then it closes.
+        old?.close().catch(() => undefined);
+      }
+      ctx.setDispatcher(this.dispatcher);
+    }
     const res = await this.http.send(ctx).toPromise();
     const text = await res.body.text();
     let parsed: unknown = undefined;

@@ -34,7 +34,14 @@ const electionArgs = (id: string) => [
   '--leader-elect-lease-duration', '3s',
   '--leader-elect-renew-deadline', '2s',
   '--leader-elect-retry-period', '300ms',
+  '--metrics-addr', '127.0.0.1:0',
 ];
+
+async function scrape(r: RunningController, path: string): Promise<{ status: number; body: string }> {
+  const { metricsPort } = await r.ready;
+  const res = await fetch(`http://127.0.0.1:${metricsPort}${path}`);
+  return { status: res.status, body: await res.text() };
+}
 
 async function isLeader(r: RunningController): Promise<boolean> {
   return (await r.metrics.isLeader.get()).values[0]?.value === 1;
@@ -68,6 +75,14 @@ test('one leader; on its shutdown the standby takes over without moving the gate
   });
   assert.equal(await isLeader(b), false);
   assert.equal(b.passes.length, 0, 'the standby must not run passes');
+  // Both replicas are ready (caches synced) and say over HTTP which one leads.
+  for (const r of [a, b]) {
+    assert.equal((await scrape(r, '/readyz')).status, 200);
+    assert.equal((await scrape(r, '/healthz')).status, 200);
+  }
+  assert.match((await scrape(a, '/metrics')).body, /^egressgw_is_leader 1$/m);
+  assert.match((await scrape(b, '/metrics')).body, /^egressgw_is_leader 0$/m);
+  assert.match((await scrape(a, '/metrics')).body, /^egressgw_gateway_active_node\{gateway="gw-le",node="le-\d"\} 1$/m);
 
   // Record every active-for label change on the gateway's nodes through the takeover.
   const watch = new Informer<NodeLike>(f.client, { resource: NODES, labelSelector: 'test-group=le' });

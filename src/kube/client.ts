@@ -165,9 +165,10 @@ export class KubeClient {
     }
   }
 
-  list<T>(ref: ResourceRef, opts: { labelSelector?: string; fieldSelector?: string; signal?: AbortSignal } = {}): Promise<KubeList<T>> {
+  /** `resourceVersion: '0'` lets the server answer from its watch cache (may be slightly stale). */
+  list<T>(ref: ResourceRef, opts: { labelSelector?: string; fieldSelector?: string; resourceVersion?: string; signal?: AbortSignal } = {}): Promise<KubeList<T>> {
     return this.request<KubeList<T>>('GET', resourcePath(ref), {
-      query: { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector },
+      query: { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, resourceVersion: opts.resourceVersion },
       signal: opts.signal,
     });
   }

@@ -59,8 +59,19 @@ export class Informer<T extends Meta> {
     this.maxBackoffMs = opts.maxBackoffMs ?? 30_000;
     this.backoffMs = this.minBackoffMs;
     this.optional = opts.optional ?? false;
+    let listed = false;
     const listFn = async () => {
-      const list = await client.list<never>(opts.resource, { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector });
+      // The first list is served from the API server's watch cache (resourceVersion=0), as client-go
+      // does: its resourceVersion is one the cache has reached, so the watch that follows starts at
+      // once. A consistent list (etcd's newest revision) makes the server hold the watch until its
+      // cache catches up, which for a quiet resource delays events by seconds. Later relists (after a
+      // 410) are consistent, so we never go back in time.
+      const list = await client.list<never>(opts.resource, {
+        labelSelector: opts.labelSelector,
+        fieldSelector: opts.fieldSelector,
+        resourceVersion: listed ? undefined : '0',
+      });
+      listed = true;
       return { ...list, items: list.items ?? [] } as never;
     };
     this.lw = new ListWatch<never>(

@@ -154,9 +154,11 @@ class Controller {
     }
     this.caches.leases.onEvent((type: InformerEvent, lease: LeaseLike) => {
       const matters = type === 'delete' ? this.heartbeats.forget(lease) : this.heartbeats.observe(lease, Date.now());
-      // A plain renewal of a live heartbeat decides nothing; it only moves the expiry timer.
+      // A plain renewal of a live heartbeat decides nothing; it only moves that heartbeat's expiry
+      // later, so an armed timer stays a valid (early) check point: it re-arms when it fires. This
+      // keeps a renewal O(1) however many nodes heartbeat.
       if (matters) this.queue.enqueue();
-      else this.armWakeTimer();
+      else if (this.wakeTimer === undefined) this.armWakeTimer();
     });
   }
 

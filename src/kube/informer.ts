@@ -185,6 +185,9 @@ export class Informer<T extends Meta> {
         this.log.info('resource not served (CRD missing?); treating as empty until it appears');
         this.markSynced();
       }
+    } else if (isStatus(err, 429)) {
+      // The server asks us to come back (e.g. its cache for a just-created CRD is initialising).
+      this.log.info({ retryInMs: delay }, 'server busy (429); retrying list/watch');
     } else {
       this.log.warn({ ...errFields(err), retryInMs: delay }, 'list/watch failed; restarting');
     }

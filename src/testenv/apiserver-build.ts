@@ -26,7 +26,7 @@ export const debianPackages = [
 ];
 const debianSource = 'deb http://deb.debian.org/debian unstable main';
 // Bump when the build recipe changes in a way the key would not see.
-const recipeVersion = '1';
+const recipeVersion = '2';
 
 export interface ApiserverBinaries {
   apiserver: string;
@@ -142,7 +142,7 @@ async function build(root: string, log: (l: string) => void, started: number): P
   // 1. Private apt configuration: our own lists, an empty dpkg status (so apt computes the whole
   //    closure) and our own archive directory. The system's sources and state are not read.
   const apt = join(root, 'apt');
-  for (const d of ['state/lists/partial', 'cache/archives/partial', 'etc']) mkdirSync(join(apt, d), { recursive: true });
+  for (const d of ['state/lists/partial', 'cache/archives/partial', 'etc/sources.list.d', 'etc/preferences.d']) mkdirSync(join(apt, d), { recursive: true });
   writeFileSync(join(apt, 'status'), '');
   writeFileSync(join(apt, 'etc', 'sources.list'), `${debianSource}\n`);
   const aptConf = join(apt, 'apt.conf');
@@ -155,9 +155,9 @@ async function build(root: string, log: (l: string) => void, started: number): P
       `Dir::Cache "${apt}/cache";`,
       `Dir::Cache::Archives "${apt}/cache/archives";`,
       `Dir::Etc::SourceList "${apt}/etc/sources.list";`,
-      `Dir::Etc::SourceParts "${apt}/etc/sources.list.d-none";`,
-      `Dir::Etc::Preferences "${apt}/etc/preferences-none";`,
-      `Dir::Etc::PreferencesParts "${apt}/etc/preferences.d-none";`,
+      `Dir::Etc::SourceParts "${apt}/etc/sources.list.d";`,
+      `Dir::Etc::Preferences "${apt}/etc/preferences";`,
+      `Dir::Etc::PreferencesParts "${apt}/etc/preferences.d";`,
       `APT::Architecture "amd64";`,
       `APT::Architectures { "amd64"; };`,
       `APT::Sandbox::User "root";`,
@@ -245,8 +245,14 @@ async function build(root: string, log: (l: string) => void, started: number): P
     CGO_ENABLED: '0',
   };
   step(`compiling testenv/apiserver with ${readFileSync(join(goroot, 'VERSION'), 'utf8').split('\n')[0]} (a cold build takes a few minutes)`);
+  // Stamp the Kubernetes version of the libraries (golang-k8s-apiserver-dev 0.X.Y is Kubernetes
+  // 1.X.Y), so /version and the effective (emulation) version are real ones.
+  const libVersion = /^golang-k8s-apiserver-dev_0\.(\d+)\.(\d+)/.exec(debs.find((d) => d.file.startsWith('golang-k8s-apiserver-dev_'))?.file ?? '');
+  const ldflags = libVersion
+    ? ['-ldflags', ['gitVersion=v1.' + libVersion[1] + '.' + libVersion[2], 'gitMajor=1', 'gitMinor=' + libVersion[1]].map((v) => `-X k8s.io/component-base/version.${v}`).join(' ')]
+    : [];
   try {
-    await run('go build', go, ['build', '-o', join(tmp, 'apiserver'), '.'], goEnv, srcSnap);
+    await run('go build', go, ['build', ...ldflags, '-o', join(tmp, 'apiserver'), '.'], goEnv, srcSnap);
   } finally {
     rmSync(srcSnap, { recursive: true, force: true });
   }
@@ -256,9 +262,19 @@ async function build(root: string, log: (l: string) => void, started: number): P
   rmSync(out, { recursive: true, force: true });
   mkdirSync(dirname(out), { recursive: true });
   renameSync(tmp, out);
+  pruneOldBuilds(join(root, 'bin'), 4);
   const size = (statSync(join(out, 'apiserver')).size / 1e6).toFixed(0);
   step(`apiserver ${size} MB and etcd copied to ${out}`);
   return { apiserver: join(out, 'apiserver'), etcd: join(out, 'etcd'), dir: out };
+}
+
+/** Keeps the newest `keep` builds (each ~120 MB); older source versions are rebuilt on demand. */
+function pruneOldBuilds(binRoot: string, keep: number): void {
+  const dirs = readdirSync(binRoot)
+    .filter((d) => /^[0-9a-f]{16}$/.test(d))
+    .map((d) => ({ d, t: statSync(join(binRoot, d)).mtimeMs }))
+    .sort((a, b) => b.t - a.t);
+  for (const { d } of dirs.slice(keep)) rmSync(join(binRoot, d), { recursive: true, force: true });
 }
 
 interface RunOpts {

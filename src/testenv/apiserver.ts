@@ -15,10 +15,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
-import { createServer } from 'node:net';
+import { createServer, isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiextensionsV1Api, KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, CoreV1Api, KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { ensureApiserverBinaries } from './apiserver-build.ts';
 
@@ -178,6 +178,15 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(kubeconfigPath);
+    if (upstream) {
+      // Our server creates these itself (--namespace); kube-apiserver needs them created.
+      const core = kubeConfig.makeApiClient(CoreV1Api);
+      for (const name of opts.namespaces ?? []) {
+        await core.createNamespace({ body: { metadata: { name } } }).catch((e: { code?: number }) => {
+          if (e.code !== 409) throw e;
+        });
+      }
+    }
 
     const clientFor = (user: string): KubeConfig => {
       const kc = new KubeConfig();
@@ -369,6 +378,7 @@ async function startUpstream(
   const args = [
     `--etcd-servers=${etcdURL}`,
     `--bind-address=${bindAddress}`,
+    ...(isIP(host) ? [`--advertise-address=${host}`] : []),
     `--secure-port=${port}`,
     `--cert-dir=${certDir}`,
     `--token-auth-file=${join(dir, 'tokens.csv')}`,

@@ -196,6 +196,13 @@ test('discovery lists the CRD group (legacy /apis and aggregated)', async () => 
   assert.ok(items.some((i) => i.metadata.name === 'coordination.k8s.io'));
 });
 
+test('watches from the watch cache send bookmarks (watch-list initial-events-end)', async () => {
+  const res = await rawRequest(kc, 'GET', '/api/v1/namespaces?watch=1&allowWatchBookmarks=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=2');
+  const events = res.body.trim().split('\n').map((l) => JSON.parse(l) as { type: string; object: { metadata: { name?: string; annotations?: Record<string, string> } } });
+  assert.ok(events.some((e) => e.type === 'ADDED' && e.object.metadata.name === 'kube-system'));
+  assert.ok(events.some((e) => e.type === 'BOOKMARK' && e.object.metadata.annotations?.['k8s.io/initial-events-end'] === 'true'));
+});
+
 test('the audit log records the identity each client presented', async () => {
   const agent = cluster.clientFor('system:serviceaccount:egressgw:agent').makeApiClient(CoreV1Api);
   await agent.listNode({ labelSelector: 'audit=probe' });

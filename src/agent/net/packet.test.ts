@@ -3,6 +3,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ETH_P_ALL, ETH_P_ARP, PacketSocket, canSendFrames, ifNameToIndex, loadAddon } from './packet.ts';
 import { arpRequestFrame } from './frames.ts';
+import { assertUnprivileged } from './packet-eperm.check.ts';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -29,10 +32,20 @@ describe('PacketSocket', () => {
     assert.throws(() => s.send(Buffer.alloc(60)), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
   });
 
-  it('without CAP_NET_RAW, opening fails with EPERM and the self-check says why', { skip: isRoot && 'running as root' }, () => {
-    assert.throws(() => PacketSocket.open('lo', ETH_P_ARP), (err: NodeJS.ErrnoException) => err.code === 'EPERM');
-    const check = canSendFrames();
-    assert.equal(check.ok, false);
+  it('without CAP_NET_RAW, opening fails with EPERM and the self-check says why', () => {
+    if (!isRoot) {
+      assertUnprivileged();
+      return;
+    }
+    // As root (CI), prove it in a child process running as nobody, which has no CAP_NET_RAW.
+    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url).replace(/packet\.test\.ts$/, 'packet-eperm.check.ts')], {
+      uid: 65534,
+      gid: 65534,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(child.status, 0, `unprivileged check failed: ${child.stdout}${child.stderr}`);
+    assert.match(child.stdout, /EPERM/);
   });
 
   it('sends and receives a frame on loopback', { skip: !isRoot && 'needs CAP_NET_RAW' }, async () => {

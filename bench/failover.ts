@@ -52,6 +52,10 @@ export interface RoundResult {
   takeoverMs: number;
   confirmationMs: number;
   totalMs: number;
+  /** kill → the old node's kernel dropped the VIP (address lifetime; rounded up to whole seconds by the kernel). */
+  oldReleasedMs: number;
+  /** How long the old node still held the VIP after the new owner's first GARP (0 = no overlap). */
+  overlapMs: number;
 }
 
 export interface PhaseStats {
@@ -66,7 +70,7 @@ export interface FailoverBenchResults {
   when: string;
   setup: { nodes: number; vip: string; agent: Record<string, string>; controller: Record<string, string> };
   rounds: RoundResult[];
-  summary: { detection: PhaseStats; takeover: PhaseStats; confirmation: PhaseStats; total: PhaseStats };
+  summary: { detection: PhaseStats; takeover: PhaseStats; confirmation: PhaseStats; total: PhaseStats; oldReleased: PhaseStats; overlapRounds: number };
   targets: { p50TotalMs: number; p99TotalMs: number; met: boolean };
   reference: { graceMs: number; method: string; trials: RoundResult[]; total?: PhaseStats; ratioP50?: number };
 }
@@ -125,7 +129,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     for (let r = 1; r <= rounds; r++) {
       const res = await oneFailover(lab, capture, passes, vip, r, async (a) => a.agent.kill('SIGKILL'));
       results.push(res);
-      log(`round ${String(r).padStart(2)}: ${res.from} → ${res.to}  detection ${ms(res.detectionMs)}  takeover ${ms(res.takeoverMs)}  total ${ms(res.totalMs)}  (confirmed +${ms(res.confirmationMs)})`);
+      log(`round ${String(r).padStart(2)}: ${res.from} → ${res.to}  detection ${ms(res.detectionMs)}  takeover ${ms(res.takeoverMs)}  total ${ms(res.totalMs)}  (confirmed +${ms(res.confirmationMs)}; old VIP gone after ${ms(res.oldReleasedMs)})`);
     }
 
     const reference: RoundResult[] = [];
@@ -140,6 +144,8 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
       takeover: stats(results.map((x) => x.takeoverMs)),
       confirmation: stats(results.map((x) => x.confirmationMs)),
       total: stats(results.map((x) => x.totalMs)),
+      oldReleased: stats(results.map((x) => x.oldReleasedMs)),
+      overlapRounds: results.filter((x) => x.overlapMs > 0).length,
     };
     const refTotal = reference.length > 0 ? stats(reference.map((x) => x.totalMs)) : undefined;
     const out: FailoverBenchResults = {
@@ -189,9 +195,11 @@ export function table(r: FailoverBenchResults): string {
     row('takeover (→ first GARP at router)', r.summary.takeover),
     row('total (kill → first GARP)', r.summary.total),
     row('confirmation (GARP → seen Ready)', r.summary.confirmation),
+    row('old owner drops VIP (kill → gone)', r.summary.oldReleased),
   ];
   if (r.reference.total) lines.push(row(`reference path (NotReady @ ${r.reference.graceMs / 1000}s)`, r.reference.total));
-  lines.push('', `targets p50 ≤ ${r.targets.p50TotalMs} ms, p99 ≤ ${r.targets.p99TotalMs} ms: ${r.targets.met ? 'met' : 'NOT met'}`);
+  lines.push('', `rounds where the old node still held the VIP after the new owner's first GARP: ${r.summary.overlapRounds}/${r.rounds.length}`);
+  lines.push(`targets p50 ≤ ${r.targets.p50TotalMs} ms, p99 ≤ ${r.targets.p99TotalMs} ms: ${r.targets.met ? 'met' : 'NOT met'}`);
   if (r.reference.ratioP50) lines.push(`reference / egressgw (p50 total): ${r.reference.ratioP50.toFixed(1)}×`);
   return lines.join('\n');
 }
@@ -200,7 +208,7 @@ export function table(r: FailoverBenchResults): string {
 async function settle(lab: LabHandle, vip: string): Promise<LabNodeHandle> {
   return waitFor(async () => {
     const inst = await activeInstance(lab.client, GW);
-    if (!inst?.ready) return undefined;
+    if (!inst?.ready || inst.live !== 1) return undefined;
     const holders: string[] = [];
     for (const n of lab.nodes) {
       if (!n.agent.alive()) return undefined;
@@ -222,6 +230,7 @@ async function oneFailover(lab: LabHandle, capture: Capture, passes: PassRecord[
   fail: (a: LabNodeHandle) => Promise<void>, tFailOverride?: () => number): Promise<RoundResult> {
   const a = await settle(lab, vip);
   await lab.udpPoke(lab.router.ns, vip);
+  const addrA = await lab.monitorAddresses(a.ns);
   const passIdx = passes.length;
   const tKill = Date.now();
   await fail(a);
@@ -231,6 +240,8 @@ async function oneFailover(lab: LabHandle, capture: Capture, passes: PassRecord[
   const b = lab.nodes.find((n) => n.name === to)!;
   const garp = await waitFor(() => capture.events.find((e) => e.t >= tKill && e.senderMac === b.mac && e.senderIp === vip), 60_000, 'the new owner\'s GARP at the router', 5);
   const ready = await waitFor(() => passes.slice(passIdx).find((p) => p.at >= created.at && p.active === to && p.confirmed), 60_000, 'the new instance Ready', 5);
+  const released = await waitFor(() => addrA.events.find((e) => e.deleted && e.ip === vip), 60_000, 'the old owner to drop the VIP', 5);
+  addrA.stop();
   // The next round needs the killed agent back (as a standby: no failback).
   await a.agent.exited;
   await lab.restartAgent(a);
@@ -242,6 +253,8 @@ async function oneFailover(lab: LabHandle, capture: Capture, passes: PassRecord[
     takeoverMs: garp.t - created.at,
     confirmationMs: ready.at - garp.t,
     totalMs: garp.t - t0,
+    oldReleasedMs: released.t - tKill,
+    overlapMs: Math.max(0, released.t - garp.t),
   };
 }
 

@@ -10,7 +10,8 @@
 // There is no kubelet and no Cilium here: the lab plays Cilium's part only as far as eligibility needs it
 // (cilium-agent pods set Ready through /status). Used by test/e2e, bench/failover.ts and `egressgw lab`.
 
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,6 +28,7 @@ import { parseControllerArgs } from '../controller/options.ts';
 import { Lab as NetLab, type LabNode } from './netns.ts';
 import { startTestCluster } from './apiserver.ts';
 
+const execFileAsync = promisify(execFile);
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(REPO, 'bin', 'egressgw.js');
 export const GATEWAY_NODE_LABEL = 'node-role.deckhouse.io/egress';
@@ -239,7 +241,17 @@ export async function startLab(opts: LabOptions = {}): Promise<LabHandle> {
   };
   try {
     const netns = await NetLab.create({ nodes: opts.nodes ?? 3, management: true, prefix: 'egl' });
-    cleanups.push(() => netns.teardown());
+    cleanups.push(async () => {
+      try {
+        await netns.teardown();
+      } catch (err) {
+        // A namespace still busy (a helper process exiting) can make `ip netns del` fail once: retry.
+        log.warn(errFields(err), 'namespace teardown failed; retrying');
+        for (const ns of netns.namespaces()) {
+          await netns.ip(ns, ['link', 'show']).then(() => execFileAsync('ip', ['netns', 'del', ns]), () => undefined).catch(() => undefined);
+        }
+      }
+    });
     const mgmt = netns.mgmt!;
     log.info({ id: netns.id, mgmt: mgmt.hostIp }, 'network namespaces up');
 
@@ -476,7 +488,7 @@ export async function startLab(opts: LabOptions = {}): Promise<LabHandle> {
 }
 
 /** Polls the cluster for the live (not terminating) instance of `gateway`, returning its node. */
-export async function activeInstance(client: KubeClient, gateway: string): Promise<{ name: string; node: string; ready: boolean; created: string } | undefined> {
+export async function activeInstance(client: KubeClient, gateway: string): Promise<{ name: string; node: string; ready: boolean; created: string; live: number } | undefined> {
   const list = await client.list<{ metadata: { name: string; deletionTimestamp?: string; ownerReferences?: Array<{ name: string }>; creationTimestamp?: string }; spec?: { nodeName?: string }; status?: { conditions?: Array<{ type: string; status: string }> } }>(
     { group: 'internal.network.deckhouse.io', version: 'v1alpha1', plural: 'sdninternalegressgatewayinstances' });
   const live = list.items.filter((i) => !i.metadata.deletionTimestamp && (i.metadata.ownerReferences?.[0]?.name === gateway || i.metadata.name.startsWith(`${gateway}-`)));
@@ -487,5 +499,7 @@ export async function activeInstance(client: KubeClient, gateway: string): Promi
     node: i.spec?.nodeName ?? '',
     ready: i.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false,
     created: i.metadata.creationTimestamp ?? '',
+    /** Live instances of the gateway: more than one while a handover is in flight. */
+    live: live.length,
   };
 }

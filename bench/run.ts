@@ -1,0 +1,206 @@
+// `npm run bench [-- --only controller|failover] [--quick] [--skip-failover]`
+//
+// Runs the controller bench (in this process) and the failover bench (end-to-end lab; needs root and
+// `ip netns`), writes bench/results/{controller,failover,summary}.json and prints the tables with the
+// targets. A missed target is printed as MISSED but still exits 0: benchmarks report, tests assert. A
+// bench that could not run at all (crash) exits 1.
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { FailoverBenchResults } from './failover.ts';
+import { runControllerBench, type ControllerBenchResults } from './controller.ts';
+import { renderTable, type Dist } from './stats.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const RESULTS = join(HERE, 'results');
+
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    'skip-failover': { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+  },
+  allowPositionals: false,
+});
+const only = values.only;
+if (only !== undefined && only !== 'controller' && only !== 'failover') {
+  process.stderr.write(`--only must be controller or failover, not ${only}\n`);
+  process.exit(2);
+}
+const quick = values.quick ?? false;
+const log = (l: string): void => void process.stderr.write(l + '\n');
+const out = (l: string): void => void process.stdout.write(l + '\n');
+
+const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(1)} ms` : '-');
+const mark = (ok: boolean): string => (ok ? 'ok' : 'MISSED');
+
+function git(): { commit: string; dirty: string[] } {
+  try {
+    const root = join(HERE, '..');
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
+    // Uncommitted changes under src/ at the time of the run: the bench measures the working tree.
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: root, encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => l.slice(3));
+    return { commit, dirty };
+  } catch {
+    return { commit: 'unknown', dirty: [] };
+  }
+}
+
+function write(name: string, data: unknown): string {
+  mkdirSync(RESULTS, { recursive: true });
+  const file = join(RESULTS, name);
+  writeFileSync(file, JSON.stringify(data, null, 2) + '\n');
+  return file;
+}
+
+function controllerTable(r: ControllerBenchResults): string {
+  const row = (name: string, d: Dist, target = '', ok?: boolean): string[] => [name, ms(d.p50), ms(d.p99), ms(d.max), target, ok === undefined ? '' : mark(ok)];
+  const t = r.targets;
+  const s = r.size;
+  const lines = [
+    `Controller: ${s.nodes} nodes (${s.pools} pools), ${s.gateways} gateways (VIP + PrimaryIP), ${s.policies} policies, ${s.pods} pods in memory` +
+      ` (${r.cached.ciliumAgentPods + r.cached.agentPods} watched agent pods cached, ${r.cached.workloadPodsNotWatched} workload pods not watched); ` +
+      `${r.machine.cpus} CPUs, ${r.machine.node}, load average ${r.machine.loadAvgStart[0]} → ${r.machine.loadAvgEnd[0]}${r.quick ? ' — QUICK sizes' : ''}`,
+    '',
+    renderTable(
+      ['pass (snapshot + core + write plan)', 'p50', 'p99', 'max', 'target', ''],
+      [
+        row(`event → last write issued (${r.failure.samples} node failures)`, r.failure.total, `p99 ≤ ${t.eventP99Ms} ms`, t.eventP99Met),
+        row('  of which buildSnapshot', r.failure.snapshot),
+        row('  of which reconcile (core)', r.failure.reconcile),
+        row('  of which GC pauses (diagnostic)', r.failure.gcInPass),
+        row('  Node NotReady', r.failure.byKind.NodeNotReady),
+        row('  heartbeat expired', r.failure.byKind.HeartbeatExpired),
+        ...Object.entries(r.failure.byMode).map(([m, d]) => row(`  ${m} gateway`, d)),
+        row(`VIP confirmed → label moved (${r.confirm.samples})`, r.confirm.total),
+        row(`node recovered (${r.recover.samples})`, r.recover.total),
+        row(`full resync, unchanged (${r.resync.samples})`, r.resync.total),
+        row('  of which GC pauses (diagnostic)', r.resync.gcInPass),
+        row('apply writes to caches (bench only)', r.failure.applyToCaches),
+      ],
+    ),
+    '',
+    renderTable(
+      ['writes and correctness', 'value', 'target', ''],
+      [
+        ['writes per failure event (median, without events)', String(r.failure.writesMedian), '', ''],
+        ['writes per failure event (max)', String(r.failure.writesMax), '', ''],
+        ['writes on an unchanged resync', String(r.correctness.unchangedResyncWrites), '0', mark(r.correctness.unchangedResyncWrites === 0)],
+        ['writes on the final unchanged resync', String(r.correctness.finalResyncWrites), '0', mark(r.correctness.finalResyncWrites === 0)],
+        ['failures whose label moves ≠ affected gateways', String(r.correctness.labelMoveMismatches), '0', mark(r.correctness.labelMoveMismatches === 0)],
+        ['label moves on recovery (no failback)', String(r.correctness.recoveryLabelMoves), '0', mark(r.correctness.recoveryLabelMoves === 0)],
+        ['initial sync passes / writes', `${r.initialSync.passes} / ${r.initialSync.writes}`, '', ''],
+      ],
+    ),
+    '',
+    `write kinds per failure event (mean): ${Object.entries(r.failure.writeKinds).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    ...(r.correctness.unchangedResyncWrites > 0 ? [`write kinds on unchanged resyncs: ${JSON.stringify(r.correctness.unchangedResyncWriteKinds)}`] : []),
+    ...r.correctness.mismatchExamples.map((m) => `  mismatch: ${m}`),
+    '',
+    renderTable(
+      ['memory (after a full GC)', 'RSS', 'heap used', 'target', ''],
+      [
+        ...r.memory.stages.map((m) => [m.stage, `${m.rssMB} MB`, `${m.heapUsedMB} MB`, '', '']),
+        ['RSS high-water mark (getrusage)', `${r.memory.maxRssMB} MB`, '', `≤ ${t.rssMB} MB`, mark(t.rssMet)],
+      ],
+    ),
+  ];
+  return lines.join('\n');
+}
+
+function canRunLab(): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root (the lab creates network namespaces)';
+  try {
+    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
+  } catch {
+    return '`ip netns` is not available';
+  }
+  return undefined;
+}
+
+interface Summary {
+  when: string;
+  command: string;
+  machine: { cpus: number; cpuModel: string; totalMemoryMB: number; node: string; platform: string };
+  git: { commit: string; dirty: string[] };
+  controller?: { skipped?: string; error?: string; targets?: ControllerBenchResults['targets']; eventP50Ms?: number; resyncP50Ms?: number; resyncP99Ms?: number; unchangedResyncWrites?: number };
+  failover?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
+}
+
+const summary: Summary = {
+  when: new Date().toISOString(),
+  command: ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' '),
+  machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', totalMemoryMB: Math.round(os.totalmem() / 1024 / 1024), node: process.version, platform: `${os.platform()} ${os.release()}` },
+  git: git(),
+};
+let crashed = false;
+
+if (only === undefined || only === 'controller') {
+  try {
+    const r = await runControllerBench({ quick, log });
+    const file = write('controller.json', r);
+    out('');
+    out(controllerTable(r));
+    out(`(written to ${file})`);
+    summary.controller = {
+      targets: r.targets,
+      eventP50Ms: r.failure.total.p50,
+      resyncP50Ms: r.resync.total.p50,
+      resyncP99Ms: r.resync.total.p99,
+      unchangedResyncWrites: r.correctness.unchangedResyncWrites,
+    };
+  } catch (err) {
+    crashed = true;
+    summary.controller = { error: String((err as Error)?.stack ?? err) };
+    out(`controller bench FAILED to run: ${String(err)}`);
+  }
+} else summary.controller = { skipped: `--only ${only}` };
+
+if (only === undefined || only === 'failover') {
+  const why = values['skip-failover'] ? '--skip-failover' : canRunLab();
+  if (why) {
+    summary.failover = { skipped: why };
+    out('');
+    out(`failover bench skipped: ${why}`);
+  } else {
+    try {
+      // Loaded only here: it pulls in the network-namespace lab.
+      const { runFailoverBench } = await import('./failover.ts');
+      const rounds = values.rounds !== undefined ? Number(values.rounds) : quick ? 3 : 20;
+      // runFailoverBench writes bench/results/failover.json itself and logs its own table.
+      const r = await runFailoverBench({ rounds, referenceTrials: quick ? 0 : undefined, log });
+      summary.failover = { targets: r.targets, totalP50Ms: r.summary.total.p50, totalP99Ms: r.summary.total.p99 };
+    } catch (err) {
+      crashed = true;
+      summary.failover = { error: String((err as Error)?.stack ?? err) };
+      out(`failover bench FAILED to run: ${String(err)}`);
+    }
+  }
+} else summary.failover = { skipped: `--only ${only}` };
+
+out('');
+const rows: string[][] = [];
+const c = summary.controller;
+if (c?.targets) {
+  rows.push(['controller: event → last write issued, p99', ms(c.targets.eventP99ObservedMs), `≤ ${c.targets.eventP99Ms} ms`, mark(c.targets.eventP99Met)]);
+  rows.push(['controller: RSS high-water mark', `${c.targets.rssPeakMB} MB`, `≤ ${c.targets.rssMB} MB`, mark(c.targets.rssMet)]);
+  rows.push(['controller: writes on an unchanged resync', String(c.unchangedResyncWrites), '0', mark(c.unchangedResyncWrites === 0)]);
+} else rows.push(['controller', c?.skipped ? `skipped (${c.skipped})` : 'FAILED', '', '']);
+const f = summary.failover;
+if (f?.targets) {
+  rows.push(['failover: kill → first GARP, p50', ms(f.totalP50Ms ?? NaN), `≤ ${f.targets.p50TotalMs} ms`, mark((f.totalP50Ms ?? Infinity) <= f.targets.p50TotalMs)]);
+  rows.push(['failover: kill → first GARP, p99', ms(f.totalP99Ms ?? NaN), `≤ ${f.targets.p99TotalMs} ms`, mark((f.totalP99Ms ?? Infinity) <= f.targets.p99TotalMs)]);
+} else rows.push(['failover', f?.skipped ? `skipped (${f.skipped})` : 'FAILED', '', '']);
+out(renderTable(['summary', 'observed', 'target', ''], rows));
+const missed = rows.filter((r) => r[3] === 'MISSED').length;
+if (missed > 0) out(`\n${missed} target(s) MISSED (reported, not asserted: exit status stays 0).`);
+out(`(summary written to ${write('summary.json', summary)})`);
+if (crashed) process.exitCode = 1;

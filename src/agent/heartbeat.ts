@@ -11,7 +11,7 @@ import { isStatus, resourcePath } from '../kube/client.ts';
 import { leases } from '../kube/resources.ts';
 import { microTime } from '../kube/time.ts';
 import { errFields, type Logger } from '../kube/log.ts';
-import { heartbeatLeaseName, UPLINKS_ANNOTATION } from '../api/names.ts';
+import { heartbeatLeaseName, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 import type { UplinkState } from '../core/types.ts';
 
@@ -150,14 +150,17 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     const now = Date.now();
     const spec = {
       holderIdentity: o.node,
-      leaseDurationSeconds: Math.round(o.leaseDurationMs / 1000),
+      // Rounded up: a reader that knows only leaseDurationSeconds must never expire us early.
+      leaseDurationSeconds: Math.ceil(o.leaseDurationMs / 1000),
       renewTime: microTime(now),
     };
     // Merge patch: no read-modify-write, so a renewal is one round trip. The annotation only goes along
     // when it changed (renewTime changes every time anyway).
     const patch: Record<string, unknown> = { spec };
     const uplinksChanged = json !== undefined && json !== this.#publishedUplinks;
-    if (uplinksChanged) patch.metadata = { annotations: { [UPLINKS_ANNOTATION]: json } };
+    const annotations: Record<string, string> = { [LEASE_DURATION_MS_ANNOTATION]: String(o.leaseDurationMs) };
+    if (uplinksChanged) annotations[UPLINKS_ANNOTATION] = json;
+    patch.metadata = { annotations };
     const path = resourcePath(leases(o.namespace), this.leaseName);
     try {
       await o.client.request('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', signal });
@@ -170,7 +173,10 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
           name: this.leaseName,
           namespace: o.namespace,
           labels: { 'app.kubernetes.io/name': 'egressgw-agent', 'app.kubernetes.io/component': 'heartbeat' },
-          ...(json !== undefined ? { annotations: { [UPLINKS_ANNOTATION]: json } } : {}),
+          annotations: {
+            [LEASE_DURATION_MS_ANNOTATION]: String(o.leaseDurationMs),
+            ...(json !== undefined ? { [UPLINKS_ANNOTATION]: json } : {}),
+          },
         },
         spec: { ...spec, acquireTime: microTime(now) },
       };

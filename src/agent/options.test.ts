@@ -39,6 +39,9 @@ test('each broken inequality of the timing invariant is reported, naming the fla
   }
   // Equality is allowed where the invariant says ≤.
   assert.deepEqual(timingProblems({ ...d, addressLifetimeMs: 1000, fenceAfterMs: 1000 }), []);
+  // A sub-second lease is fine (it travels in an annotation), as long as the invariant holds.
+  assert.deepEqual(timingProblems({ ...d, leaseDurationMs: 1500 }), []);
+  assert.ok(timingProblems({ ...d, leaseDurationMs: 1550 }).some((p) => /multiple of 100ms/.test(p)));
 });
 
 test('buildAgentOptions: node name from the flag or NODE_NAME, refuses unsafe timings', () => {

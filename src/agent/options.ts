@@ -91,8 +91,8 @@ export function timingProblems(o: Pick<AgentOptions,
   if (!(o.renewIntervalMs < o.fenceAfterMs)) {
     problems.push(`--renew-interval (${fmt(o.renewIntervalMs)}) must be shorter than --fence-after (${fmt(o.fenceAfterMs)}), or one late renewal would fence a healthy node`);
   }
-  if (o.leaseDurationMs % 1000 !== 0) {
-    problems.push(`--lease-duration must be whole seconds, the Lease's leaseDurationSeconds unit (got ${fmt(o.leaseDurationMs)})`);
+  if (o.leaseDurationMs % 100 !== 0) {
+    problems.push(`--lease-duration must be a multiple of 100ms (got ${fmt(o.leaseDurationMs)})`);
   }
   return problems;
 }
@@ -108,7 +108,8 @@ Flags:
   --kubeconfig FILE            kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)
   --heartbeat-namespace NS     namespace of the heartbeat Leases (default ${DEFAULT_NAMESPACE})
   --renew-interval DUR         heartbeat renewal period (default 500ms)
-  --lease-duration DUR         leaseDurationSeconds written to the Lease (default 2s)
+  --lease-duration DUR         how long the controller trusts one renewal (default 2s; sub-second precision
+                               goes in an annotation, leaseDurationSeconds is rounded up)
   --address-lifetime DUR       valid_lft/preferred_lft of a VIP, whole seconds (default 1s)
   --refresh-interval DUR       VIP lifetime refresh period while healthy (default 250ms)
   --fence-after DUR            drop every VIP after renewals failed this long (default 1s)

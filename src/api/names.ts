@@ -42,6 +42,12 @@ export const MOVE_TO_ANNOTATION = `${ANNOTATION_PREFIX}move-to`;
 export const ASSIGNED_AT_ANNOTATION = `${ANNOTATION_PREFIX}assigned-at`;
 /** On a heartbeat Lease: JSON map of interface name → state, published by the agent (uplink health). */
 export const UPLINKS_ANNOTATION = `${ANNOTATION_PREFIX}uplinks`;
+/**
+ * On a heartbeat Lease: the lease duration in milliseconds. `leaseDurationSeconds` has whole-second
+ * precision; this lets an operator tune detection below 2 s (e.g. 1500 ms). The controller prefers it
+ * when it is a sane number no larger than `leaseDurationSeconds`, which the agent rounds up.
+ */
+export const LEASE_DURATION_MS_ANNOTATION = `${ANNOTATION_PREFIX}lease-duration-ms`;
 
 export const MODE_VIP = 'VirtualIPAddress';
 export const MODE_PRIMARY_IP = 'PrimaryIPFromEgressGatewayNodeInterface';

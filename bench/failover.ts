@@ -39,6 +39,11 @@ export interface FailoverBenchOptions {
   referenceGraceMs?: number;
   nodes?: number;
   vip?: string;
+  /**
+   * Agent heartbeat lease in ms (default 2000, the design default). Detection takes between
+   * lease − renewInterval and lease after a kill, so `1500` shows what tuning buys.
+   */
+  leaseDurationMs?: number;
   /** JSON output (default bench/results/failover.json); '' to skip writing. */
   outFile?: string;
   log?: (line: string) => void;
@@ -108,9 +113,11 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
   const refTrials = opts.referenceTrials ?? 3;
   const graceMs = opts.referenceGraceMs ?? 40_000;
   const vip = opts.vip ?? '198.18.0.100';
+  const leaseMs = opts.leaseDurationMs ?? 2000;
   const passes: PassRecord[] = [];
   const lab = await startLab({
     nodes: opts.nodes ?? 3,
+    agentArgs: leaseMs === 2000 ? [] : ['--lease-duration', `${leaseMs}ms`],
     onPass: (p: PassInfo) => {
       const g = p.desired.gateways.get(GW);
       passes.push({
@@ -153,8 +160,8 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
       setup: {
         nodes: lab.nodes.length,
         vip,
-        agent: { renewInterval: '500ms', leaseDuration: '2s', addressLifetime: '1s', refreshInterval: '250ms', fenceAfter: '1s' },
-        controller: { heartbeatDuration: 'from the Lease (2s)', leaderElection: 'off (single in-process controller)' },
+        agent: { renewInterval: '500ms', leaseDuration: `${leaseMs}ms`, addressLifetime: '1s', refreshInterval: '250ms', fenceAfter: '1s' },
+        controller: { heartbeatDuration: `from the Lease (${leaseMs}ms)`, leaderElection: 'off (single in-process controller)' },
       },
       rounds: results,
       summary,
@@ -187,7 +194,7 @@ export function table(r: FailoverBenchResults): string {
   const row = (name: string, s: PhaseStats) =>
     `| ${name.padEnd(34)} | ${ms(s.p50).padStart(9)} | ${ms(s.p99).padStart(9)} | ${ms(s.min).padStart(9)} | ${ms(s.max).padStart(9)} |`;
   const lines = [
-    `Failover, ${r.rounds.length} hard failovers (kill -9 of the active agent), ${r.setup.nodes} nodes`,
+    `Failover, ${r.rounds.length} hard failovers (kill -9 of the active agent), ${r.setup.nodes} nodes, heartbeat lease ${r.setup.agent.leaseDuration}`,
     '',
     `| ${'phase'.padEnd(34)} | ${'p50'.padStart(9)} | ${'p99'.padStart(9)} | ${'min'.padStart(9)} | ${'max'.padStart(9)} |`,
     `|${'-'.repeat(36)}|${'-'.repeat(11)}|${'-'.repeat(11)}|${'-'.repeat(11)}|${'-'.repeat(11)}|`,

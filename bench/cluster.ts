@@ -29,7 +29,8 @@ import {
   heartbeatLeaseName,
 } from '../src/api/names.ts';
 import type { Write } from '../src/core/types.ts';
-import { HeartbeatTracker, buildSnapshot } from '../src/controller/snapshot.ts';
+import { HeartbeatTracker, SnapshotBuilder } from '../src/controller/snapshot.ts';
+import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from '../src/controller/trim.ts';
 import type { Snapshot } from '../src/core/types.ts';
 import { microTime } from '../src/kube/time.ts';
 
@@ -41,16 +42,31 @@ const T0 = '2025-12-01T00:00:00Z';
 export class Cache<T extends { metadata: { name: string; namespace?: string } }> {
   private readonly objects: CacheMap<KubernetesObject> = new Map();
   private rv = 0;
+  private changes = 0;
+  private readonly transform: (obj: T) => T;
+
+  /** `transform`: the controller's informer transform for this resource (src/controller/trim.ts). */
+  constructor(transform: (obj: T) => T) {
+    this.transform = transform;
+  }
 
   set(obj: T): void {
     // Every stored version is a new object with a new resourceVersion, as it comes from a watch event
-    // (client-node ignores an update whose resourceVersion equals the cached one).
-    const stored = { ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } };
+    // (client-node ignores an update whose resourceVersion equals the cached one), and it goes through
+    // the same transform as in the controller's informer before it is cached.
+    const stored = this.transform({ ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } });
     addOrUpdateObject(this.objects, stored as unknown as KubernetesObject);
+    this.changes++;
   }
 
   delete(obj: T): void {
     deleteObject(this.objects, obj as unknown as KubernetesObject);
+    this.changes++;
+  }
+
+  /** As Informer.version: moves with every change. */
+  get version(): number {
+    return this.changes;
   }
 
   get(name: string, namespace?: string): T | undefined {
@@ -103,6 +119,8 @@ export interface Cluster {
   now: number;
   /** Nodes whose agent stopped renewing its heartbeat Lease. */
   silent: Set<string>;
+  /** The controller's snapshot builder over these caches (with their versions, as the controller wires it). */
+  snapshots: SnapshotBuilder;
 }
 
 const pad = (n: number, w: number): string => String(n).padStart(w, '0');
@@ -204,15 +222,15 @@ export function makeLease(node: string, renewAt: number): LeaseLike {
 /** Build the caches: every gateway unsettled (no labels, instances, CEGPs or statuses yet). */
 export function buildCluster(size: ClusterSize, now: number): Cluster {
   const caches: Caches = {
-    nodes: new Cache(),
-    ciliumNodes: new Cache(),
-    ciliumAgentPods: new Cache(),
-    agentPods: new Cache(),
-    leases: new Cache(),
-    gateways: new Cache(),
-    policies: new Cache(),
-    instances: new Cache(),
-    cegps: new Cache(),
+    nodes: new Cache(trimNode),
+    ciliumNodes: new Cache(trimCiliumNode),
+    ciliumAgentPods: new Cache(trimPod),
+    agentPods: new Cache(trimPod),
+    leases: new Cache(trimLease),
+    gateways: new Cache(trimGateway),
+    policies: new Cache(trimPolicy),
+    instances: new Cache(trimInstance),
+    cegps: new Cache(trimCEGP),
   };
   const heartbeats = new HeartbeatTracker(2000);
   const nodeNames: string[] = [];
@@ -263,7 +281,7 @@ export function buildCluster(size: ClusterSize, now: number): Cluster {
     if (i % 5 === 0) (spec.selectors as NonNullable<typeof spec.selectors>)[0]!.namespaceSelector = { matchLabels: { 'kubernetes.io/metadata.name': `team-${pad(i % 200, 3)}` } };
     caches.policies.set({ apiVersion: API_VERSION, kind: KIND_POLICY, metadata: { name, uid: `40000000-0000-4000-8000-${pad(i, 12)}`, generation: 1 }, spec });
   }
-  return { size, caches, heartbeats, nodeNames, gatewayNames, now, silent: new Set() };
+  return { size, caches, heartbeats, nodeNames, gatewayNames, now, silent: new Set(), snapshots: snapshotBuilder(caches, heartbeats) };
 }
 
 /**
@@ -271,7 +289,8 @@ export function buildCluster(size: ClusterSize, now: number): Cluster {
  * cache, because the controller does not watch them; the snapshot never reads it.
  */
 export function addWorkloadPods(c: Cluster, totalPods: number): Cache<PodLike> {
-  const pods = new Cache<PodLike>();
+  // The controller does not watch these; if it did, they would go through its pod transform, as here.
+  const pods = new Cache<PodLike>(trimPod);
   const watched = c.caches.ciliumAgentPods.size + c.caches.agentPods.size;
   const n = Math.max(0, totalPods - watched);
   for (let i = 0; i < n; i++) {
@@ -283,23 +302,33 @@ export function addWorkloadPods(c: Cluster, totalPods: number): Cache<PodLike> {
   return pods;
 }
 
+function snapshotBuilder(k: Caches, heartbeats: HeartbeatTracker): SnapshotBuilder {
+  return new SnapshotBuilder({
+    nodes: () => k.nodes.list(),
+    ciliumNodes: () => k.ciliumNodes.list(),
+    ciliumAgentPods: () => k.ciliumAgentPods.list(),
+    agentPods: () => k.agentPods.list(),
+    gateways: () => k.gateways.list(),
+    policies: () => k.policies.list(),
+    instances: () => k.instances.list(),
+    cegps: () => k.cegps.list(),
+    heartbeats,
+    versions: {
+      nodes: () => k.nodes.version,
+      ciliumNodes: () => k.ciliumNodes.version,
+      ciliumAgentPods: () => k.ciliumAgentPods.version,
+      agentPods: () => k.agentPods.version,
+      gateways: () => k.gateways.version,
+      policies: () => k.policies.version,
+      instances: () => k.instances.version,
+      cegps: () => k.cegps.version,
+    },
+  });
+}
+
 /** The controller's pass input, through its real snapshot code (src/controller/snapshot.ts). */
 export function snapshotOf(c: Cluster): Snapshot {
-  const k = c.caches;
-  return buildSnapshot(
-    {
-      nodes: () => k.nodes.list(),
-      ciliumNodes: () => k.ciliumNodes.list(),
-      ciliumAgentPods: () => k.ciliumAgentPods.list(),
-      agentPods: () => k.agentPods.list(),
-      gateways: () => k.gateways.list(),
-      policies: () => k.policies.list(),
-      instances: () => k.instances.list(),
-      cegps: () => k.cegps.list(),
-      heartbeats: c.heartbeats,
-    },
-    c.now,
-  );
+  return c.snapshots.build(c.now);
 }
 
 /**

@@ -15,11 +15,11 @@ import type {
   PodLike,
 } from '../api/types.ts';
 import { OWNED_LABELS } from '../api/names.ts';
-import { reconcile } from '../core/index.ts';
+import { createCore, type Core } from '../core/index.ts';
 import type { CoreOptions, Desired, Write } from '../core/types.ts';
 import { KubeClient, loadKubeConfig, type KubeConfig } from '../kube/client.ts';
 import { EventRecorder } from '../kube/events.ts';
-import { Informer, type InformerEvent } from '../kube/informer.ts';
+import { Informer, type InformerEvent, type InformerOptions } from '../kube/informer.ts';
 import { LeaderElector, sleep } from '../kube/leader.ts';
 import { createLogger, errFields, type Logger } from '../kube/log.ts';
 import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
@@ -28,7 +28,8 @@ import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
 import type { ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
-import { HeartbeatTracker, buildSnapshot, nextHandoverTimeout } from './snapshot.ts';
+import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout } from './snapshot.ts';
+import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
 
@@ -89,6 +90,9 @@ class Controller {
   private readonly queue: ReconcileQueue;
   private readonly elector: LeaderElector | undefined;
   private readonly coreOptions: CoreOptions;
+  /** The core with its memory of earlier passes (a pass costs what changed). */
+  private readonly core: Core;
+  private readonly snapshots: SnapshotBuilder;
   private leading = false;
   private synced = false;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -105,19 +109,42 @@ class Controller {
     this.client = new KubeClient(kc);
     this.coreOptions = { handoverTimeoutMs: opts.handoverTimeoutMs, requireCiliumAgent: true };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
-    const inf = <T extends { metadata?: { name?: string } }>(o: ConstructorParameters<typeof Informer>[1]) =>
-      new Informer<T>(this.client, { ...o, logger: log });
+    // Every cache keeps only what the controller reads (trim.ts): most of a real object is not.
+    const inf = <T extends { metadata?: { name?: string } }>(o: InformerOptions<T>) => new Informer<T>(this.client, { ...o, logger: log });
     this.caches = {
-      nodes: inf({ resource: NODES }),
-      ciliumNodes: inf({ resource: CILIUM_NODES, optional: true }),
-      ciliumAgentPods: inf({ resource: pods(opts.ciliumNamespace), labelSelector: opts.ciliumSelector }),
-      agentPods: inf({ resource: pods(opts.agentNamespace), labelSelector: opts.agentSelector }),
-      leases: inf({ resource: leases(opts.heartbeatNamespace) }),
-      gateways: inf({ resource: GATEWAYS }),
-      policies: inf({ resource: POLICIES }),
-      instances: inf({ resource: INSTANCES }),
-      cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true }),
+      nodes: inf({ resource: NODES, transform: trimNode }),
+      ciliumNodes: inf({ resource: CILIUM_NODES, optional: true, transform: trimCiliumNode }),
+      ciliumAgentPods: inf({ resource: pods(opts.ciliumNamespace), labelSelector: opts.ciliumSelector, transform: trimPod }),
+      agentPods: inf({ resource: pods(opts.agentNamespace), labelSelector: opts.agentSelector, transform: trimPod }),
+      leases: inf({ resource: leases(opts.heartbeatNamespace), transform: trimLease }),
+      gateways: inf({ resource: GATEWAYS, transform: trimGateway }),
+      policies: inf({ resource: POLICIES, transform: trimPolicy }),
+      instances: inf({ resource: INSTANCES, transform: trimInstance }),
+      cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
     };
+    this.core = createCore(this.coreOptions);
+    const c = this.caches;
+    this.snapshots = new SnapshotBuilder({
+      nodes: () => c.nodes.list(),
+      ciliumNodes: () => c.ciliumNodes.list(),
+      ciliumAgentPods: () => c.ciliumAgentPods.list(),
+      agentPods: () => c.agentPods.list(),
+      gateways: () => c.gateways.list(),
+      policies: () => c.policies.list(),
+      instances: () => c.instances.list(),
+      cegps: () => c.cegps.list(),
+      heartbeats: this.heartbeats,
+      versions: {
+        nodes: () => c.nodes.version,
+        ciliumNodes: () => c.ciliumNodes.version,
+        ciliumAgentPods: () => c.ciliumAgentPods.version,
+        agentPods: () => c.agentPods.version,
+        gateways: () => c.gateways.version,
+        policies: () => c.policies.version,
+        instances: () => c.instances.version,
+        cegps: () => c.cegps.version,
+      },
+    });
     this.recorder = new EventRecorder(this.client, {
       reportingController: REPORTING_CONTROLLER,
       reportingInstance: opts.leaderElectIdentity,
@@ -264,24 +291,11 @@ class Controller {
     const started = performance.now();
     const now = Date.now();
     this.lastPassNow = now;
-    const snapshot = buildSnapshot(
-      {
-        nodes: () => this.caches.nodes.list(),
-        ciliumNodes: () => this.caches.ciliumNodes.list(),
-        ciliumAgentPods: () => this.caches.ciliumAgentPods.list(),
-        agentPods: () => this.caches.agentPods.list(),
-        gateways: () => this.caches.gateways.list(),
-        policies: () => this.caches.policies.list(),
-        instances: () => this.caches.instances.list(),
-        cegps: () => this.caches.cegps.list(),
-        heartbeats: this.heartbeats,
-      },
-      now,
-    );
+    const snapshot = this.snapshots.build(now);
     let desired: Desired;
     let writes: Write[];
     try {
-      ({ desired, writes } = reconcile(snapshot, this.coreOptions));
+      ({ desired, writes } = this.core.reconcile(snapshot));
     } catch (err) {
       // A core bug must not take the process down; it is retried with backoff and is visible.
       this.log.error(errFields(err), 'core reconcile failed');

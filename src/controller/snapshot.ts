@@ -64,6 +64,9 @@ interface Tracked {
 export class HeartbeatTracker {
   private readonly byNode = new Map<string, Tracked>();
   private readonly defaultDurationMs: number;
+  /** The last list handed out (never mutated once handed out), and whether it is stale. */
+  private list: Heartbeat[] = [];
+  private stale = false;
 
   constructor(defaultDurationMs: number) {
     this.defaultDurationMs = defaultDurationMs;
@@ -81,6 +84,7 @@ export class HeartbeatTracker {
     if (prev && prev.record === record && prev.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;
     const wasLive = prev !== undefined && now - prev.observedAt < prev.durationMs;
     const changedRecord = !prev || prev.record !== record;
+    this.stale = true;
     this.byNode.set(node, {
       record,
       observedAt: changedRecord ? now : prev.observedAt,
@@ -94,17 +98,23 @@ export class HeartbeatTracker {
 
   forget(lease: LeaseLike): boolean {
     const node = nodeOfHeartbeatLease(lease.metadata?.name ?? '');
-    return node !== undefined && this.byNode.delete(node);
+    const gone = node !== undefined && this.byNode.delete(node);
+    if (gone) this.stale = true;
+    return gone;
   }
 
+  /** Sorted by node; the same array while no heartbeat changed (treat it as read-only). */
   heartbeats(): Heartbeat[] {
+    if (!this.stale) return this.list;
+    this.stale = false;
     const out: Heartbeat[] = [];
     for (const [node, t] of this.byNode) {
       const hb: Heartbeat = { node, observedAt: t.observedAt, durationMs: t.durationMs };
       if (t.uplinks) hb.uplinks = t.uplinks;
       out.push(hb);
     }
-    return out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    this.list = out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    return this.list;
   }
 
   /** The earliest future moment a live heartbeat expires, if any. */
@@ -145,26 +155,73 @@ export interface SnapshotSources {
   instances: () => readonly EgressGatewayInstance[];
   cegps: () => readonly CiliumEgressGatewayPolicy[];
   heartbeats: HeartbeatTracker;
+  /**
+   * A counter per list that changes whenever that cache changes (Informer.version). With it, an
+   * unchanged cache is neither listed nor sorted again.
+   */
+  versions?: Partial<Record<ListName, () => number>>;
 }
 
-const byName = <T extends { metadata: { name: string; namespace?: string } }>(a: T, b: T): number => {
-  const ka = `${a.metadata.namespace ?? ''}/${a.metadata.name}`;
-  const kb = `${b.metadata.namespace ?? ''}/${b.metadata.name}`;
+type ListName = Exclude<keyof SnapshotSources, 'heartbeats' | 'versions'>;
+const LISTS: readonly ListName[] = ['nodes', 'ciliumNodes', 'ciliumAgentPods', 'agentPods', 'gateways', 'policies', 'instances', 'cegps'];
+
+type Named = { metadata: { name: string; namespace?: string } };
+
+/** Namespace, then name; compares in place (no key strings built per comparison). */
+const byName = (a: Named, b: Named): number => {
+  const na = a.metadata.namespace ?? '';
+  const nb = b.metadata.namespace ?? '';
+  if (na !== nb) return na < nb ? -1 : 1;
+  const ka = a.metadata.name;
+  const kb = b.metadata.name;
   return ka < kb ? -1 : ka > kb ? 1 : 0;
 };
 
+function sortedCopy<T extends Named>(list: readonly T[]): T[] {
+  const out = [...list];
+  // Informer caches keep insertion order, which usually is name order already.
+  for (let i = 1; i < out.length; i++) if (byName(out[i - 1] as T, out[i] as T) > 0) return out.sort(byName);
+  return out;
+}
+
+/**
+ * Builds the core's Snapshot, remembering each sorted list: a cache whose version did not move (or,
+ * without versions, whose list holds the same objects in the same order) gives the same array as the
+ * last pass. The arrays handed out are never mutated (the core relies on that: see core/cache.ts).
+ */
+export class SnapshotBuilder {
+  private readonly src: SnapshotSources;
+  private readonly memo = new Map<ListName, { version: number | undefined; raw: readonly unknown[]; sorted: readonly unknown[] }>();
+
+  constructor(src: SnapshotSources) {
+    this.src = src;
+  }
+
+  private list<K extends ListName>(name: K): ReturnType<SnapshotSources[K]> {
+    const prev = this.memo.get(name);
+    const version = this.src.versions?.[name]?.();
+    if (prev && version !== undefined && prev.version === version) return prev.sorted as ReturnType<SnapshotSources[K]>;
+    const raw = this.src[name]() as readonly Named[];
+    if (prev && version === undefined && sameObjects(prev.raw, raw)) return prev.sorted as ReturnType<SnapshotSources[K]>;
+    const sorted = sortedCopy(raw);
+    this.memo.set(name, { version, raw, sorted });
+    return sorted as ReturnType<SnapshotSources[K]>;
+  }
+
+  build(now: number): Snapshot {
+    const s = { now, heartbeats: this.src.heartbeats.heartbeats() } as Record<string, unknown>;
+    for (const name of LISTS) s[name] = this.list(name);
+    return s as unknown as Snapshot;
+  }
+}
+
+function sameObjects(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Sorted copies, so the core sees the same input for the same cluster whatever the cache order. */
 export function buildSnapshot(src: SnapshotSources, now: number): Snapshot {
-  return {
-    now,
-    nodes: [...src.nodes()].sort(byName),
-    ciliumNodes: [...src.ciliumNodes()].sort(byName),
-    ciliumAgentPods: [...src.ciliumAgentPods()].sort(byName),
-    agentPods: [...src.agentPods()].sort(byName),
-    heartbeats: src.heartbeats.heartbeats(),
-    gateways: [...src.gateways()].sort(byName),
-    policies: [...src.policies()].sort(byName),
-    instances: [...src.instances()].sort(byName),
-    cegps: [...src.cegps()].sort(byName),
-  };
+  return new SnapshotBuilder(src).build(now);
 }

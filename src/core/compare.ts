@@ -36,6 +36,8 @@ function shallowEqualExcept(a: Record<string, unknown>, b: Record<string, unknow
 
 /** Status equality ignoring `lastHeartbeatTime`, which is refreshed only when the status is written anyway. */
 export function statusEqual(a: unknown, b: unknown): boolean {
+  // The core hands back the observed status itself when nothing changed.
+  if (a === b) return true;
   if (!isObject(a) || !isObject(b)) return a === b;
   if (!conditionsEqual(a['conditions'], b['conditions'])) return false;
   return shallowEqualExcept(a, b, 'conditions');
@@ -49,6 +51,7 @@ function stringsEqual(a: unknown, b: readonly string[] | undefined): boolean {
 }
 
 export function cegpUpToDate(observed: CiliumEgressGatewayPolicy, desired: CiliumEgressGatewayPolicy): boolean {
+  if (observed === desired) return true;
   const l = labelsOf(observed);
   const dl = desired.metadata.labels ?? {};
   for (const k in dl) if (l[k] !== dl[k]) return false;

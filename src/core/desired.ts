@@ -1,17 +1,18 @@
 // Observed snapshot → desired state. One pass, no I/O, no clock: time is `snapshot.now`.
 
-import type { CiliumEgressGatewayPolicy, EgressGatewayInstance, EgressGatewayPolicy } from '../api/types.ts';
+import type { CiliumEgressGatewayPolicy, EgressGateway, EgressGatewayInstance, EgressGatewayPolicy, EgressGatewayPolicyStatus } from '../api/types.ts';
 import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MODE_VIP, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
 import type { CoreEvent, CoreMetrics, CoreOptions, Desired, GatewayDecision, Snapshot } from './types.ts';
 import { DEFAULT_CORE_OPTIONS } from './types.ts';
 import { buildNodeStates, isMemberCandidate, type NodeState } from './eligibility.ts';
 import { runElection } from './election.ts';
 import { desiredInstance, instanceFacts, ownerRef, type InstanceFacts } from './instances.ts';
-import { egressGatewaySpec, policyOutcome, type GatewayView } from './render.ts';
+import { egressGatewaySpec, policyOutcome, type GatewayView, type PolicyOutcome } from './render.ts';
 import { NodeLabelIndex } from './selectors.ts';
 import { gatewayOutcome, gatewayRef } from './status.ts';
-import { analyseGateway, analysePolicy, markDuplicateVIPs, markInvalid, type GatewayInfo, type PolicyInfo } from './validate.ts';
+import { analyseGateway, analysePolicy, findDuplicateVIPs, markInvalid, type GatewayInfo, type PolicyInfo } from './validate.ts';
 import { byString, instanceName, isObject, labelsOf, nameOf, toIso } from './util.ts';
+import { sameItems, type CoreCache } from './cache.ts';
 
 export function resolveOptions(options?: Partial<CoreOptions>): CoreOptions {
   const o: CoreOptions = { ...DEFAULT_CORE_OPTIONS };
@@ -34,44 +35,52 @@ export function isOurCEGP(c: CiliumEgressGatewayPolicy): boolean {
 /** Objects with a usable name, in name order, first occurrence of a duplicated name only. */
 function uniqueSorted<T>(items: readonly T[] | undefined, name: (t: T) => string): Array<{ name: string; item: T }> {
   const list: Array<{ name: string; item: T; i: number }> = [];
+  let sorted = true;
   (items ?? []).forEach((item, i) => {
     const n = name(item);
-    if (n !== '') list.push({ name: n, item, i });
+    if (n === '') return;
+    if (list.length > 0 && byString((list[list.length - 1] as { name: string }).name, n) > 0) sorted = false;
+    list.push({ name: n, item, i });
   });
-  list.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
+  // The controller's snapshot is already in name order: then no sort (a stable sort would not move anything).
+  if (!sorted) list.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
   const out: Array<{ name: string; item: T }> = [];
   for (const x of list) if (out.length === 0 || (out[out.length - 1] as { name: string }).name !== x.name) out.push(x);
   return out;
 }
 
-/**
- * Policy analysis depends on the object only; informer objects are immutable (a change is a new
- * object), so the result is remembered per object: 10,000 policies are not re-validated every pass.
- */
-const policyMemo = new WeakMap<object, PolicyInfo>();
-function analysePolicyMemo(p: EgressGatewayPolicy): PolicyInfo {
-  let info = policyMemo.get(p);
-  if (!info) {
-    info = analysePolicy(p);
-    policyMemo.set(p, info);
+/** Shallow equality of two label maps. */
+function labelsEqual(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>> | undefined): boolean {
+  if (a === b) return true;
+  if (!b) return false;
+  let n = 0;
+  for (const k in a) {
+    if (a[k] !== b[k] || !Object.hasOwn(b, k)) return false;
+    n++;
   }
-  return info;
+  for (const _ in b) n--;
+  return n === 0;
 }
 
-export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions>): Desired {
-  const opts = resolveOptions(options);
-  const now = snapshot.now;
-  const nowIso = toIso(now);
-  const nodes = buildNodeStates(snapshot);
-
-  // Gateways: validate, then the duplicate-VIP rule (needs all of them).
-  const infos: GatewayInfo[] = uniqueSorted(snapshot.gateways, nameOf).map((x) => analyseGateway(x.item));
-  for (const g of infos) markInvalid(g);
-  const duplicateVIPs = markDuplicateVIPs(infos);
-  const byName = new Map(infos.map((g) => [g.name, g]));
-  const byUid = new Map<string, GatewayInfo>();
-  for (const g of infos) if (g.uid !== '') byUid.set(g.uid, g);
-
+/** The label index and the active-for holders; they depend on node labels only. */
+function nodeIndex(nodes: Map<string, NodeState>, cache: CoreCache | undefined): { index: NodeLabelIndex; labelled: Map<string, string[]> } {
+  const prev = cache?.nodeIndex;
+  if (prev) {
+    let same = prev.states === nodes || prev.states.size === nodes.size;
+    if (same && prev.states !== nodes) {
+      for (const st of nodes.values()) {
+        const old = prev.states.get(st.name);
+        if (!old || (old !== st && !labelsEqual(st.labels, old.labels))) {
+          same = false;
+          break;
+        }
+      }
+    }
+    if (same) {
+      prev.states = nodes;
+      return prev;
+    }
+  }
   // Which nodes carry active-for-<G> today (Node labels: that is where Cilium's agent syncs from).
   const labelled = new Map<string, string[]>();
   const labelMap = new Map<string, Readonly<Record<string, string>>>();
@@ -85,43 +94,129 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
       else labelled.set(gw, [st.name]);
     }
   }
-  const index = new NodeLabelIndex(labelMap);
+  const out = { states: nodes, index: new NodeLabelIndex(labelMap), labelled };
+  if (cache) cache.nodeIndex = out;
+  return out;
+}
+
+interface GatewaySet {
+  infos: GatewayInfo[];
+  duplicateVIPs: Array<{ ip: string; gateways: string[] }>;
+  byName: Map<string, GatewayInfo>;
+  byUid: Map<string, GatewayInfo>;
+}
+
+/**
+ * Gateways: validated (per object, remembered), then the duplicate-VIP rule (needs all of them). A
+ * remembered info is never changed: a gateway losing its VIP gets a copy carrying `invalid`.
+ */
+function gatewaySet(items: readonly EgressGateway[] | undefined, cache: CoreCache | undefined): GatewaySet {
+  if (cache?.gateways && sameItems(cache.gateways.items, items)) return cache.gateways.result;
+  const infos: GatewayInfo[] = uniqueSorted(items, nameOf).map((x) => {
+    let info = cache?.gatewayInfo.get(x.item);
+    if (!info) {
+      info = analyseGateway(x.item);
+      markInvalid(info);
+      cache?.gatewayInfo.set(x.item, info);
+    }
+    return info;
+  });
+  const { groups, losers } = findDuplicateVIPs(infos);
+  for (let i = 0; i < infos.length; i++) {
+    const g = infos[i] as GatewayInfo;
+    const invalid = losers.get(g);
+    if (!invalid) continue;
+    let copy = cache?.duplicateCopy.get(g);
+    if (!copy || copy.invalid?.message !== invalid.message) {
+      copy = { ...g, invalid };
+      cache?.duplicateCopy.set(g, copy);
+    }
+    infos[i] = copy;
+  }
+  const byName = new Map(infos.map((g) => [g.name, g]));
+  const byUid = new Map<string, GatewayInfo>();
+  for (const g of infos) if (g.uid !== '') byUid.set(g.uid, g);
+  const result = { infos, duplicateVIPs: groups, byName, byUid };
+  if (cache) cache.gateways = { items, result };
+  return result;
+}
+
+function policyList(items: readonly EgressGatewayPolicy[] | undefined, cache: CoreCache | undefined): PolicyInfo[] {
+  if (cache?.policies && sameItems(cache.policies.items, items)) return cache.policies.result;
+  // Policy analysis depends on the object only (informer objects are immutable): remembered per object.
+  const result = uniqueSorted(items, nameOf).map((x) => {
+    let info = cache?.policyInfo.get(x.item);
+    if (!info) {
+      info = analysePolicy(x.item);
+      cache?.policyInfo.set(x.item, info);
+    }
+    return info;
+  });
+  if (cache) cache.policies = { items, result };
+  return result;
+}
+
+/** Observed CEGPs by policy name (strings already hashed), not by a freshly built `d8.<name>`. */
+function observedCEGPsByPolicy(items: readonly CiliumEgressGatewayPolicy[] | undefined, cache: CoreCache | undefined): Map<string, CiliumEgressGatewayPolicy> {
+  if (cache?.observedCEGPs && sameItems(cache.observedCEGPs.items, items)) return cache.observedCEGPs.result;
+  const result = new Map<string, CiliumEgressGatewayPolicy>();
+  for (const c of items ?? []) {
+    const n = nameOf(c);
+    if (n.startsWith('d8.') && !result.has(n.slice(3))) result.set(n.slice(3), c);
+  }
+  if (cache) cache.observedCEGPs = { items, result };
+  return result;
+}
+
+/**
+ * `cache`: a long-lived core's memory (see `createCore`); without it every pass starts cold. The
+ * result is the same either way (a property test checks it).
+ */
+export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions>, cache?: CoreCache): Desired {
+  const opts = resolveOptions(options);
+  if (cache) cache.pass++;
+  const now = snapshot.now;
+  const nowIso = toIso(now);
+  const nodes = buildNodeStates(snapshot, cache);
+
+  const { infos, duplicateVIPs, byName, byUid } = gatewaySet(snapshot.gateways, cache);
+  const { index, labelled } = nodeIndex(nodes, cache);
 
   // Instances by owning gateway (uid; by name for uid-less fixtures).
   const owned = new Map<string, InstanceFacts[]>();
+  const instanceNames = new Set<string>();
   for (const inst of snapshot.instances ?? []) {
-    if (!isObject(inst) || nameOf(inst) === '') continue;
+    if (!isObject(inst)) continue;
+    const n = nameOf(inst);
+    if (n === '') continue;
+    instanceNames.add(n);
     const ref = ownerRef(inst);
     if (!ref) continue;
     const g = ref.uid ? byUid.get(ref.uid) : undefined;
     const owner = g ?? (!ref.uid || !byName.get(ref.name)?.uid ? byName.get(ref.name) : undefined);
     if (!owner) continue;
     const list = owned.get(owner.name);
-    const f = instanceFacts(inst);
+    let f = cache?.instanceFacts.get(inst);
+    if (!f) {
+      f = instanceFacts(inst);
+      cache?.instanceFacts.set(inst, f);
+    }
     if (list) list.push(f);
     else owned.set(owner.name, [f]);
   }
 
-  const plans = runElection({ infos, nodes, index, labelled, owned, now, opts });
+  const plans = runElection({ infos, nodes, index, labelled, owned, now, opts, cache });
 
   const gateways = new Map<string, GatewayDecision>();
   const gatewayStatuses: Desired['gatewayStatuses'] = new Map();
   const gatewayEvents = new Map<string, CoreEvent[]>();
   const moveRequests = new Map<string, CoreEvent>();
-  const nodeLabels = new Map<string, Set<string>>();
+  const members = new Set<string>();
+  const active = new Map<string, string[]>();
+  const membersSeen = new Set<readonly string[]>();
   const instances = new Map<string, EgressGatewayInstance>();
   const views = new Map<string, GatewayView>();
   const metrics: CoreMetrics = { gateways: [], orphanPolicies: [], duplicateVIPs, failovers: [] };
-  const addLabel = (node: string, key: string): void => {
-    const s = nodeLabels.get(node);
-    if (s) s.add(key);
-    else nodeLabels.set(node, new Set([key]));
-  };
-  const instanceNames = new Set<string>();
-  for (const inst of snapshot.instances ?? []) {
-    const n = nameOf(inst);
-    if (n !== '') instanceNames.add(n);
-  }
 
   for (const plan of plans) {
     const g = plan.info;
@@ -137,14 +232,27 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
       totalNodes: plan.candidates.length,
       ready: out.ready,
     });
-    views.set(g.name, { info: g, valid: plan.valid, active: plan.active, message: out.decision.message, egressGateway: egressGatewaySpec(g) });
+    // The view policies see; kept while nothing in it changes, so its policies' results can be reused.
+    const prevView = cache?.views.get(g.name);
+    const message = out.decision.message;
+    const view =
+      prevView && prevView.info === g && prevView.valid === plan.valid && prevView.active === plan.active && prevView.message === message
+        ? prevView
+        : { info: g, valid: plan.valid, active: plan.active, message, egressGateway: egressGatewaySpec(g) };
+    views.set(g.name, view);
 
     if (plan.valid) {
-      // Membership: Ready, uncordoned nodes matching a valid gateway (the agent DaemonSet selects on it).
-      for (const v of plan.candidates) {
-        if (isMemberCandidate(nodes.get(v.node) as NodeState)) addLabel(v.node, MEMBER_LABEL);
+      // Membership: Ready, uncordoned nodes matching a valid gateway (the agent DaemonSet selects on
+      // it). Gateways sharing a selector share the candidate list: each list is walked once.
+      if (!membersSeen.has(plan.candidateNames)) {
+        membersSeen.add(plan.candidateNames);
+        for (const n of plan.candidateNames) if (isMemberCandidate(nodes.get(n) as NodeState)) members.add(n);
       }
-      if (plan.active !== '') addLabel(plan.active, activeForLabel(g.name));
+      if (plan.active !== '') {
+        const list = active.get(plan.active);
+        if (list) list.push(activeForLabel(g.name));
+        else active.set(plan.active, [activeForLabel(g.name)]);
+      }
     }
     if (plan.move) {
       const done = plan.move.state === 'honoured' && plan.active === plan.move.target;
@@ -172,28 +280,183 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
       }
     }
   }
+  if (cache) cache.views = views;
+  const nodeLabels = desiredNodeLabels(nodes, members, active, cache);
 
-  // Policies.
-  const cegps = new Map<string, CiliumEgressGatewayPolicy>();
-  const policyStatuses: Desired['policyStatuses'] = new Map();
-  const policyEvents = new Map<string, CoreEvent[]>();
-  // Indexed by policy name (strings already hashed), not by a freshly built `d8.<name>`.
-  const observedCEGPs = new Map<string, CiliumEgressGatewayPolicy>();
-  for (const c of snapshot.cegps ?? []) {
-    const n = nameOf(c);
-    if (n.startsWith('d8.') && !observedCEGPs.has(n.slice(3))) observedCEGPs.set(n.slice(3), c);
+  const policies = policyList(snapshot.policies, cache);
+  const observedCEGPs = observedCEGPsByPolicy(snapshot.cegps, cache);
+  const pol = policyResults(policies, views, observedCEGPs, nowIso, cache);
+  metrics.orphanPolicies = pol.orphans;
+
+  return {
+    gateways,
+    nodeLabels,
+    instances,
+    cegps: pol.cegps,
+    gatewayStatuses,
+    policyStatuses: pol.statuses,
+    metrics,
+    gatewayEvents,
+    policyEvents: pol.events,
+    moveRequests,
+  };
+}
+
+/**
+ * Node → our label keys it must carry. A node's Set is reused from the previous pass while its content
+ * is the same (planWrites remembers per (node object, Set) that nothing is to be written), and so is
+ * the whole map when no node's set changed.
+ */
+function desiredNodeLabels(nodes: ReadonlyMap<string, NodeState>, members: ReadonlySet<string>, active: ReadonlyMap<string, string[]>, cache: CoreCache | undefined): Map<string, Set<string>> {
+  const prev = cache?.nodeLabels;
+  const out = new Map<string, Set<string>>();
+  let changed = false;
+  for (const name of nodes.keys()) {
+    const member = members.has(name);
+    const keys = active.get(name);
+    if (!member && !keys) continue;
+    const size = (member ? 1 : 0) + (keys?.length ?? 0);
+    const old = prev?.get(name);
+    if (old && old.size === size && (!member || old.has(MEMBER_LABEL)) && (!keys || keys.every((k) => old.has(k)))) {
+      out.set(name, old);
+      continue;
+    }
+    changed = true;
+    const s = new Set<string>();
+    if (member) s.add(MEMBER_LABEL);
+    for (const k of keys ?? []) s.add(k);
+    out.set(name, s);
   }
-  const policies: PolicyInfo[] = uniqueSorted(snapshot.policies, nameOf).map((x) => analysePolicyMemo(x.item));
-  for (const p of policies) {
-    const observed = observedCEGPs.get(p.name);
-    const cname = observed ? nameOf(observed) : cegpName(p.name);
+  if (prev && !changed && prev.size === out.size) return prev;
+  if (cache) cache.nodeLabels = out;
+  return out;
+}
+
+interface PolicyResults {
+  cegps: Map<string, CiliumEgressGatewayPolicy>;
+  statuses: Map<string, EgressGatewayPolicyStatus>;
+  events: Map<string, CoreEvent[]>;
+  orphans: Array<{ policy: string; gateway: string }>;
+}
+
+/**
+ * Every policy's CEGP, status and events. A policy's outcome depends on its analysis, its gateway's
+ * view and its observed CEGP (all immutable, and reused while unchanged) and, only while its status is
+ * still to be written, on the time. So with a cache only these policies are recomputed: those whose
+ * object or observed CEGP changed, those of a gateway whose view changed, and those whose status is
+ * not written yet; every other policy keeps its previous outcome, and a pass where none is recomputed
+ * hands back the previous maps. The policies are grouped by gateway for this.
+ */
+function policyResults(
+  policies: readonly PolicyInfo[],
+  views: ReadonlyMap<string, GatewayView>,
+  observedCEGPs: ReadonlyMap<string, CiliumEgressGatewayPolicy>,
+  nowIso: string,
+  cache: CoreCache | undefined,
+): PolicyResults {
+  const prev = cache?.policyState;
+  const n = policies.length;
+  let dirty: number[] | undefined;
+  if (prev && prev.policies.length === n) {
+    dirty = [];
+    const mark = new Uint8Array(n);
+    const add = (i: number): void => {
+      if (mark[i] === 0) {
+        mark[i] = 1;
+        (dirty as number[]).push(i);
+      }
+    };
+    if (prev.policies !== policies) {
+      for (let i = 0; i < n; i++) {
+        const p = policies[i] as PolicyInfo;
+        const q = prev.policies[i] as PolicyInfo;
+        if (p === q) continue;
+        // A different set of names (or gateways): start over.
+        if (p.name !== q.name || p.gatewayName !== q.gatewayName) {
+          dirty = undefined;
+          break;
+        }
+        add(i);
+      }
+    }
+    if (dirty && prev.observedMap !== observedCEGPs) {
+      for (let i = 0; i < n; i++) if (observedCEGPs.get((policies[i] as PolicyInfo).name) !== prev.observed[i]) add(i);
+    }
+    if (dirty) {
+      for (const [gw, list] of prev.byGateway) if (views.get(gw) !== prev.views.get(gw)) for (const i of list) add(i);
+      for (const i of prev.unsettled) add(i);
+    }
+  }
+  if (!dirty || !prev || !cache) {
+    // Cold: every policy.
+    const observed: Array<CiliumEgressGatewayPolicy | undefined> = [];
+    const outcomes: PolicyOutcome[] = [];
+    const byGateway = new Map<string, number[]>();
+    const unsettled: number[] = [];
+    const cegps = new Map<string, CiliumEgressGatewayPolicy>();
+    const statuses: PolicyResults['statuses'] = new Map();
+    const events = new Map<string, CoreEvent[]>();
+    for (let i = 0; i < n; i++) {
+      const p = policies[i] as PolicyInfo;
+      const obs = observedCEGPs.get(p.name);
+      const gw = p.gatewayName !== '' ? views.get(p.gatewayName) : undefined;
+      const out = policyOutcome(p, gw, obs, nowIso);
+      observed.push(obs);
+      outcomes.push(out);
+      const list = byGateway.get(p.gatewayName);
+      if (list) list.push(i);
+      else byGateway.set(p.gatewayName, [i]);
+      if (out.status !== (p.policy as { status?: unknown }).status) unsettled.push(i);
+      if (out.cegp) cegps.set(obs ? nameOf(obs) : cegpName(p.name), out.cegp);
+      statuses.set(p.name, out.status);
+      if (out.events.length > 0) events.set(p.name, out.events);
+    }
+    const orphans = orphanList(policies, outcomes);
+    if (cache) cache.policyState = { policies, observedMap: observedCEGPs, observed, views, byGateway, outcomes, unsettled, cegps, statuses, events, orphans };
+    return { cegps, statuses, events, orphans };
+  }
+  if (dirty.length === 0) {
+    prev.views = views;
+    prev.policies = policies;
+    prev.observedMap = observedCEGPs;
+    return { cegps: prev.cegps, statuses: prev.statuses, events: prev.events, orphans: prev.orphans };
+  }
+  // Copy on write: the previous maps may still be held by the caller (Desired is read-only, not ours).
+  const cegps = new Map(prev.cegps);
+  const statuses = new Map(prev.statuses);
+  const events = new Map(prev.events);
+  const outcomes = [...prev.outcomes];
+  const observed = [...prev.observed];
+  const unsettled: number[] = [];
+  const recomputed = new Set(dirty);
+  for (const i of prev.unsettled) if (!recomputed.has(i)) unsettled.push(i);
+  for (const i of dirty) {
+    const p = policies[i] as PolicyInfo;
+    const obs = observedCEGPs.get(p.name);
     const gw = p.gatewayName !== '' ? views.get(p.gatewayName) : undefined;
-    const out = policyOutcome(p, gw, observed, nowIso);
-    if (out.cegp) cegps.set(cname, out.cegp);
-    policyStatuses.set(p.name, out.status);
-    if (out.events.length > 0) policyEvents.set(p.name, out.events);
-    if (out.orphan) metrics.orphanPolicies.push({ policy: p.name, gateway: p.gatewayName });
+    const out = policyOutcome(p, gw, obs, nowIso);
+    const oldObs = observed[i];
+    const oldKey = oldObs ? nameOf(oldObs) : cegpName(p.name);
+    const key = obs ? nameOf(obs) : cegpName(p.name);
+    if (oldKey !== key) cegps.delete(oldKey);
+    if (out.cegp) cegps.set(key, out.cegp);
+    else cegps.delete(key);
+    statuses.set(p.name, out.status);
+    if (out.events.length > 0) events.set(p.name, out.events);
+    else events.delete(p.name);
+    outcomes[i] = out;
+    observed[i] = obs;
+    if (out.status !== (p.policy as { status?: unknown }).status) unsettled.push(i);
   }
+  const orphans = orphanList(policies, outcomes);
+  cache.policyState = { policies, observedMap: observedCEGPs, observed, views, byGateway: prev.byGateway, outcomes, unsettled, cegps, statuses, events, orphans };
+  return { cegps, statuses, events, orphans };
+}
 
-  return { gateways, nodeLabels, instances, cegps, gatewayStatuses, policyStatuses, metrics, gatewayEvents, policyEvents, moveRequests };
+function orphanList(policies: readonly PolicyInfo[], outcomes: readonly PolicyOutcome[]): Array<{ policy: string; gateway: string }> {
+  const out: Array<{ policy: string; gateway: string }> = [];
+  for (let i = 0; i < policies.length; i++) {
+    if ((outcomes[i] as PolicyOutcome).orphan) out.push({ policy: (policies[i] as PolicyInfo).name, gateway: (policies[i] as PolicyInfo).gatewayName });
+  }
+  return out;
 }

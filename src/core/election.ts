@@ -13,6 +13,7 @@ import { isConfirmed, specMatches, type InstanceFacts } from './instances.ts';
 import type { NodeLabelIndex } from './selectors.ts';
 import type { GatewayInfo } from './validate.ts';
 import { byString, electionKey } from './util.ts';
+import { NO_REASONS, type CoreCache, type VerdictGroup } from './cache.ts';
 
 export interface MoveOutcome {
   target: string;
@@ -24,9 +25,12 @@ export interface MoveOutcome {
 export interface GatewayPlan {
   info: GatewayInfo;
   valid: boolean;
+  /** Shared between gateways and passes (see verdictGroup): never mutate unless copied for this plan. */
   candidates: NodeVerdict[];
   verdicts: Map<string, NodeVerdict>;
   readyNodes: number;
+  /** The node names matching the selector (the index's shared array). */
+  candidateNames: readonly string[];
   /** Non-deleting owned instances, one per node (the others on the same node are duplicates). */
   primary: Map<string, InstanceFacts>;
   observedActive: string;
@@ -49,6 +53,59 @@ export interface ElectionInput {
   owned: ReadonlyMap<string, InstanceFacts[]>;
   now: number;
   opts: CoreOptions;
+  /** A long-lived core's memory: verdicts are then shared between gateways and passes. */
+  cache?: CoreCache;
+}
+
+/**
+ * A node's verdict depends on the node and on what the gateway requires of it (mode, uplink
+ * interfaces), not on which gateway asks: gateways sharing a candidate list and a requirement share
+ * one list of verdicts (10 gateways per pool in the bench), and it is kept across passes while the
+ * nodes' states are the same objects. Shared verdicts are frozen; a per-gateway reason
+ * (HandoverTimedOut) gets the gateway its own copy.
+ */
+function verdictGroup(
+  g: GatewayInfo,
+  names: readonly string[],
+  nodes: ReadonlyMap<string, NodeState>,
+  opts: CoreOptions,
+  cache: CoreCache | undefined,
+): VerdictGroup {
+  const key = `${g.mode}\u0000${opts.requireCiliumAgent}\u0000${g.mode === MODE_PRIMARY_IP ? g.interfaceName : g.mode === MODE_VIP ? g.interfaces.join('\u0000') : ''}`;
+  let byKey = cache?.verdictGroups.get(names);
+  let group = byKey?.get(key);
+  if (group && cache) {
+    if (group.checked === cache.pass) return group;
+    let same = true;
+    for (let i = 0; i < names.length; i++) {
+      if (nodes.get(names[i] as string) !== group.states[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) {
+      group.checked = cache.pass;
+      return group;
+    }
+  }
+  group = { states: [], candidates: [], verdicts: new Map(), readyNodes: 0, checked: cache?.pass ?? 0 };
+  for (const n of names) {
+    const st = nodes.get(n) as NodeState;
+    const reasons = ineligibleReasons(g, st, opts, false);
+    const v: NodeVerdict = Object.freeze({ node: n, eligible: reasons.length === 0, reasons: reasons.length === 0 ? NO_REASONS : (Object.freeze(reasons) as IneligibleReason[]) });
+    group.states.push(st);
+    group.candidates.push(v);
+    group.verdicts.set(n, v);
+    if (v.eligible) group.readyNodes++;
+  }
+  if (cache) {
+    if (!byKey) {
+      byKey = new Map();
+      cache.verdictGroups.set(names, byKey);
+    }
+    byKey.set(key, group);
+  }
+  return group;
 }
 
 function pickPrimary(list: InstanceFacts[], g: GatewayInfo): Map<string, InstanceFacts> {
@@ -127,6 +184,7 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
       candidates: [],
       verdicts: new Map(),
       readyNodes: 0,
+      candidateNames: [],
       primary: vip ? pickPrimary(owned.get(g.name) ?? [], g) : new Map(),
       observedActive: '',
       target: '',
@@ -137,13 +195,27 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
     };
     plans.push(plan);
     const cands = g.selectorValid ? index.match(g.selector) : [];
-    for (const n of cands) {
-      const st = nodes.get(n) as NodeState;
-      const reasons: IneligibleReason[] = ineligibleReasons(g, st, opts, valid && vip && timedOut(plan.primary.get(n), g, now, opts));
-      const v: NodeVerdict = { node: n, eligible: reasons.length === 0, reasons };
-      plan.candidates.push(v);
-      plan.verdicts.set(n, v);
-      if (v.eligible) plan.readyNodes++;
+    const group = verdictGroup(g, cands, nodes, opts, input.cache);
+    plan.candidates = group.candidates;
+    plan.verdicts = group.verdicts;
+    plan.readyNodes = group.readyNodes;
+    plan.candidateNames = cands;
+    if (valid && vip) {
+      // A node whose instance for this gateway timed out is ineligible for this gateway only.
+      let copied = false;
+      for (const [n, f] of plan.primary) {
+        const base = group.verdicts.get(n);
+        if (!base || !timedOut(f, g, now, opts)) continue;
+        if (!copied) {
+          plan.candidates = [...group.candidates];
+          plan.verdicts = new Map(group.verdicts);
+          copied = true;
+        }
+        const v: NodeVerdict = { node: n, eligible: false, reasons: [...base.reasons, 'HandoverTimedOut'] };
+        if (base.eligible) plan.readyNodes--;
+        plan.candidates[plan.candidates.indexOf(base)] = v;
+        plan.verdicts.set(n, v);
+      }
     }
     plan.observedActive = chooseObservedActive(plan, labelled.get(g.name) ?? []);
 

@@ -5,6 +5,7 @@ import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { CoreOptions, Heartbeat, IneligibleReason, Snapshot, UplinkState } from './types.ts';
 import type { GatewayInfo } from './validate.ts';
 import { isBeingDeleted, isNodeCordoned, isNodeReady, isObject, isPodReady, labelsOf, nameOf, podNodeName } from './util.ts';
+import { sameItems, type CoreCache, type ListMemo } from './cache.ts';
 
 export type PodState = 'none' | 'ok' | 'bad';
 export type HeartbeatState = 'absent' | 'live' | 'expired';
@@ -62,27 +63,61 @@ export function heartbeatLive(hb: Heartbeat, now: number): boolean {
   return Number.isFinite(hb.observedAt) && Number.isFinite(hb.durationMs) && now - hb.observedAt < hb.durationMs;
 }
 
-export function buildNodeStates(snapshot: Snapshot): Map<string, NodeState> {
-  const cilium = podStates(snapshot.ciliumAgentPods ?? []);
-  const agents = podStates(snapshot.agentPods ?? []);
+function podStatesMemo(pods: readonly PodLike[], memo: ListMemo<PodLike, Map<string, PodState>> | undefined): ListMemo<PodLike, Map<string, PodState>> {
+  return memo && sameItems(memo.items, pods) ? memo : { items: pods, result: podStates(pods) };
+}
+
+/**
+ * One NodeState per node. With a cache, an unchanged node (same object, same pod and heartbeat states)
+ * keeps its NodeState object, and an unchanged cluster keeps the whole map: later stages memoise on
+ * those identities.
+ */
+export function buildNodeStates(snapshot: Snapshot, cache?: CoreCache): Map<string, NodeState> {
+  let cilium: Map<string, PodState>;
+  let agents: Map<string, PodState>;
+  if (cache) {
+    cache.ciliumPods = podStatesMemo(snapshot.ciliumAgentPods ?? [], cache.ciliumPods);
+    cache.agentPods = podStatesMemo(snapshot.agentPods ?? [], cache.agentPods);
+    cilium = cache.ciliumPods.result;
+    agents = cache.agentPods.result;
+  } else {
+    cilium = podStates(snapshot.ciliumAgentPods ?? []);
+    agents = podStates(snapshot.agentPods ?? []);
+  }
   const hbs = heartbeatIndex(snapshot.heartbeats ?? []);
+  const prevMap = cache?.nodeStates;
+  let reused = 0;
   const out = new Map<string, NodeState>();
   for (const node of snapshot.nodes ?? []) {
     const name = nameOf(node);
     if (name === '' || out.has(name)) continue;
     const hb = hbs.get(name);
+    const ciliumAgent = cilium.get(name) ?? 'none';
+    const agent = agents.get(name) ?? 'none';
+    const heartbeat: HeartbeatState = hb ? (heartbeatLive(hb, snapshot.now) ? 'live' : 'expired') : 'absent';
+    const uplinks = hb && isObject(hb.uplinks) ? hb.uplinks : undefined;
+    const prev = prevMap?.get(name);
+    if (prev && prev.node === node && prev.ciliumAgent === ciliumAgent && prev.agent === agent && prev.heartbeat === heartbeat && prev.uplinks === uplinks) {
+      out.set(name, prev);
+      reused++;
+      continue;
+    }
     out.set(name, {
       name,
       node,
       labels: labelsOf(node),
       ready: isNodeReady(node),
       cordoned: isNodeCordoned(node),
-      ciliumAgent: cilium.get(name) ?? 'none',
-      agent: agents.get(name) ?? 'none',
-      heartbeat: hb ? (heartbeatLive(hb, snapshot.now) ? 'live' : 'expired') : 'absent',
-      uplinks: hb && isObject(hb.uplinks) ? hb.uplinks : undefined,
+      ciliumAgent,
+      agent,
+      heartbeat,
+      uplinks,
     });
   }
+  if (!cache) return out;
+  // Nothing changed: hand back the previous map itself (same insertion order, same objects).
+  if (prevMap && reused === out.size && prevMap.size === out.size) return prevMap;
+  cache.nodeStates = out;
   return out;
 }
 

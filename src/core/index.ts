@@ -12,4 +12,4 @@ export { matchesLabelSelector, matchesNodeSelector, NodeLabelIndex } from './sel
 export { buildNodeStates, ineligibleReasons, heartbeatLive, noEligibleMessage, reasonText, type NodeState } from './eligibility.ts';
 export { analyseGateway, analysePolicy, MAX_GATEWAY_NAME, type GatewayInfo, type PolicyInfo } from './validate.ts';
 export { renderCEGP } from './render.ts';
-export { reconcile } from './reconcile.ts';
+export { reconcile, createCore, type Core } from './reconcile.ts';

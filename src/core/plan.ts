@@ -11,15 +11,41 @@ import { instanceFacts, instanceUpToDate } from './instances.ts';
 import { isOurCEGP } from './desired.ts';
 import { annotationsOf, byString, isObject, labelsOf, nameOf } from './util.ts';
 import { cegpUpToDate, statusEqual } from './compare.ts';
+import { sameItems, type CoreCache } from './cache.ts';
 
 /** Keys in name order; computeDesired builds its maps in that order already, so usually no sort. */
-function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
-  const keys = [...m.keys()];
-  for (let i = 1; i < keys.length; i++) if (byString(keys[i - 1] as string, keys[i] as string) > 0) return keys.sort(byString);
+function sortedKeys(m: ReadonlyMap<string, unknown>, cache: CoreCache | undefined): string[] {
+  const hit = cache?.sortedKeys.get(m);
+  if (hit) return hit;
+  let keys = [...m.keys()];
+  for (let i = 1; i < keys.length; i++) {
+    if (byString(keys[i - 1] as string, keys[i] as string) > 0) {
+      keys = keys.sort(byString);
+      break;
+    }
+  }
+  cache?.sortedKeys.set(m, keys);
   return keys;
 }
 
 const isOurLabel = (k: string): boolean => k === MEMBER_LABEL || k.startsWith(ACTIVE_FOR_PREFIX);
+
+/** Objects with a name, in name order, first occurrence of a duplicated name only (no sort when sorted). */
+function namedInOrder<T>(objects: readonly T[]): Array<{ name: string; o: T }> {
+  const named: Array<{ name: string; o: T; i: number }> = [];
+  let sorted = true;
+  for (let i = 0; i < objects.length; i++) {
+    const o = objects[i] as T;
+    const n = nameOf(o);
+    if (n === '') continue;
+    if (named.length > 0 && byString((named[named.length - 1] as { name: string }).name, n) > 0) sorted = false;
+    named.push({ name: n, o, i });
+  }
+  if (!sorted) named.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
+  const out: Array<{ name: string; o: T }> = [];
+  for (const x of named) if (out.length === 0 || (out[out.length - 1] as { name: string }).name !== x.name) out.push(x);
+  return out;
+}
 
 function labelWrites(
   target: 'Node' | 'CiliumNode',
@@ -27,59 +53,83 @@ function labelWrites(
   desired: Desired['nodeLabels'],
   adds: Write[],
   removes: Write[],
+  cache: CoreCache | undefined,
 ): void {
-  const seen = new Set<string>();
-  const named: Array<[string, Record<string, string>]> = [];
-  for (const o of objects) {
-    const n = nameOf(o);
-    if (n === '' || seen.has(n)) continue;
-    seen.add(n);
-    named.push([n, labelsOf(o)]);
+  // Nothing changed since the last pass (same objects, same desired map): same writes.
+  const prev = cache?.planLabels.get(target);
+  if (prev && prev.want === desired && sameItems(prev.objects, objects)) {
+    adds.push(...prev.adds);
+    removes.push(...prev.removes);
+    return;
   }
-  named.sort((a, b) => byString(a[0], b[0]));
-  for (const [name, labels] of named) {
+  const myAdds: Write[] = [];
+  const myRemoves: Write[] = [];
+  for (const { name, o } of namedInOrder(objects)) {
     const want = desired.get(name);
-    const add: string[] = [];
-    const remove: string[] = [];
-    if (want) for (const k of want) if (labels[k] !== '') add.push(k);
-    for (const k in labels) if (isOurLabel(k) && !want?.has(k)) remove.push(k);
-    if (add.length > 0) adds.push({ kind: 'addLabels', target, name, keys: add.sort(byString) });
-    if (remove.length > 0) removes.push({ kind: 'removeLabels', target, name, keys: remove.sort(byString) });
+    // Per object and desired Set (both reused while unchanged): the label diff is remembered.
+    let plan = cache?.labelPlan.get(o);
+    if (!plan || plan.want !== want) {
+      const labels = labelsOf(o);
+      const add: string[] = [];
+      const remove: string[] = [];
+      if (want) for (const k of want) if (labels[k] !== '') add.push(k);
+      for (const k in labels) if (isOurLabel(k) && !want?.has(k)) remove.push(k);
+      plan = { want, add: add.length > 0 ? add.sort(byString) : undefined, remove: remove.length > 0 ? remove.sort(byString) : undefined };
+      cache?.labelPlan.set(o, plan);
+    }
+    if (plan.add) myAdds.push({ kind: 'addLabels', target, name, keys: [...plan.add] });
+    if (plan.remove) myRemoves.push({ kind: 'removeLabels', target, name, keys: [...plan.remove] });
   }
+  cache?.planLabels.set(target, { objects, want: desired, adds: myAdds, removes: myRemoves });
+  adds.push(...myAdds);
+  removes.push(...myRemoves);
 }
 
-export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
+function byNameMap<T>(items: readonly T[] | undefined): Map<string, T> {
+  const m = new Map<string, T>();
+  for (const o of items ?? []) {
+    const n = nameOf(o);
+    if (n !== '' && !m.has(n)) m.set(n, o);
+  }
+  return m;
+}
+
+/** `cache`: a long-lived core's memory (see `createCore`); the writes are the same without it. */
+export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCache): Write[] {
   const instanceWrites: Write[] = [];
   const nodeAdds: Write[] = [];
   const cnAdds: Write[] = [];
   const nodeRemoves: Write[] = [];
   const cnRemoves: Write[] = [];
-  const applies: Write[] = [];
-  const statuses: Write[] = [];
+  let applies: Write[] = [];
+  let statuses: Write[] = [];
   const clears: Write[] = [];
   const deletes: Write[] = [];
   const releases: Write[] = [];
-  const cegpDeletes: Write[] = [];
+  let cegpDeletes: Write[] = [];
   const events: CoreEvent[] = [];
 
   // Instances.
-  const observedInstances = new Map<string, EgressGatewayInstance>();
-  for (const inst of snapshot.instances ?? []) {
-    const n = nameOf(inst);
-    if (n !== '' && !observedInstances.has(n)) observedInstances.set(n, inst);
-  }
-  for (const name of sortedKeys(desired.instances)) {
+  const observedInstances = byNameMap(snapshot.instances);
+  for (const name of sortedKeys(desired.instances, undefined)) {
     const want = desired.instances.get(name) as EgressGatewayInstance;
     const have = observedInstances.get(name);
     if (!have) instanceWrites.push({ kind: 'createInstance', object: want });
     else if (!instanceFacts(have).deleting && !instanceUpToDate(have, want)) instanceWrites.push({ kind: 'updateInstance', object: want });
   }
-  // Whose agent can withdraw a VIP and remove the finalizer itself: a member node with a live heartbeat.
-  const live = new Set<string>();
-  for (const hb of snapshot.heartbeats ?? []) if (isObject(hb) && heartbeatLive(hb, snapshot.now)) live.add(hb.node);
-  const nodeNames = new Set<string>();
-  for (const n of snapshot.nodes ?? []) nodeNames.add(nameOf(n));
-  const agentCanAct = (node: string): boolean => nodeNames.has(node) && live.has(node) && desired.nodeLabels.get(node)?.has(MEMBER_LABEL) === true;
+  // Whose agent can withdraw a VIP and remove the finalizer itself: a member node with a live
+  // heartbeat. Built only when some instance needs the answer.
+  let live: Set<string> | undefined;
+  let nodeNames: Set<string> | undefined;
+  const agentCanAct = (node: string): boolean => {
+    if (!live || !nodeNames) {
+      live = new Set<string>();
+      for (const hb of snapshot.heartbeats ?? []) if (isObject(hb) && heartbeatLive(hb, snapshot.now)) live.add(hb.node);
+      nodeNames = new Set<string>();
+      for (const n of snapshot.nodes ?? []) nodeNames.add(nameOf(n));
+    }
+    return nodeNames.has(node) && live.has(node) && desired.nodeLabels.get(node)?.has(MEMBER_LABEL) === true;
+  };
   for (const name of [...observedInstances.keys()].sort(byString)) {
     if (desired.instances.has(name)) continue;
     const inst = observedInstances.get(name) as EgressGatewayInstance;
@@ -92,41 +142,68 @@ export function planWrites(snapshot: Snapshot, desired: Desired): Write[] {
 
   // Labels: on the Node and on the CiliumNode (Cilium selects from CiliumNode labels; a dead node's
   // agent never syncs them). A CiliumNode without a Node gets nothing of ours.
-  labelWrites('Node', snapshot.nodes ?? [], desired.nodeLabels, nodeAdds, nodeRemoves);
-  labelWrites('CiliumNode', snapshot.ciliumNodes ?? [], desired.nodeLabels, cnAdds, cnRemoves);
+  labelWrites('Node', snapshot.nodes ?? [], desired.nodeLabels, nodeAdds, nodeRemoves, cache);
+  labelWrites('CiliumNode', snapshot.ciliumNodes ?? [], desired.nodeLabels, cnAdds, cnRemoves, cache);
 
   // CEGPs.
-  const observedCEGPs = new Map<string, CiliumEgressGatewayPolicy>();
-  for (const c of snapshot.cegps ?? []) {
-    const n = nameOf(c);
-    if (n !== '' && !observedCEGPs.has(n)) observedCEGPs.set(n, c);
-  }
-  for (const name of sortedKeys(desired.cegps)) {
-    const want = desired.cegps.get(name) as CiliumEgressGatewayPolicy;
-    const have = observedCEGPs.get(name);
-    if (have !== want && (!have || !cegpUpToDate(have, want))) applies.push({ kind: 'applyCEGP', object: want });
-  }
-  for (const name of [...observedCEGPs.keys()].sort(byString)) {
-    const c = observedCEGPs.get(name) as CiliumEgressGatewayPolicy;
-    if (!desired.cegps.has(name) && isOurCEGP(c)) cegpDeletes.push({ kind: 'deleteCEGP', name });
+  const cegpList = snapshot.cegps ?? [];
+  const pc = cache?.planCEGPWrites;
+  if (pc && pc.want === desired.cegps && sameItems(pc.observed, cegpList)) {
+    applies = [...pc.applies];
+    cegpDeletes = [...pc.deletes];
+  } else {
+    let observed = cache?.planCEGPs && sameItems(cache.planCEGPs.items, cegpList) ? cache.planCEGPs.result : undefined;
+    if (!observed) {
+      const byName = byNameMap(cegpList);
+      observed = { byName, names: [...byName.keys()].sort(byString) };
+      if (cache) cache.planCEGPs = { items: cegpList, result: observed };
+    }
+    for (const name of sortedKeys(desired.cegps, cache)) {
+      const want = desired.cegps.get(name) as CiliumEgressGatewayPolicy;
+      const have = observed.byName.get(name);
+      if (have !== want && (!have || !cegpUpToDate(have, want))) applies.push({ kind: 'applyCEGP', object: want });
+    }
+    for (const name of observed.names) {
+      const c = observed.byName.get(name) as CiliumEgressGatewayPolicy;
+      if (!desired.cegps.has(name) && isOurCEGP(c)) cegpDeletes.push({ kind: 'deleteCEGP', name });
+    }
+    if (cache) cache.planCEGPWrites = { observed: cegpList, want: desired.cegps, applies: [...applies], deletes: [...cegpDeletes] };
   }
 
   // Statuses, each with the events that record its transition.
-  const gatewaysByName = new Map<string, { status?: unknown; metadata?: unknown }>();
-  for (const g of snapshot.gateways ?? []) if (nameOf(g) !== '' && !gatewaysByName.has(nameOf(g))) gatewaysByName.set(nameOf(g), g);
-  for (const name of sortedKeys(desired.gatewayStatuses)) {
+  let gatewaysByName = cache?.planGateways && sameItems(cache.planGateways.items, snapshot.gateways) ? cache.planGateways.result : undefined;
+  if (!gatewaysByName) {
+    gatewaysByName = byNameMap<{ status?: unknown; metadata?: unknown }>(snapshot.gateways);
+    if (cache) cache.planGateways = { items: snapshot.gateways, result: gatewaysByName };
+  }
+  for (const name of sortedKeys(desired.gatewayStatuses, cache)) {
     const status = desired.gatewayStatuses.get(name) as EgressGatewayStatus;
     if (statusEqual(gatewaysByName.get(name)?.status, status)) continue;
     statuses.push({ kind: 'gatewayStatus', name, status });
     events.push(...(desired.gatewayEvents?.get(name) ?? []));
   }
-  const policiesByName = new Map<string, { status?: unknown }>();
-  for (const p of snapshot.policies ?? []) if (nameOf(p) !== '' && !policiesByName.has(nameOf(p))) policiesByName.set(nameOf(p), p);
-  for (const name of sortedKeys(desired.policyStatuses)) {
-    const status = desired.policyStatuses.get(name) as EgressGatewayPolicyStatus;
-    if (statusEqual(policiesByName.get(name)?.status, status)) continue;
-    statuses.push({ kind: 'policyStatus', name, status });
-    events.push(...(desired.policyEvents?.get(name) ?? []));
+  const policyList = snapshot.policies ?? [];
+  const pp = cache?.planPolicyStatuses;
+  if (pp && pp.want === desired.policyStatuses && pp.events === desired.policyEvents && sameItems(pp.observed, policyList)) {
+    statuses.push(...pp.statuses);
+    events.push(...(pp.ev as CoreEvent[]));
+  } else {
+    let policiesByName = cache?.planPolicies && sameItems(cache.planPolicies.items, policyList) ? cache.planPolicies.result : undefined;
+    if (!policiesByName) {
+      policiesByName = byNameMap<{ status?: unknown }>(policyList);
+      if (cache) cache.planPolicies = { items: policyList, result: policiesByName };
+    }
+    const mine: Write[] = [];
+    const ev: CoreEvent[] = [];
+    for (const name of sortedKeys(desired.policyStatuses, cache)) {
+      const status = desired.policyStatuses.get(name) as EgressGatewayPolicyStatus;
+      if (statusEqual(policiesByName.get(name)?.status, status)) continue;
+      mine.push({ kind: 'policyStatus', name, status });
+      ev.push(...(desired.policyEvents?.get(name) ?? []));
+    }
+    if (cache) cache.planPolicyStatuses = { observed: policyList, want: desired.policyStatuses, events: desired.policyEvents, statuses: mine, ev };
+    statuses = [...statuses, ...mine];
+    events.push(...ev);
   }
 
   // Move requests: only while the annotation is still there.

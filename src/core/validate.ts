@@ -160,9 +160,13 @@ export function markInvalid(info: GatewayInfo): void {
 
 /**
  * Two gateways with one VIP (D22): the older (creationTimestamp, then name) keeps it; the others become
- * Invalid with reason DuplicateVIP. Returns the groups for the metric.
+ * Invalid with reason DuplicateVIP. Pure: returns the groups for the metric and, per losing gateway,
+ * why (the caller decides how to record it; `markDuplicateVIPs` sets `invalid` in place).
  */
-export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: string; gateways: string[] }> {
+export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
+  groups: Array<{ ip: string; gateways: string[] }>;
+  losers: Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>;
+} {
   const byIP = new Map<string, GatewayInfo[]>();
   for (const g of infos) {
     if (g.invalid || g.mode !== MODE_VIP || g.egress.kind !== 'ok') continue;
@@ -171,6 +175,7 @@ export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: st
     else byIP.set(g.vip, [g]);
   }
   const groups: Array<{ ip: string; gateways: string[] }> = [];
+  const losers = new Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>();
   for (const [ip, list] of byIP) {
     if (list.length < 2) continue;
     list.sort((a, b) => {
@@ -179,12 +184,17 @@ export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: st
       return ta !== tb ? ta - tb : byString(a.name, b.name);
     });
     const owner = list[0] as GatewayInfo;
-    for (const g of list.slice(1)) {
-      g.invalid = { reason: 'DuplicateVIP', message: `VirtualIP ${ip} is already used by gateway ${owner.name}` };
-    }
+    for (const g of list.slice(1)) losers.set(g, { reason: 'DuplicateVIP', message: `VirtualIP ${ip} is already used by gateway ${owner.name}` });
     groups.push({ ip, gateways: list.map((g) => g.name) });
   }
   groups.sort((a, b) => byString(a.ip, b.ip));
+  return { groups, losers };
+}
+
+/** `findDuplicateVIPs`, recording the losers' `invalid` on the infos themselves. */
+export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: string; gateways: string[] }> {
+  const { groups, losers } = findDuplicateVIPs(infos);
+  for (const [g, invalid] of losers) g.invalid = invalid;
   return groups;
 }
 

@@ -16,7 +16,7 @@ import { errFields, silentLogger, type Logger } from './log.ts';
 
 export type InformerEvent = 'add' | 'update' | 'delete';
 
-export interface InformerOptions {
+export interface InformerOptions<T = unknown> {
   resource: ResourceRef;
   labelSelector?: string;
   fieldSelector?: string;
@@ -29,10 +29,44 @@ export interface InformerOptions {
    * counts as synced and empty, and the informer keeps retrying at `maxBackoffMs` until it appears.
    */
   optional?: boolean;
+  /**
+   * Applied to every object before it is cached (list items and watch events), like client-go's
+   * SetTransform: keep only the fields the consumer reads, so the cache holds less. It must return an
+   * object with the same metadata name, namespace and resourceVersion, and must not throw.
+   */
+  transform?: (obj: T) => T;
 }
 
 interface Meta {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+/** client-node's Watch, with each object passed through `transform` before the cache sees it. */
+class TransformingWatch extends Watch {
+  private readonly transform: (obj: unknown) => unknown;
+
+  constructor(kc: Watch['config'], transform: (obj: unknown) => unknown) {
+    super(kc);
+    this.transform = transform;
+  }
+
+  override watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    return super.watch(
+      path,
+      queryParams,
+      (phase, obj, watchObj) => {
+        // ERROR carries a Status and BOOKMARK only a resourceVersion: those pass unchanged.
+        const keep = phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED';
+        callback(phase, keep && obj !== null && typeof obj === 'object' ? this.transform(obj) : obj, watchObj);
+      },
+      done,
+    );
+  }
 }
 
 export class Informer<T extends Meta> {
@@ -50,8 +84,9 @@ export class Informer<T extends Meta> {
   private readonly maxBackoffMs: number;
   private readonly optional: boolean;
   private restartTimer: NodeJS.Timeout | undefined;
+  private changes = 0;
 
-  constructor(client: KubeClient, opts: InformerOptions) {
+  constructor(client: KubeClient, opts: InformerOptions<T>) {
     this.client = client;
     this.resource = opts.resource;
     this.log = (opts.logger ?? silentLogger).child({ informer: describe(opts) });
@@ -72,11 +107,13 @@ export class Informer<T extends Meta> {
         resourceVersion: listed ? undefined : '0',
       });
       listed = true;
-      return { ...list, items: list.items ?? [] } as never;
+      const items = list.items ?? [];
+      return { ...list, items: transform ? items.map((o) => transform(o)) : items } as never;
     };
+    const transform = opts.transform as ((obj: unknown) => unknown) | undefined;
     this.lw = new ListWatch<never>(
       resourcePath(opts.resource),
-      new Watch(client.kubeConfig),
+      transform ? new TransformingWatch(client.kubeConfig, transform) : new Watch(client.kubeConfig),
       listFn,
       false,
       opts.labelSelector,
@@ -133,6 +170,15 @@ export class Informer<T extends Meta> {
     return this.lw.list() as unknown as T[];
   }
 
+  /**
+   * Changes whenever the cache does: every add, update and delete (also those a relist finds) emits an
+   * event, and client-node changes its cache only with one. Lets a consumer skip re-reading an
+   * unchanged cache.
+   */
+  get version(): number {
+    return this.changes;
+  }
+
   get(name: string, namespace?: string): T | undefined {
     return this.lw.get(name, namespace) as unknown as T | undefined;
   }
@@ -144,6 +190,7 @@ export class Informer<T extends Meta> {
   }
 
   private emit(type: InformerEvent, obj: T): void {
+    this.changes++;
     for (const cb of this.listeners) {
       try {
         cb(type, obj);
@@ -198,7 +245,7 @@ export class Informer<T extends Meta> {
   }
 }
 
-function describe(opts: InformerOptions): string {
+function describe(opts: Omit<InformerOptions, 'transform'>): string {
   const r = opts.resource;
   let s = `${r.plural}${r.group ? '.' + r.group : ''}`;
   if (r.namespace) s = `${r.namespace}/${s}`;

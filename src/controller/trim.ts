@@ -1,0 +1,107 @@
+// What the controller keeps of each watched object (the informers' `transform`): the fields the core
+// and the shell read, nothing else. Real objects carry managedFields, images lists, container specs,
+// foreign annotations (last-applied-configuration…) that the controller never looks at; at 5,000
+// nodes and 10,000 pods that is most of its memory.
+//
+// Each function returns a new object and never mutates its input. Kept, for every kind: metadata name,
+// namespace, uid, generation, resourceVersion (the cache and optimistic concurrency need it), labels,
+// our annotations only, deletionTimestamp, finalizers, ownerReferences, creationTimestamp.
+
+import type {
+  CiliumEgressGatewayPolicy,
+  CiliumNodeLike,
+  EgressGateway,
+  EgressGatewayInstance,
+  EgressGatewayPolicy,
+  LeaseLike,
+  NodeLike,
+  PodLike,
+} from '../api/types.ts';
+import { ANNOTATION_PREFIX } from '../api/names.ts';
+
+type Meta = Record<string, unknown>;
+const META_FIELDS = ['name', 'namespace', 'uid', 'generation', 'resourceVersion', 'labels', 'deletionTimestamp', 'finalizers', 'ownerReferences', 'creationTimestamp'] as const;
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `allAnnotations`: keep foreign annotations too (an object we write back whole, see trimInstance). */
+export function trimMetadata(md: unknown, allAnnotations = false): Meta {
+  const out: Meta = {};
+  if (!isObj(md)) return out;
+  for (const k of META_FIELDS) if (md[k] !== undefined) out[k] = md[k];
+  const a = md['annotations'];
+  if (isObj(a)) {
+    if (allAnnotations) out['annotations'] = a;
+    else {
+      let ours: Record<string, unknown> | undefined;
+      for (const k in a) {
+        if (!k.startsWith(ANNOTATION_PREFIX)) continue;
+        ours ??= {};
+        ours[k] = a[k];
+      }
+      if (ours) out['annotations'] = ours;
+    }
+  }
+  return out;
+}
+
+/** The Ready condition only (type and status are what readiness reads); none when there is none. */
+function readyOnly(status: unknown): { conditions: unknown[] } | undefined {
+  if (!isObj(status) || !Array.isArray(status['conditions'])) return undefined;
+  for (const c of status['conditions'] as unknown[]) {
+    if (isObj(c) && c['type'] === 'Ready') return { conditions: [{ type: 'Ready', status: c['status'] }] };
+  }
+  return { conditions: [] };
+}
+
+export function trimNode(n: NodeLike): NodeLike {
+  const o = n as unknown as Record<string, unknown>;
+  const out: Record<string, unknown> = { metadata: trimMetadata(o['metadata']) };
+  const spec = o['spec'];
+  if (isObj(spec) && spec['unschedulable'] !== undefined) out['spec'] = { unschedulable: spec['unschedulable'] };
+  const status = readyOnly(o['status']);
+  if (status) out['status'] = status;
+  return out as unknown as NodeLike;
+}
+
+/** CiliumNode: labels are all we read and write. */
+export function trimCiliumNode(n: CiliumNodeLike): CiliumNodeLike {
+  return { metadata: trimMetadata((n as { metadata?: unknown }).metadata) } as unknown as CiliumNodeLike;
+}
+
+export function trimPod(p: PodLike): PodLike {
+  const o = p as unknown as Record<string, unknown>;
+  const out: Record<string, unknown> = { metadata: trimMetadata(o['metadata']) };
+  const spec = o['spec'];
+  if (isObj(spec) && spec['nodeName'] !== undefined) out['spec'] = { nodeName: spec['nodeName'] };
+  const status = readyOnly(o['status']);
+  if (status) out['status'] = status;
+  return out as unknown as PodLike;
+}
+
+/** Lease: its spec (holder, renew time, duration) and our uplinks annotation. */
+export function trimLease(l: LeaseLike): LeaseLike {
+  const o = l as unknown as Record<string, unknown>;
+  return { metadata: trimMetadata(o['metadata']), ...(o['spec'] !== undefined ? { spec: o['spec'] } : {}) } as unknown as LeaseLike;
+}
+
+/** Our own kinds: spec and status whole (statuses are compared field by field), metadata trimmed. */
+function trimOurs<T>(obj: T, allAnnotations = false): T {
+  const o = obj as unknown as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  if (o['apiVersion'] !== undefined) out['apiVersion'] = o['apiVersion'];
+  if (o['kind'] !== undefined) out['kind'] = o['kind'];
+  out['metadata'] = trimMetadata(o['metadata'], allAnnotations);
+  if (o['spec'] !== undefined) out['spec'] = o['spec'];
+  if (o['status'] !== undefined) out['status'] = o['status'];
+  return out as T;
+}
+
+export const trimGateway = (g: EgressGateway): EgressGateway => trimOurs(g);
+export const trimPolicy = (p: EgressGatewayPolicy): EgressGatewayPolicy => trimOurs(p);
+export const trimCEGP = (c: CiliumEgressGatewayPolicy): CiliumEgressGatewayPolicy => trimOurs(c);
+/**
+ * Instances keep every annotation: the shell updates an instance with a PUT of the cached object
+ * (optimistic concurrency), which would otherwise drop annotations someone else set.
+ */
+export const trimInstance = (i: EgressGatewayInstance): EgressGatewayInstance => trimOurs(i, true);

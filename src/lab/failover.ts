@@ -1,0 +1,240 @@
+// The lab's failover: fail the active node of a VIP gateway and time what follows, on real parts.
+//
+// Failing a node = kill -9 of its agent, then its LAN link (eth0) down: what a powered-off node looks like
+// from outside (no heartbeat, no frames). The controller notices the heartbeat Lease expiring, elects
+// another node, that node's agent puts the VIP on and sends gratuitous ARP, and the router hears it.
+//
+// What is measured, and how precisely:
+//  - "first gratuitous ARP at the router" and "router's ARP entry moved" come from capture / monitor
+//    processes in the router namespace, stamped when they read the frame or the notification (≈ 1 ms);
+//  - "old node dropped the VIP" comes from an address monitor in the old node's namespace;
+//  - "instance Ready", "label moved" and "gateway status" are polled from the API server every ~10 ms,
+//    stamped when the answer arrived, so they are late by up to one poll plus a round-trip.
+// All stamps are wall-clock milliseconds (performance.timeOrigin + now) across processes of one machine.
+
+import { ACTIVE_FOR_PREFIX, activeForLabel, DEFAULT_NAMESPACE, heartbeatLeaseName } from '../api/names.ts';
+import type { EgressGateway, EgressGatewayInstance, LeaseLike, NodeLike } from '../api/types.ts';
+import type { KubeClient } from '../kube/client.ts';
+import { GATEWAYS, INSTANCES, NODES, leases } from '../kube/resources.ts';
+import type { Capture, LabHandle, LabNodeHandle, NeighMonitor, AddrMonitor } from '../testenv/lab.ts';
+
+export const now = (): number => performance.timeOrigin + performance.now();
+const POLL_MS = 10;
+
+export const FAILURE_METHOD = "kill -9 of the node's agent, then its LAN link eth0 down (like a power-off)";
+
+export interface Mark {
+  what: string;
+  /** ms after the failure was injected; undefined when not seen. */
+  ms: number | undefined;
+}
+
+export interface FailoverMeasurement {
+  gateway: string;
+  vip: string;
+  from: string;
+  /** The new active node, when the failover completed. */
+  to: string | undefined;
+  completed: boolean;
+  marks: Mark[];
+  /** Headline number: kill → first gratuitous ARP from the new node at the router (else → instance Ready). */
+  totalMs: number | undefined;
+  totalWhat: string;
+  error?: string;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until truthy, `signal` aborts (rejects) or the deadline passes (rejects with `what`). */
+export async function until<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, deadlineMs: number, what: string, signal?: AbortSignal, intervalMs = 50): Promise<T> {
+  const end = Date.now() + deadlineMs;
+  let lastErr: unknown;
+  for (;;) {
+    signal?.throwIfAborted();
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${deadlineMs / 1000}s waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+function isReady(i: EgressGatewayInstance): boolean {
+  return i.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+}
+
+/** Live (not terminating) instances of `gateway`. */
+export async function liveInstances(client: KubeClient, gateway: string): Promise<EgressGatewayInstance[]> {
+  const list = await client.list<EgressGatewayInstance>(INSTANCES);
+  return list.items.filter((i) => {
+    if (i.metadata.deletionTimestamp) return false;
+    const owner = i.metadata.ownerReferences?.[0]?.name;
+    return owner !== undefined ? owner === gateway : i.metadata.name.startsWith(`${gateway}-`);
+  });
+}
+
+/** Nodes whose agent renewed its heartbeat Lease within `freshMs` (controller default lease: 2 s). */
+export async function heartbeatingNodes(client: KubeClient, nodes: string[], freshMs = 2000): Promise<string[]> {
+  const list = await client.list<LeaseLike>(leases(DEFAULT_NAMESPACE));
+  const byName = new Map(list.items.map((l) => [l.metadata.name, l]));
+  return nodes.filter((n) => {
+    const t = Date.parse(byName.get(heartbeatLeaseName(n))?.spec?.renewTime ?? '');
+    return Number.isFinite(t) && Date.now() - t < freshMs;
+  });
+}
+
+/**
+ * The gateway's active node once it is settled: one live instance, Ready, the gateway's status agrees,
+ * and that node alone holds the VIP.
+ */
+export async function settledActive(lab: LabHandle, gateway: string, vip: string, deadlineMs: number, signal?: AbortSignal): Promise<LabNodeHandle> {
+  return until(async () => {
+    const live = await liveInstances(lab.client, gateway);
+    const inst = live[0];
+    if (live.length !== 1 || !inst || !isReady(inst)) return undefined;
+    const g = await lab.client.get<EgressGateway>(GATEWAYS, gateway);
+    if (g.status?.activeNodeName !== inst.spec?.nodeName) return undefined;
+    const holders: LabNodeHandle[] = [];
+    for (const n of lab.nodes) if (await lab.hasAddress(n, vip)) holders.push(n);
+    return holders.length === 1 && holders[0]!.name === inst.spec?.nodeName ? holders[0] : undefined;
+  }, deadlineMs, `gateway ${gateway} to settle (one Ready instance, its node alone holding ${vip})`, signal);
+}
+
+/** Fails the node: see FAILURE_METHOD. */
+export async function failNode(lab: LabHandle, node: LabNodeHandle): Promise<void> {
+  node.agent.kill('SIGKILL');
+  await lab.netns.setLink(node.ns, node.ifname, 'down');
+}
+
+/** Undoes failNode: link up (and its default route back), a fresh agent; waits for its heartbeat. */
+export async function recoverNode(lab: LabHandle, node: LabNodeHandle, deadlineMs: number, signal?: AbortSignal): Promise<void> {
+  await lab.netns.setLink(node.ns, node.ifname, 'up');
+  // Link down removed the default route through it.
+  await lab.netns.ip(node.ns, ['route', 'replace', 'default', 'via', lab.router.ip]);
+  await lab.restartAgent(node);
+  await until(async () => (await heartbeatingNodes(lab.client, [node.name])).length === 1, deadlineMs, `${node.name}'s new agent to heartbeat`, signal);
+}
+
+/** Makes the router resolve the VIP, so that a later gratuitous ARP has an entry to move. */
+async function warmRouter(lab: LabHandle, vip: string): Promise<boolean> {
+  try {
+    await lab.netns.ip(lab.router.ns, ['neigh', 'flush', 'to', vip]);
+    await lab.udpPoke(lab.router.ns, vip);
+    await until(async () => {
+      const e = await lab.netns.neighbour(lab.router.ns, vip);
+      return e?.mac !== undefined && !e.state.includes('INCOMPLETE');
+    }, 5000, 'the router to resolve the VIP');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Fails the gateway's active node and measures the failover. Does not recover the failed node (the
+ * caller decides: recoverNode). Resolves with `completed: false` and `error` when no other node took
+ * over within `deadlineMs`.
+ */
+export async function measureFailover(lab: LabHandle, gateway: string, vip: string, opts: { deadlineMs: number; signal?: AbortSignal }): Promise<FailoverMeasurement> {
+  const a = await settledActive(lab, gateway, vip, opts.deadlineMs, opts.signal);
+  const routerWarm = await warmRouter(lab, vip);
+  let capture: Capture | undefined;
+  let neigh: NeighMonitor | undefined;
+  let addr: AddrMonitor | undefined;
+  try {
+    capture = await lab.captureArp(lab.router.ns, lab.router.bridge);
+    neigh = await lab.monitorNeighbours(lab.router.ns);
+    addr = await lab.monitorAddresses(a.ns);
+
+    const t0 = now();
+    await failNode(lab, a);
+
+    let to: LabNodeHandle | undefined;
+    let readyAt: number | undefined;
+    let labelAt: number | undefined;
+    let statusAt: number | undefined;
+    let garpAt: number | undefined;
+    const label = activeForLabel(gateway);
+    const end = Date.now() + opts.deadlineMs;
+    let error: string | undefined;
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      if (readyAt === undefined) {
+        const inst = (await liveInstances(lab.client, gateway)).find((i) => i.spec?.nodeName !== a.name && isReady(i));
+        if (inst) {
+          readyAt = now();
+          to = lab.nodes.find((n) => n.name === inst.spec?.nodeName);
+        }
+      }
+      if (labelAt === undefined) {
+        const holders = (await lab.client.list<NodeLike>(NODES, { labelSelector: label })).items.map((n) => n.metadata.name);
+        if (holders.length > 0 && !holders.includes(a.name)) labelAt = now();
+      }
+      if (statusAt === undefined) {
+        const active = (await lab.client.get<EgressGateway>(GATEWAYS, gateway)).status?.activeNodeName;
+        if (active && active !== a.name) statusAt = now();
+      }
+      if (to && garpAt === undefined) {
+        garpAt = capture.events.find((e) => e.t >= t0 && e.gratuitous && e.senderIp === vip && e.senderMac === to!.mac)?.t;
+      }
+      const apiDone = readyAt !== undefined && labelAt !== undefined && statusAt !== undefined;
+      if (apiDone && garpAt !== undefined) break;
+      // The wire part gets a little longer than the API part: the announcement burst follows Ready.
+      if (Date.now() > end + (apiDone ? 5000 : 0)) {
+        if (!apiDone) error = `no other node took over ${gateway} within ${opts.deadlineMs / 1000}s`;
+        break;
+      }
+      await sleep(POLL_MS);
+    }
+    const vipGone = addr.events.find((e) => e.deleted && e.ip === vip && e.t >= t0)?.t;
+    const entryMoved = to ? neigh.events.find((e) => e.t >= t0 && e.ip === vip && e.mac === to!.mac && !e.deleted)?.t : undefined;
+    const rel = (t: number | undefined): number | undefined => (t === undefined ? undefined : Math.round(t - t0));
+    const toName = to?.name ?? '?';
+    const marks: Mark[] = [
+      { what: `${a.name}'s kernel dropped the VIP (address lifetime ran out, nobody refreshed it)`, ms: rel(vipGone) },
+      { what: `new instance Ready on ${toName} (API, polled)`, ms: rel(readyAt) },
+      { what: `label ${ACTIVE_FOR_PREFIX}${gateway} moved off ${a.name} (API, polled)`, ms: rel(labelAt) },
+      { what: `gateway status shows ${toName} (API, polled)`, ms: rel(statusAt) },
+      { what: `first gratuitous ARP from ${toName} for ${vip} seen by the router`, ms: rel(garpAt) },
+      { what: routerWarm ? `router's ARP entry for ${vip} moved to ${toName}'s MAC` : "router's ARP entry (the router could not resolve the VIP before the failure)", ms: rel(entryMoved) },
+    ];
+    const totalMs = rel(garpAt) ?? rel(readyAt);
+    return {
+      gateway,
+      vip,
+      from: a.name,
+      to: to?.name,
+      completed: error === undefined,
+      marks,
+      totalMs,
+      totalWhat: garpAt !== undefined ? 'kill → first gratuitous ARP from the new node at the router' : 'kill → new instance Ready (no gratuitous ARP seen at the router)',
+      error,
+    };
+  } finally {
+    capture?.stop();
+    neigh?.stop();
+    addr?.stop();
+  }
+}
+
+export function formatMeasurement(m: FailoverMeasurement): string {
+  const lines = [`failover of ${m.gateway} (VIP ${m.vip}): ${m.from} → ${m.to ?? '(none)'}`, `  t=0: ${FAILURE_METHOD.replace("the node's", `${m.from}'s`)}`];
+  const seen = m.marks.filter((x) => x.ms !== undefined).sort((x, y) => x.ms! - y.ms!);
+  const width = Math.max(...seen.map((x) => String(x.ms).length), 1);
+  for (const x of seen) lines.push(`  +${String(x.ms).padStart(width)} ms  ${x.what}`);
+  for (const x of m.marks.filter((y) => y.ms === undefined)) lines.push(`  ${' '.repeat(width + 4)}not seen: ${x.what}`);
+  if (m.error) lines.push(`FAILOVER DID NOT COMPLETE: ${m.error}`);
+  else lines.push(`failover time: ${m.totalMs} ms (${m.totalWhat})`);
+  return lines.join('\n');
+}
+
+/** min / median / max over completed rounds, for --rounds N. */
+export function summarise(ms: number[]): string {
+  if (ms.length === 0) return 'no completed failovers';
+  const s = [...ms].sort((a, b) => a - b);
+  const med = s.length % 2 === 1 ? s[(s.length - 1) / 2]! : Math.round((s[s.length / 2 - 1]! + s[s.length / 2]!) / 2);
+  return `${ms.length} failovers: min ${s[0]} ms, median ${med} ms, max ${s.at(-1)} ms`;
+}

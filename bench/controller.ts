@@ -408,7 +408,8 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
     notes: [
       'The controller watches only cilium-agent pods and egressgw agent pods (one of each per node); the remaining pods are workload pods it never caches. They are held in this process (RSS includes them) but the snapshot never reads them.',
       'Times are one pass: buildSnapshot (src/controller/snapshot.ts) + reconcile (core: computeDesired + planWrites). API round-trips for the writes are not included (see the failover bench).',
-      'Objects are API-shaped but trimmed (no managedFields, no node images list), so real caches are larger.',
+      'Objects are built API-shaped (no managedFields, no node images list) and every cached object, including the unwatched workload pods, then goes through the controller\'s informer transform (src/controller/trim.ts), as in the controller.',
+      'The core is one long-lived createCore() instance, as in the controller; no V8 heap flags are set for this process.',
       exposed ? 'Memory is read after a full GC.' : 'gc was not available: memory is read without a forced GC.',
     ],
     coreOptions: CORE_OPTIONS,

@@ -45,13 +45,17 @@ export function trimMetadata(md: unknown, allAnnotations = false): Meta {
   return out;
 }
 
+// The common statuses, shared by every object that has them (cached objects are never mutated).
+const READY_TRUE = Object.freeze({ conditions: Object.freeze([Object.freeze({ type: 'Ready', status: 'True' })]) }) as unknown as { conditions: unknown[] };
+const NO_READY = Object.freeze({ conditions: Object.freeze([]) }) as unknown as { conditions: unknown[] };
+
 /** The Ready condition only (type and status are what readiness reads); none when there is none. */
 function readyOnly(status: unknown): { conditions: unknown[] } | undefined {
   if (!isObj(status) || !Array.isArray(status['conditions'])) return undefined;
   for (const c of status['conditions'] as unknown[]) {
-    if (isObj(c) && c['type'] === 'Ready') return { conditions: [{ type: 'Ready', status: c['status'] }] };
+    if (isObj(c) && c['type'] === 'Ready') return c['status'] === 'True' ? READY_TRUE : { conditions: [{ type: 'Ready', status: c['status'] }] };
   }
-  return { conditions: [] };
+  return NO_READY;
 }
 
 export function trimNode(n: NodeLike): NodeLike {

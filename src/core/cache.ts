@@ -50,6 +50,9 @@ export class CoreCache {
   readonly duplicateCopy = new WeakMap<GatewayInfo, GatewayInfo>();
   readonly policyInfo = new WeakMap<object, PolicyInfo>();
   readonly instanceFacts = new WeakMap<EgressGatewayInstance, InstanceFacts>();
+  readonly desiredInstance = new WeakMap<InstanceFacts, { info: GatewayInfo; node: string; name: string; instance: EgressGatewayInstance }>();
+  /** observed instance → the desired one it was found up to date with. */
+  readonly instanceUpToDate = new WeakMap<EgressGatewayInstance, EgressGatewayInstance>();
   /** Label writes of one Node/CiliumNode for one desired label set. */
   readonly labelPlan = new WeakMap<object, { want: ReadonlySet<string> | undefined; add: string[] | undefined; remove: string[] | undefined }>();
   /** Keys of a desired map in name order (desired maps are never mutated once returned). */
@@ -90,6 +93,7 @@ export class CoreCache {
       }
     | undefined;
   nodeLabels: Map<string, Set<string>> | undefined;
+  nodeLabelInputs: { nodes: ReadonlyMap<string, NodeState>; memberLists: ReadonlyArray<readonly string[]>; active: ReadonlyMap<string, string[]> } | undefined;
 
   // planWrites.
   planCEGPs: ListMemo<CiliumEgressGatewayPolicy, { byName: Map<string, CiliumEgressGatewayPolicy>; names: string[] }> | undefined;

@@ -1,7 +1,7 @@
 // Observed snapshot → desired state. One pass, no I/O, no clock: time is `snapshot.now`.
 
 import type { CiliumEgressGatewayPolicy, EgressGateway, EgressGatewayInstance, EgressGatewayPolicy, EgressGatewayPolicyStatus } from '../api/types.ts';
-import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MODE_VIP, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
+import { ACTIVE_FOR_PREFIX, ASSIGNED_AT_ANNOTATION, MEMBER_LABEL, MODE_VIP, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
 import type { CoreEvent, CoreMetrics, CoreOptions, Desired, GatewayDecision, Snapshot } from './types.ts';
 import { DEFAULT_CORE_OPTIONS } from './types.ts';
 import { buildNodeStates, isMemberCandidate, type NodeState } from './eligibility.ts';
@@ -211,7 +211,7 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
   const gatewayStatuses: Desired['gatewayStatuses'] = new Map();
   const gatewayEvents = new Map<string, CoreEvent[]>();
   const moveRequests = new Map<string, CoreEvent>();
-  const members = new Set<string>();
+  const memberLists: Array<readonly string[]> = [];
   const active = new Map<string, string[]>();
   const membersSeen = new Set<readonly string[]>();
   const instances = new Map<string, EgressGatewayInstance>();
@@ -246,7 +246,7 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
       // it). Gateways sharing a selector share the candidate list: each list is walked once.
       if (!membersSeen.has(plan.candidateNames)) {
         membersSeen.add(plan.candidateNames);
-        for (const n of plan.candidateNames) if (isMemberCandidate(nodes.get(n) as NodeState)) members.add(n);
+        memberLists.push(plan.candidateNames);
       }
       if (plan.active !== '') {
         const list = active.get(plan.active);
@@ -276,12 +276,20 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
           // The name is still taken (an old instance terminating): create it on a later pass.
           if (instanceNames.has(name)) continue;
         }
-        instances.set(name, desiredInstance(g, node, name, observed, nowIso));
+        // Remembered per observed instance while it does not depend on the time (assigned-at kept from it).
+        const m = observed ? cache?.desiredInstance.get(observed) : undefined;
+        if (m && m.info === g && m.node === node && m.name === name) {
+          instances.set(name, m.instance);
+          continue;
+        }
+        const inst = desiredInstance(g, node, name, observed, nowIso);
+        if (observed && cache && inst.metadata.annotations?.[ASSIGNED_AT_ANNOTATION] !== nowIso) cache.desiredInstance.set(observed, { info: g, node, name, instance: inst });
+        instances.set(name, inst);
       }
     }
   }
   if (cache) cache.views = views;
-  const nodeLabels = desiredNodeLabels(nodes, members, active, cache);
+  const nodeLabels = desiredNodeLabels(nodes, memberLists, active, cache);
 
   const policies = policyList(snapshot.policies, cache);
   const observedCEGPs = observedCEGPsByPolicy(snapshot.cegps, cache);
@@ -307,7 +315,20 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
  * is the same (planWrites remembers per (node object, Set) that nothing is to be written), and so is
  * the whole map when no node's set changed.
  */
-function desiredNodeLabels(nodes: ReadonlyMap<string, NodeState>, members: ReadonlySet<string>, active: ReadonlyMap<string, string[]>, cache: CoreCache | undefined): Map<string, Set<string>> {
+function desiredNodeLabels(
+  nodes: ReadonlyMap<string, NodeState>,
+  memberLists: ReadonlyArray<readonly string[]>,
+  active: ReadonlyMap<string, string[]>,
+  cache: CoreCache | undefined,
+): Map<string, Set<string>> {
+  // Same node states, same candidate lists and same active nodes: the same labels as last pass.
+  const last = cache?.nodeLabelInputs;
+  if (cache?.nodeLabels && last && last.nodes === nodes && sameItems(last.memberLists, memberLists) && sameActive(last.active, active)) {
+    return cache.nodeLabels;
+  }
+  if (cache) cache.nodeLabelInputs = { nodes, memberLists, active };
+  const members = new Set<string>();
+  for (const list of memberLists) for (const n of list) if (isMemberCandidate(nodes.get(n) as NodeState)) members.add(n);
   const prev = cache?.nodeLabels;
   const out = new Map<string, Set<string>>();
   let changed = false;
@@ -330,6 +351,16 @@ function desiredNodeLabels(nodes: ReadonlyMap<string, NodeState>, members: Reado
   if (prev && !changed && prev.size === out.size) return prev;
   if (cache) cache.nodeLabels = out;
   return out;
+}
+
+function sameActive(a: ReadonlyMap<string, string[]>, b: ReadonlyMap<string, string[]>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) {
+    const w = b.get(k);
+    if (!w || w.length !== v.length) return false;
+    for (let i = 0; i < v.length; i++) if (v[i] !== w[i]) return false;
+  }
+  return true;
 }
 
 interface PolicyResults {

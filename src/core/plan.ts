@@ -7,7 +7,7 @@ import type { CiliumEgressGatewayPolicy, EgressGatewayInstance, EgressGatewayPol
 import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MOVE_TO_ANNOTATION } from '../api/names.ts';
 import type { CoreEvent, Desired, Snapshot, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';
-import { instanceFacts, instanceUpToDate } from './instances.ts';
+import { instanceFacts, instanceUpToDate, type InstanceFacts } from './instances.ts';
 import { isOurCEGP } from './desired.ts';
 import { annotationsOf, byString, isObject, labelsOf, nameOf } from './util.ts';
 import { cegpUpToDate, statusEqual } from './compare.ts';
@@ -85,6 +85,15 @@ function labelWrites(
   removes.push(...myRemoves);
 }
 
+function facts(inst: EgressGatewayInstance, cache: CoreCache | undefined): InstanceFacts {
+  let f = cache?.instanceFacts.get(inst);
+  if (!f) {
+    f = instanceFacts(inst);
+    cache?.instanceFacts.set(inst, f);
+  }
+  return f;
+}
+
 function byNameMap<T>(items: readonly T[] | undefined): Map<string, T> {
   const m = new Map<string, T>();
   for (const o of items ?? []) {
@@ -115,7 +124,11 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
     const want = desired.instances.get(name) as EgressGatewayInstance;
     const have = observedInstances.get(name);
     if (!have) instanceWrites.push({ kind: 'createInstance', object: want });
-    else if (!instanceFacts(have).deleting && !instanceUpToDate(have, want)) instanceWrites.push({ kind: 'updateInstance', object: want });
+    else if (cache?.instanceUpToDate.get(have) === want) continue;
+    else if (!facts(have, cache).deleting) {
+      if (!instanceUpToDate(have, want)) instanceWrites.push({ kind: 'updateInstance', object: want });
+      else cache?.instanceUpToDate.set(have, want);
+    }
   }
   // Whose agent can withdraw a VIP and remove the finalizer itself: a member node with a live
   // heartbeat. Built only when some instance needs the answer.
@@ -133,7 +146,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
   for (const name of [...observedInstances.keys()].sort(byString)) {
     if (desired.instances.has(name)) continue;
     const inst = observedInstances.get(name) as EgressGatewayInstance;
-    const f = instanceFacts(inst);
+    const f = facts(inst, cache);
     const uid = inst.metadata?.uid;
     if (!f.deleting) deletes.push(uid ? { kind: 'deleteInstance', name, uid } : { kind: 'deleteInstance', name });
     // A missing object is not an error for the shell (404 → done).

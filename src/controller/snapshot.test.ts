@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HeartbeatTracker, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
+import { HeartbeatTracker, SnapshotBuilder, buildSnapshot, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
 import { ASSIGNED_AT_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 
@@ -63,4 +63,62 @@ test('handover timeouts come from unconfirmed, assigned instances only', () => {
   ];
   assert.equal(nextHandoverTimeout(list, 5000, t0), t0 + 5000);
   assert.equal(nextHandoverTimeout(list, 5000, t0 + 5000), undefined);
+});
+
+test('the snapshot builder hands out the same sorted list while a cache is unchanged, a new one when it changes', () => {
+  let version = 1;
+  let nodes = [{ metadata: { name: 'b' } }, { metadata: { name: 'a' } }];
+  let listed = 0;
+  const empty = () => [];
+  const pods = [
+    { metadata: { name: 'p', namespace: 'y' } },
+    { metadata: { name: 'p', namespace: 'x' } },
+  ];
+  const b = new SnapshotBuilder({
+    nodes: () => {
+      listed++;
+      return nodes;
+    },
+    ciliumNodes: empty,
+    ciliumAgentPods: () => [...pods],
+    agentPods: empty,
+    gateways: empty,
+    policies: empty,
+    instances: empty,
+    cegps: empty,
+    heartbeats: new HeartbeatTracker(2000),
+    versions: { nodes: () => version },
+  });
+  const s1 = b.build(1);
+  assert.deepEqual(s1.nodes.map((n) => n.metadata.name), ['a', 'b']);
+  assert.deepEqual(s1.ciliumAgentPods.map((p) => p.metadata.namespace), ['x', 'y']);
+  const s2 = b.build(2);
+  assert.equal(s2.nodes, s1.nodes);
+  assert.equal(listed, 1);
+  // Without a version, the same objects in the same order also give the same array.
+  assert.equal(s2.ciliumAgentPods, s1.ciliumAgentPods);
+  nodes = [{ metadata: { name: 'c' } }, ...nodes];
+  version++;
+  const s3 = b.build(3);
+  assert.notEqual(s3.nodes, s1.nodes);
+  assert.deepEqual(s3.nodes.map((n) => n.metadata.name), ['a', 'b', 'c']);
+  // The one-shot form sorts the same way.
+  const one = buildSnapshot({ nodes: () => nodes, ciliumNodes: empty, ciliumAgentPods: () => pods, agentPods: empty, gateways: empty, policies: empty, instances: empty, cegps: empty, heartbeats: new HeartbeatTracker(2000) }, 4);
+  assert.deepEqual(one.nodes.map((n) => n.metadata.name), ['a', 'b', 'c']);
+});
+
+test('heartbeats(): the same list until a heartbeat changes', () => {
+  const t = new HeartbeatTracker(2000);
+  t.observe(lease('a', 'x'), 0);
+  const l1 = t.heartbeats();
+  assert.equal(t.heartbeats(), l1);
+  t.observe(lease('a', 'x'), 10);
+  assert.equal(t.heartbeats(), l1);
+  t.observe(lease('a', 'y'), 20);
+  const l2 = t.heartbeats();
+  assert.notEqual(l2, l1);
+  assert.equal(l2[0]?.observedAt, 20);
+  assert.equal(l1[0]?.observedAt, 0);
+  t.forget(lease('a', 'y'));
+  assert.deepEqual(t.heartbeats(), []);
 });

@@ -129,26 +129,42 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
   const kubeconfigPath = join(dir, 'kubeconfig');
 
   try {
-    // etcd on free loopback ports; restartable on the same ports and data for compactEtcd().
-    const [clientPort, peerPort] = [await freePort(), await freePort()];
-    const etcdURL = `http://127.0.0.1:${clientPort}`;
-    const etcdArgs = [
-      '--name=testenv',
-      `--data-dir=${join(dir, 'etcd')}`,
-      `--listen-client-urls=${etcdURL}`,
-      `--advertise-client-urls=${etcdURL}`,
-      `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
-      `--initial-cluster=testenv=http://127.0.0.1:${peerPort}`,
-      '--unsafe-no-fsync',
-      '--log-level=warn',
-    ];
+    // etcd on free loopback ports; restartable on the same ports and data for compactEtcd(). A free port
+    // is found by binding and releasing it, so another process can take it before etcd binds: then etcd
+    // exits ("address already in use") and we try again with fresh ports and a fresh data dir.
+    let etcdURL = '';
+    let etcdArgs: string[] = [];
+    const choosePorts = async (attempt: number) => {
+      const [clientPort, peerPort] = [await freePort(), await freePort()];
+      etcdURL = `http://127.0.0.1:${clientPort}`;
+      etcdArgs = [
+        '--name=testenv',
+        `--data-dir=${join(dir, attempt === 1 ? 'etcd' : `etcd-${attempt}`)}`,
+        `--listen-client-urls=${etcdURL}`,
+        `--advertise-client-urls=${etcdURL}`,
+        `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-cluster=testenv=http://127.0.0.1:${peerPort}`,
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+      ];
+    };
     const startEtcd = async () => {
       const p = startProcess(etcdBin, etcdArgs, join(dir, 'etcd.log'), procs);
       await waitFor('etcd /health', async () => (await httpGet(`${etcdURL}/health`)).status === 200, 30_000, p, join(dir, 'etcd.log'));
       return p;
     };
-    let etcd = await startEtcd();
+    let etcd: ChildProcess | undefined;
+    for (let attempt = 1; etcd === undefined; attempt++) {
+      await choosePorts(attempt);
+      try {
+        etcd = await startEtcd();
+      } catch (err) {
+        // Most likely the port race above; a real problem fails all three attempts with etcd's log.
+        if (attempt >= 3) throw err;
+        log(`testenv: etcd did not start (${(err as Error).message.split('\n')[0]}); retrying with new ports`);
+      }
+    }
     log(`testenv: etcd on ${etcdURL}`);
 
     let apiserver: ChildProcess;
@@ -227,7 +243,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
         if (!Number.isFinite(rev)) throw new Error(`etcd put returned no revision: ${JSON.stringify(r)}`);
         await httpPostJSON(`${etcdURL}/v3/kv/compaction`, { revision: String(rev), physical: true });
         await put();
-        await stopProcess(etcd);
+        if (etcd) await stopProcess(etcd);
         etcd = await startEtcd();
         await waitFor(`${server}/readyz after etcd restart`, async () => (await httpGet(`${server}/readyz`, ca)).status === 200, 60_000, apiserver, join(dir, 'apiserver.log'));
         // The API server's watch caches now relist (answering 429 meanwhile). Wait until each one
@@ -540,3 +556,4 @@ function httpPostJSON(url: string, body: unknown): Promise<unknown> {
     req.end(data);
   });
 }
+

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HeartbeatTracker, SnapshotBuilder, buildSnapshot, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
-import { ASSIGNED_AT_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { HeartbeatTracker, SnapshotBuilder, buildSnapshot, leaseDurationMs, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
+import { ASSIGNED_AT_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 
 const lease = (node: string, renewTime: string, extra: Partial<LeaseLike['spec']> = {}, annotations?: Record<string, string>): LeaseLike => ({
@@ -121,4 +121,20 @@ test('heartbeats(): the same list until a heartbeat changes', () => {
   assert.equal(l1[0]?.observedAt, 0);
   t.forget(lease('a', 'y'));
   assert.deepEqual(t.heartbeats(), []);
+});
+
+test('a millisecond lease duration from the annotation is used when sane, never beyond leaseDurationSeconds', () => {
+  const at = (ms: string | undefined, secs?: number): LeaseLike => ({
+    metadata: { name: heartbeatLeaseName('n1'), ...(ms !== undefined ? { annotations: { [LEASE_DURATION_MS_ANNOTATION]: ms } } : {}) },
+    spec: { holderIdentity: 'n1', renewTime: '2026-11-24T10:00:00.000000Z', ...(secs !== undefined ? { leaseDurationSeconds: secs } : {}) },
+  });
+  assert.equal(leaseDurationMs(at(undefined, 2), 5000), 2000);
+  assert.equal(leaseDurationMs(at('1500', 2), 5000), 1500);
+  assert.equal(leaseDurationMs(at('2500', 2), 5000), 2000, 'longer than the spec: the spec wins');
+  assert.equal(leaseDurationMs(at('50', 2), 5000), 2000, 'absurdly short: ignored');
+  assert.equal(leaseDurationMs(at('1.5s', 2), 5000), 2000, 'not a number of ms: ignored');
+  assert.equal(leaseDurationMs(at('1500'), 5000), 1500, 'no spec duration: bounded by the default');
+  const t = new HeartbeatTracker(5000);
+  t.observe(at('1500', 2), 1000);
+  assert.equal(t.heartbeats()[0]?.durationMs, 1500);
 });

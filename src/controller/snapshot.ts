@@ -12,7 +12,7 @@ import type {
   NodeLike,
   PodLike,
 } from '../api/types.ts';
-import { ASSIGNED_AT_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import type { Heartbeat, Snapshot, UplinkState } from '../core/types.ts';
 import { parseTime } from '../kube/time.ts';
 
@@ -61,6 +61,21 @@ interface Tracked {
  * whether the change can matter to a decision (so plain renewals of a live heartbeat need not
  * trigger a reconcile pass: they only push its expiry further out).
  */
+/**
+ * How long one renewal of a heartbeat Lease counts. The agent may state it in milliseconds in an
+ * annotation (the spec field has whole seconds only); it is trusted when it is a whole number of
+ * at least 100 ms and not longer than `leaseDurationSeconds`, which stays the upper bound so a
+ * typo cannot make a dead node look alive for longer than the Lease itself says.
+ */
+export function leaseDurationMs(lease: LeaseLike, defaultMs: number): number {
+  const secs = lease.spec?.leaseDurationSeconds;
+  const fromSpec = typeof secs === 'number' && secs > 0 ? secs * 1000 : defaultMs;
+  const raw = lease.metadata?.annotations?.[LEASE_DURATION_MS_ANNOTATION];
+  if (raw === undefined || !/^\d{3,6}$/.test(raw)) return fromSpec;
+  const ms = Number(raw);
+  return ms >= 100 && ms <= fromSpec ? ms : fromSpec;
+}
+
 export class HeartbeatTracker {
   private readonly byNode = new Map<string, Tracked>();
   private readonly defaultDurationMs: number;
@@ -77,8 +92,7 @@ export class HeartbeatTracker {
     if (node === undefined) return false;
     const spec = lease.spec ?? {};
     const record = JSON.stringify([spec.holderIdentity ?? '', spec.renewTime ?? '']);
-    const secs = spec.leaseDurationSeconds;
-    const durationMs = typeof secs === 'number' && secs > 0 ? secs * 1000 : this.defaultDurationMs;
+    const durationMs = leaseDurationMs(lease, this.defaultDurationMs);
     const uplinksRaw = lease.metadata.annotations?.[UPLINKS_ANNOTATION];
     const prev = this.byNode.get(node);
     if (prev && prev.record === record && prev.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;

@@ -133,6 +133,8 @@ interface Summary {
   git: { commit: string; dirty: string[] };
   controller?: { skipped?: string; error?: string; targets?: ControllerBenchResults['targets']; eventP50Ms?: number; resyncP50Ms?: number; resyncP99Ms?: number; unchangedResyncWrites?: number };
   failover?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
+  /** The same failover bench with a 1.5 s heartbeat lease (agent --lease-duration 1500ms): what tuning buys. */
+  failoverTuned?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
 }
 
 const summary: Summary = {
@@ -175,9 +177,18 @@ if (only === undefined || only === 'failover') {
       // Loaded only here: it pulls in the network-namespace lab.
       const { runFailoverBench } = await import('./failover.ts');
       const rounds = values.rounds !== undefined ? Number(values.rounds) : quick ? 3 : 20;
-      // runFailoverBench writes bench/results/failover.json itself and logs its own table.
+      // runFailoverBench writes its JSON itself and logs its own table. First the design defaults
+      // (2 s lease), then a tuned lease (1.5 s) beside it; the timing invariant holds for both.
       const r = await runFailoverBench({ rounds, referenceTrials: quick ? 0 : undefined, log });
       summary.failover = { targets: r.targets, totalP50Ms: r.summary.total.p50, totalP99Ms: r.summary.total.p99 };
+      try {
+        const t = await runFailoverBench({ rounds, referenceTrials: 0, leaseDurationMs: 1500, outFile: join(RESULTS, 'failover-lease-1500ms.json'), log });
+        summary.failoverTuned = { targets: t.targets, totalP50Ms: t.summary.total.p50, totalP99Ms: t.summary.total.p99 };
+      } catch (err) {
+        crashed = true;
+        summary.failoverTuned = { error: String((err as Error)?.stack ?? err) };
+        out(`tuned failover bench FAILED to run: ${String(err)}`);
+      }
     } catch (err) {
       crashed = true;
       summary.failover = { error: String((err as Error)?.stack ?? err) };
@@ -199,6 +210,11 @@ if (f?.targets) {
   rows.push(['failover: kill → first GARP, p50', ms(f.totalP50Ms ?? NaN), `≤ ${f.targets.p50TotalMs} ms`, mark((f.totalP50Ms ?? Infinity) <= f.targets.p50TotalMs)]);
   rows.push(['failover: kill → first GARP, p99', ms(f.totalP99Ms ?? NaN), `≤ ${f.targets.p99TotalMs} ms`, mark((f.totalP99Ms ?? Infinity) <= f.targets.p99TotalMs)]);
 } else rows.push(['failover', f?.skipped ? `skipped (${f.skipped})` : 'FAILED', '', '']);
+const ft = summary.failoverTuned;
+if (ft?.targets) {
+  rows.push(['failover, lease 1.5 s: p50', ms(ft.totalP50Ms ?? NaN), `≤ ${ft.targets.p50TotalMs} ms`, mark((ft.totalP50Ms ?? Infinity) <= ft.targets.p50TotalMs)]);
+  rows.push(['failover, lease 1.5 s: p99', ms(ft.totalP99Ms ?? NaN), `≤ ${ft.targets.p99TotalMs} ms`, mark((ft.totalP99Ms ?? Infinity) <= ft.targets.p99TotalMs)]);
+}
 out(renderTable(['summary', 'observed', 'target', ''], rows));
 const missed = rows.filter((r) => r[3] === 'MISSED').length;
 if (missed > 0) out(`\n${missed} target(s) MISSED (reported, not asserted: exit status stays 0).`);

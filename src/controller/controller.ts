@@ -26,7 +26,7 @@ import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods
 import { applyWrites, type ApplyResult } from './apply.ts';
 import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
-import type { ControllerOptions } from './options.ts';
+import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
 import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout } from './snapshot.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
@@ -154,15 +154,7 @@ class Controller {
     if (opts.leaderElect) {
       this.elector = new LeaderElector(
         this.client,
-        {
-          namespace: opts.leaderElectNamespace,
-          name: opts.leaderElectName,
-          identity: opts.leaderElectIdentity,
-          leaseDurationMs: opts.leaseDurationMs,
-          renewDeadlineMs: opts.renewDeadlineMs,
-          retryPeriodMs: opts.retryPeriodMs,
-          releaseOnCancel: true,
-        },
+        { ...leaderElectionConfig(opts), releaseOnCancel: true },
         {
           onStartedLeading: () => this.setLeading(true),
           onStoppedLeading: () => this.setLeading(false),

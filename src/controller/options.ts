@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
 import { DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_NAMESPACE } from '../api/names.ts';
 import { isLogLevel } from '../kube/log.ts';
-import { validateLeaderElectionConfig } from '../kube/leader.ts';
+import { validateLeaderElectionConfig, type LeaderElectionConfig } from '../kube/leader.ts';
 
 export interface ControllerOptions {
   kubeconfig?: string;
@@ -165,18 +165,21 @@ export function parseControllerArgs(argv: string[]): ControllerOptions {
     logLevel: values['log-level'] ?? 'info',
   };
   if (!isLogLevel(opts.logLevel)) throw new Error(`--log-level: unknown level "${opts.logLevel}"`);
-  if (opts.leaderElect) {
-    validateLeaderElectionConfig({
-      namespace: opts.leaderElectNamespace,
-      name: opts.leaderElectName,
-      identity: opts.leaderElectIdentity,
-      leaseDurationMs: opts.leaseDurationMs,
-      renewDeadlineMs: opts.renewDeadlineMs,
-      retryPeriodMs: opts.retryPeriodMs,
-    });
-  }
+  if (opts.leaderElect) validateLeaderElectionConfig(leaderElectionConfig(opts));
   parseListenAddr(opts.metricsAddr);
   return opts;
+}
+
+/** The leader-election settings among the controller's options (validated by parseControllerArgs). */
+export function leaderElectionConfig(opts: ControllerOptions): LeaderElectionConfig {
+  return {
+    namespace: opts.leaderElectNamespace,
+    name: opts.leaderElectName,
+    identity: opts.leaderElectIdentity,
+    leaseDurationMs: opts.leaseDurationMs,
+    renewDeadlineMs: opts.renewDeadlineMs,
+    retryPeriodMs: opts.retryPeriodMs,
+  };
 }
 
 /** `:8080` → all interfaces; `127.0.0.1:0` → an ephemeral port; '' or '0' → disabled (undefined). */

@@ -49,7 +49,9 @@ export function parseUplinks(raw: string | undefined): Record<string, UplinkStat
 }
 
 interface Tracked {
-  record: string;
+  // The renewal record (holder, renew time): compared field by field, so a renewal builds no string.
+  holder: unknown;
+  renewTime: unknown;
   observedAt: number;
   durationMs: number;
   uplinksRaw: string | undefined;
@@ -91,23 +93,28 @@ export class HeartbeatTracker {
     const node = nodeOfHeartbeatLease(lease.metadata?.name ?? '');
     if (node === undefined) return false;
     const spec = lease.spec ?? {};
-    const record = JSON.stringify([spec.holderIdentity ?? '', spec.renewTime ?? '']);
+    const holder = spec.holderIdentity ?? '';
+    const renewTime = spec.renewTime ?? '';
     const durationMs = leaseDurationMs(lease, this.defaultDurationMs);
     const uplinksRaw = lease.metadata.annotations?.[UPLINKS_ANNOTATION];
     const prev = this.byNode.get(node);
-    if (prev && prev.record === record && prev.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;
+    const changedRecord = !prev || !sameValue(prev.holder, holder) || !sameValue(prev.renewTime, renewTime);
+    if (prev && !changedRecord && prev.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;
     const wasLive = prev !== undefined && now - prev.observedAt < prev.durationMs;
-    const changedRecord = !prev || prev.record !== record;
-    this.stale = true;
-    this.byNode.set(node, {
-      record,
-      observedAt: changedRecord ? now : prev.observedAt,
-      durationMs,
-      uplinksRaw,
-      uplinks: prev && prev.uplinksRaw === uplinksRaw ? prev.uplinks : parseUplinks(uplinksRaw),
-    });
     // A renewal of a live heartbeat with nothing else changed decides nothing new.
-    return !wasLive || prev.durationMs !== durationMs || prev.uplinksRaw !== uplinksRaw;
+    const matters = !wasLive || prev.durationMs !== durationMs || prev.uplinksRaw !== uplinksRaw;
+    this.stale = true;
+    const uplinks = prev && prev.uplinksRaw === uplinksRaw ? prev.uplinks : parseUplinks(uplinksRaw);
+    if (prev) {
+      // One record per node, updated in place: a renewal every few hundred ms per node allocates nothing here.
+      prev.holder = holder;
+      prev.renewTime = renewTime;
+      if (changedRecord) prev.observedAt = now;
+      prev.durationMs = durationMs;
+      prev.uplinksRaw = uplinksRaw;
+      prev.uplinks = uplinks;
+    } else this.byNode.set(node, { holder, renewTime, observedAt: now, durationMs, uplinksRaw, uplinks });
+    return matters;
   }
 
   forget(lease: LeaseLike): boolean {
@@ -140,6 +147,16 @@ export class HeartbeatTracker {
     }
     return next;
   }
+}
+
+/**
+ * Equal renewal fields. Strings (the API's JSON) compare by value; anything else (a client-node Date,
+ * should a caller pass typed objects) by its JSON form, as the string record this replaces did.
+ */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a === 'string' || typeof b === 'string') return false;
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 function isReady(conditions: Array<{ type: string; status: string }> | undefined): boolean {

@@ -73,9 +73,17 @@ export function trimCiliumNode(n: CiliumNodeLike): CiliumNodeLike {
   return { metadata: trimMetadata((n as { metadata?: unknown }).metadata) } as unknown as CiliumNodeLike;
 }
 
+// A pod is read for three things only: its node, its Ready condition and whether it is terminating
+// (src/core/eligibility.ts); the cache needs name, namespace and resourceVersion. Pods are the most
+// numerous objects a controller may hold, so their labels, uid, owners and timestamps are dropped.
+const POD_META_FIELDS = ['name', 'namespace', 'resourceVersion', 'deletionTimestamp'] as const;
+
 export function trimPod(p: PodLike): PodLike {
   const o = p as unknown as Record<string, unknown>;
-  const out: Record<string, unknown> = { metadata: trimMetadata(o['metadata']) };
+  const md = o['metadata'];
+  const meta: Meta = {};
+  if (isObj(md)) for (const k of POD_META_FIELDS) if (md[k] !== undefined) meta[k] = md[k];
+  const out: Record<string, unknown> = { metadata: meta };
   const spec = o['spec'];
   if (isObj(spec) && spec['nodeName'] !== undefined) out['spec'] = { nodeName: spec['nodeName'] };
   const status = readyOnly(o['status']);

@@ -21,9 +21,9 @@ import {
   recoverNode,
   settledActive,
   summarise,
-  until,
   type FailoverMeasurement,
 } from '../lab/failover.ts';
+import { poll } from '../testenv/poll.ts';
 import { childPids, removeLeftovers } from '../lab/leftovers.ts';
 import { LiveScreen, readKeys, statusText } from '../lab/screen.ts';
 import { UsageError, parseFlags } from './errors.ts';
@@ -303,12 +303,12 @@ async function fullLab(ctx: Ctx): Promise<number> {
   ctx.say(`test API server: ${lab.cluster.server} (its files: ${lab.cluster.dir})`);
   ctx.say('controller: running in this process, caches synced (a single replica: the lab runs no leader election)');
   const names = lab.nodes.map((n) => n.name);
-  await until(async () => (await heartbeatingNodes(lab.client, names)).length === names.length, START_DEADLINE_MS, 'every agent to heartbeat', signal);
+  await poll('every agent to heartbeat', async () => (await heartbeatingNodes(lab.client, names)).length === names.length, START_DEADLINE_MS, { signal });
   ctx.say(`agents: ${names.length}/${names.length} heartbeating (pids ${lab.nodes.map((n) => n.agent.pid).join(', ')}; logs in ${lab.logDir})`);
 
   const gw = await applyAll(ctx, lab.client);
   const active = await settledActive(lab, gw.name, gw.vip, START_DEADLINE_MS, signal);
-  await until(() => statusesWritten(lab.client), START_DEADLINE_MS, 'the controller to write every status', signal);
+  await poll('the controller to write every status', () => statusesWritten(lab.client), START_DEADLINE_MS, { signal });
   ctx.say(`${gw.name}: active on ${active.name}, which holds ${gw.vip} on ${active.ifname}`);
 
   const failed = new Set<LabNodeHandle>();
@@ -352,7 +352,7 @@ async function fullLab(ctx: Ctx): Promise<number> {
     ctx.out('\n');
     const ok = await scenario((text) => ctx.out(text + '\n'));
     // The gateway's status already moved (measured); let the policies' statuses catch up too.
-    if (ok) await until(() => statusesWritten(lab.client), FAILOVER_DEADLINE_MS, 'the statuses after the failover', signal).catch(() => undefined);
+    if (ok) await poll('the statuses after the failover', () => statusesWritten(lab.client), FAILOVER_DEADLINE_MS, { signal }).catch(() => undefined);
     ctx.out(section('status after failover', await statusText(lab.client, flags.color)));
     return ok ? 0 : 1;
   }
@@ -404,7 +404,7 @@ async function controlPlaneLab(ctx: Ctx, why: string): Promise<number> {
   ctx.say('controller: running in this process, caches synced (a single replica: the lab runs no leader election)');
   ctx.say(`nodes: ${cp.nodes.join(', ')} (Node, CiliumNode and a Ready cilium-agent Pod each; no agents)`);
   await applyAll(ctx, cp.client);
-  await until(() => statusesWritten(cp.client), START_DEADLINE_MS, 'the controller to write every status', signal);
+  await poll('the controller to write every status', () => statusesWritten(cp.client), START_DEADLINE_MS, { signal });
 
   if (flags.scenario) ctx.say('no failover scenario: failing a node needs the network and the agents');
   if (flags.once) {

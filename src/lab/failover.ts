@@ -16,6 +16,7 @@ import { ACTIVE_FOR_PREFIX, activeForLabel, DEFAULT_NAMESPACE, heartbeatLeaseNam
 import type { EgressGateway, EgressGatewayInstance, LeaseLike, NodeLike } from '../api/types.ts';
 import type { KubeClient } from '../kube/client.ts';
 import { GATEWAYS, INSTANCES, NODES, leases } from '../kube/resources.ts';
+import { poll } from '../testenv/poll.ts';
 import type { Capture, LabHandle, LabNodeHandle, NeighMonitor, AddrMonitor } from '../testenv/lab.ts';
 
 export const now = (): number => performance.timeOrigin + performance.now();
@@ -44,23 +45,6 @@ export interface FailoverMeasurement {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `fn` until truthy, `signal` aborts (rejects) or the deadline passes (rejects with `what`). */
-export async function until<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, deadlineMs: number, what: string, signal?: AbortSignal, intervalMs = 50): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  let lastErr: unknown;
-  for (;;) {
-    signal?.throwIfAborted();
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${deadlineMs / 1000}s waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    await sleep(intervalMs);
-  }
-}
 
 function isReady(i: EgressGatewayInstance): boolean {
   return i.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
@@ -91,7 +75,7 @@ export async function heartbeatingNodes(client: KubeClient, nodes: string[], fre
  * and that node alone holds the VIP.
  */
 export async function settledActive(lab: LabHandle, gateway: string, vip: string, deadlineMs: number, signal?: AbortSignal): Promise<LabNodeHandle> {
-  return until(async () => {
+  return poll(`gateway ${gateway} to settle (one Ready instance, its node alone holding ${vip})`, async () => {
     const live = await liveInstances(lab.client, gateway);
     const inst = live[0];
     if (live.length !== 1 || !inst || !isReady(inst)) return undefined;
@@ -100,7 +84,7 @@ export async function settledActive(lab: LabHandle, gateway: string, vip: string
     const holders: LabNodeHandle[] = [];
     for (const n of lab.nodes) if (await lab.hasAddress(n, vip)) holders.push(n);
     return holders.length === 1 && holders[0]!.name === inst.spec?.nodeName ? holders[0] : undefined;
-  }, deadlineMs, `gateway ${gateway} to settle (one Ready instance, its node alone holding ${vip})`, signal);
+  }, deadlineMs, { signal });
 }
 
 /** Fails the node: see FAILURE_METHOD. */
@@ -115,7 +99,7 @@ export async function recoverNode(lab: LabHandle, node: LabNodeHandle, deadlineM
   // Link down removed the default route through it.
   await lab.netns.ip(node.ns, ['route', 'replace', 'default', 'via', lab.router.ip]);
   await lab.restartAgent(node);
-  await until(async () => (await heartbeatingNodes(lab.client, [node.name])).length === 1, deadlineMs, `${node.name}'s new agent to heartbeat`, signal);
+  await poll(`${node.name}'s new agent to heartbeat`, async () => (await heartbeatingNodes(lab.client, [node.name])).length === 1, deadlineMs, { signal });
 }
 
 /** Makes the router resolve the VIP, so that a later gratuitous ARP has an entry to move. */
@@ -123,10 +107,10 @@ async function warmRouter(lab: LabHandle, vip: string): Promise<boolean> {
   try {
     await lab.netns.ip(lab.router.ns, ['neigh', 'flush', 'to', vip]);
     await lab.udpPoke(lab.router.ns, vip);
-    await until(async () => {
+    await poll('the router to resolve the VIP', async () => {
       const e = await lab.netns.neighbour(lab.router.ns, vip);
       return e?.mac !== undefined && !e.state.includes('INCOMPLETE');
-    }, 5000, 'the router to resolve the VIP');
+    }, 5000);
     return true;
   } catch {
     return false;

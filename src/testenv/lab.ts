@@ -27,6 +27,7 @@ import { runController, type PassInfo } from '../controller/controller.ts';
 import { parseControllerArgs } from '../controller/options.ts';
 import { Lab as NetLab, type LabNode } from './netns.ts';
 import { startTestCluster } from './apiserver.ts';
+import { poll, type Pending } from './poll.ts';
 
 const execFileAsync = promisify(execFile);
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -150,22 +151,9 @@ export interface LabHandle {
   stop(): Promise<void>;
 }
 
-/** Polls `fn` until it returns a truthy value; rejects with `what` after `deadlineMs`. */
-export async function waitFor<T>(fn: () => T | undefined | false | Promise<T | undefined | false>, deadlineMs: number, what = 'condition', intervalMs = 20): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as T;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${deadlineMs}ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+/** The lab's poll (see poll.ts), with the argument order `LabHandle.waitFor` and the benches use. */
+export function waitFor<T>(fn: () => T | Pending | Promise<T | Pending>, deadlineMs: number, what = 'condition', intervalMs = 20): Promise<T> {
+  return poll(what, fn, deadlineMs, { intervalMs });
 }
 
 function refFor(obj: { apiVersion?: string; kind?: string; metadata?: { namespace?: string } }): ResourceRef {

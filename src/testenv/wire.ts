@@ -1,5 +1,5 @@
 // Parent side of wire-helper.ts: packet capture, raw sends and an announcer running inside a lab
-// namespace, plus a polling helper for awaiting conditions with a deadline.
+// namespace (await their effects with poll.ts).
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -16,27 +16,6 @@ export interface CounterEvent {
   name: 'announcementSent' | 'requestReceived' | 'responseSent';
   ip: string;
   ifname: string;
-}
-
-/**
- * Polls `probe` until it returns something other than undefined/false, or throws after `timeoutMs`
- * with `what` in the message. Use instead of sleeping.
- */
-export async function waitUntil<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 10_000, intervalMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
 }
 
 export class WireHelper {

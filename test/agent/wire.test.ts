@@ -7,7 +7,8 @@ import { execFile } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { Lab, assertLabSupported, sweepStale, type LabNode } from '../../src/testenv/netns.ts';
-import { WireHelper, waitUntil } from '../../src/testenv/wire.ts';
+import { WireHelper } from '../../src/testenv/wire.ts';
+import { poll } from '../../src/testenv/poll.ts';
 import { IpRoute, vipCidr } from '../../src/agent/net/iproute.ts';
 import {
   ARP_REPLY,
@@ -53,7 +54,7 @@ describe('agent on the wire', { concurrency: false }, () => {
     // Node A owns the VIP; the router learns it by resolving it for real traffic.
     await ipA.replaceAddress('eth0', vipCidr(vip));
     await router.command('udp', { ip: vip });
-    await waitUntil(async () => (await lab.neighbour(lab.router.ns, vip))?.mac === nodeA.mac, `router entry ${vip} → A`);
+    await poll(`router entry ${vip} → A`, async () => (await lab.neighbour(lab.router.ns, vip))?.mac === nodeA.mac, 10_000);
 
     // Watch the LAN from both nodes: the router's broadcast requests reach A, unicast probes reach the MAC it holds.
     const watchA = await helper(nodeA.ns);
@@ -67,7 +68,7 @@ describe('agent on the wire', { concurrency: false }, () => {
     await b.command('announcer', { burstIntervalMs: 200, burstDurationMs: 1000, reannounceIntervalMs: 0, rescanIntervalMs: 0 });
     await b.command('advertise', { name: 'eg-a', ip: vip, interfaces: [] });
 
-    await waitUntil(async () => (await lab.neighbour(lab.router.ns, vip))?.mac === nodeB.mac, `router entry ${vip} → B`);
+    await poll(`router entry ${vip} → B`, async () => (await lab.neighbour(lab.router.ns, vip))?.mac === nodeB.mac, 10_000);
 
     // The gratuitous pair arrived on the LAN from B: sender = target = VIP, B's MAC, broadcast.
     const seenByA = decoded(watchA.framesOf('lan'));
@@ -117,9 +118,9 @@ describe('agent on the wire', { concurrency: false }, () => {
     await tester.send('lan', req('198.18.0.56', vip, nodeB.mac));
     await tester.send('side', req('198.18.0.57', vipEth1, undefined, sideMac));
 
-    const [bcast] = await waitUntil(() => { const r = repliesTo('lan', '198.18.0.55'); return r.length > 0 && r; }, 'reply to the broadcast request');
-    await waitUntil(() => repliesTo('lan', '198.18.0.56').length > 0, 'reply to the unicast request');
-    const [side] = await waitUntil(() => { const r = repliesTo('side', '198.18.0.57'); return r.length > 0 && r; }, 'reply on eth1');
+    const [bcast] = await poll('reply to the broadcast request', () => { const r = repliesTo('lan', '198.18.0.55'); return r.length > 0 && r; }, 10_000);
+    await poll('reply to the unicast request', () => repliesTo('lan', '198.18.0.56').length > 0, 10_000);
+    const [side] = await poll('reply on eth1', () => { const r = repliesTo('side', '198.18.0.57'); return r.length > 0 && r; }, 10_000);
     assert.ok(bcast?.kind === 'arp' && side?.kind === 'arp');
     assert.deepEqual(bcast.arp, { op: ARP_REPLY, senderMac: nodeB.mac, senderIp: vip, targetMac: me, targetIp: '198.18.0.55' });
     assert.equal(bcast.eth.dst, me);
@@ -135,10 +136,10 @@ describe('agent on the wire', { concurrency: false }, () => {
     await b.command('advertise', { name: 'foo', ip: vip6, interfaces: ['eth0'] });
     await tester.capture('lan6', 'br0', 'ipv6');
     await tester.send('lan6', neighborSolicitationFrame({ mac: me, ip: lab.router.ip6, target: vip6 }));
-    const [na] = await waitUntil(() => {
+    const [na] = await poll('solicited NA', () => {
       const r = decoded(tester.framesOf('lan6')).filter((d) => d.kind === 'ndp' && d.ndp.type === 'na' && d.ndp.target === vip6);
       return r.length > 0 && r;
-    }, 'solicited NA');
+    }, 10_000);
     assert.ok(na?.kind === 'ndp');
     assert.deepEqual(na.ndp, { type: 'na', router: false, solicited: true, override: false, target: vip6, targetLinkAddr: nodeB.mac });
   });
@@ -157,7 +158,7 @@ describe('agent on the wire', { concurrency: false }, () => {
         assert.ok(await has(), `${vip} still present while refreshed`);
         await new Promise((r) => setTimeout(r, 250)); // the refresh cadence itself, not a synchronisation
       }
-      await waitUntil(async () => (await has()) === undefined, `${vip} to expire`, 10_000, 100);
+      await poll(`${vip} to expire`, async () => (await has()) === undefined, 10_000, { intervalMs: 100 });
       assert.equal(await ipA.routeInterfaceFor(vip), 'eth0', 'route lookup falls back to the LAN route');
     }
   });
@@ -171,7 +172,7 @@ describe('agent on the wire', { concurrency: false }, () => {
 
     await ipA.replaceAddress('eth0', vipCidr(vip6)); // /128 nodad: the kernel answers NS at once
     await router.command('udp', { ip: vip6 });
-    await waitUntil(async () => (await lab.neighbour(lab.router.ns, vip6))?.mac === nodeA.mac, `router entry ${vip6} → A`);
+    await poll(`router entry ${vip6} → A`, async () => (await lab.neighbour(lab.router.ns, vip6))?.mac === nodeA.mac, 10_000);
 
     await ipB.replaceAddress('eth0', vipCidr(vip6));
     await ipA.deleteAddress('eth0', vipCidr(vip6));
@@ -179,15 +180,15 @@ describe('agent on the wire', { concurrency: false }, () => {
     await b.command('announcer', { burstIntervalMs: 200, burstDurationMs: 1000, reannounceIntervalMs: 0, rescanIntervalMs: 0 });
     await b.command('advertise', { name: 'eg-6', ip: vip6, interfaces: [] });
 
-    const [na] = await waitUntil(() => {
+    const [na] = await poll('unsolicited NA at the router', () => {
       const r = decoded(router.framesOf('nd')).filter((d) => d.kind === 'ndp' && d.ndp.type === 'na' && d.ndp.target === vip6 && d.eth.src === nodeB.mac);
       return r.length > 0 && r;
-    }, 'unsolicited NA at the router');
+    }, 10_000);
     assert.ok(na?.kind === 'ndp');
     assert.equal(na.ip.dst, 'ff02::1');
     assert.equal(na.eth.dst, '33:33:00:00:00:01');
     assert.deepEqual(na.ndp, { type: 'na', router: false, solicited: false, override: true, target: vip6, targetLinkAddr: nodeB.mac });
-    await waitUntil(async () => (await lab.neighbour(lab.router.ns, vip6))?.mac === nodeB.mac, `router entry ${vip6} → B`);
+    await poll(`router entry ${vip6} → B`, async () => (await lab.neighbour(lab.router.ns, vip6))?.mac === nodeB.mac, 10_000);
 
     assert.ok(b.counters.some((c) => c.name === 'announcementSent' && c.ip === vip6));
     // A's kernel-built solicited NA (its answer when the router resolved the VIP) passes our decoder,

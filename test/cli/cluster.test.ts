@@ -11,21 +11,12 @@ import { parseControllerArgs } from '../../src/controller/options.ts';
 import { KubeClient } from '../../src/kube/client.ts';
 import { CILIUM_NODES, GATEWAYS, NODES, POLICIES, namespaces, pods } from '../../src/kube/resources.ts';
 import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
+import { poll } from '../../src/testenv/poll.ts';
 import type { StatusModel } from '../../src/cli/status-model.ts';
 import { egressgw, ROOT } from './helpers.ts';
 
 const EGRESS = 'node-role.deckhouse.io/egress';
 const NODE_NAMES = ['n1', 'n2', 'n3'];
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('status and move against a live cluster', () => {
   let cluster: TestCluster;
@@ -83,7 +74,7 @@ describe('status and move against a live cluster', () => {
       signal: stopController.signal,
       kubeConfig: cluster.kubeConfig,
     });
-    await until('an active node', async () => (await gateway()).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+    await poll('an active node', async () => (await gateway()).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'), 30_000, { intervalMs: 100 });
   });
 
   after(async () => {
@@ -142,7 +133,7 @@ describe('status and move against a live cluster', () => {
     assert.match(r.stdout, new RegExp(`moved: ${to} is the active node of egress`));
     const g = await gateway();
     assert.equal(g.status?.activeNodeName, to);
-    await until('the move request to be cleared', async () => (await gateway()).metadata.annotations?.[MOVE_TO_ANNOTATION] === undefined);
+    await poll('the move request to be cleared', async () => (await gateway()).metadata.annotations?.[MOVE_TO_ANNOTATION] === undefined, 30_000, { intervalMs: 100 });
     const again = await egressgw(['move', 'egress', to, '--kubeconfig', kubeconfig]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /already the active node/);

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { startTestCluster } from '../../src/testenv/apiserver.ts';
+import { poll, type Pending } from '../../src/testenv/poll.ts';
 import { KubeClient, isStatus, type KubeConfig, type ResourceRef } from '../../src/kube/client.ts';
 import { CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, CEGPS, leases, namespaces, pods } from '../../src/kube/resources.ts';
 import { microTime } from '../../src/kube/time.ts';
@@ -24,21 +25,9 @@ export function testLogger(name: string): Logger {
   return process.env.EGRESSGW_TEST_LOG ? createLogger(process.env.EGRESSGW_TEST_LOG, name) : silentLogger;
 }
 
-/** Poll `fn` until it returns something other than undefined/false; fail with `what` at the deadline. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** poll (src/testenv/poll.ts) with the controller tests' default deadline. */
+export function waitFor<T>(what: string, fn: () => Promise<T | Pending> | T | Pending, timeoutMs = 30_000): Promise<T> {
+  return poll(what, fn, timeoutMs);
 }
 
 type Cluster = Awaited<ReturnType<typeof startTestCluster>>;

@@ -1,0 +1,37 @@
+// The one way the lab and the tests await a condition: poll it with a deadline instead of sleeping for
+// a guessed time (CONTRIBUTING: never sleep to synchronise where a condition can be awaited).
+
+/** What a probe returns while its condition does not hold yet; anything else (0 and '' included) is the answer. */
+export type Pending = undefined | false;
+
+export interface PollOptions {
+  /** Pause between probes. */
+  intervalMs?: number;
+  /** Aborting it rejects the poll with its reason before the next probe. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Calls `probe` until it returns something other than undefined or false and resolves with that value.
+ * A probe that throws counts as "not yet": servers restart and objects appear late, and a test waiting
+ * for a condition should not fail on the first transient error. At the deadline it rejects with `what`
+ * and the last error, if any.
+ */
+export async function poll<T>(what: string, probe: () => T | Pending | Promise<T | Pending>, timeoutMs: number, opts: PollOptions = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      const last = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
+  }
+}

@@ -2,6 +2,7 @@
 // (withdraw every VIP, delete the heartbeat Lease so the controller fails over at once).
 
 import { UsageError, parseFlags } from './errors.ts';
+import { runUntilSignalled } from './signals.ts';
 import { AGENT_FLAGS, AGENT_HELP, buildAgentOptions, type AgentFlagValues } from '../agent/options.ts';
 
 export async function run(argv: string[]): Promise<number> {
@@ -15,18 +16,6 @@ export async function run(argv: string[]): Promise<number> {
   }
   // Loaded only now: the native addon and the kube client are not needed for `--help` or bad flags.
   const { runAgent } = await import('../agent/main.ts');
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (ac.signal.aborted) return;
-    ac.abort(sig);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  try {
-    await runAgent(options, { signal: ac.signal });
-  } finally {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-  }
+  await runUntilSignalled((signal) => runAgent(options, { signal }));
   return 0;
 }

@@ -2,6 +2,7 @@
 // release the leader Lease so the standby takes over at once.
 
 import { UsageError } from './errors.ts';
+import { runUntilSignalled } from './signals.ts';
 import { CONTROLLER_HELP, parseControllerArgs } from '../controller/options.ts';
 
 export async function run(argv: string[]): Promise<number> {
@@ -17,17 +18,6 @@ export async function run(argv: string[]): Promise<number> {
   }
   // Loaded only now: `--help` and bad flags need neither the kube client nor prom-client.
   const { runController } = await import('../controller/controller.ts');
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (!ac.signal.aborted) ac.abort(sig);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  try {
-    await runController(options, { signal: ac.signal });
-  } finally {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-  }
+  await runUntilSignalled((signal) => runController(options, { signal }));
   return 0;
 }

@@ -208,12 +208,15 @@ function makePod(name: string, namespace: string, node: string, labels: Record<s
   };
 }
 
+/** What every agent reports (the same text on each renewal, as an agent whose uplink does not change sends). */
+const UPLINKS = JSON.stringify({ [UPLINK]: { up: true, ipv4: ['192.0.2.10'] } });
+
 export function makeLease(node: string, renewAt: number): LeaseLike {
   return {
     metadata: {
       name: heartbeatLeaseName(node),
       namespace: DEFAULT_NAMESPACE,
-      annotations: { [UPLINKS_ANNOTATION]: JSON.stringify({ [UPLINK]: { up: true, ipv4: ['192.0.2.10'] } }) },
+      annotations: { [UPLINKS_ANNOTATION]: UPLINKS },
     },
     spec: { holderIdentity: node, leaseDurationSeconds: 2, renewTime: microTime(renewAt) },
   };

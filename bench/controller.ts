@@ -410,6 +410,7 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
       'Times are one pass: buildSnapshot (src/controller/snapshot.ts) + reconcile (core: computeDesired + planWrites). API round-trips for the writes are not included (see the failover bench).',
       'Objects are built API-shaped (no managedFields, no node images list) and every cached object, including the unwatched workload pods, then goes through the controller\'s informer transform (src/controller/trim.ts), as in the controller.',
       'The core is one long-lived createCore() instance, as in the controller; no V8 heap flags are set for this process.',
+      'The RSS target is judged on the peak (getrusage maxRSS, the conservative reading); the steady state after a full GC is the last memory stage.',
       exposed ? 'Memory is read after a full GC.' : 'gc was not available: memory is read without a forced GC.',
     ],
     coreOptions: CORE_OPTIONS,

@@ -10,14 +10,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pino } from 'pino';
 import { DEFAULT_NAMESPACE } from '../api/names.ts';
-import { KubeClient, isStatus, type ResourceRef } from '../kube/client.ts';
+import { KubeClient } from '../kube/client.ts';
 import { errFields } from '../kube/log.ts';
-import { CILIUM_NODES, NODES, namespaces, pods } from '../kube/resources.ts';
 import { runController } from '../controller/controller.ts';
 import { parseControllerArgs } from '../controller/options.ts';
 import { startTestCluster, type TestCluster } from '../testenv/apiserver.ts';
-import { GATEWAY_NODE_LABEL } from '../testenv/lab.ts';
-import { REPO } from './paths.ts';
+import { seedLabCluster, setLabNodeReady } from '../testenv/lab.ts';
 
 export interface ControlPlaneLab {
   cluster: TestCluster;
@@ -27,31 +25,6 @@ export interface ControlPlaneLab {
   /** Marks a node NotReady (or Ready again): the control-plane lab's way to fail a node. */
   setNodeReady(node: string, ready: boolean): Promise<void>;
   stop(): Promise<void>;
-}
-
-async function ensure(client: KubeClient, ref: ResourceRef, obj: object): Promise<void> {
-  try {
-    await client.create(ref, obj);
-  } catch (err) {
-    if (!isStatus(err, 409)) throw err;
-  }
-}
-
-function nodeStatus(ip: string, ready: boolean) {
-  const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  return {
-    status: {
-      conditions: [{
-        type: 'Ready',
-        status: ready ? 'True' : 'False',
-        reason: ready ? 'KubeletReady' : 'NodeStatusUnknown',
-        message: ready ? 'lab node (API object only)' : 'marked NotReady by egressgw lab',
-        lastHeartbeatTime: now,
-        lastTransitionTime: now,
-      }],
-      addresses: [{ type: 'InternalIP', address: ip }],
-    },
-  };
 }
 
 /** Starts the control-plane-only lab. On failure, whatever was started is stopped first. */
@@ -73,27 +46,8 @@ export async function startControlPlaneLab(opts: { nodes?: number; keepLogs?: bo
     const cluster = await startTestCluster({ namespaces: [DEFAULT_NAMESPACE] });
     cleanups.push(() => cluster.stop());
     const client = new KubeClient(cluster.kubeConfig);
-    await cluster.applyCRDs(join(REPO, 'deploy', 'crds'));
-    await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
-    await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE } });
-
-    const names: string[] = [];
-    const ipOf = (i: number): string => `198.18.0.${10 + i}`;
-    for (let i = 1; i <= (opts.nodes ?? 3); i++) {
-      const name = `node${i}`;
-      names.push(name);
-      await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': name } } });
-      await client.mergePatch(NODES, name, nodeStatus(ipOf(i), true), 'status');
-      await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name }, spec: {} });
-      const pod = `cilium-agent-${name}`;
-      await ensure(client, pods(DEFAULT_NAMESPACE), {
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: pod, namespace: DEFAULT_NAMESPACE, labels: { app: 'agent', module: 'cni-cilium' } },
-        spec: { nodeName: name, containers: [{ name: 'cilium-agent', image: 'lab.invalid/cilium:none' }] },
-      });
-      await client.mergePatch(pods(DEFAULT_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
-    }
+    const nodes = Array.from({ length: opts.nodes ?? 3 }, (_, i) => ({ name: `node${i + 1}`, ip: `198.18.0.${11 + i}` }));
+    await seedLabCluster(cluster, client, nodes);
 
     const ac = new AbortController();
     const controllerLog = pino({ level: 'debug' }, pino.destination({ dest: join(logDir, 'controller.log'), sync: false, mkdir: true }));
@@ -120,10 +74,10 @@ export async function startControlPlaneLab(opts: { nodes?: number; keepLogs?: bo
     return {
       cluster,
       client,
-      nodes: names,
+      nodes: nodes.map((n) => n.name),
       logDir,
       async setNodeReady(node, isReady) {
-        await client.mergePatch(NODES, node, nodeStatus(ipOf(names.indexOf(node) + 1), isReady), 'status');
+        await setLabNodeReady(client, { name: node, ip: nodes.find((n) => n.name === node)?.ip ?? '' }, isReady);
       },
       stop: stopAll,
     };

@@ -22,6 +22,7 @@ import { pino } from 'pino';
 import { DEFAULT_NAMESPACE, MODE_VIP } from '../api/names.ts';
 import { KubeClient, isStatus, type KubeConfig, type ResourceRef } from '../kube/client.ts';
 import { errFields, type Logger } from '../kube/log.ts';
+import { rfc3339 } from '../kube/time.ts';
 import { CILIUM_NODES, GATEWAYS, NODES, POLICIES, pods, namespaces } from '../kube/resources.ts';
 import { runController, type PassInfo } from '../controller/controller.ts';
 import { parseControllerArgs } from '../controller/options.ts';
@@ -196,7 +197,7 @@ async function ensure(client: KubeClient, ref: ResourceRef, obj: object): Promis
   }
 }
 
-function nodeStatus(ip: string, ready: boolean, now = new Date().toISOString().replace(/\.\d+Z$/, 'Z')) {
+function nodeStatus(ip: string, ready: boolean, now = rfc3339(Date.now())) {
   return {
     status: {
       conditions: [{
@@ -210,6 +211,35 @@ function nodeStatus(ip: string, ready: boolean, now = new Date().toISOString().r
       addresses: [{ type: 'InternalIP', address: ip }],
     },
   };
+}
+
+/** Patches a lab node's Ready condition, as a kubelet would (the lab's way to fail a node in the API). */
+export async function setLabNodeReady(client: KubeClient, node: { name: string; ip: string }, ready: boolean): Promise<void> {
+  await client.mergePatch(NODES, node.name, nodeStatus(node.ip, ready), 'status');
+}
+
+/**
+ * The API side of a lab, shared with the control-plane-only lab (src/lab/controlplane.ts): our CRDs and
+ * Cilium's, the namespace, and per node a Ready Node, its CiliumNode and a Ready cilium-agent Pod (what
+ * the controller needs to call a node eligible).
+ */
+export async function seedLabCluster(cluster: TestCluster, client: KubeClient, nodes: ReadonlyArray<{ name: string; ip: string }>): Promise<void> {
+  await cluster.applyCRDs(join(REPO, 'deploy', 'crds'));
+  await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
+  await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE } });
+  for (const n of nodes) {
+    await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': n.name } } });
+    await setLabNodeReady(client, n, true);
+    await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n.name }, spec: {} });
+    const pod = `cilium-agent-${n.name}`;
+    await ensure(client, pods(DEFAULT_NAMESPACE), {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: pod, namespace: DEFAULT_NAMESPACE, labels: { app: 'agent', module: 'cni-cilium' } },
+      spec: { nodeName: n.name, containers: [{ name: 'cilium-agent', image: 'lab.invalid/cilium:none' }] },
+    });
+    await client.mergePatch(pods(DEFAULT_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
+  }
 }
 
 /** Starts the whole lab. On failure, whatever was started is stopped before the error propagates. */
@@ -247,27 +277,11 @@ export async function startLab(opts: LabOptions = {}): Promise<LabHandle> {
     cleanups.push(() => cluster.stop());
     const kc: KubeConfig = cluster.kubeConfig;
     const client = new KubeClient(kc);
-    await cluster.applyCRDs(join(REPO, 'deploy', 'crds'));
-    await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
-    await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE } });
+    await seedLabCluster(cluster, client, netns.nodes);
 
     // The agents reach the server through the management bridge; the server certificate carries that IP.
     const agentKubeconfigPath = join(logDir, 'agent.kubeconfig');
     writeFileSync(agentKubeconfigPath, readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
-
-    for (const n of netns.nodes) {
-      await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': n.name } } });
-      await client.mergePatch(NODES, n.name, nodeStatus(n.ip, true), 'status');
-      await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n.name }, spec: {} });
-      const pod = `cilium-agent-${n.name}`;
-      await ensure(client, pods(DEFAULT_NAMESPACE), {
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: pod, namespace: DEFAULT_NAMESPACE, labels: { app: 'agent', module: 'cni-cilium' } },
-        spec: { nodeName: n.name, containers: [{ name: 'cilium-agent', image: 'lab.invalid/cilium:none' }] },
-      });
-      await client.mergePatch(pods(DEFAULT_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
-    }
 
     const ac = new AbortController();
     if (opts.controller ?? true) {
@@ -458,8 +472,7 @@ export async function startLab(opts: LabOptions = {}): Promise<LabHandle> {
         return { events, stop: () => void child.kill('SIGKILL') };
       },
       async setNodeReady(name, ready) {
-        const n = nodes.find((x) => x.name === name);
-        await client.mergePatch(NODES, name, nodeStatus(n?.ip ?? '', ready), 'status');
+        await setLabNodeReady(client, { name, ip: nodes.find((x) => x.name === name)?.ip ?? '' }, ready);
       },
       async stop() {
         await stopAll();

@@ -7,13 +7,13 @@
 // Needs root and `ip netns` (the agents run in network namespaces, via src/testenv/lab.ts).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION } from '../../src/api/names.ts';
+import { DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION, cegpName } from '../../src/api/names.ts';
 import type { EgressGateway } from '../../src/api/types.ts';
 import { renderManifests } from '../../src/cli/manifests.ts';
 import type { Manifest } from '../../src/cli/kustomize.ts';
 import { runController } from '../../src/controller/controller.ts';
 import { parseControllerArgs } from '../../src/controller/options.ts';
-import { GATEWAYS, NODES, POLICIES } from '../../src/kube/resources.ts';
+import { CEGPS, GATEWAYS, NODES, POLICIES } from '../../src/kube/resources.ts';
 import type { AuditEvent } from '../../src/testenv/apiserver.ts';
 import { LAB_VIP, activeInstance, startLab, type LabHandle } from '../../src/testenv/lab.ts';
 
@@ -148,7 +148,7 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
 
     // Deleting the policy deletes its CEGP.
     await client.delete(POLICIES, 'audit');
-    await new Promise((r) => setTimeout(r, 2000));
+    await lab.waitFor(async () => (await client.tryGet(CEGPS, cegpName('audit'))) === undefined, 30_000, `CEGP ${cegpName('audit')} deleted`);
     await client.mergePatch(NODES, dead.name, { spec: { unschedulable: true } });
     stop.abort();
     await controller;

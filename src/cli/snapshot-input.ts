@@ -5,10 +5,8 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { parseControllerArgs, type ControllerOptions } from '../controller/options.ts';
 import {
-  DEFAULT_AGENT_SELECTOR,
-  DEFAULT_CILIUM_AGENT_SELECTOR,
-  DEFAULT_NAMESPACE,
   KIND_CEGP,
   KIND_GATEWAY,
   KIND_INSTANCE,
@@ -54,25 +52,21 @@ export const emptyObjectSet = (): ObjectSet => ({
   cegps: [],
 });
 
-/** Where the controller looks for agents and heartbeats (its flags of the same names). */
-export interface AgentLocation {
-  ciliumNamespace: string;
-  ciliumSelector: string;
-  agentNamespace: string;
-  agentSelector: string;
-  heartbeatNamespace: string;
-  /** For Leases without leaseDurationSeconds (the controller's --heartbeat-duration). */
-  heartbeatDurationMs: number;
-}
+/** Where the controller looks for agents and heartbeats: its options (and flags) of the same names. */
+export type AgentLocation = Pick<ControllerOptions, 'ciliumNamespace' | 'ciliumSelector' | 'agentNamespace' | 'agentSelector' | 'heartbeatNamespace' | 'heartbeatDurationMs'>;
 
-export const DEFAULT_AGENT_LOCATION: AgentLocation = Object.freeze({
-  ciliumNamespace: DEFAULT_NAMESPACE,
-  ciliumSelector: DEFAULT_CILIUM_AGENT_SELECTOR,
-  agentNamespace: DEFAULT_NAMESPACE,
-  agentSelector: DEFAULT_AGENT_SELECTOR,
-  heartbeatNamespace: DEFAULT_NAMESPACE,
-  heartbeatDurationMs: 2000,
-});
+/** The controller's defaults, taken from its own flag parser so the two cannot drift apart. */
+export const DEFAULT_AGENT_LOCATION: AgentLocation = (() => {
+  const d = parseControllerArgs([]);
+  return Object.freeze({
+    ciliumNamespace: d.ciliumNamespace,
+    ciliumSelector: d.ciliumSelector,
+    agentNamespace: d.agentNamespace,
+    agentSelector: d.agentSelector,
+    heartbeatNamespace: d.heartbeatNamespace,
+    heartbeatDurationMs: d.heartbeatDurationMs,
+  });
+})();
 
 /** `a=b,c!=d,e,!f` (the equality-based selectors the controller's flags take) → a LabelSelector. */
 export function parseSelector(text: string): LabelSelector {

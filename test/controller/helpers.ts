@@ -10,7 +10,7 @@ import { startTestCluster } from '../../src/testenv/apiserver.ts';
 import { poll, type Pending } from '../../src/testenv/poll.ts';
 import { KubeClient, isStatus, type KubeConfig, type ResourceRef } from '../../src/kube/client.ts';
 import { CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, CEGPS, leases, namespaces, pods } from '../../src/kube/resources.ts';
-import { microTime } from '../../src/kube/time.ts';
+import { microTime, rfc3339 } from '../../src/kube/time.ts';
 import { createLogger, silentLogger, type Logger } from '../../src/kube/log.ts';
 import { heartbeatLeaseName, DEFAULT_NAMESPACE, activeForLabel } from '../../src/api/names.ts';
 import type { EgressGateway, EgressGatewayInstance, NodeLike } from '../../src/api/types.ts';
@@ -87,7 +87,7 @@ export class Fixture {
   }
 
   async setNodeReady(name: string, ready: boolean): Promise<void> {
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = rfc3339(Date.now());
     await this.client.mergePatch(NODES, name, {
       status: {
         conditions: [
@@ -123,7 +123,7 @@ export class Fixture {
   }
 
   async setPodReady(name: string, ready: boolean): Promise<void> {
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = rfc3339(Date.now());
     await this.client.mergePatch(pods(NS), name, {
       status: { phase: 'Running', conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: now }] },
     }, 'status');
@@ -204,7 +204,7 @@ export class Fixture {
   /** What an agent does once the VIP is up: instance Ready=True for its generation. */
   async confirmInstance(name: string): Promise<void> {
     const inst = await this.client.get<EgressGatewayInstance>(INSTANCES, name);
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = rfc3339(Date.now());
     await this.client.mergePatch(INSTANCES, name, {
       status: {
         observedGeneration: inst.metadata.generation,

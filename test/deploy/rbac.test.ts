@@ -103,7 +103,10 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
   before(async () => {
     lab = await startLab({ nodes: 2, controller: false });
     // The controller as its ServiceAccount, with leader election on (as deployed).
-    const options = parseControllerArgs(['--metrics-addr=', '--log-level=warn', '--leader-elect-retry-period=500ms', '--leader-elect-renew-deadline=2s', '--leader-elect-lease-duration=3s']);
+    // A generous handover timeout: this test records which requests the components make, and on a loaded
+    // CI machine an agent may confirm a move after the default 5 s, which would turn the move into a
+    // (correct) MoveRejected and leave the move's requests unrecorded.
+    const options = parseControllerArgs(['--metrics-addr=', '--log-level=warn', '--leader-elect-retry-period=500ms', '--leader-elect-renew-deadline=2s', '--leader-elect-lease-duration=3s', '--handover-timeout=30s']);
     controller = runController(options, { signal: stop.signal, kubeConfig: lab.cluster.clientFor(COMPONENTS.controller.user) });
 
     const client = lab.client;

@@ -29,7 +29,7 @@ import {
   heartbeatLeaseName,
 } from '../src/api/names.ts';
 import type { Write } from '../src/core/types.ts';
-import { HeartbeatTracker, SnapshotBuilder } from '../src/controller/snapshot.ts';
+import { HeartbeatTracker, SnapshotBuilder, sourcesFromCaches } from '../src/controller/snapshot.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from '../src/controller/trim.ts';
 import type { Snapshot } from '../src/core/types.ts';
 import { microTime } from '../src/kube/time.ts';
@@ -306,27 +306,7 @@ export function addWorkloadPods(c: Cluster, totalPods: number): Cache<PodLike> {
 }
 
 function snapshotBuilder(k: Caches, heartbeats: HeartbeatTracker): SnapshotBuilder {
-  return new SnapshotBuilder({
-    nodes: () => k.nodes.list(),
-    ciliumNodes: () => k.ciliumNodes.list(),
-    ciliumAgentPods: () => k.ciliumAgentPods.list(),
-    agentPods: () => k.agentPods.list(),
-    gateways: () => k.gateways.list(),
-    policies: () => k.policies.list(),
-    instances: () => k.instances.list(),
-    cegps: () => k.cegps.list(),
-    heartbeats,
-    versions: {
-      nodes: () => k.nodes.version,
-      ciliumNodes: () => k.ciliumNodes.version,
-      ciliumAgentPods: () => k.ciliumAgentPods.version,
-      agentPods: () => k.agentPods.version,
-      gateways: () => k.gateways.version,
-      policies: () => k.policies.version,
-      instances: () => k.instances.version,
-      cegps: () => k.cegps.version,
-    },
-  });
+  return new SnapshotBuilder(sourcesFromCaches(k, heartbeats));
 }
 
 /** The controller's pass input, through its real snapshot code (src/controller/snapshot.ts). */

@@ -28,7 +28,7 @@ import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
-import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout } from './snapshot.ts';
+import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout, sourcesFromCaches } from './snapshot.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
@@ -123,28 +123,7 @@ class Controller {
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
     };
     this.core = createCore(this.coreOptions);
-    const c = this.caches;
-    this.snapshots = new SnapshotBuilder({
-      nodes: () => c.nodes.list(),
-      ciliumNodes: () => c.ciliumNodes.list(),
-      ciliumAgentPods: () => c.ciliumAgentPods.list(),
-      agentPods: () => c.agentPods.list(),
-      gateways: () => c.gateways.list(),
-      policies: () => c.policies.list(),
-      instances: () => c.instances.list(),
-      cegps: () => c.cegps.list(),
-      heartbeats: this.heartbeats,
-      versions: {
-        nodes: () => c.nodes.version,
-        ciliumNodes: () => c.ciliumNodes.version,
-        ciliumAgentPods: () => c.ciliumAgentPods.version,
-        agentPods: () => c.agentPods.version,
-        gateways: () => c.gateways.version,
-        policies: () => c.policies.version,
-        instances: () => c.instances.version,
-        cegps: () => c.cegps.version,
-      },
-    });
+    this.snapshots = new SnapshotBuilder(sourcesFromCaches(this.caches, this.heartbeats));
     this.recorder = new EventRecorder(this.client, {
       reportingController: REPORTING_CONTROLLER,
       reportingInstance: opts.leaderElectIdentity,

@@ -252,6 +252,28 @@ function sameObjects(a: readonly unknown[], b: readonly unknown[]): boolean {
   return true;
 }
 
+/** A cache as the snapshot builder needs it: its objects and a counter that moves on every change (Informer). */
+export interface VersionedCache<T> {
+  list(): readonly T[];
+  readonly version: number;
+}
+
+/** The snapshot sources of a set of versioned caches, one per list (the controller's informers). */
+export function sourcesFromCaches(
+  caches: { [K in ListName]: VersionedCache<ReturnType<SnapshotSources[K]>[number]> },
+  heartbeats: HeartbeatTracker,
+): SnapshotSources {
+  const src: Record<string, unknown> = { heartbeats };
+  const versions: Partial<Record<ListName, () => number>> = {};
+  for (const name of LISTS) {
+    const cache = caches[name];
+    src[name] = () => cache.list();
+    versions[name] = () => cache.version;
+  }
+  src.versions = versions;
+  return src as unknown as SnapshotSources;
+}
+
 /** Sorted copies, so the core sees the same input for the same cluster whatever the cache order. */
 export function buildSnapshot(src: SnapshotSources, now: number): Snapshot {
   return new SnapshotBuilder(src).build(now);

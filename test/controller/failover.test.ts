@@ -8,7 +8,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fixture, eventsFor, metricValue, startController, waitFor, type RunningController } from './helpers.ts';
 import { FakeAgents } from './agents.ts';
-import { GATEWAYS } from '../../src/kube/resources.ts';
 import { activeForLabel } from '../../src/api/names.ts';
 
 let f: Fixture;
@@ -32,18 +31,8 @@ after(async () => {
 
 /** A VIP gateway over three healthy nodes; returns the nodes and the active one once confirmed. */
 async function setup(name: string, ip: string): Promise<{ nodes: string[]; active: string }> {
-  const sel = { 'test-group': name };
   const nodes = [1, 2, 3].map((i) => `${name}-${i}`);
-  for (const n of nodes) {
-    await f.healthyNode(n, sel);
-    agents.alive.add(n);
-  }
-  await f.client.create(GATEWAYS, {
-    apiVersion: 'network.deckhouse.io/v1alpha1',
-    kind: 'EgressGateway',
-    metadata: { name },
-    spec: { nodeSelector: sel, sourceIP: { mode: 'VirtualIPAddress', virtualIPAddress: { ip } } },
-  });
+  await f.vipGatewayOnHealthyNodes(name, nodes, ip, agents);
   const [active] = await waitFor(`${name} active`, async () => {
     const a = await f.activeNodes(name, nodes);
     const g = await f.gateway(name);

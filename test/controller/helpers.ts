@@ -155,6 +155,24 @@ export class Fixture {
   }
 
   /** A fully healthy gateway node: Node, CiliumNode, Ready cilium agent, Ready agent, live heartbeat. */
+  /**
+   * A VIP gateway over healthy nodes (selected by `test-group: <name>`) whose agents are alive
+   * (`agents.alive` is the stand-in agents' set, see agents.ts).
+   */
+  async vipGatewayOnHealthyNodes(name: string, nodes: string[], ip: string, agents: { alive: Set<string> }): Promise<void> {
+    const sel = { 'test-group': name };
+    for (const n of nodes) {
+      await this.healthyNode(n, sel);
+      agents.alive.add(n);
+    }
+    await this.client.create(GATEWAYS, {
+      apiVersion: 'network.deckhouse.io/v1alpha1',
+      kind: 'EgressGateway',
+      metadata: { name },
+      spec: { nodeSelector: sel, sourceIP: { mode: 'VirtualIPAddress', virtualIPAddress: { ip } } },
+    });
+  }
+
   async healthyNode(name: string, labels: Record<string, string>): Promise<void> {
     await this.node(name, labels);
     await this.ciliumAgent(name);

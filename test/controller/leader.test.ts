@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fixture, startController, waitFor, type RunningController } from './helpers.ts';
 import { FakeAgents } from './agents.ts';
-import { GATEWAYS, NODES } from '../../src/kube/resources.ts';
+import { NODES } from '../../src/kube/resources.ts';
 import { Informer } from '../../src/kube/informer.ts';
 import { ACTIVE_FOR_PREFIX } from '../../src/api/names.ts';
 import type { NodeLike } from '../../src/api/types.ts';
@@ -48,18 +48,8 @@ async function isLeader(r: RunningController): Promise<boolean> {
 }
 
 test('one leader; on its shutdown the standby takes over without moving the gateway', async () => {
-  const sel = { 'test-group': 'le' };
   const nodes = ['le-1', 'le-2', 'le-3'];
-  for (const n of nodes) {
-    await f.healthyNode(n, sel);
-    agents.alive.add(n);
-  }
-  await f.client.create(GATEWAYS, {
-    apiVersion: 'network.deckhouse.io/v1alpha1',
-    kind: 'EgressGateway',
-    metadata: { name: 'gw-le' },
-    spec: { nodeSelector: sel, sourceIP: { mode: 'VirtualIPAddress', virtualIPAddress: { ip: '198.18.2.1' } } },
-  });
+  await f.vipGatewayOnHealthyNodes('gw-le', nodes, '198.18.2.1', agents);
 
   const a = startController(f, electionArgs('replica-a'), 'replica-a');
   replicas.push(a);
@@ -85,7 +75,7 @@ test('one leader; on its shutdown the standby takes over without moving the gate
   assert.match((await scrape(a, '/metrics')).body, /^egressgw_gateway_active_node\{gateway="gw-le",node="le-\d"\} 1$/m);
 
   // Record every active-for label change on the gateway's nodes through the takeover.
-  const watch = new Informer<NodeLike>(f.client, { resource: NODES, labelSelector: 'test-group=le' });
+  const watch = new Informer<NodeLike>(f.client, { resource: NODES, labelSelector: 'test-group=gw-le' });
   const history: string[] = [];
   watch.onEvent((_t, n) => {
     const act = Object.keys(n.metadata.labels ?? {}).filter((k) => k.startsWith(ACTIVE_FOR_PREFIX));
@@ -93,6 +83,7 @@ test('one leader; on its shutdown the standby takes over without moving the gate
   });
   watch.start();
   await watch.waitForSync();
+  assert.deepEqual(watch.list().map((n) => n.metadata.name).sort(), nodes, 'the recorder watches the gateway\'s nodes');
   history.length = 0;
 
   await a.stop();

@@ -31,6 +31,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -181,6 +182,8 @@ func resources() []resource {
 			obj: func() runtime.Object { return &appsv1.Deployment{} }, list: func() runtime.Object { return &appsv1.DeploymentList{} }},
 		{gv: apps, plural: "daemonsets", singular: "daemonset", namespaced: true, status: true, shortNames: []string{"ds"}, categories: []string{"all"},
 			obj: func() runtime.Object { return &appsv1.DaemonSet{} }, list: func() runtime.Object { return &appsv1.DaemonSetList{} }},
+		{gv: policyv1.SchemeGroupVersion, plural: "poddisruptionbudgets", singular: "poddisruptionbudget", namespaced: true, status: true, shortNames: []string{"pdb"},
+			obj: func() runtime.Object { return &policyv1.PodDisruptionBudget{} }, list: func() runtime.Object { return &policyv1.PodDisruptionBudgetList{} }},
 		{gv: rbac, plural: "roles", singular: "role", namespaced: true,
 			obj: func() runtime.Object { return &rbacv1.Role{} }, list: func() runtime.Object { return &rbacv1.RoleList{} }},
 		{gv: rbac, plural: "rolebindings", singular: "rolebinding", namespaced: true,

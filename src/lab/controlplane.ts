@@ -47,7 +47,9 @@ export async function startControlPlaneLab(opts: { nodes?: number; keepLogs?: bo
     cleanups.push(() => cluster.stop());
     const client = new KubeClient(cluster.kubeConfig);
     const nodes = Array.from({ length: opts.nodes ?? 3 }, (_, i) => ({ name: `node${i + 1}`, ip: `198.18.0.${11 + i}` }));
-    await seedLabCluster(cluster, client, nodes);
+    // No agents and no network here, so the seed examples may select these nodes too: their PrimaryIP
+    // gateway then shows a real election on objects alone.
+    await seedLabCluster(cluster, client, nodes, { 'node-role.deckhouse.io/egress': '' });
 
     const ac = new AbortController();
     const controllerLog = pino({ level: 'debug' }, pino.destination({ dest: join(logDir, 'controller.log'), sync: false, mkdir: true }));

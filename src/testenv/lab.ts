@@ -33,7 +33,12 @@ import { poll, type Pending } from './poll.ts';
 const execFileAsync = promisify(execFile);
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(REPO, 'bin', 'egressgw.js');
-export const GATEWAY_NODE_LABEL = 'node-role.deckhouse.io/egress';
+/**
+ * The label that makes a lab node a gateway node. Deliberately not the seed examples' selector
+ * (`node-role.deckhouse.io/egress`): the network lab runs real agents, and a seed VIP such as
+ * 172.18.18.242 must never be announced, even on the lab's own LAN; only TEST-NET addresses are.
+ */
+export const GATEWAY_NODE_LABEL = 'egressgw.lab/gateway-node';
 export const LAB_VIP = '198.18.0.100';
 
 type TestCluster = Awaited<ReturnType<typeof startTestCluster>>;
@@ -223,12 +228,17 @@ export async function setLabNodeReady(client: KubeClient, node: { name: string; 
  * Cilium's, the namespace, and per node a Ready Node, its CiliumNode and a Ready cilium-agent Pod (what
  * the controller needs to call a node eligible).
  */
-export async function seedLabCluster(cluster: TestCluster, client: KubeClient, nodes: ReadonlyArray<{ name: string; ip: string }>): Promise<void> {
+export async function seedLabCluster(
+  cluster: TestCluster,
+  client: KubeClient,
+  nodes: ReadonlyArray<{ name: string; ip: string }>,
+  extraNodeLabels: Record<string, string> = {},
+): Promise<void> {
   await cluster.applyCRDs(join(REPO, 'deploy', 'crds'));
   await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
   await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE } });
   for (const n of nodes) {
-    await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': n.name } } });
+    await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { ...extraNodeLabels, [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': n.name } } });
     await setLabNodeReady(client, n, true);
     await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n.name }, spec: {} });
     const pod = `cilium-agent-${n.name}`;

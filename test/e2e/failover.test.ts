@@ -55,6 +55,17 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     return n;
   };
 
+  /** Waits until another node than `a` has a Ready instance of the gateway and holds the VIP. */
+  const newOwner = async (a: LabNodeHandle): Promise<LabNodeHandle> => {
+    const inst = await lab.waitFor(async () => {
+      const i = await activeInstance(lab.client, GW);
+      return i && i.node !== a.name && i.ready ? i : undefined;
+    }, STEP, 'a Ready instance on another node');
+    const b = nodeByName(inst.node);
+    await lab.waitFor(() => lab.hasAddress(b, VIP), STEP, `${VIP} on ${b.name}`);
+    return b;
+  };
+
   /** The active node once the gateway is settled: see below. */
   async function settledActive(): Promise<LabNodeHandle> {
     return lab.waitFor(async () => {
@@ -95,12 +106,7 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       await lab.waitFor(async () => !(await lab.hasAddress(a, VIP)), STEP, `${VIP} to vanish from ${a.name}`);
 
       // Another node gets the instance, confirms it, and holds the VIP.
-      const inst = await lab.waitFor(async () => {
-        const i = await activeInstance(lab.client, GW);
-        return i && i.node !== a.name && i.ready ? i : undefined;
-      }, STEP, 'a Ready instance on another node');
-      const b = nodeByName(inst.node);
-      await lab.waitFor(() => lab.hasAddress(b, VIP), STEP, `${VIP} on ${b.name}`);
+      const b = await newOwner(a);
 
       // The router's existing entry moves to B's MAC.
       const change = await lab.waitFor(() => neigh.events.find((e) => e.ip === VIP && e.mac === b.mac && !e.deleted), STEP,
@@ -181,11 +187,7 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     assert.equal(await lab.hasAddress(a, VIP), false, 'VIP withdrawn on shutdown');
     const lease = await lab.client.tryGet(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(a.name));
     assert.equal(lease, undefined, 'heartbeat Lease deleted on shutdown');
-    const inst = await lab.waitFor(async () => {
-      const i = await activeInstance(lab.client, GW);
-      return i && i.node !== a.name && i.ready ? i : undefined;
-    }, STEP, 'a Ready instance on another node');
-    await lab.waitFor(() => lab.hasAddress(nodeByName(inst.node), VIP), STEP, `${VIP} on ${inst.node}`);
+    await newOwner(a);
     await lab.restartAgent(a);
   });
 
@@ -201,12 +203,7 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       await lab.netns.setLink(a.ns, 'mgmt0', 'down');
 
       const removed = await lab.waitFor(() => addrA.events.find((e) => e.deleted && e.ip === VIP), STEP, `${a.name} to withdraw ${VIP}`);
-      const inst = await lab.waitFor(async () => {
-        const i = await activeInstance(lab.client, GW);
-        return i && i.node !== a.name && i.ready ? i : undefined;
-      }, STEP, 'a Ready instance on another node');
-      const b = nodeByName(inst.node);
-      await lab.waitFor(() => lab.hasAddress(b, VIP), STEP, `${VIP} on ${b.name}`);
+      const b = await newOwner(a);
 
       // The controller pass that elected B (and wrote its instance) started after A had already removed the VIP.
       const electing = passes.slice(passesBefore).find((p) => p.target === b.name);

@@ -111,6 +111,10 @@ export interface ControllerBenchResults {
     recoveryLabelMoves: number;
   };
   targets: { eventP99Ms: number; rssMB: number; eventP99ObservedMs: number; rssPeakMB: number; eventP99Met: boolean; rssMet: boolean };
+  /** Node/V8 flags the bench process ran with (set by bench/run.ts, which runs the bench in a child process). */
+  nodeOptions?: string;
+  /** Where nodeOptions came from: the controller Deployment (deploy/base/controller.yaml) or --node-options. */
+  nodeOptionsSource?: string;
 }
 
 const FULL: ClusterSize = { nodes: 5000, pools: 100, gateways: 1000, policies: 10_000, pods: 100_000 };
@@ -409,7 +413,8 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
       'The controller watches only cilium-agent pods and egressgw agent pods (one of each per node); the remaining pods are workload pods it never caches. They are held in this process (RSS includes them) but the snapshot never reads them.',
       'Times are one pass: buildSnapshot (src/controller/snapshot.ts) + reconcile (core: computeDesired + planWrites). API round-trips for the writes are not included (see the failover bench).',
       'Objects are built API-shaped (no managedFields, no node images list) and every cached object, including the unwatched workload pods, then goes through the controller\'s informer transform (src/controller/trim.ts), as in the controller.',
-      'The core is one long-lived createCore() instance, as in the controller; no V8 heap flags are set for this process.',
+      'The core is one long-lived createCore() instance, as in the controller.',
+      `Node/V8 flags of this process: ${process.execArgv.join(' ') || 'none (V8 defaults)'}.`,
       'The RSS target is judged on the peak (getrusage maxRSS, the conservative reading); the steady state after a full GC is the last memory stage.',
       exposed ? 'Memory is read after a full GC.' : 'gc was not available: memory is read without a forced GC.',
     ],

@@ -1,29 +1,47 @@
-// `npm run bench [-- --only controller|failover] [--quick] [--skip-failover]`
+// `npm run bench [-- --only controller|failover] [--quick] [--skip-failover] [--node-options "<flags>"]`
 //
-// Runs the controller bench (in this process) and the failover bench (end-to-end lab; needs root and
-// `ip netns`), writes bench/results/{controller,failover,summary}.json and prints the tables with the
-// targets. A missed target is printed as MISSED but still exits 0: benchmarks report, tests assert. A
-// bench that could not run at all (crash) exits 1.
+// Runs the controller bench and the failover bench (end-to-end lab; needs root and `ip netns`), writes
+// bench/results/{controller,failover,summary}.json and prints the tables with the targets. A missed target
+// is printed as MISSED but still exits 0: benchmarks report, tests assert. A bench that could not run at
+// all (crash) exits 1.
+//
+// The controller bench runs in a child process (bench/controller-child.ts) started with exactly the Node/V8
+// flags the controller Deployment gives the controller: the NODE_OPTIONS env entry of its container in
+// deploy/base/controller.yaml, the one place they are set. Its memory target depends on them.
+// `--node-options "<flags>"` overrides them for a comparison (`--node-options ""`: V8 defaults).
 
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parseAllDocuments } from 'yaml';
 import type { FailoverBenchResults } from './failover.ts';
-import { runControllerBench, type ControllerBenchResults } from './controller.ts';
+import type { ControllerBenchResults } from './controller.ts';
+import type { ControllerChildOptions } from './controller-child.ts';
 import { renderTable, type Dist } from './stats.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const RESULTS = join(HERE, 'results');
+/** The controller's Deployment: its container's NODE_OPTIONS are the flags the controller bench runs with. */
+const DEPLOYMENT = 'deploy/base/controller.yaml';
+const CONTROLLER_CONTAINER = 'controller';
 
+// `--node-options --max-old-space-size=512` would be refused by parseArgs as ambiguous (a value that starts
+// with a dash): take the next argument as the value whatever it starts with.
+const args = process.argv.slice(2);
+for (let i = 0; i < args.length - 1; i++) {
+  if (args[i] === '--node-options') args.splice(i, 2, `--node-options=${args[i + 1]}`);
+}
 const { values } = parseArgs({
+  args,
   options: {
     only: { type: 'string' },
     quick: { type: 'boolean', default: false },
     'skip-failover': { type: 'boolean', default: false },
     rounds: { type: 'string' },
+    'node-options': { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -54,6 +72,72 @@ function git(): { commit: string; dirty: string[] } {
   }
 }
 
+type Obj = Record<string, unknown>;
+const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+/** The NODE_OPTIONS value of the controller container of the Deployment in deploy/base/controller.yaml. */
+function deploymentNodeOptions(): string {
+  const file = join(HERE, '..', DEPLOYMENT);
+  const fail = (why: string): never => {
+    throw new Error(`cannot take the controller's Node/V8 flags from ${DEPLOYMENT}: ${why} (or pass --node-options "<flags>")`);
+  };
+  const deployments: Obj[] = [];
+  for (const d of parseAllDocuments(readFileSync(file, 'utf8'))) {
+    if (d.errors.length > 0) fail(`invalid YAML: ${d.errors[0]!.message}`);
+    const o = d.toJS();
+    if (isObj(o) && o.kind === 'Deployment') deployments.push(o);
+  }
+  const found: string[] = [];
+  for (const d of deployments) {
+    const spec = isObj(d.spec) && isObj(d.spec.template) && isObj(d.spec.template.spec) ? d.spec.template.spec : {};
+    const containers = Array.isArray(spec.containers) ? spec.containers.filter(isObj) : [];
+    found.push(...containers.map((c) => `${isObj(d.metadata) ? String(d.metadata.name) : '?'}/${String(c.name)}`));
+    const c = containers.find((x) => x.name === CONTROLLER_CONTAINER);
+    if (!c) continue;
+    const env = Array.isArray(c.env) ? c.env.filter(isObj) : [];
+    const e = env.find((x) => x.name === 'NODE_OPTIONS');
+    if (!e) return fail(`container "${CONTROLLER_CONTAINER}" has no env entry NODE_OPTIONS`);
+    if (typeof e.value !== 'string') return fail('the NODE_OPTIONS env entry has no literal string value');
+    return e.value;
+  }
+  return fail(`no Deployment with a container named "${CONTROLLER_CONTAINER}" (found: ${found.join(', ') || 'no Deployment containers'})`);
+}
+
+/** NODE_OPTIONS-style flags as argv. Quoting (which NODE_OPTIONS allows) is not supported: say so. */
+function splitFlags(flags: string, source: string): string[] {
+  if (/["'\\]/.test(flags)) throw new Error(`node options from ${source} use quotes or backslashes, which the bench does not parse: ${flags}`);
+  return flags.split(/\s+/).filter((f) => f !== '');
+}
+
+/**
+ * Runs the controller bench in a child process under `flags` (plus --expose-gc) and returns its results.
+ * The child inherits stderr (live progress) and gets no NODE_OPTIONS: the flags are exactly those given.
+ */
+async function runControllerBenchInChild(opts: ControllerChildOptions, flags: string[]): Promise<ControllerBenchResults> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'egressgw-bench-'));
+  const outFile = join(dir, 'controller.json');
+  try {
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS;
+    const argv = [...flags, '--expose-gc', join(HERE, 'controller-child.ts'), JSON.stringify(opts), outFile];
+    log(`controller bench: ${process.execPath} ${argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a}'`)).join(' ')}`);
+    // The child's stdout (it should write none) goes to our stderr, so that our stdout stays the tables.
+    const child = spawn(process.execPath, argv, { env, stdio: ['ignore', process.stderr, 'inherit'] });
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    if (code !== 0) {
+      const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
+      const hint = signal === 'SIGABRT' || code === 134 ? ' (V8 aborts like this when the heap limit is reached: see its stderr above)' : ' (see its stderr above)';
+      throw new Error(`the controller bench process ${how}${hint}`);
+    }
+    return JSON.parse(readFileSync(outFile, 'utf8')) as ControllerBenchResults;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function write(name: string, data: unknown): string {
   mkdirSync(RESULTS, { recursive: true });
   const file = join(RESULTS, name);
@@ -69,6 +153,9 @@ function controllerTable(r: ControllerBenchResults): string {
     `Controller: ${s.nodes} nodes (${s.pools} pools), ${s.gateways} gateways (VIP + PrimaryIP), ${s.policies} policies, ${s.pods} pods in memory` +
       ` (${r.cached.ciliumAgentPods + r.cached.agentPods} watched agent pods cached, ${r.cached.workloadPodsNotWatched} workload pods not watched); ` +
       `${r.machine.cpus} CPUs, ${r.machine.node}, load average ${r.machine.loadAvgStart[0]} → ${r.machine.loadAvgEnd[0]}${r.quick ? ' — QUICK sizes' : ''}`,
+    ...(r.nodeOptions !== undefined
+      ? [`Node/V8 flags: ${r.nodeOptions || 'none (V8 defaults)'} (${r.nodeOptionsSource === DEPLOYMENT ? `the controller's NODE_OPTIONS in ${DEPLOYMENT}` : `from ${r.nodeOptionsSource ?? '?'}`}), plus --expose-gc for the memory readings`]
+      : []),
     '',
     renderTable(
       ['pass (snapshot + core + write plan)', 'p50', 'p99', 'max', 'target', ''],
@@ -131,7 +218,17 @@ interface Summary {
   command: string;
   machine: { cpus: number; cpuModel: string; totalMemoryMB: number; node: string; platform: string };
   git: { commit: string; dirty: string[] };
-  controller?: { skipped?: string; error?: string; targets?: ControllerBenchResults['targets']; eventP50Ms?: number; resyncP50Ms?: number; resyncP99Ms?: number; unchangedResyncWrites?: number };
+  controller?: {
+    skipped?: string;
+    error?: string;
+    nodeOptions?: string;
+    nodeOptionsSource?: string;
+    targets?: ControllerBenchResults['targets'];
+    eventP50Ms?: number;
+    resyncP50Ms?: number;
+    resyncP99Ms?: number;
+    unchangedResyncWrites?: number;
+  };
   failover?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
   /** The same failover bench with a 1.5 s heartbeat lease (agent --lease-duration 1500ms): what tuning buys. */
   failoverTuned?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
@@ -147,12 +244,20 @@ let crashed = false;
 
 if (only === undefined || only === 'controller') {
   try {
-    const r = await runControllerBench({ quick, log });
+    const override = values['node-options'];
+    const nodeOptionsSource = override !== undefined ? '--node-options' : DEPLOYMENT;
+    const nodeOptions = (override ?? deploymentNodeOptions()).trim();
+    summary.controller = { nodeOptions, nodeOptionsSource };
+    const r = await runControllerBenchInChild({ quick }, splitFlags(nodeOptions, nodeOptionsSource));
+    r.nodeOptions = nodeOptions;
+    r.nodeOptionsSource = nodeOptionsSource;
     const file = write('controller.json', r);
     out('');
     out(controllerTable(r));
     out(`(written to ${file})`);
     summary.controller = {
+      nodeOptions,
+      nodeOptionsSource,
       targets: r.targets,
       eventP50Ms: r.failure.total.p50,
       resyncP50Ms: r.resync.total.p50,
@@ -161,7 +266,7 @@ if (only === undefined || only === 'controller') {
     };
   } catch (err) {
     crashed = true;
-    summary.controller = { error: String((err as Error)?.stack ?? err) };
+    summary.controller = { ...summary.controller, error: String((err as Error)?.stack ?? err) };
     out(`controller bench FAILED to run: ${String(err)}`);
   }
 } else summary.controller = { skipped: `--only ${only}` };

@@ -14,6 +14,8 @@ import type { NodeState, PodState } from './eligibility.ts';
 import type { GatewayView, PolicyOutcome } from './render.ts';
 import type { NodeLabelIndex } from './selectors.ts';
 import type { InstanceFacts } from './instances.ts';
+import type { PlanMemo } from './election.ts';
+import type { GatewayOutcome } from './status.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
 import type { CoreEvent, IneligibleReason, NodeVerdict, Write } from './types.ts';
 
@@ -61,11 +63,24 @@ export class CoreCache {
   // Node states.
   ciliumPods: ListMemo<PodLike, Map<string, PodState>> | undefined;
   agentPods: ListMemo<PodLike, Map<string, PodState>> | undefined;
+  /** Kept from pass to pass and updated in place (see buildNodeStates). */
   nodeStates: Map<string, NodeState> | undefined;
+  /** Moves whenever an entry of `nodeStates` changes or the map is rebuilt. */
+  nodesVersion = 0;
+  /** This pass's changes to `nodeStates` (old and new state), or 'all' when it was rebuilt. */
+  nodeChanges: Array<{ old: NodeState; now: NodeState }> | 'all' = 'all';
   /** Label index and active-for holders, valid while no node's labels change. */
-  nodeIndex: { states: Map<string, NodeState>; index: NodeLabelIndex; labelled: Map<string, string[]> } | undefined;
+  nodeIndex: { states: Map<string, NodeState>; version: number; index: NodeLabelIndex; labelled: Map<string, string[]> } | undefined;
   /** candidate list (from the index) → group key → verdicts. */
   verdictGroups = new WeakMap<readonly string[], Map<string, VerdictGroup>>();
+  /** Gateway → the key of its verdict group (mode and uplink requirement). */
+  readonly groupKeys = new WeakMap<object, string>();
+  /** Gateway → its active-for label key. */
+  readonly activeLabels = new WeakMap<object, string>();
+  /** gateway name → its last plan and what it was computed from (see runElection). */
+  readonly plans = new Map<string, PlanMemo>();
+  /** A reused plan's outcome, when that outcome did not depend on the time (its status needs no write). */
+  readonly outcomes = new WeakMap<object, GatewayOutcome>();
 
   // Gateways and policies.
   gateways:
@@ -92,14 +107,22 @@ export class CoreCache {
         orphans: Array<{ policy: string; gateway: string }>;
       }
     | undefined;
+  /** Moves whenever policyState's maps (updated in place) change. */
+  policyVersion = 0;
+  /** What the last pass changed in them: CEGP names and policy names (statuses, events), or 'all'. */
+  policyChanges: { version: number; cegps: ReadonlySet<string> | 'all'; policies: ReadonlySet<string> | 'all' } | undefined;
   nodeLabels: Map<string, Set<string>> | undefined;
-  nodeLabelInputs: { nodes: ReadonlyMap<string, NodeState>; memberLists: ReadonlyArray<readonly string[]>; active: ReadonlyMap<string, string[]> } | undefined;
+  /** The union of the candidate lists of valid gateways, for those lists. */
+  memberUniverse: { lists: ReadonlyArray<readonly string[]>; names: Set<string> } | undefined;
+  nodeLabelInputs: { version: number; memberLists: ReadonlyArray<readonly string[]>; active: ReadonlyMap<string, string[]> } | undefined;
 
   // planWrites.
   planCEGPs: ListMemo<CiliumEgressGatewayPolicy, { byName: Map<string, CiliumEgressGatewayPolicy>; names: string[] }> | undefined;
   planGateways: ListMemo<unknown, Map<string, { status?: unknown; metadata?: unknown }>> | undefined;
   planPolicies: ListMemo<unknown, Map<string, { status?: unknown }>> | undefined;
   planLabels = new Map<string, { objects: readonly unknown[]; want: unknown; adds: Write[]; removes: Write[] }>();
-  planCEGPWrites: { observed: readonly unknown[]; want: unknown; applies: Write[]; deletes: Write[] } | undefined;
-  planPolicyStatuses: { observed: readonly unknown[]; want: unknown; events: unknown; statuses: Write[]; ev: unknown[] } | undefined;
+  /** The pending CEGP writes by name, for one observed set and the desired map at one policy version. */
+  planCEGPWrites: { observed: unknown; want: unknown; version: number; applies: Map<string, Write>; deletes: Map<string, Write> } | undefined;
+  /** The pending policy status writes (and their events) by policy name, likewise. */
+  planPolicyStatuses: { observed: unknown; want: unknown; events: unknown; version: number; writes: Map<string, { write: Write; events: readonly CoreEvent[] }> } | undefined;
 }

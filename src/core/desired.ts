@@ -65,9 +65,15 @@ function labelsEqual(a: Readonly<Record<string, string>>, b: Readonly<Record<str
 /** The label index and the active-for holders; they depend on node labels only. */
 function nodeIndex(nodes: Map<string, NodeState>, cache: CoreCache | undefined): { index: NodeLabelIndex; labelled: Map<string, string[]> } {
   const prev = cache?.nodeIndex;
-  if (prev) {
-    let same = prev.states === nodes || prev.states.size === nodes.size;
-    if (same && prev.states !== nodes) {
+  if (prev && cache) {
+    let same = prev.version === cache.nodesVersion;
+    const changes = cache.nodeChanges;
+    if (!same && changes !== 'all' && prev.version === cache.nodesVersion - 1) {
+      // Updated in place since the index was last checked: only the changed nodes' labels matter.
+      same = changes.every((c) => c.now.labels === c.old.labels || labelsEqual(c.now.labels, c.old.labels));
+    } else if (!same && changes === 'all' && prev.states.size === nodes.size) {
+      // Rebuilt: compare with the states the index was last checked against.
+      same = true;
       for (const st of nodes.values()) {
         const old = prev.states.get(st.name);
         if (!old || (old !== st && !labelsEqual(st.labels, old.labels))) {
@@ -78,6 +84,7 @@ function nodeIndex(nodes: Map<string, NodeState>, cache: CoreCache | undefined):
     }
     if (same) {
       prev.states = nodes;
+      prev.version = cache.nodesVersion;
       return prev;
     }
   }
@@ -94,7 +101,7 @@ function nodeIndex(nodes: Map<string, NodeState>, cache: CoreCache | undefined):
       else labelled.set(gw, [st.name]);
     }
   }
-  const out = { states: nodes, index: new NodeLabelIndex(labelMap), labelled };
+  const out = { states: nodes, version: cache?.nodesVersion ?? 0, index: new NodeLabelIndex(labelMap), labelled };
   if (cache) cache.nodeIndex = out;
   return out;
 }
@@ -220,7 +227,12 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
 
   for (const plan of plans) {
     const g = plan.info;
-    const out = gatewayOutcome(plan, nodes, nowIso);
+    // A reused plan whose status needed no write has the same outcome (it did not depend on the time).
+    let out = plan.reused ? cache?.outcomes.get(plan) : undefined;
+    if (!out) {
+      out = gatewayOutcome(plan, nodes, nowIso);
+      if (cache && out.status === (g.gateway as { status?: unknown }).status) cache.outcomes.set(plan, out);
+    }
     gateways.set(g.name, out.decision);
     gatewayStatuses.set(g.name, out.status);
     if (out.events.length > 0) gatewayEvents.set(g.name, out.events);
@@ -249,9 +261,14 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
         memberLists.push(plan.candidateNames);
       }
       if (plan.active !== '') {
+        let label = cache?.activeLabels.get(g);
+        if (label === undefined) {
+          label = activeForLabel(g.name);
+          cache?.activeLabels.set(g, label);
+        }
         const list = active.get(plan.active);
-        if (list) list.push(activeForLabel(g.name));
-        else active.set(plan.active, [activeForLabel(g.name)]);
+        if (list) list.push(label);
+        else active.set(plan.active, [label]);
       }
     }
     if (plan.move) {
@@ -323,34 +340,71 @@ function desiredNodeLabels(
 ): Map<string, Set<string>> {
   // Same node states, same candidate lists and same active nodes: the same labels as last pass.
   const last = cache?.nodeLabelInputs;
-  if (cache?.nodeLabels && last && last.nodes === nodes && sameItems(last.memberLists, memberLists) && sameActive(last.active, active)) {
+  const sameLists = last !== undefined && sameItems(last.memberLists, memberLists);
+  if (cache?.nodeLabels && last && last.version === cache.nodesVersion && sameLists && sameActive(last.active, active)) {
     return cache.nodeLabels;
   }
-  if (cache) cache.nodeLabelInputs = { nodes, memberLists, active };
-  const members = new Set<string>();
-  for (const list of memberLists) for (const n of list) if (isMemberCandidate(nodes.get(n) as NodeState)) members.add(n);
-  const prev = cache?.nodeLabels;
-  const out = new Map<string, Set<string>>();
-  let changed = false;
-  for (const name of nodes.keys()) {
-    const member = members.has(name);
-    const keys = active.get(name);
-    if (!member && !keys) continue;
-    const size = (member ? 1 : 0) + (keys?.length ?? 0);
-    const old = prev?.get(name);
-    if (old && old.size === size && (!member || old.has(MEMBER_LABEL)) && (!keys || keys.every((k) => old.has(k)))) {
-      out.set(name, old);
-      continue;
-    }
-    changed = true;
+  if (cache) cache.nodeLabelInputs = { version: cache.nodesVersion, memberLists, active };
+  // The nodes some valid gateway selects (kept while the candidate lists are the same arrays).
+  let universe = cache?.memberUniverse && sameItems(cache.memberUniverse.lists, memberLists) ? cache.memberUniverse.names : undefined;
+  if (!universe) {
+    universe = new Set<string>();
+    for (const list of memberLists) for (const n of list) universe.add(n);
+    if (cache) cache.memberUniverse = { lists: memberLists, names: universe };
+  }
+  const selected = universe;
+  const isMember = (name: string, st: NodeState): boolean => selected.has(name) && isMemberCandidate(st);
+  const fits = (old: ReadonlySet<string> | undefined, member: boolean, keys: readonly string[] | undefined): boolean =>
+    old !== undefined && old.size === (member ? 1 : 0) + (keys?.length ?? 0) && (!member || old.has(MEMBER_LABEL)) && (!keys || keys.every((k) => old.has(k)));
+  const labelSet = (member: boolean, keys: readonly string[] | undefined): Set<string> => {
     const s = new Set<string>();
     if (member) s.add(MEMBER_LABEL);
     for (const k of keys ?? []) s.add(k);
-    out.set(name, s);
+    return s;
+  };
+  const prev = cache?.nodeLabels;
+  const changes = cache?.nodeChanges;
+  if (prev && last && cache && sameLists && changes !== undefined && changes !== 'all' && last.version >= cache.nodesVersion - 1) {
+    // Only the nodes whose state changed in this pass and those whose active-for labels moved can differ.
+    const touched = new Set<string>();
+    for (const c of changes) touched.add(c.now.name);
+    for (const [k, v] of active) if (!sameStrings(last.active.get(k), v)) touched.add(k);
+    for (const k of last.active.keys()) if (!active.has(k)) touched.add(k);
+    let out: Map<string, Set<string>> | undefined;
+    for (const name of touched) {
+      const st = nodes.get(name);
+      const member = st !== undefined && isMember(name, st);
+      const keys = st !== undefined ? active.get(name) : undefined;
+      const old = prev.get(name);
+      if (!member && !keys) {
+        if (old) (out ??= new Map(prev)).delete(name);
+      } else if (!fits(old, member, keys)) (out ??= new Map(prev)).set(name, labelSet(member, keys));
+    }
+    if (!out) return prev;
+    cache.nodeLabels = out;
+    return out;
   }
-  if (prev && !changed && prev.size === out.size) return prev;
+  const out = new Map<string, Set<string>>();
+  for (const [name, st] of nodes) {
+    const member = isMember(name, st);
+    const keys = active.get(name);
+    if (!member && !keys) continue;
+    const old = prev?.get(name);
+    if (old && fits(old, member, keys)) {
+      out.set(name, old);
+      continue;
+    }
+    out.set(name, labelSet(member, keys));
+  }
   if (cache) cache.nodeLabels = out;
   return out;
+}
+
+function sameStrings(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function sameActive(a: ReadonlyMap<string, string[]>, b: ReadonlyMap<string, string[]>): boolean {
@@ -362,6 +416,8 @@ function sameActive(a: ReadonlyMap<string, string[]>, b: ReadonlyMap<string, str
   }
   return true;
 }
+
+const NO_NAMES: ReadonlySet<string> = new Set();
 
 interface PolicyResults {
   cegps: Map<string, CiliumEgressGatewayPolicy>;
@@ -443,21 +499,25 @@ function policyResults(
       if (out.events.length > 0) events.set(p.name, out.events);
     }
     const orphans = orphanList(policies, outcomes);
-    if (cache) cache.policyState = { policies, observedMap: observedCEGPs, observed, views, byGateway, outcomes, unsettled, cegps, statuses, events, orphans };
+    if (cache) {
+      cache.policyState = { policies, observedMap: observedCEGPs, observed, views, byGateway, outcomes, unsettled, cegps, statuses, events, orphans };
+      cache.policyVersion++;
+      cache.policyChanges = { version: cache.policyVersion, cegps: 'all', policies: 'all' };
+    }
     return { cegps, statuses, events, orphans };
   }
   if (dirty.length === 0) {
     prev.views = views;
     prev.policies = policies;
     prev.observedMap = observedCEGPs;
+    cache.policyChanges = { version: cache.policyVersion, cegps: NO_NAMES, policies: NO_NAMES };
     return { cegps: prev.cegps, statuses: prev.statuses, events: prev.events, orphans: prev.orphans };
   }
-  // Copy on write: the previous maps may still be held by the caller (Desired is read-only, not ours).
-  const cegps = new Map(prev.cegps);
-  const statuses = new Map(prev.statuses);
-  const events = new Map(prev.events);
-  const outcomes = [...prev.outcomes];
-  const observed = [...prev.observed];
+  // In place: a long-lived core's Desired is valid until its next pass (see createCore). What changed
+  // is recorded, so planWrites re-plans these entries only.
+  const { cegps, statuses, events, outcomes, observed } = prev;
+  const changedCEGPs = new Set<string>();
+  const changedPolicies = new Set<string>();
   const unsettled: number[] = [];
   const recomputed = new Set(dirty);
   for (const i of prev.unsettled) if (!recomputed.has(i)) unsettled.push(i);
@@ -469,18 +529,27 @@ function policyResults(
     const oldObs = observed[i];
     const oldKey = oldObs ? nameOf(oldObs) : cegpName(p.name);
     const key = obs ? nameOf(obs) : cegpName(p.name);
-    if (oldKey !== key) cegps.delete(oldKey);
-    if (out.cegp) cegps.set(key, out.cegp);
-    else cegps.delete(key);
+    if (oldKey !== key && cegps.delete(oldKey)) changedCEGPs.add(oldKey);
+    if (out.cegp) {
+      if (cegps.get(key) !== out.cegp) {
+        cegps.set(key, out.cegp);
+        changedCEGPs.add(key);
+      }
+    } else if (cegps.delete(key)) changedCEGPs.add(key);
+    if (statuses.get(p.name) !== out.status) changedPolicies.add(p.name);
     statuses.set(p.name, out.status);
+    const oldEvents = events.get(p.name);
     if (out.events.length > 0) events.set(p.name, out.events);
     else events.delete(p.name);
+    if (oldEvents !== events.get(p.name)) changedPolicies.add(p.name);
     outcomes[i] = out;
     observed[i] = obs;
     if (out.status !== (p.policy as { status?: unknown }).status) unsettled.push(i);
   }
   const orphans = orphanList(policies, outcomes);
-  cache.policyState = { policies, observedMap: observedCEGPs, observed, views, byGateway: prev.byGateway, outcomes, unsettled, cegps, statuses, events, orphans };
+  cache.policyState = { ...prev, policies, observedMap: observedCEGPs, views, unsettled, orphans };
+  if (changedCEGPs.size > 0 || changedPolicies.size > 0) cache.policyVersion++;
+  cache.policyChanges = { version: cache.policyVersion, cegps: changedCEGPs, policies: changedPolicies };
   return { cegps, statuses, events, orphans };
 }
 

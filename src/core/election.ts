@@ -13,7 +13,7 @@ import { isConfirmed, specMatches, type InstanceFacts } from './instances.ts';
 import type { NodeLabelIndex } from './selectors.ts';
 import type { GatewayInfo } from './validate.ts';
 import { byString, electionKey } from './util.ts';
-import { NO_REASONS, type CoreCache, type VerdictGroup } from './cache.ts';
+import { NO_REASONS, sameItems, type CoreCache, type VerdictGroup } from './cache.ts';
 
 export interface MoveOutcome {
   target: string;
@@ -41,6 +41,48 @@ export interface GatewayPlan {
   move: MoveOutcome | undefined;
   /** Nodes whose instance must exist after this pass; `create` false → keep an existing one only. */
   instanceNodes: Map<string, { create: boolean }>;
+  /**
+   * This plan was handed back from the previous pass unchanged (see `reusable`); its outcome may be
+   * reused too, as long as that outcome did not depend on the time.
+   */
+  reused?: boolean;
+}
+
+/**
+ * What a plan was computed from, for a long-lived core: a gateway whose inputs are the same objects as
+ * in the last pass gets the same plan object back. Only plans that depend on nothing else are kept:
+ * not one elected by load (phase 2 depends on every other gateway) and not one whose handover clock is
+ * running (it depends on the time).
+ */
+export interface PlanMemo {
+  info: GatewayInfo;
+  cands: readonly string[];
+  group: VerdictGroup;
+  owned: readonly InstanceFacts[];
+  labelled: readonly string[];
+  /** The states of the nodes the plan and its outcome look up outside the candidate list. */
+  refs: ReadonlyArray<NodeState | undefined>;
+  plan: GatewayPlan;
+}
+
+const NONE: readonly never[] = Object.freeze([]) as readonly never[];
+
+/** Nodes a plan (and its gateway's status) refers to by name beyond its candidates. */
+function referencedNodes(g: GatewayInfo, observedActive: string): string[] {
+  const st = (g.gateway as { status?: { activeNodeName?: unknown } }).status;
+  const prevActive = typeof st?.activeNodeName === 'string' ? st.activeNodeName : '';
+  return [observedActive, g.moveTo ?? '', prevActive];
+}
+
+function sameRefs(names: readonly string[], refs: ReadonlyArray<NodeState | undefined>, nodes: ReadonlyMap<string, NodeState>): boolean {
+  for (let i = 0; i < names.length; i++) if (nodes.get(names[i] as string) !== refs[i]) return false;
+  return true;
+}
+
+/** Does the plan depend on the time? Only through a handover clock: an unconfirmed, current instance. */
+function timeSensitive(plan: GatewayPlan): boolean {
+  for (const f of plan.primary.values()) if (Number.isFinite(f.assignedAt) && specMatches(f.instance, f.node, plan.info) && !isConfirmed(f, plan.info)) return true;
+  return false;
 }
 
 export interface ElectionInput {
@@ -71,7 +113,11 @@ function verdictGroup(
   opts: CoreOptions,
   cache: CoreCache | undefined,
 ): VerdictGroup {
-  const key = `${g.mode}\u0000${opts.requireCiliumAgent}\u0000${g.mode === MODE_PRIMARY_IP ? g.interfaceName : g.mode === MODE_VIP ? g.interfaces.join('\u0000') : ''}`;
+  let key = cache?.groupKeys.get(g);
+  if (key === undefined) {
+    key = `${g.mode}\u0000${opts.requireCiliumAgent}\u0000${g.mode === MODE_PRIMARY_IP ? g.interfaceName : g.mode === MODE_VIP ? g.interfaces.join('\u0000') : ''}`;
+    cache?.groupKeys.set(g, key);
+  }
   let byKey = cache?.verdictGroups.get(names);
   let group = byKey?.get(key);
   if (group && cache) {
@@ -175,7 +221,32 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
 
   // Phase 1: verdicts, observed active node, and every choice that keeps a node.
   const sticky = new Map<GatewayPlan, string>();
+  const cache = input.cache;
+  const fresh: Array<{ plan: GatewayPlan; cands: readonly string[]; group: VerdictGroup; owned: readonly InstanceFacts[]; labelled: readonly string[] }> = [];
   for (const g of infos) {
+    const ownedList = owned.get(g.name) ?? NONE;
+    const labelledList = labelled.get(g.name) ?? NONE;
+    const cands = g.selectorValid ? index.match(g.selector) : NONE;
+    const group = verdictGroup(g, cands, nodes, opts, cache);
+    const memo = cache?.plans.get(g.name);
+    if (
+      memo &&
+      memo.info === g &&
+      memo.cands === cands &&
+      memo.group === group &&
+      sameItems(memo.owned, ownedList) &&
+      sameItems(memo.labelled, labelledList) &&
+      sameRefs(referencedNodes(g, memo.plan.observedActive), memo.refs, nodes)
+    ) {
+      const plan = memo.plan;
+      plan.reused = true;
+      plans.push(plan);
+      if (plan.target !== '') {
+        sticky.set(plan, plan.target);
+        bump(plan.target);
+      }
+      continue;
+    }
     const valid = !g.invalid;
     const vip = g.mode === MODE_VIP;
     const plan: GatewayPlan = {
@@ -185,7 +256,7 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
       verdicts: new Map(),
       readyNodes: 0,
       candidateNames: [],
-      primary: vip ? pickPrimary(owned.get(g.name) ?? [], g) : new Map(),
+      primary: vip ? pickPrimary(ownedList as InstanceFacts[], g) : new Map(),
       observedActive: '',
       target: '',
       active: '',
@@ -194,8 +265,7 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
       instanceNodes: new Map(),
     };
     plans.push(plan);
-    const cands = g.selectorValid ? index.match(g.selector) : [];
-    const group = verdictGroup(g, cands, nodes, opts, input.cache);
+    fresh.push({ plan, cands, group, owned: ownedList, labelled: labelledList });
     plan.candidates = group.candidates;
     plan.verdicts = group.verdicts;
     plan.readyNodes = group.readyNodes;
@@ -217,7 +287,7 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
         plan.verdicts.set(n, v);
       }
     }
-    plan.observedActive = chooseObservedActive(plan, labelled.get(g.name) ?? []);
+    plan.observedActive = chooseObservedActive(plan, labelledList);
 
     if (g.moveTo !== undefined) {
       const mt = g.moveTo;
@@ -252,7 +322,7 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
 
   // Phase 2: elect for the others, in gateway-name order (infos are sorted).
   for (const plan of plans) {
-    if (!plan.valid) continue;
+    if (!plan.valid || plan.reused) continue;
     let target = sticky.get(plan) ?? '';
     if (target === '' && plan.readyNodes > 0) {
       // VIP: a node where this gateway's previous instance is still terminating cannot get a new one
@@ -279,7 +349,24 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
 
   // Phase 3: label holder, instances, move outcome.
   for (const plan of plans) {
-    if (plan.valid) settle(plan, nodes);
+    if (plan.valid && !plan.reused) settle(plan, nodes);
+  }
+  if (cache) {
+    // Remember the plans that depend on their own inputs only (a reused one keeps its memo).
+    for (const f of fresh) {
+      const p = f.plan;
+      const elected = p.valid && !sticky.has(p) && p.target !== '';
+      if (elected || (p.valid && p.info.mode === MODE_VIP && timeSensitive(p))) {
+        cache.plans.delete(p.info.name);
+        continue;
+      }
+      const refs = referencedNodes(p.info, p.observedActive).map((n) => nodes.get(n));
+      cache.plans.set(p.info.name, { info: p.info, cands: f.cands, group: f.group, owned: f.owned, labelled: f.labelled, refs, plan: p });
+    }
+    if (cache.plans.size > infos.length) {
+      const names = new Set(infos.map((g) => g.name));
+      for (const n of cache.plans.keys()) if (!names.has(n)) cache.plans.delete(n);
+    }
   }
   return plans;
 }

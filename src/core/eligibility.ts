@@ -67,10 +67,58 @@ function podStatesMemo(pods: readonly PodLike[], memo: ListMemo<PodLike, Map<str
   return memo && sameItems(memo.items, pods) ? memo : { items: pods, result: podStates(pods) };
 }
 
+/** The node's state from this pass's inputs, or `prev` itself when nothing in it changed. */
+function nodeState(
+  name: string,
+  node: NodeLike,
+  hb: Heartbeat | undefined,
+  cilium: ReadonlyMap<string, PodState>,
+  agents: ReadonlyMap<string, PodState>,
+  now: number,
+  prev: NodeState | undefined,
+): NodeState {
+  const ciliumAgent = cilium.get(name) ?? 'none';
+  const agent = agents.get(name) ?? 'none';
+  const heartbeat: HeartbeatState = hb ? (heartbeatLive(hb, now) ? 'live' : 'expired') : 'absent';
+  const uplinks = hb && isObject(hb.uplinks) ? hb.uplinks : undefined;
+  if (prev && prev.node === node && prev.ciliumAgent === ciliumAgent && prev.agent === agent && prev.heartbeat === heartbeat && prev.uplinks === uplinks) return prev;
+  return { name, node, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat, uplinks };
+}
+
+/**
+ * Heartbeats in strictly increasing node order (as the controller's tracker gives them) can be joined
+ * with the nodes (also in name order) without building an index: `at(name)` must then be called with
+ * increasing names. Any other input gets the index.
+ */
+function heartbeatLookup(hbs: readonly Heartbeat[]): (name: string) => Heartbeat | undefined {
+  let sorted = true;
+  for (let i = 0; i < hbs.length; i++) {
+    const hb = hbs[i] as Heartbeat;
+    if (!isObject(hb) || typeof hb.node !== 'string' || (i > 0 && !((hbs[i - 1] as Heartbeat).node < hb.node))) {
+      sorted = false;
+      break;
+    }
+  }
+  if (!sorted) {
+    const m = heartbeatIndex(hbs);
+    return (name) => m.get(name);
+  }
+  let j = 0;
+  let last = '';
+  return (name) => {
+    // Names not increasing (not a sorted node list): start the scan over.
+    if (name < last) j = 0;
+    last = name;
+    while (j < hbs.length && (hbs[j] as Heartbeat).node < name) j++;
+    const hb = hbs[j];
+    return hb !== undefined && hb.node === name ? hb : undefined;
+  };
+}
+
 /**
  * One NodeState per node. With a cache, an unchanged node (same object, same pod and heartbeat states)
- * keeps its NodeState object, and an unchanged cluster keeps the whole map: later stages memoise on
- * those identities.
+ * keeps its NodeState object, and the map itself is kept from pass to pass (see below), so with a
+ * cache the returned map must be treated as read-only and not kept beyond the pass.
  */
 export function buildNodeStates(snapshot: Snapshot, cache?: CoreCache): Map<string, NodeState> {
   let cilium: Map<string, PodState>;
@@ -84,40 +132,47 @@ export function buildNodeStates(snapshot: Snapshot, cache?: CoreCache): Map<stri
     cilium = podStates(snapshot.ciliumAgentPods ?? []);
     agents = podStates(snapshot.agentPods ?? []);
   }
-  const hbs = heartbeatIndex(snapshot.heartbeats ?? []);
-  const prevMap = cache?.nodeStates;
-  let reused = 0;
+  const list = snapshot.nodes ?? [];
+  const hbs = snapshot.heartbeats ?? [];
+  const map = cache?.nodeStates;
+  if (cache && map && list.length === map.size) {
+    // The same names in strictly increasing order (so no duplicates, no node added or gone): the map is
+    // kept and only the entries whose state changed are replaced, in place; the changes are recorded
+    // for the later stages (label index, node labels), which then look at those nodes only.
+    const hbAt = heartbeatLookup(hbs);
+    const changes: Array<{ old: NodeState; now: NodeState }> = [];
+    let same = true;
+    let last = '';
+    for (const node of list) {
+      const name = nameOf(node);
+      const prev = name > last ? map.get(name) : undefined;
+      last = name;
+      if (!prev) {
+        same = false;
+        break;
+      }
+      const now = nodeState(name, node, hbAt(name), cilium, agents, snapshot.now, prev);
+      if (now !== prev) changes.push({ old: prev, now });
+    }
+    if (same) {
+      for (const c of changes) map.set(c.now.name, c.now);
+      if (changes.length > 0) cache.nodesVersion++;
+      cache.nodeChanges = changes;
+      return map;
+    }
+  }
+  const hbAt = heartbeatLookup(hbs);
   const out = new Map<string, NodeState>();
-  for (const node of snapshot.nodes ?? []) {
+  for (const node of list) {
     const name = nameOf(node);
     if (name === '' || out.has(name)) continue;
-    const hb = hbs.get(name);
-    const ciliumAgent = cilium.get(name) ?? 'none';
-    const agent = agents.get(name) ?? 'none';
-    const heartbeat: HeartbeatState = hb ? (heartbeatLive(hb, snapshot.now) ? 'live' : 'expired') : 'absent';
-    const uplinks = hb && isObject(hb.uplinks) ? hb.uplinks : undefined;
-    const prev = prevMap?.get(name);
-    if (prev && prev.node === node && prev.ciliumAgent === ciliumAgent && prev.agent === agent && prev.heartbeat === heartbeat && prev.uplinks === uplinks) {
-      out.set(name, prev);
-      reused++;
-      continue;
-    }
-    out.set(name, {
-      name,
-      node,
-      labels: labelsOf(node),
-      ready: isNodeReady(node),
-      cordoned: isNodeCordoned(node),
-      ciliumAgent,
-      agent,
-      heartbeat,
-      uplinks,
-    });
+    out.set(name, nodeState(name, node, hbAt(name), cilium, agents, snapshot.now, map?.get(name)));
   }
-  if (!cache) return out;
-  // Nothing changed: hand back the previous map itself (same insertion order, same objects).
-  if (prevMap && reused === out.size && prevMap.size === out.size) return prevMap;
-  cache.nodeStates = out;
+  if (cache) {
+    cache.nodeStates = out;
+    cache.nodesVersion++;
+    cache.nodeChanges = 'all';
+  }
   return out;
 }
 

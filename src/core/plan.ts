@@ -3,7 +3,7 @@
 //   → gatewayStatus/policyStatus → clearMoveRequest → deleteInstance → releaseFinalizer → deleteCEGP → events.
 // A snapshot that already equals the desired state yields no writes.
 
-import type { CiliumEgressGatewayPolicy, EgressGatewayInstance, EgressGatewayPolicyStatus, EgressGatewayStatus } from '../api/types.ts';
+import type { EgressGatewayInstance, EgressGatewayStatus } from '../api/types.ts';
 import { ACTIVE_FOR_PREFIX, MEMBER_LABEL, MOVE_TO_ANNOTATION } from '../api/names.ts';
 import type { CoreEvent, Desired, Snapshot, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';
@@ -47,6 +47,32 @@ function namedInOrder<T>(objects: readonly T[]): Array<{ name: string; o: T }> {
   return out;
 }
 
+/**
+ * `fn` for each object with a name, in name order, first occurrence of a duplicated name only. The
+ * snapshot's lists are already in strictly increasing name order: then nothing is allocated.
+ */
+function forEachNamed<T>(objects: readonly T[], fn: (name: string, o: T) => void): void {
+  let last = '';
+  let increasing = true;
+  for (const o of objects) {
+    const n = nameOf(o);
+    if (n === '') continue;
+    if (!(last === '' || byString(last, n) < 0)) {
+      increasing = false;
+      break;
+    }
+    last = n;
+  }
+  if (!increasing) {
+    for (const { name, o } of namedInOrder(objects)) fn(name, o);
+    return;
+  }
+  for (const o of objects) {
+    const n = nameOf(o);
+    if (n !== '') fn(n, o);
+  }
+}
+
 function labelWrites(
   target: 'Node' | 'CiliumNode',
   objects: ReadonlyArray<{ metadata?: unknown }>,
@@ -64,7 +90,7 @@ function labelWrites(
   }
   const myAdds: Write[] = [];
   const myRemoves: Write[] = [];
-  for (const { name, o } of namedInOrder(objects)) {
+  forEachNamed(objects, (name, o) => {
     const want = desired.get(name);
     // Per object and desired Set (both reused while unchanged): the label diff is remembered.
     let plan = cache?.labelPlan.get(o);
@@ -79,7 +105,7 @@ function labelWrites(
     }
     if (plan.add) myAdds.push({ kind: 'addLabels', target, name, keys: [...plan.add] });
     if (plan.remove) myRemoves.push({ kind: 'removeLabels', target, name, keys: [...plan.remove] });
-  }
+  });
   cache?.planLabels.set(target, { objects, want: desired, adds: myAdds, removes: myRemoves });
   adds.push(...myAdds);
   removes.push(...myRemoves);
@@ -103,6 +129,20 @@ function byNameMap<T>(items: readonly T[] | undefined): Map<string, T> {
   return m;
 }
 
+/** Values in key order (the pending writes of a kind: few, except on a first pass). */
+function inNameOrder<T>(m: ReadonlyMap<string, T>): T[] {
+  if (m.size === 0) return [];
+  return [...m.keys()].sort(byString).map((k) => m.get(k) as T);
+}
+
+/**
+ * Can the last plan be brought up to date from this pass's recorded changes? Yes when it was made at
+ * this version (nothing changed) or at the one before and the changes are listed by name.
+ */
+function changeable(planned: number, version: number, names: ReadonlySet<string> | 'all'): boolean {
+  return planned === version || (planned === version - 1 && names !== 'all');
+}
+
 /** `cache`: a long-lived core's memory (see `createCore`); the writes are the same without it. */
 export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCache): Write[] {
   const instanceWrites: Write[] = [];
@@ -111,7 +151,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
   const nodeRemoves: Write[] = [];
   const cnRemoves: Write[] = [];
   let applies: Write[] = [];
-  let statuses: Write[] = [];
+  const statuses: Write[] = [];
   const clears: Write[] = [];
   const deletes: Write[] = [];
   const releases: Write[] = [];
@@ -158,30 +198,37 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
   labelWrites('Node', snapshot.nodes ?? [], desired.nodeLabels, nodeAdds, nodeRemoves, cache);
   labelWrites('CiliumNode', snapshot.ciliumNodes ?? [], desired.nodeLabels, cnAdds, cnRemoves, cache);
 
-  // CEGPs.
+  // CEGPs. A long-lived core re-plans only the CEGPs whose desired object changed in this pass, as
+  // long as the observed ones are the same objects as when it last planned (see policyChanges).
   const cegpList = snapshot.cegps ?? [];
-  const pc = cache?.planCEGPWrites;
-  if (pc && pc.want === desired.cegps && sameItems(pc.observed, cegpList)) {
-    applies = [...pc.applies];
-    cegpDeletes = [...pc.deletes];
-  } else {
-    let observed = cache?.planCEGPs && sameItems(cache.planCEGPs.items, cegpList) ? cache.planCEGPs.result : undefined;
-    if (!observed) {
-      const byName = byNameMap(cegpList);
-      observed = { byName, names: [...byName.keys()].sort(byString) };
-      if (cache) cache.planCEGPs = { items: cegpList, result: observed };
-    }
-    for (const name of sortedKeys(desired.cegps, cache)) {
-      const want = desired.cegps.get(name) as CiliumEgressGatewayPolicy;
-      const have = observed.byName.get(name);
-      if (have !== want && (!have || !cegpUpToDate(have, want))) applies.push({ kind: 'applyCEGP', object: want });
-    }
-    for (const name of observed.names) {
-      const c = observed.byName.get(name) as CiliumEgressGatewayPolicy;
-      if (!desired.cegps.has(name) && isOurCEGP(c)) cegpDeletes.push({ kind: 'deleteCEGP', name });
-    }
-    if (cache) cache.planCEGPWrites = { observed: cegpList, want: desired.cegps, applies: [...applies], deletes: [...cegpDeletes] };
+  let observed = cache?.planCEGPs && sameItems(cache.planCEGPs.items, cegpList) ? cache.planCEGPs.result : undefined;
+  if (!observed) {
+    const byName = byNameMap(cegpList);
+    observed = { byName, names: [...byName.keys()].sort(byString) };
+    if (cache) cache.planCEGPs = { items: cegpList, result: observed };
   }
+  const byName = observed.byName;
+  const replanCEGP = (name: string, into: { applies: Map<string, Write>; deletes: Map<string, Write> }): void => {
+    const want = desired.cegps.get(name);
+    const have = byName.get(name);
+    if (want && have !== want && (!have || !cegpUpToDate(have, want))) into.applies.set(name, { kind: 'applyCEGP', object: want });
+    else into.applies.delete(name);
+    if (!want && have && isOurCEGP(have)) into.deletes.set(name, { kind: 'deleteCEGP', name });
+    else into.deletes.delete(name);
+  };
+  const changes = cache?.policyChanges;
+  let pc = cache?.planCEGPWrites;
+  if (pc && changes && pc.want === desired.cegps && pc.observed === observed && changeable(pc.version, changes.version, changes.cegps)) {
+    if (pc.version !== changes.version) for (const name of changes.cegps as ReadonlySet<string>) replanCEGP(name, pc);
+  } else {
+    pc = { observed, want: desired.cegps, version: changes?.version ?? 0, applies: new Map(), deletes: new Map() };
+    for (const name of desired.cegps.keys()) replanCEGP(name, pc);
+    for (const name of observed.names) if (!desired.cegps.has(name)) replanCEGP(name, pc);
+  }
+  pc.version = changes?.version ?? 0;
+  if (cache) cache.planCEGPWrites = pc;
+  applies = inNameOrder(pc.applies);
+  cegpDeletes = inNameOrder(pc.deletes);
 
   // Statuses, each with the events that record its transition.
   let gatewaysByName = cache?.planGateways && sameItems(cache.planGateways.items, snapshot.gateways) ? cache.planGateways.result : undefined;
@@ -196,27 +243,36 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
     events.push(...(desired.gatewayEvents?.get(name) ?? []));
   }
   const policyList = snapshot.policies ?? [];
-  const pp = cache?.planPolicyStatuses;
-  if (pp && pp.want === desired.policyStatuses && pp.events === desired.policyEvents && sameItems(pp.observed, policyList)) {
-    statuses.push(...pp.statuses);
-    events.push(...(pp.ev as CoreEvent[]));
+  let policiesByName = cache?.planPolicies && sameItems(cache.planPolicies.items, policyList) ? cache.planPolicies.result : undefined;
+  if (!policiesByName) {
+    policiesByName = byNameMap<{ status?: unknown }>(policyList);
+    if (cache) cache.planPolicies = { items: policyList, result: policiesByName };
+  }
+  const observedPolicies = policiesByName;
+  const replanPolicy = (name: string, into: Map<string, { write: Write; events: readonly CoreEvent[] }>): void => {
+    const status = desired.policyStatuses.get(name);
+    if (!status || statusEqual(observedPolicies.get(name)?.status, status)) into.delete(name);
+    else into.set(name, { write: { kind: 'policyStatus', name, status }, events: desired.policyEvents?.get(name) ?? [] });
+  };
+  let pp = cache?.planPolicyStatuses;
+  if (
+    pp &&
+    changes &&
+    pp.want === desired.policyStatuses &&
+    pp.events === desired.policyEvents &&
+    pp.observed === observedPolicies &&
+    changeable(pp.version, changes.version, changes.policies)
+  ) {
+    if (pp.version !== changes.version) for (const name of changes.policies as ReadonlySet<string>) replanPolicy(name, pp.writes);
   } else {
-    let policiesByName = cache?.planPolicies && sameItems(cache.planPolicies.items, policyList) ? cache.planPolicies.result : undefined;
-    if (!policiesByName) {
-      policiesByName = byNameMap<{ status?: unknown }>(policyList);
-      if (cache) cache.planPolicies = { items: policyList, result: policiesByName };
-    }
-    const mine: Write[] = [];
-    const ev: CoreEvent[] = [];
-    for (const name of sortedKeys(desired.policyStatuses, cache)) {
-      const status = desired.policyStatuses.get(name) as EgressGatewayPolicyStatus;
-      if (statusEqual(policiesByName.get(name)?.status, status)) continue;
-      mine.push({ kind: 'policyStatus', name, status });
-      ev.push(...(desired.policyEvents?.get(name) ?? []));
-    }
-    if (cache) cache.planPolicyStatuses = { observed: policyList, want: desired.policyStatuses, events: desired.policyEvents, statuses: mine, ev };
-    statuses = [...statuses, ...mine];
-    events.push(...ev);
+    pp = { observed: observedPolicies, want: desired.policyStatuses, events: desired.policyEvents, version: 0, writes: new Map() };
+    for (const name of desired.policyStatuses.keys()) replanPolicy(name, pp.writes);
+  }
+  pp.version = changes?.version ?? 0;
+  if (cache) cache.planPolicyStatuses = pp;
+  for (const w of inNameOrder(pp.writes)) {
+    statuses.push(w.write);
+    events.push(...w.events);
   }
 
   // Move requests: only while the annotation is still there.

@@ -114,6 +114,7 @@ export class NodeLabelIndex {
   readonly #labels: ReadonlyMap<string, Readonly<Record<string, string>>>;
   readonly #byKey = new Map<string, Map<string, string[]>>();
   readonly #memo = new Map<string, readonly string[]>();
+  readonly #bySelector = new WeakMap<object, readonly string[]>();
 
   /** `labels`: node name → labels; iteration order does not matter. */
   constructor(labels: ReadonlyMap<string, Readonly<Record<string, string>>>) {
@@ -145,6 +146,15 @@ export class NodeLabelIndex {
 
   /** Node names (sorted) matching an exact-match node selector; empty selector → all nodes. */
   match(selector: Readonly<Record<string, string>>): readonly string[] {
+    // Selectors are immutable parts of immutable objects: the same object gives the same answer.
+    const byObject = this.#bySelector.get(selector);
+    if (byObject) return byObject;
+    const result = this.#match(selector);
+    this.#bySelector.set(selector, result);
+    return result;
+  }
+
+  #match(selector: Readonly<Record<string, string>>): readonly string[] {
     const keys = Object.keys(selector);
     if (keys.length === 0) return this.#names;
     keys.sort(byString);

@@ -107,19 +107,29 @@ test('the snapshot builder hands out the same sorted list while a cache is uncha
   assert.deepEqual(one.nodes.map((n) => n.metadata.name), ['a', 'b', 'c']);
 });
 
-test('heartbeats(): the same list until a heartbeat changes', () => {
+test('heartbeats(): the same list and records, renewals updated in place, until a node comes or goes', () => {
   const t = new HeartbeatTracker(2000);
   t.observe(lease('a', 'x'), 0);
   const l1 = t.heartbeats();
   assert.equal(t.heartbeats(), l1);
   t.observe(lease('a', 'x'), 10);
   assert.equal(t.heartbeats(), l1);
+  assert.equal(l1[0]?.observedAt, 0);
   t.observe(lease('a', 'y'), 20);
+  assert.equal(t.heartbeats(), l1);
+  assert.equal(l1[0]?.observedAt, 20);
+  t.observe(lease('b', 'x'), 30);
   const l2 = t.heartbeats();
   assert.notEqual(l2, l1);
-  assert.equal(l2[0]?.observedAt, 20);
-  assert.equal(l1[0]?.observedAt, 0);
+  assert.deepEqual(
+    l2.map((h) => [h.node, h.observedAt]),
+    [
+      ['a', 20],
+      ['b', 30],
+    ],
+  );
   t.forget(lease('a', 'y'));
+  t.forget(lease('b', 'x'));
   assert.deepEqual(t.heartbeats(), []);
 });
 

@@ -52,10 +52,9 @@ interface Tracked {
   // The renewal record (holder, renew time): compared field by field, so a renewal builds no string.
   holder: unknown;
   renewTime: unknown;
-  observedAt: number;
-  durationMs: number;
   uplinksRaw: string | undefined;
-  uplinks: Record<string, UplinkState> | undefined;
+  /** What the core sees of this node's heartbeat: one object per node, updated in place (see heartbeats()). */
+  hb: Heartbeat;
 }
 
 /**
@@ -81,7 +80,7 @@ export function leaseDurationMs(lease: LeaseLike, defaultMs: number): number {
 export class HeartbeatTracker {
   private readonly byNode = new Map<string, Tracked>();
   private readonly defaultDurationMs: number;
-  /** The last list handed out (never mutated once handed out), and whether it is stale. */
+  /** Every node's Heartbeat record in node order; rebuilt only when a node is added or forgotten. */
   private list: Heartbeat[] = [];
   private stale = false;
 
@@ -98,22 +97,33 @@ export class HeartbeatTracker {
     const durationMs = leaseDurationMs(lease, this.defaultDurationMs);
     const uplinksRaw = lease.metadata.annotations?.[UPLINKS_ANNOTATION];
     const prev = this.byNode.get(node);
-    const changedRecord = !prev || !sameValue(prev.holder, holder) || !sameValue(prev.renewTime, renewTime);
-    if (prev && !changedRecord && prev.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;
-    const wasLive = prev !== undefined && now - prev.observedAt < prev.durationMs;
+    if (!prev) {
+      const hb: Heartbeat = { node, observedAt: now, durationMs };
+      const uplinks = parseUplinks(uplinksRaw);
+      if (uplinks) hb.uplinks = uplinks;
+      this.byNode.set(node, { holder, renewTime, uplinksRaw, hb });
+      this.stale = true;
+      return true;
+    }
+    const hb = prev.hb;
+    const changedRecord = !sameValue(prev.holder, holder) || !sameValue(prev.renewTime, renewTime);
+    if (!changedRecord && hb.durationMs === durationMs && prev.uplinksRaw === uplinksRaw) return false;
+    const wasLive = now - hb.observedAt < hb.durationMs;
     // A renewal of a live heartbeat with nothing else changed decides nothing new.
-    const matters = !wasLive || prev.durationMs !== durationMs || prev.uplinksRaw !== uplinksRaw;
-    this.stale = true;
-    const uplinks = prev && prev.uplinksRaw === uplinksRaw ? prev.uplinks : parseUplinks(uplinksRaw);
-    if (prev) {
-      // One record per node, updated in place: a renewal every few hundred ms per node allocates nothing here.
-      prev.holder = holder;
-      prev.renewTime = renewTime;
-      if (changedRecord) prev.observedAt = now;
-      prev.durationMs = durationMs;
+    const matters = !wasLive || hb.durationMs !== durationMs || prev.uplinksRaw !== uplinksRaw;
+    // Updated in place: a renewal every few hundred ms per node allocates nothing here. The core reads
+    // heartbeats during a pass only and keeps none of these objects (it keeps the parsed uplinks,
+    // which are replaced, never changed).
+    prev.holder = holder;
+    prev.renewTime = renewTime;
+    if (changedRecord) hb.observedAt = now;
+    hb.durationMs = durationMs;
+    if (prev.uplinksRaw !== uplinksRaw) {
       prev.uplinksRaw = uplinksRaw;
-      prev.uplinks = uplinks;
-    } else this.byNode.set(node, { holder, renewTime, observedAt: now, durationMs, uplinksRaw, uplinks });
+      const uplinks = parseUplinks(uplinksRaw);
+      if (uplinks) hb.uplinks = uplinks;
+      else delete hb.uplinks;
+    }
     return matters;
   }
 
@@ -124,16 +134,15 @@ export class HeartbeatTracker {
     return gone;
   }
 
-  /** Sorted by node; the same array while no heartbeat changed (treat it as read-only). */
+  /**
+   * Sorted by node. The same array and the same records from call to call: a renewal updates its
+   * node's record in place, so read them during a pass and keep none of them.
+   */
   heartbeats(): Heartbeat[] {
     if (!this.stale) return this.list;
     this.stale = false;
     const out: Heartbeat[] = [];
-    for (const [node, t] of this.byNode) {
-      const hb: Heartbeat = { node, observedAt: t.observedAt, durationMs: t.durationMs };
-      if (t.uplinks) hb.uplinks = t.uplinks;
-      out.push(hb);
-    }
+    for (const t of this.byNode.values()) out.push(t.hb);
     this.list = out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
     return this.list;
   }
@@ -141,8 +150,8 @@ export class HeartbeatTracker {
   /** The earliest future moment a live heartbeat expires, if any. */
   nextExpiry(now: number): number | undefined {
     let next: number | undefined;
-    for (const t of this.byNode.values()) {
-      const at = t.observedAt + t.durationMs;
+    for (const { hb } of this.byNode.values()) {
+      const at = hb.observedAt + hb.durationMs;
       if (at > now && (next === undefined || at < next)) next = at;
     }
     return next;

@@ -62,6 +62,32 @@ function labelsEqual(a: Readonly<Record<string, string>>, b: Readonly<Record<str
   return n === 0;
 }
 
+/** Keys whose value differs between two label maps (added, removed or changed) go into `out`. */
+function changedKeys(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>, out: Set<string>): void {
+  for (const k in a) if (!Object.hasOwn(b, k) || a[k] !== b[k]) out.add(k);
+  for (const k in b) if (!Object.hasOwn(a, k)) out.add(k);
+}
+
+/** The active-for holders after some nodes' labels changed (new lists for the gateways concerned, in name order). */
+function relabelHolders(labelled: ReadonlyMap<string, string[]>, changes: ReadonlyArray<{ old: NodeState; now: NodeState }>): Map<string, string[]> {
+  const out = new Map(labelled);
+  for (const { old, now } of changes) {
+    for (const k in old.labels) {
+      if (!k.startsWith(ACTIVE_FOR_PREFIX) || Object.hasOwn(now.labels, k)) continue;
+      const gw = k.slice(ACTIVE_FOR_PREFIX.length);
+      const list = (out.get(gw) ?? []).filter((n) => n !== now.name);
+      if (list.length > 0) out.set(gw, list);
+      else out.delete(gw);
+    }
+    for (const k in now.labels) {
+      if (!k.startsWith(ACTIVE_FOR_PREFIX) || Object.hasOwn(old.labels, k)) continue;
+      const gw = k.slice(ACTIVE_FOR_PREFIX.length);
+      out.set(gw, [...(out.get(gw) ?? []), now.name].sort(byString));
+    }
+  }
+  return out;
+}
+
 /** The label index and the active-for holders; they depend on node labels only. */
 function nodeIndex(nodes: Map<string, NodeState>, cache: CoreCache | undefined): { index: NodeLabelIndex; labelled: Map<string, string[]> } {
   const prev = cache?.nodeIndex;
@@ -69,8 +95,19 @@ function nodeIndex(nodes: Map<string, NodeState>, cache: CoreCache | undefined):
     let same = prev.version === cache.nodesVersion;
     const changes = cache.nodeChanges;
     if (!same && changes !== 'all' && prev.version === cache.nodesVersion - 1) {
-      // Updated in place since the index was last checked: only the changed nodes' labels matter.
-      same = changes.every((c) => c.now.labels === c.old.labels || labelsEqual(c.now.labels, c.old.labels));
+      // Updated in place since the index was last checked: only the changed nodes' labels matter, and
+      // of those only the keys some selector has looked up (our own labels, written on every
+      // failover, never are): then the index stays, and only the active-for holders are updated.
+      const keys = new Set<string>();
+      for (const c of changes) if (c.now.labels !== c.old.labels) changedKeys(c.old.labels, c.now.labels, keys);
+      if (keys.size === 0) same = true;
+      else if (!prev.index.looksUpAny(keys)) {
+        for (const c of changes) if (c.now.labels !== c.old.labels) prev.index.relabel(c.now.name, c.now.labels);
+        let holders = false;
+        for (const k of keys) if (k.startsWith(ACTIVE_FOR_PREFIX)) holders = true;
+        if (holders) prev.labelled = relabelHolders(prev.labelled, changes);
+        same = true;
+      }
     } else if (!same && changes === 'all' && prev.states.size === nodes.size) {
       // Rebuilt: compare with the states the index was last checked against.
       same = true;

@@ -111,15 +111,29 @@ export function validateLabelSelector(sel: unknown, path: string): string[] {
  */
 export class NodeLabelIndex {
   readonly #names: readonly string[];
-  readonly #labels: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  readonly #labels: Map<string, Readonly<Record<string, string>>>;
   readonly #byKey = new Map<string, Map<string, string[]>>();
   readonly #memo = new Map<string, readonly string[]>();
   readonly #bySelector = new WeakMap<object, readonly string[]>();
 
   /** `labels`: node name → labels; iteration order does not matter. */
   constructor(labels: ReadonlyMap<string, Readonly<Record<string, string>>>) {
-    this.#labels = labels;
+    this.#labels = new Map(labels);
     this.#names = [...labels.keys()].sort(byString);
+  }
+
+  /** Has any selector looked up one of these keys (so that its results may depend on them)? */
+  looksUpAny(keys: Iterable<string>): boolean {
+    for (const k of keys) if (this.#byKey.has(k)) return true;
+    return false;
+  }
+
+  /**
+   * A node's new labels, when they differ only in keys no selector has looked up (`looksUpAny` is
+   * false for them): every result given so far stays right, and later lookups see the new labels.
+   */
+  relabel(name: string, labels: Readonly<Record<string, string>>): void {
+    if (this.#labels.has(name)) this.#labels.set(name, labels);
   }
 
   get all(): readonly string[] {

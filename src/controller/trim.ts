@@ -18,6 +18,10 @@ import type {
   PodLike,
 } from '../api/types.ts';
 import { ANNOTATION_PREFIX } from '../api/names.ts';
+import { Interner } from './intern.ts';
+
+/** One table for every informer of the process: the same strings recur across kinds (node names…). */
+const shared = new Interner();
 
 type Meta = Record<string, unknown>;
 const META_FIELDS = ['name', 'namespace', 'uid', 'generation', 'resourceVersion', 'labels', 'deletionTimestamp', 'finalizers', 'ownerReferences', 'creationTimestamp'] as const;
@@ -29,6 +33,9 @@ export function trimMetadata(md: unknown, allAnnotations = false): Meta {
   const out: Meta = {};
   if (!isObj(md)) return out;
   for (const k of META_FIELDS) if (md[k] !== undefined) out[k] = md[k];
+  // Label keys and values recur across objects (pools, roles, our own labels): shared.
+  if (out['labels'] !== undefined) out['labels'] = shared.strings(out['labels']);
+  if (out['namespace'] !== undefined) out['namespace'] = shared.string(out['namespace']);
   const a = md['annotations'];
   if (isObj(a)) {
     if (allAnnotations) out['annotations'] = a;
@@ -83,9 +90,10 @@ export function trimPod(p: PodLike): PodLike {
   const md = o['metadata'];
   const meta: Meta = {};
   if (isObj(md)) for (const k of POD_META_FIELDS) if (md[k] !== undefined) meta[k] = md[k];
+  if (meta['namespace'] !== undefined) meta['namespace'] = shared.string(meta['namespace']);
   const out: Record<string, unknown> = { metadata: meta };
   const spec = o['spec'];
-  if (isObj(spec) && spec['nodeName'] !== undefined) out['spec'] = { nodeName: spec['nodeName'] };
+  if (isObj(spec) && spec['nodeName'] !== undefined) out['spec'] = { nodeName: shared.string(spec['nodeName']) };
   const status = readyOnly(o['status']);
   if (status) out['status'] = status;
   return out as unknown as PodLike;
@@ -97,21 +105,25 @@ export function trimLease(l: LeaseLike): LeaseLike {
   return { metadata: trimMetadata(o['metadata']), ...(o['spec'] !== undefined ? { spec: o['spec'] } : {}) } as unknown as LeaseLike;
 }
 
-/** Our own kinds: spec and status whole (statuses are compared field by field), metadata trimmed. */
-function trimOurs<T>(obj: T, allAnnotations = false): T {
+/**
+ * Our own kinds: spec and status whole (statuses are compared field by field), metadata trimmed.
+ * `shareSpec`: policies and CEGPs (10,000 each) repeat the same selectors, CIDR lists and egress
+ * blocks; their specs are built from shared parts (see intern.ts).
+ */
+function trimOurs<T>(obj: T, allAnnotations = false, shareSpec = false): T {
   const o = obj as unknown as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   if (o['apiVersion'] !== undefined) out['apiVersion'] = o['apiVersion'];
   if (o['kind'] !== undefined) out['kind'] = o['kind'];
   out['metadata'] = trimMetadata(o['metadata'], allAnnotations);
-  if (o['spec'] !== undefined) out['spec'] = o['spec'];
+  if (o['spec'] !== undefined) out['spec'] = shareSpec ? shared.value(o['spec']) : o['spec'];
   if (o['status'] !== undefined) out['status'] = o['status'];
   return out as T;
 }
 
 export const trimGateway = (g: EgressGateway): EgressGateway => trimOurs(g);
-export const trimPolicy = (p: EgressGatewayPolicy): EgressGatewayPolicy => trimOurs(p);
-export const trimCEGP = (c: CiliumEgressGatewayPolicy): CiliumEgressGatewayPolicy => trimOurs(c);
+export const trimPolicy = (p: EgressGatewayPolicy): EgressGatewayPolicy => trimOurs(p, false, true);
+export const trimCEGP = (c: CiliumEgressGatewayPolicy): CiliumEgressGatewayPolicy => trimOurs(c, false, true);
 /**
  * Instances keep every annotation: the shell updates an instance with a PUT of the cached object
  * (optimistic concurrency), which would otherwise drop annotations someone else set.

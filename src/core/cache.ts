@@ -15,7 +15,6 @@ import type { GatewayView, PolicyOutcome } from './render.ts';
 import type { NodeLabelIndex } from './selectors.ts';
 import type { InstanceFacts } from './instances.ts';
 import type { PlanMemo } from './election.ts';
-import type { GatewayOutcome } from './status.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
 import type { CoreEvent, IneligibleReason, NodeVerdict, Write } from './types.ts';
 
@@ -50,13 +49,17 @@ export class CoreCache {
   // Per object: results that depend on that object only.
   readonly gatewayInfo = new WeakMap<object, GatewayInfo>();
   readonly duplicateCopy = new WeakMap<GatewayInfo, GatewayInfo>();
-  readonly policyInfo = new WeakMap<object, PolicyInfo>();
+  /** Policy name → the analysis of its current object (PolicyInfo.policy). */
+  readonly policyInfo = new Map<string, PolicyInfo>();
   readonly instanceFacts = new WeakMap<EgressGatewayInstance, InstanceFacts>();
   readonly desiredInstance = new WeakMap<InstanceFacts, { info: GatewayInfo; node: string; name: string; instance: EgressGatewayInstance }>();
   /** observed instance → the desired one it was found up to date with. */
   readonly instanceUpToDate = new WeakMap<EgressGatewayInstance, EgressGatewayInstance>();
   /** Label writes of one Node/CiliumNode for one desired label set. */
-  readonly labelPlan = new WeakMap<object, { want: ReadonlySet<string> | undefined; add: string[] | undefined; remove: string[] | undefined }>();
+  readonly labelPlans: Record<'Node' | 'CiliumNode', Map<string, { object: unknown; want: ReadonlySet<string> | undefined; add: string[] | undefined; remove: string[] | undefined }>> = {
+    Node: new Map(),
+    CiliumNode: new Map(),
+  };
   /** Keys of a desired map in name order (desired maps are never mutated once returned). */
   readonly sortedKeys = new WeakMap<ReadonlyMap<string, unknown>, string[]>();
 
@@ -74,13 +77,11 @@ export class CoreCache {
   /** candidate list (from the index) → group key → verdicts. */
   verdictGroups = new WeakMap<readonly string[], Map<string, VerdictGroup>>();
   /** Gateway → the key of its verdict group (mode and uplink requirement). */
-  readonly groupKeys = new WeakMap<object, string>();
+  readonly groupKeys = new Map<string, { info: GatewayInfo; key: string }>();
   /** Gateway → its active-for label key. */
-  readonly activeLabels = new WeakMap<object, string>();
+  readonly activeLabels = new Map<string, string>();
   /** gateway name → its last plan and what it was computed from (see runElection). */
   readonly plans = new Map<string, PlanMemo>();
-  /** A reused plan's outcome, when that outcome did not depend on the time (its status needs no write). */
-  readonly outcomes = new WeakMap<object, GatewayOutcome>();
 
   // Gateways and policies.
   gateways:

@@ -189,13 +189,17 @@ function policyList(items: readonly EgressGatewayPolicy[] | undefined, cache: Co
   if (cache?.policies && sameItems(cache.policies.items, items)) return cache.policies.result;
   // Policy analysis depends on the object only (informer objects are immutable): remembered per object.
   const result = uniqueSorted(items, nameOf).map((x) => {
-    let info = cache?.policyInfo.get(x.item);
-    if (!info) {
-      info = analysePolicy(x.item);
-      cache?.policyInfo.set(x.item, info);
-    }
+    const seen = cache?.policyInfo.get(x.name);
+    if (seen && seen.policy === x.item) return seen;
+    const info = analysePolicy(x.item);
+    cache?.policyInfo.set(x.name, info);
     return info;
   });
+  // Forget deleted policies (a name-keyed map, not a WeakMap: see PolicyInfo.cegpSeen).
+  if (cache && cache.policyInfo.size > result.length) {
+    const names = new Set(result.map((p) => p.name));
+    for (const n of cache.policyInfo.keys()) if (!names.has(n)) cache.policyInfo.delete(n);
+  }
   if (cache) cache.policies = { items, result };
   return result;
 }
@@ -265,10 +269,10 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
   for (const plan of plans) {
     const g = plan.info;
     // A reused plan whose status needed no write has the same outcome (it did not depend on the time).
-    let out = plan.reused ? cache?.outcomes.get(plan) : undefined;
+    let out = plan.reused ? plan.outcome : undefined;
     if (!out) {
       out = gatewayOutcome(plan, nodes, nowIso);
-      if (cache && out.status === (g.gateway as { status?: unknown }).status) cache.outcomes.set(plan, out);
+      if (cache && out.status === (g.gateway as { status?: unknown }).status) plan.outcome = out;
     }
     gateways.set(g.name, out.decision);
     gatewayStatuses.set(g.name, out.status);
@@ -298,10 +302,10 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
         memberLists.push(plan.candidateNames);
       }
       if (plan.active !== '') {
-        let label = cache?.activeLabels.get(g);
+        let label = cache?.activeLabels.get(g.name);
         if (label === undefined) {
           label = activeForLabel(g.name);
-          cache?.activeLabels.set(g, label);
+          cache?.activeLabels.set(g.name, label);
         }
         const list = active.get(plan.active);
         if (list) list.push(label);

@@ -12,6 +12,7 @@ import { ineligibleReasons, type NodeState } from './eligibility.ts';
 import { isConfirmed, specMatches, type InstanceFacts } from './instances.ts';
 import type { NodeLabelIndex } from './selectors.ts';
 import type { GatewayInfo } from './validate.ts';
+import type { GatewayOutcome } from './status.ts';
 import { byString, electionKey } from './util.ts';
 import { NO_REASONS, sameItems, type CoreCache, type VerdictGroup } from './cache.ts';
 
@@ -46,6 +47,8 @@ export interface GatewayPlan {
    * reused too, as long as that outcome did not depend on the time.
    */
   reused?: boolean;
+  /** Its outcome, kept with a reused plan when that did not depend on the time (see computeDesired). */
+  outcome?: GatewayOutcome;
 }
 
 /**
@@ -113,10 +116,12 @@ function verdictGroup(
   opts: CoreOptions,
   cache: CoreCache | undefined,
 ): VerdictGroup {
-  let key = cache?.groupKeys.get(g);
-  if (key === undefined) {
+  const seen = cache?.groupKeys.get(g.name);
+  let key: string;
+  if (seen && seen.info === g) key = seen.key;
+  else {
     key = `${g.mode}\u0000${opts.requireCiliumAgent}\u0000${g.mode === MODE_PRIMARY_IP ? g.interfaceName : g.mode === MODE_VIP ? g.interfaces.join('\u0000') : ''}`;
-    cache?.groupKeys.set(g, key);
+    cache?.groupKeys.set(g.name, { info: g, key });
   }
   let byKey = cache?.verdictGroups.get(names);
   let group = byKey?.get(key);
@@ -363,9 +368,10 @@ export function runElection(input: ElectionInput): GatewayPlan[] {
       const refs = referencedNodes(p.info, p.observedActive).map((n) => nodes.get(n));
       cache.plans.set(p.info.name, { info: p.info, cands: f.cands, group: f.group, owned: f.owned, labelled: f.labelled, refs, plan: p });
     }
-    if (cache.plans.size > infos.length) {
+    if (cache.plans.size > infos.length || cache.groupKeys.size > infos.length || cache.activeLabels.size > infos.length) {
+      // Forget deleted gateways.
       const names = new Set(infos.map((g) => g.name));
-      for (const n of cache.plans.keys()) if (!names.has(n)) cache.plans.delete(n);
+      for (const m of [cache.plans, cache.groupKeys, cache.activeLabels]) for (const n of m.keys()) if (!names.has(n)) m.delete(n);
     }
   }
   return plans;

@@ -93,20 +93,27 @@ function labelWrites(
   forEachNamed(objects, (name, o) => {
     const want = desired.get(name);
     // Per object and desired Set (both reused while unchanged): the label diff is remembered.
-    let plan = cache?.labelPlan.get(o);
-    if (!plan || plan.want !== want) {
+    const plans = cache?.labelPlans[target];
+    let plan = plans?.get(name);
+    if (!plan || plan.object !== o || plan.want !== want) {
       const labels = labelsOf(o);
       const add: string[] = [];
       const remove: string[] = [];
       if (want) for (const k of want) if (labels[k] !== '') add.push(k);
       for (const k in labels) if (isOurLabel(k) && !want?.has(k)) remove.push(k);
-      plan = { want, add: add.length > 0 ? add.sort(byString) : undefined, remove: remove.length > 0 ? remove.sort(byString) : undefined };
-      cache?.labelPlan.set(o, plan);
+      plan = { object: o, want, add: add.length > 0 ? add.sort(byString) : undefined, remove: remove.length > 0 ? remove.sort(byString) : undefined };
+      plans?.set(name, plan);
     }
     if (plan.add) myAdds.push({ kind: 'addLabels', target, name, keys: [...plan.add] });
     if (plan.remove) myRemoves.push({ kind: 'removeLabels', target, name, keys: [...plan.remove] });
   });
   cache?.planLabels.set(target, { objects, want: desired, adds: myAdds, removes: myRemoves });
+  // Forget objects that are gone (a name-keyed map, not a WeakMap: see PolicyInfo.cegpSeen).
+  const plans = cache?.labelPlans[target];
+  if (plans && plans.size > objects.length) {
+    const names = new Set(objects.map(nameOf));
+    for (const n of plans.keys()) if (!names.has(n)) plans.delete(n);
+  }
   adds.push(...myAdds);
   removes.push(...myRemoves);
 }

@@ -69,7 +69,6 @@ export function renderCEGP(p: PolicyInfo, gw: GatewayView, observed: CiliumEgres
 
 const CEGP_API_VERSION = `${CILIUM_GROUP}/${CILIUM_VERSION}`;
 
-const upToDateMemo = new WeakMap<object, { policy: PolicyInfo; egress: string }>();
 
 /** Everything of the gateway that a rendered CEGP depends on (only reached for renderable gateways). */
 function egressKey(gw: GatewayView): string {
@@ -87,7 +86,6 @@ function statusKey(gw: GatewayView | undefined): string {
   return gw.statusKey;
 }
 
-const statusMemo = new WeakMap<object, { policy: PolicyInfo; gateway: string }>();
 
 export function policyRef(p: PolicyInfo): ObjectRef {
   const ref: ObjectRef = { apiVersion: API_VERSION, kind: KIND_POLICY, name: p.name };
@@ -105,8 +103,8 @@ export function policyOutcome(
   // The status depends only on the policy analysis and the gateway's view: a remembered match skips
   // building and comparing it (10,000 policies per pass).
   const gwKey = statusKey(gw);
-  const memo = isObject(prevStatus) ? statusMemo.get(prevStatus) : undefined;
-  const memoHit = memo !== undefined && memo.policy === p && memo.gateway === gwKey;
+  // The policy's status is part of the policy object, so the remembered match is per PolicyInfo.
+  const memoHit = isObject(prevStatus) && p.statusSeen === gwKey;
   let cegp: CiliumEgressGatewayPolicy | undefined;
   let status: 'True' | 'False' = 'False';
   let reason: string;
@@ -137,13 +135,13 @@ export function policyOutcome(
     // the pass retains no new object for it. A match is remembered per (observed object, policy
     // analysis, gateway egress); all three are immutable, so a resync skips rendering altogether.
     const key = egressKey(gw);
-    const seen = observed ? upToDateMemo.get(observed) : undefined;
-    if (observed && seen && seen.policy === p && seen.egress === key) cegp = observed;
+    const seen = p.cegpSeen;
+    if (observed && seen && seen.observed === observed && seen.egress === key) cegp = observed;
     else {
       cegp = renderCEGP(p, gw, observed);
       if (observed && cegpUpToDate(observed, cegp)) {
         cegp = observed;
-        upToDateMemo.set(observed, { policy: p, egress: key });
+        p.cegpSeen = { observed, egress: key };
       }
     }
     st.activeNodeName = gw.active;
@@ -168,7 +166,7 @@ export function policyOutcome(
   const prevCond = readyConditionOf(prevStatus);
   st.conditions = [readyCondition(prevCond, status, reason, message, p.generation, nowIso)];
   const same = statusEqual(prevStatus, st);
-  if (same && isObject(prevStatus)) statusMemo.set(prevStatus, { policy: p, gateway: gwKey });
+  if (same && isObject(prevStatus)) p.statusSeen = gwKey;
 
   const events: CoreEvent[] = [];
   if (prevCond?.reason !== reason && (reason === 'GatewayNotFound' || reason === 'InvalidSpec')) {

@@ -209,6 +209,14 @@ export interface PolicyInfo {
   selectors: PolicySelector[];
   destinationCIDRs: string[];
   excludedCIDRs: string[];
+  /**
+   * What policyOutcome found out about this policy object before (see render.ts): an observed CEGP
+   * that is up to date for a gateway egress, and that the policy's status is current for a gateway
+   * view. Plain fields, not WeakMaps: a major GC processes every WeakMap entry in its pause, and at
+   * 10,000 policies that pause was most of a pass's tail latency.
+   */
+  cegpSeen?: { observed: object; egress: string };
+  statusSeen?: string;
 }
 
 function copySelector(sel: LabelSelector): LabelSelector {

@@ -102,8 +102,20 @@ export function trimPod(p: PodLike): PodLike {
 /** Lease: its spec (holder, renew time, duration) and our uplinks annotation. */
 export function trimLease(l: LeaseLike): LeaseLike {
   const o = l as unknown as Record<string, unknown>;
-  return { metadata: trimMetadata(o['metadata']), ...(o['spec'] !== undefined ? { spec: o['spec'] } : {}) } as unknown as LeaseLike;
+  const metadata = trimMetadata(o['metadata']);
+  // 5,000 agents renew every 500 ms: each renewal is a new cached object, so keep it small. The
+  // uplinks report is the same text renewal after renewal: shared.
+  const a = metadata['annotations'];
+  if (isObj(a)) metadata['annotations'] = shared.strings(a);
+  const spec = o['spec'];
+  if (!isObj(spec)) return { metadata } as unknown as LeaseLike;
+  const s: Record<string, unknown> = {};
+  for (const k of LEASE_SPEC_FIELDS) if (spec[k] !== undefined) s[k] = k === 'holderIdentity' ? shared.string(spec[k]) : spec[k];
+  return { metadata, spec: s } as unknown as LeaseLike;
 }
+
+/** What the heartbeat tracker reads (src/controller/snapshot.ts). */
+const LEASE_SPEC_FIELDS = ['holderIdentity', 'leaseDurationSeconds', 'renewTime'] as const;
 
 /**
  * Our own kinds: spec and status whole (statuses are compared field by field), metadata trimmed.

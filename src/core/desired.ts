@@ -32,20 +32,36 @@ export function isOurCEGP(c: CiliumEgressGatewayPolicy): boolean {
   return true;
 }
 
-/** Objects with a usable name, in name order, first occurrence of a duplicated name only. */
-function uniqueSorted<T>(items: readonly T[] | undefined, name: (t: T) => string): Array<{ name: string; item: T }> {
-  const list: Array<{ name: string; item: T; i: number }> = [];
-  let sorted = true;
-  (items ?? []).forEach((item, i) => {
+/**
+ * `fn` of each object with a usable name, in name order, first occurrence of a duplicated name only.
+ * The controller's snapshot is already in strictly increasing name order: then nothing else is built.
+ */
+function mapUniqueSorted<T, R>(items: readonly T[] | undefined, name: (t: T) => string, fn: (name: string, item: T) => R): R[] {
+  const list = items ?? [];
+  let increasing = true;
+  let last = '';
+  for (const item of list) {
     const n = name(item);
-    if (n === '') return;
-    if (list.length > 0 && byString((list[list.length - 1] as { name: string }).name, n) > 0) sorted = false;
-    list.push({ name: n, item, i });
+    if (n === '' || (last !== '' && byString(last, n) >= 0)) {
+      increasing = false;
+      break;
+    }
+    last = n;
+  }
+  if (increasing) return list.map((item) => fn(name(item), item));
+  const named: Array<{ name: string; item: T; i: number }> = [];
+  list.forEach((item, i) => {
+    const n = name(item);
+    if (n !== '') named.push({ name: n, item, i });
   });
-  // The controller's snapshot is already in name order: then no sort (a stable sort would not move anything).
-  if (!sorted) list.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
-  const out: Array<{ name: string; item: T }> = [];
-  for (const x of list) if (out.length === 0 || (out[out.length - 1] as { name: string }).name !== x.name) out.push(x);
+  named.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
+  const out: R[] = [];
+  let prev: string | undefined;
+  for (const x of named) {
+    if (x.name === prev) continue;
+    prev = x.name;
+    out.push(fn(x.name, x.item));
+  }
   return out;
 }
 
@@ -156,12 +172,12 @@ interface GatewaySet {
  */
 function gatewaySet(items: readonly EgressGateway[] | undefined, cache: CoreCache | undefined): GatewaySet {
   if (cache?.gateways && sameItems(cache.gateways.items, items)) return cache.gateways.result;
-  const infos: GatewayInfo[] = uniqueSorted(items, nameOf).map((x) => {
-    let info = cache?.gatewayInfo.get(x.item);
+  const infos: GatewayInfo[] = mapUniqueSorted(items, nameOf, (_name, item) => {
+    let info = cache?.gatewayInfo.get(item);
     if (!info) {
-      info = analyseGateway(x.item);
+      info = analyseGateway(item);
       markInvalid(info);
-      cache?.gatewayInfo.set(x.item, info);
+      cache?.gatewayInfo.set(item, info);
     }
     return info;
   });
@@ -188,11 +204,11 @@ function gatewaySet(items: readonly EgressGateway[] | undefined, cache: CoreCach
 function policyList(items: readonly EgressGatewayPolicy[] | undefined, cache: CoreCache | undefined): PolicyInfo[] {
   if (cache?.policies && sameItems(cache.policies.items, items)) return cache.policies.result;
   // Policy analysis depends on the object only (informer objects are immutable): remembered per object.
-  const result = uniqueSorted(items, nameOf).map((x) => {
-    const seen = cache?.policyInfo.get(x.name);
-    if (seen && seen.policy === x.item) return seen;
-    const info = analysePolicy(x.item);
-    cache?.policyInfo.set(x.name, info);
+  const result = mapUniqueSorted(items, nameOf, (name, item) => {
+    const seen = cache?.policyInfo.get(name);
+    if (seen && seen.policy === item) return seen;
+    const info = analysePolicy(item);
+    cache?.policyInfo.set(name, info);
     return info;
   });
   // Forget deleted policies (a name-keyed map, not a WeakMap: see PolicyInfo.cegpSeen).

@@ -115,6 +115,8 @@ export interface ControllerBenchResults {
   nodeOptions?: string;
   /** Where nodeOptions came from: the controller Deployment (deploy/base/controller.yaml) or --node-options. */
   nodeOptionsSource?: string;
+  /** Memory-related environment of the process (e.g. MALLOC_ARENA_MAX), from the controller Deployment. */
+  processEnv?: Record<string, string>;
 }
 
 const FULL: ClusterSize = { nodes: 5000, pools: 100, gateways: 1000, policies: 10_000, pods: 100_000 };

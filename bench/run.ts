@@ -75,8 +75,14 @@ function git(): { commit: string; dirty: string[] } {
 type Obj = Record<string, unknown>;
 const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
 
-/** The NODE_OPTIONS value of the controller container of the Deployment in deploy/base/controller.yaml. */
-function deploymentNodeOptions(): string {
+/**
+ * Environment the controller container sets that changes how the process uses memory, besides
+ * NODE_OPTIONS: the bench process gets the same (and none of these from the caller's environment).
+ */
+const MEMORY_ENV = ['MALLOC_ARENA_MAX'] as const;
+
+/** The controller container's NODE_OPTIONS and MEMORY_ENV entries, from deploy/base/controller.yaml. */
+function deploymentEnv(): { nodeOptions: string; env: Record<string, string> } {
   const file = join(HERE, '..', DEPLOYMENT);
   const fail = (why: string): never => {
     throw new Error(`cannot take the controller's Node/V8 flags from ${DEPLOYMENT}: ${why} (or pass --node-options "<flags>")`);
@@ -98,7 +104,9 @@ function deploymentNodeOptions(): string {
     const e = env.find((x) => x.name === 'NODE_OPTIONS');
     if (!e) return fail(`container "${CONTROLLER_CONTAINER}" has no env entry NODE_OPTIONS`);
     if (typeof e.value !== 'string') return fail('the NODE_OPTIONS env entry has no literal string value');
-    return e.value;
+    const memory: Record<string, string> = {};
+    for (const x of env) if ((MEMORY_ENV as readonly unknown[]).includes(x.name) && typeof x.value === 'string') memory[x.name as string] = x.value;
+    return { nodeOptions: e.value, env: memory };
   }
   return fail(`no Deployment with a container named "${CONTROLLER_CONTAINER}" (found: ${found.join(', ') || 'no Deployment containers'})`);
 }
@@ -113,12 +121,14 @@ function splitFlags(flags: string, source: string): string[] {
  * Runs the controller bench in a child process under `flags` (plus --expose-gc) and returns its results.
  * The child inherits stderr (live progress) and gets no NODE_OPTIONS: the flags are exactly those given.
  */
-async function runControllerBenchInChild(opts: ControllerChildOptions, flags: string[]): Promise<ControllerBenchResults> {
+async function runControllerBenchInChild(opts: ControllerChildOptions, flags: string[], memoryEnv: Record<string, string>): Promise<ControllerBenchResults> {
   const dir = mkdtempSync(join(os.tmpdir(), 'egressgw-bench-'));
   const outFile = join(dir, 'controller.json');
   try {
     const env = { ...process.env };
     delete env.NODE_OPTIONS;
+    for (const k of MEMORY_ENV) delete env[k];
+    Object.assign(env, memoryEnv);
     const argv = [...flags, '--expose-gc', join(HERE, 'controller-child.ts'), JSON.stringify(opts), outFile];
     log(`controller bench: ${process.execPath} ${argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a}'`)).join(' ')}`);
     // The child's stdout (it should write none) goes to our stderr, so that our stdout stays the tables.
@@ -154,7 +164,10 @@ function controllerTable(r: ControllerBenchResults): string {
       ` (${r.cached.ciliumAgentPods + r.cached.agentPods} watched agent pods cached, ${r.cached.workloadPodsNotWatched} workload pods not watched); ` +
       `${r.machine.cpus} CPUs, ${r.machine.node}, load average ${r.machine.loadAvgStart[0]} → ${r.machine.loadAvgEnd[0]}${r.quick ? ' — QUICK sizes' : ''}`,
     ...(r.nodeOptions !== undefined
-      ? [`Node/V8 flags: ${r.nodeOptions || 'none (V8 defaults)'} (${r.nodeOptionsSource === DEPLOYMENT ? `the controller's NODE_OPTIONS in ${DEPLOYMENT}` : `from ${r.nodeOptionsSource ?? '?'}`}), plus --expose-gc for the memory readings`]
+      ? [
+          `Node/V8 flags: ${r.nodeOptions || 'none (V8 defaults)'} (${r.nodeOptionsSource === DEPLOYMENT ? `the controller's NODE_OPTIONS in ${DEPLOYMENT}` : `from ${r.nodeOptionsSource ?? '?'}`}), plus --expose-gc for the memory readings` +
+            `; environment from ${DEPLOYMENT}: ${Object.entries(r.processEnv ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
+        ]
       : []),
     '',
     renderTable(
@@ -246,11 +259,13 @@ if (only === undefined || only === 'controller') {
   try {
     const override = values['node-options'];
     const nodeOptionsSource = override !== undefined ? '--node-options' : DEPLOYMENT;
-    const nodeOptions = (override ?? deploymentNodeOptions()).trim();
+    const deployed = deploymentEnv();
+    const nodeOptions = (override ?? deployed.nodeOptions).trim();
     summary.controller = { nodeOptions, nodeOptionsSource };
-    const r = await runControllerBenchInChild({ quick }, splitFlags(nodeOptions, nodeOptionsSource));
+    const r = await runControllerBenchInChild({ quick }, splitFlags(nodeOptions, nodeOptionsSource), deployed.env);
     r.nodeOptions = nodeOptions;
     r.nodeOptionsSource = nodeOptionsSource;
+    r.processEnv = deployed.env;
     const file = write('controller.json', r);
     out('');
     out(controllerTable(r));

@@ -217,11 +217,13 @@ const byName = (a: Named, b: Named): number => {
   return ka < kb ? -1 : ka > kb ? 1 : 0;
 };
 
-function sortedCopy<T extends Named>(list: readonly T[]): T[] {
-  const out = [...list];
-  // Informer caches keep insertion order, which usually is name order already.
-  for (let i = 1; i < out.length; i++) if (byName(out[i - 1] as T, out[i] as T) > 0) return out.sort(byName);
-  return out;
+/**
+ * The list in name order. Informer caches keep insertion order, which usually is name order already:
+ * then the list itself (each list() call builds a new array, which nobody else holds), else a sorted copy.
+ */
+function sortedCopy<T extends Named>(list: readonly T[]): readonly T[] {
+  for (let i = 1; i < list.length; i++) if (byName(list[i - 1] as T, list[i] as T) > 0) return [...list].sort(byName);
+  return list;
 }
 
 /**

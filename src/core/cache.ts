@@ -120,7 +120,6 @@ export class CoreCache {
   // planWrites.
   planCEGPs: ListMemo<CiliumEgressGatewayPolicy, { byName: Map<string, CiliumEgressGatewayPolicy>; names: string[] }> | undefined;
   planGateways: ListMemo<unknown, Map<string, { status?: unknown; metadata?: unknown }>> | undefined;
-  planPolicies: ListMemo<unknown, Map<string, { status?: unknown }>> | undefined;
   planLabels = new Map<string, { objects: readonly unknown[]; want: unknown; adds: Write[]; removes: Write[] }>();
   /** The pending CEGP writes by name, for one observed set and the desired map at one policy version. */
   planCEGPWrites: { observed: unknown; want: unknown; version: number; applies: Map<string, Write>; deletes: Map<string, Write> } | undefined;

@@ -250,12 +250,12 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
     events.push(...(desired.gatewayEvents?.get(name) ?? []));
   }
   const policyList = snapshot.policies ?? [];
-  let policiesByName = cache?.planPolicies && sameItems(cache.planPolicies.items, policyList) ? cache.planPolicies.result : undefined;
-  if (!policiesByName) {
-    policiesByName = byNameMap<{ status?: unknown }>(policyList);
-    if (cache) cache.planPolicies = { items: policyList, result: policiesByName };
-  }
-  const observedPolicies = policiesByName;
+  // A long-lived core already has every current policy object by name (its analyses, see
+  // computeDesired); a cold one builds the map.
+  const analysed = cache?.policyInfo;
+  const observedPolicies: { get(name: string): { status?: unknown } | undefined } = analysed
+    ? { get: (name) => analysed.get(name)?.policy as { status?: unknown } | undefined }
+    : byNameMap<{ status?: unknown }>(policyList);
   const replanPolicy = (name: string, into: Map<string, { write: Write; events: readonly CoreEvent[] }>): void => {
     const status = desired.policyStatuses.get(name);
     if (!status || statusEqual(observedPolicies.get(name)?.status, status)) into.delete(name);
@@ -267,12 +267,12 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
     changes &&
     pp.want === desired.policyStatuses &&
     pp.events === desired.policyEvents &&
-    pp.observed === observedPolicies &&
+    sameItems(pp.observed as readonly unknown[], policyList) &&
     changeable(pp.version, changes.version, changes.policies)
   ) {
     if (pp.version !== changes.version) for (const name of changes.policies as ReadonlySet<string>) replanPolicy(name, pp.writes);
   } else {
-    pp = { observed: observedPolicies, want: desired.policyStatuses, events: desired.policyEvents, version: 0, writes: new Map() };
+    pp = { observed: policyList, want: desired.policyStatuses, events: desired.policyEvents, version: 0, writes: new Map() };
     for (const name of desired.policyStatuses.keys()) replanPolicy(name, pp.writes);
   }
   pp.version = changes?.version ?? 0;

@@ -39,6 +39,19 @@ export class Interner {
     return out as T;
   }
 
+  /**
+   * A copy of `v` with every (short) string shared, objects and arrays not: for parts that are mostly
+   * unique as a whole but repeat their texts (statuses: reasons, messages, timestamps of one pass).
+   */
+  stringsDeep<T>(v: T): T {
+    if (typeof v === 'string') return this.str(v) as T;
+    if (v === null || typeof v !== 'object') return v;
+    if (Array.isArray(v)) return v.map((x) => this.stringsDeep(x)) as T;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) out[this.str(k)] = this.stringsDeep(x);
+    return out as T;
+  }
+
   private str(s: string): string {
     if (s.length > MAX_STRING) return s;
     const hit = this.table.get(s);

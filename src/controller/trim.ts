@@ -119,21 +119,22 @@ const LEASE_SPEC_FIELDS = ['holderIdentity', 'leaseDurationSeconds', 'renewTime'
 
 /**
  * Our own kinds: spec and status whole (statuses are compared field by field), metadata trimmed.
- * `shareSpec`: policies and CEGPs (10,000 each) repeat the same selectors, CIDR lists and egress
- * blocks; their specs are built from shared parts (see intern.ts).
+ * `share`: policies and CEGPs (10,000 each) repeat the same selectors, CIDR lists and egress
+ * blocks; their specs are built from shared parts, and their statuses (and gateways') share their
+ * texts (see intern.ts).
  */
-function trimOurs<T>(obj: T, allAnnotations = false, shareSpec = false): T {
+function trimOurs<T>(obj: T, allAnnotations = false, share = false): T {
   const o = obj as unknown as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   if (o['apiVersion'] !== undefined) out['apiVersion'] = o['apiVersion'];
   if (o['kind'] !== undefined) out['kind'] = o['kind'];
   out['metadata'] = trimMetadata(o['metadata'], allAnnotations);
-  if (o['spec'] !== undefined) out['spec'] = shareSpec ? shared.value(o['spec']) : o['spec'];
-  if (o['status'] !== undefined) out['status'] = o['status'];
+  if (o['spec'] !== undefined) out['spec'] = share ? shared.value(o['spec']) : o['spec'];
+  if (o['status'] !== undefined) out['status'] = share ? shared.stringsDeep(o['status']) : o['status'];
   return out as T;
 }
 
-export const trimGateway = (g: EgressGateway): EgressGateway => trimOurs(g);
+export const trimGateway = (g: EgressGateway): EgressGateway => trimOurs(g, false, true);
 export const trimPolicy = (p: EgressGatewayPolicy): EgressGatewayPolicy => trimOurs(p, false, true);
 export const trimCEGP = (c: CiliumEgressGatewayPolicy): CiliumEgressGatewayPolicy => trimOurs(c, false, true);
 /**

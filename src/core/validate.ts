@@ -6,7 +6,7 @@ import ipaddr from 'ipaddr.js';
 import type { EgressGateway, EgressGatewayPolicy, LabelSelector, PolicySelector, SourceIP } from '../api/types.ts';
 import { MODE_PRIMARY_IP, MODE_VIP, MOVE_TO_ANNOTATION } from '../api/names.ts';
 import { validateLabelSelector } from './selectors.ts';
-import { annotationsOf, byString, isObject, isStringMap, nameOf, parseTime } from './util.ts';
+import { annotationsOf, byString, isObject, isStringMap, jsonEqual, nameOf, parseTime } from './util.ts';
 
 /** Longest gateway name for which `egress-gateway.network.deckhouse.io/active-for-<name>` is a valid key. */
 export const MAX_GATEWAY_NAME = 63 - 'active-for-'.length;
@@ -311,6 +311,12 @@ export function analysePolicy(p: EgressGatewayPolicy): PolicyInfo {
       }
       info.selectors.push(out);
     });
+    // The normalised copy usually equals the input (which informer caches share between objects, see
+    // src/controller/intern.ts): then keep the input and let the copy go; 10,000 policies otherwise
+    // each hold their own copy.
+    if (errors.length === 0 && jsonEqual(info.selectors, sels)) info.selectors = sels as PolicySelector[];
   }
+  if (jsonEqual(info.destinationCIDRs, spec['destinationCIDRs'])) info.destinationCIDRs = spec['destinationCIDRs'] as string[];
+  if (jsonEqual(info.excludedCIDRs, spec['excludedCIDRs'])) info.excludedCIDRs = spec['excludedCIDRs'] as string[];
   return info;
 }

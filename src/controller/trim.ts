@@ -25,14 +25,16 @@ const shared = new Interner();
 
 type Meta = Record<string, unknown>;
 const META_FIELDS = ['name', 'namespace', 'uid', 'generation', 'resourceVersion', 'labels', 'deletionTimestamp', 'finalizers', 'ownerReferences', 'creationTimestamp'] as const;
+/** Objects we only read and label (Nodes, CiliumNodes, Leases): no uid, owners or timestamps. */
+const PLAIN_META_FIELDS = ['name', 'namespace', 'resourceVersion', 'labels', 'deletionTimestamp'] as const;
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** `allAnnotations`: keep foreign annotations too (an object we write back whole, see trimInstance). */
-export function trimMetadata(md: unknown, allAnnotations = false): Meta {
+export function trimMetadata(md: unknown, allAnnotations = false, fields: readonly string[] = META_FIELDS): Meta {
   const out: Meta = {};
   if (!isObj(md)) return out;
-  for (const k of META_FIELDS) if (md[k] !== undefined) out[k] = md[k];
+  for (const k of fields) if (md[k] !== undefined) out[k] = md[k];
   // Label keys and values recur across objects (pools, roles, our own labels): shared.
   if (out['labels'] !== undefined) out['labels'] = shared.strings(out['labels']);
   if (out['namespace'] !== undefined) out['namespace'] = shared.string(out['namespace']);
@@ -67,7 +69,7 @@ function readyOnly(status: unknown): { conditions: unknown[] } | undefined {
 
 export function trimNode(n: NodeLike): NodeLike {
   const o = n as unknown as Record<string, unknown>;
-  const out: Record<string, unknown> = { metadata: trimMetadata(o['metadata']) };
+  const out: Record<string, unknown> = { metadata: trimMetadata(o['metadata'], false, PLAIN_META_FIELDS) };
   const spec = o['spec'];
   if (isObj(spec) && spec['unschedulable'] !== undefined) out['spec'] = { unschedulable: spec['unschedulable'] };
   const status = readyOnly(o['status']);
@@ -77,7 +79,7 @@ export function trimNode(n: NodeLike): NodeLike {
 
 /** CiliumNode: labels are all we read and write. */
 export function trimCiliumNode(n: CiliumNodeLike): CiliumNodeLike {
-  return { metadata: trimMetadata((n as { metadata?: unknown }).metadata) } as unknown as CiliumNodeLike;
+  return { metadata: trimMetadata((n as { metadata?: unknown }).metadata, false, PLAIN_META_FIELDS) } as unknown as CiliumNodeLike;
 }
 
 // A pod is read for three things only: its node, its Ready condition and whether it is terminating
@@ -102,7 +104,7 @@ export function trimPod(p: PodLike): PodLike {
 /** Lease: its spec (holder, renew time, duration) and our uplinks annotation. */
 export function trimLease(l: LeaseLike): LeaseLike {
   const o = l as unknown as Record<string, unknown>;
-  const metadata = trimMetadata(o['metadata']);
+  const metadata = trimMetadata(o['metadata'], false, PLAIN_META_FIELDS);
   // 5,000 agents renew every 500 ms: each renewal is a new cached object, so keep it small. The
   // uplinks report is the same text renewal after renewal: shared.
   const a = metadata['annotations'];

@@ -7,7 +7,11 @@
 // input. A list is compared element by element (`sameItems`), never by the identity of the array,
 // so a caller that rebuilds its arrays every pass still gets the memoised results for the objects in
 // them. The results the core hands back (Desired, its maps, verdicts) are likewise shared between
-// passes and must be treated as read-only by callers.
+// passes and must be treated as read-only by callers; some of its maps (policy CEGPs, statuses,
+// events) and the node states are updated in place by the next pass, with the changes recorded
+// (`nodeChanges`, `policyChanges`), so a long-lived core's Desired is valid until its next pass.
+// Memos holding 10,000 entries are name-keyed maps or fields, not WeakMaps: a major GC processes
+// every WeakMap entry (an ephemeron) inside its pause.
 
 import type { CiliumEgressGatewayPolicy, EgressGatewayInstance, EgressGatewayPolicy, EgressGatewayPolicyStatus, PodLike } from '../api/types.ts';
 import type { NodeState, PodState } from './eligibility.ts';

@@ -112,6 +112,8 @@ export class CoreCache {
         orphans: Array<{ policy: string; gateway: string }>;
       }
     | undefined;
+  /** This pass's policy list against the last one: the names whose object changed, or 'all'. */
+  policyObjectChanges: { from: readonly unknown[] | undefined; to: readonly unknown[] | undefined; names: ReadonlySet<string> | 'all' } | undefined;
   /** Moves whenever policyState's maps (updated in place) change. */
   policyVersion = 0;
   /** What the last pass changed in them: CEGP names and policy names (statuses, events), or 'all'. */
@@ -124,7 +126,10 @@ export class CoreCache {
   // planWrites.
   planCEGPs: ListMemo<CiliumEgressGatewayPolicy, { byName: Map<string, CiliumEgressGatewayPolicy>; names: string[] }> | undefined;
   planGateways: ListMemo<unknown, Map<string, { status?: unknown; metadata?: unknown }>> | undefined;
-  planLabels = new Map<string, { objects: readonly unknown[]; want: unknown; adds: Write[]; removes: Write[] }>();
+  /** Per target: the pending label writes by node name, for one object list and one desired map. */
+  planLabels = new Map<string, { objects: readonly { metadata?: unknown }[]; want: unknown; ordered: boolean; adds: Map<string, Write>; removes: Map<string, Write> }>();
+  /** The last node-label map against the one before: the names whose label set may differ, or 'all'. */
+  nodeLabelChanges: { from: unknown; to: unknown; names: ReadonlySet<string> | 'all' } | undefined;
   /** The pending CEGP writes by name, for one observed set and the desired map at one policy version. */
   planCEGPWrites: { observed: unknown; want: unknown; version: number; applies: Map<string, Write>; deletes: Map<string, Write> } | undefined;
   /** The pending policy status writes (and their events) by policy name, likewise. */

@@ -202,7 +202,44 @@ function gatewaySet(items: readonly EgressGateway[] | undefined, cache: CoreCach
 }
 
 function policyList(items: readonly EgressGatewayPolicy[] | undefined, cache: CoreCache | undefined): PolicyInfo[] {
-  if (cache?.policies && sameItems(cache.policies.items, items)) return cache.policies.result;
+  const prev = cache?.policies;
+  if (cache && prev && sameItems(prev.items, items)) {
+    cache.policyObjectChanges = { from: prev.items, to: items, names: NO_NAMES };
+    return prev.result;
+  }
+  if (cache && prev && items && prev.items && items.length === prev.items.length) {
+    // Usually a few policies changed (their statuses were written): the same names at the same
+    // places, so the order and uniqueness checked last time still hold; only those are analysed.
+    const before = prev.items;
+    const names = new Set<string>();
+    let same = true;
+    for (let i = 0; i < items.length && same; i++) {
+      const a = items[i] as EgressGatewayPolicy;
+      const b = before[i] as EgressGatewayPolicy;
+      // Last time's results were in the list's own order (no sort, nothing dropped).
+      if (prev.result[i]?.policy !== b) same = false;
+      else if (a === b) continue;
+      else {
+        const n = nameOf(a);
+        if (n !== nameOf(b)) same = false;
+        else names.add(n);
+      }
+    }
+    if (same && prev.result.length === items.length) {
+      const result = prev.result.slice();
+      for (let i = 0; i < items.length; i++) {
+        const a = items[i] as EgressGatewayPolicy;
+        if (a === before[i]) continue;
+        const info = analysePolicy(a);
+        cache.policyInfo.set(info.name, info);
+        result[i] = info;
+      }
+      cache.policies = { items, result };
+      cache.policyObjectChanges = { from: before, to: items, names };
+      return result;
+    }
+  }
+  if (cache) cache.policyObjectChanges = { from: prev?.items, to: items, names: 'all' };
   // Policy analysis depends on the object only (informer objects are immutable): remembered per object.
   const result = mapUniqueSorted(items, nameOf, (name, item) => {
     const seen = cache?.policyInfo.get(name);
@@ -399,6 +436,7 @@ function desiredNodeLabels(
   const last = cache?.nodeLabelInputs;
   const sameLists = last !== undefined && sameItems(last.memberLists, memberLists);
   if (cache?.nodeLabels && last && last.version === cache.nodesVersion && sameLists && sameActive(last.active, active)) {
+    cache.nodeLabelChanges = { from: cache.nodeLabels, to: cache.nodeLabels, names: NO_NAMES };
     return cache.nodeLabels;
   }
   if (cache) cache.nodeLabelInputs = { version: cache.nodesVersion, memberLists, active };
@@ -437,6 +475,7 @@ function desiredNodeLabels(
         if (old) (out ??= new Map(prev)).delete(name);
       } else if (!fits(old, member, keys)) (out ??= new Map(prev)).set(name, labelSet(member, keys));
     }
+    cache.nodeLabelChanges = { from: prev, to: out ?? prev, names: touched };
     if (!out) return prev;
     cache.nodeLabels = out;
     return out;
@@ -453,7 +492,10 @@ function desiredNodeLabels(
     }
     out.set(name, labelSet(member, keys));
   }
-  if (cache) cache.nodeLabels = out;
+  if (cache) {
+    cache.nodeLabelChanges = { from: prev, to: out, names: 'all' };
+    cache.nodeLabels = out;
+  }
   return out;
 }
 

@@ -49,9 +49,10 @@ function namedInOrder<T>(objects: readonly T[]): Array<{ name: string; o: T }> {
 
 /**
  * `fn` for each object with a name, in name order, first occurrence of a duplicated name only. The
- * snapshot's lists are already in strictly increasing name order: then nothing is allocated.
+ * snapshot's lists are already in strictly increasing name order: then nothing is allocated (and the
+ * answer is true).
  */
-function forEachNamed<T>(objects: readonly T[], fn: (name: string, o: T) => void): void {
+function forEachNamed<T>(objects: readonly T[], fn: (name: string, o: T) => void): boolean {
   let last = '';
   let increasing = true;
   for (const o of objects) {
@@ -65,12 +66,31 @@ function forEachNamed<T>(objects: readonly T[], fn: (name: string, o: T) => void
   }
   if (!increasing) {
     for (const { name, o } of namedInOrder(objects)) fn(name, o);
-    return;
+    return false;
   }
   for (const o of objects) {
     const n = nameOf(o);
     if (n !== '') fn(n, o);
   }
+  return true;
+}
+
+/**
+ * The objects whose entry differs between two lists with the same names at the same places, by name;
+ * undefined when the lists are not like that (then everything is looked at again).
+ */
+function changedByPosition<T>(before: readonly T[], after: readonly T[]): Map<string, T> | undefined {
+  if (before.length !== after.length) return undefined;
+  const out = new Map<string, T>();
+  for (let i = 0; i < after.length; i++) {
+    const a = after[i] as T;
+    const b = before[i] as T;
+    if (a === b) continue;
+    const n = nameOf(a);
+    if (n === '' || n !== nameOf(b)) return undefined;
+    out.set(n, a);
+  }
+  return out;
 }
 
 function labelWrites(
@@ -81,19 +101,13 @@ function labelWrites(
   removes: Write[],
   cache: CoreCache | undefined,
 ): void {
-  // Nothing changed since the last pass (same objects, same desired map): same writes.
-  const prev = cache?.planLabels.get(target);
-  if (prev && prev.want === desired && sameItems(prev.objects, objects)) {
-    adds.push(...prev.adds);
-    removes.push(...prev.removes);
-    return;
-  }
-  const myAdds: Write[] = [];
-  const myRemoves: Write[] = [];
-  forEachNamed(objects, (name, o) => {
+  const plans = cache?.labelPlans[target];
+  // Per object and desired Set (both reused while unchanged): the label diff is remembered.
+  const replan = (name: string, o: { metadata?: unknown } | undefined, into: { adds: Map<string, Write>; removes: Map<string, Write> }): void => {
+    into.adds.delete(name);
+    into.removes.delete(name);
+    if (o === undefined) return;
     const want = desired.get(name);
-    // Per object and desired Set (both reused while unchanged): the label diff is remembered.
-    const plans = cache?.labelPlans[target];
     let plan = plans?.get(name);
     if (!plan || plan.object !== o || plan.want !== want) {
       const labels = labelsOf(o);
@@ -104,18 +118,35 @@ function labelWrites(
       plan = { object: o, want, add: add.length > 0 ? add.sort(byString) : undefined, remove: remove.length > 0 ? remove.sort(byString) : undefined };
       plans?.set(name, plan);
     }
-    if (plan.add) myAdds.push({ kind: 'addLabels', target, name, keys: [...plan.add] });
-    if (plan.remove) myRemoves.push({ kind: 'removeLabels', target, name, keys: [...plan.remove] });
-  });
-  cache?.planLabels.set(target, { objects, want: desired, adds: myAdds, removes: myRemoves });
-  // Forget objects that are gone (a name-keyed map, not a WeakMap: see PolicyInfo.cegpSeen).
-  const plans = cache?.labelPlans[target];
-  if (plans && plans.size > objects.length) {
-    const names = new Set(objects.map(nameOf));
-    for (const n of plans.keys()) if (!names.has(n)) plans.delete(n);
+    if (plan.add) into.adds.set(name, { kind: 'addLabels', target, name, keys: [...plan.add] });
+    if (plan.remove) into.removes.set(name, { kind: 'removeLabels', target, name, keys: [...plan.remove] });
+  };
+  const prev = cache?.planLabels.get(target);
+  const labelChanges = cache?.nodeLabelChanges;
+  const wantKnown =
+    prev !== undefined && (prev.want === desired || (labelChanges !== undefined && labelChanges.from === prev.want && labelChanges.to === desired && labelChanges.names !== 'all'));
+  const objectChanges = prev && prev.ordered && wantKnown ? (sameItems(prev.objects, objects) ? new Map<string, { metadata?: unknown }>() : changedByPosition(prev.objects, objects)) : undefined;
+  let entry = prev;
+  if (prev && objectChanges) {
+    // Only the nodes whose desired labels or whose object changed (the usual failover: a handful).
+    if (prev.want !== desired) for (const name of labelChanges?.names as ReadonlySet<string>) if (!objectChanges.has(name)) replan(name, plans?.get(name)?.object as { metadata?: unknown } | undefined, prev);
+    for (const [name, o] of objectChanges) replan(name, o, prev);
+    prev.objects = objects;
+    prev.want = desired;
+  } else {
+    const fresh = { objects, want: desired, ordered: false, adds: new Map<string, Write>(), removes: new Map<string, Write>() };
+    fresh.ordered = forEachNamed(objects, (name, o) => replan(name, o, fresh));
+    entry = fresh;
+    // Forget objects that are gone (a name-keyed map, not a WeakMap: see PolicyInfo.cegpSeen).
+    if (plans && plans.size > objects.length) {
+      const names = new Set(objects.map(nameOf));
+      for (const n of plans.keys()) if (!names.has(n)) plans.delete(n);
+    }
   }
-  adds.push(...myAdds);
-  removes.push(...myRemoves);
+  if (!entry) return;
+  cache?.planLabels.set(target, entry);
+  adds.push(...inNameOrder(entry.adds));
+  removes.push(...inNameOrder(entry.removes));
 }
 
 function facts(inst: EgressGatewayInstance, cache: CoreCache | undefined): InstanceFacts {
@@ -181,7 +212,10 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
   // heartbeat. Built only when some instance needs the answer.
   let live: Set<string> | undefined;
   let nodeNames: Set<string> | undefined;
+  const states = cache?.nodeStates;
   const agentCanAct = (node: string): boolean => {
+    // A long-lived core has this pass's node states (the same heartbeats, the same time).
+    if (states) return states.get(node)?.heartbeat === 'live' && desired.nodeLabels.get(node)?.has(MEMBER_LABEL) === true;
     if (!live || !nodeNames) {
       live = new Set<string>();
       for (const hb of snapshot.heartbeats ?? []) if (isObject(hb) && heartbeatLive(hb, snapshot.now)) live.add(hb.node);
@@ -262,15 +296,21 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
     else into.set(name, { write: { kind: 'policyStatus', name, status }, events: desired.policyEvents?.get(name) ?? [] });
   };
   let pp = cache?.planPolicyStatuses;
+  // The observed policies: the same list as when last planned, or one whose changed objects are known.
+  const objects = cache?.policyObjectChanges;
+  const observedSame = pp !== undefined && sameItems(pp.observed as readonly unknown[], policyList);
+  const observedKnown = pp !== undefined && objects !== undefined && objects.to === policyList && objects.from === pp.observed && objects.names !== 'all';
   if (
     pp &&
     changes &&
     pp.want === desired.policyStatuses &&
     pp.events === desired.policyEvents &&
-    sameItems(pp.observed as readonly unknown[], policyList) &&
+    (observedSame || observedKnown) &&
     changeable(pp.version, changes.version, changes.policies)
   ) {
     if (pp.version !== changes.version) for (const name of changes.policies as ReadonlySet<string>) replanPolicy(name, pp.writes);
+    if (!observedSame) for (const name of (objects as { names: ReadonlySet<string> }).names) replanPolicy(name, pp.writes);
+    pp.observed = policyList;
   } else {
     pp = { observed: policyList, want: desired.policyStatuses, events: desired.policyEvents, version: 0, writes: new Map() };
     for (const name of desired.policyStatuses.keys()) replanPolicy(name, pp.writes);

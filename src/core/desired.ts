@@ -11,7 +11,7 @@ import { egressGatewaySpec, policyOutcome, type GatewayView, type PolicyOutcome 
 import { NodeLabelIndex } from './selectors.ts';
 import { gatewayOutcome, gatewayRef } from './status.ts';
 import { analyseGateway, analysePolicy, findDuplicateVIPs, markInvalid, type GatewayInfo, type PolicyInfo } from './validate.ts';
-import { byString, instanceName, isObject, labelsOf, nameOf, toIso } from './util.ts';
+import { byString, changedByPosition, forEachByName, instanceName, isObject, labelsOf, nameOf, toIso } from './util.ts';
 import { sameItems, type CoreCache } from './cache.ts';
 
 export function resolveOptions(options?: Partial<CoreOptions>): CoreOptions {
@@ -32,36 +32,10 @@ export function isOurCEGP(c: CiliumEgressGatewayPolicy): boolean {
   return true;
 }
 
-/**
- * `fn` of each object with a usable name, in name order, first occurrence of a duplicated name only.
- * The controller's snapshot is already in strictly increasing name order: then nothing else is built.
- */
-function mapUniqueSorted<T, R>(items: readonly T[] | undefined, name: (t: T) => string, fn: (name: string, item: T) => R): R[] {
-  const list = items ?? [];
-  let increasing = true;
-  let last = '';
-  for (const item of list) {
-    const n = name(item);
-    if (n === '' || (last !== '' && byString(last, n) >= 0)) {
-      increasing = false;
-      break;
-    }
-    last = n;
-  }
-  if (increasing) return list.map((item) => fn(name(item), item));
-  const named: Array<{ name: string; item: T; i: number }> = [];
-  list.forEach((item, i) => {
-    const n = name(item);
-    if (n !== '') named.push({ name: n, item, i });
-  });
-  named.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
+/** `fn` of each object with a usable name, in name order (see forEachByName). */
+function mapUniqueSorted<T, R>(items: readonly T[] | undefined, fn: (name: string, item: T) => R): R[] {
   const out: R[] = [];
-  let prev: string | undefined;
-  for (const x of named) {
-    if (x.name === prev) continue;
-    prev = x.name;
-    out.push(fn(x.name, x.item));
-  }
+  forEachByName(items ?? [], (name, item) => out.push(fn(name, item)));
   return out;
 }
 
@@ -172,7 +146,7 @@ interface GatewaySet {
  */
 function gatewaySet(items: readonly EgressGateway[] | undefined, cache: CoreCache | undefined): GatewaySet {
   if (cache?.gateways && sameItems(cache.gateways.items, items)) return cache.gateways.result;
-  const infos: GatewayInfo[] = mapUniqueSorted(items, nameOf, (_name, item) => {
+  const infos: GatewayInfo[] = mapUniqueSorted(items, (_name, item) => {
     let info = cache?.gatewayInfo.get(item);
     if (!info) {
       info = analyseGateway(item);
@@ -207,41 +181,25 @@ function policyList(items: readonly EgressGatewayPolicy[] | undefined, cache: Co
     cache.policyObjectChanges = { from: prev.items, to: items, names: NO_NAMES };
     return prev.result;
   }
-  if (cache && prev && items && prev.items && items.length === prev.items.length) {
-    // Usually a few policies changed (their statuses were written): the same names at the same
-    // places, so the order and uniqueness checked last time still hold; only those are analysed.
-    const before = prev.items;
-    const names = new Set<string>();
-    let same = true;
-    for (let i = 0; i < items.length && same; i++) {
-      const a = items[i] as EgressGatewayPolicy;
-      const b = before[i] as EgressGatewayPolicy;
-      // Last time's results were in the list's own order (no sort, nothing dropped).
-      if (prev.result[i]?.policy !== b) same = false;
-      else if (a === b) continue;
-      else {
-        const n = nameOf(a);
-        if (n !== nameOf(b)) same = false;
-        else names.add(n);
-      }
-    }
-    if (same && prev.result.length === items.length) {
-      const result = prev.result.slice();
-      for (let i = 0; i < items.length; i++) {
-        const a = items[i] as EgressGatewayPolicy;
-        if (a === before[i]) continue;
-        const info = analysePolicy(a);
-        cache.policyInfo.set(info.name, info);
-        result[i] = info;
-      }
-      cache.policies = { items, result };
-      cache.policyObjectChanges = { from: before, to: items, names };
-      return result;
-    }
+  const changed = cache && prev?.items && items ? changedByPosition(prev.items, items) : undefined;
+  // Usually a few policies changed (their statuses were written): the same names at the same places,
+  // so the order and uniqueness checked last time still hold (if last time's results were in the
+  // list's own order: nothing sorted or dropped); only those are analysed again.
+  if (cache && prev && changed && prev.result.length === prev.items?.length && prev.result.every((p, i) => p.policy === prev.items?.[i])) {
+    const result = prev.result.slice();
+    (items as readonly EgressGatewayPolicy[]).forEach((item, i) => {
+      if (item === prev.items?.[i]) return;
+      const info = analysePolicy(item);
+      cache.policyInfo.set(info.name, info);
+      result[i] = info;
+    });
+    cache.policies = { items, result };
+    cache.policyObjectChanges = { from: prev.items, to: items, names: new Set(changed.keys()) };
+    return result;
   }
   if (cache) cache.policyObjectChanges = { from: prev?.items, to: items, names: 'all' };
   // Policy analysis depends on the object only (informer objects are immutable): remembered per object.
-  const result = mapUniqueSorted(items, nameOf, (name, item) => {
+  const result = mapUniqueSorted(items, (name, item) => {
     const seen = cache?.policyInfo.get(name);
     if (seen && seen.policy === item) return seen;
     const info = analysePolicy(item);

@@ -9,7 +9,7 @@ import type { CoreEvent, Desired, Snapshot, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';
 import { instanceFacts, instanceUpToDate, type InstanceFacts } from './instances.ts';
 import { isOurCEGP } from './desired.ts';
-import { annotationsOf, byString, isObject, labelsOf, nameOf } from './util.ts';
+import { annotationsOf, byString, changedByPosition, forEachByName, isObject, labelsOf, nameOf } from './util.ts';
 import { cegpUpToDate, statusEqual } from './compare.ts';
 import { sameItems, type CoreCache } from './cache.ts';
 
@@ -29,69 +29,6 @@ function sortedKeys(m: ReadonlyMap<string, unknown>, cache: CoreCache | undefine
 }
 
 const isOurLabel = (k: string): boolean => k === MEMBER_LABEL || k.startsWith(ACTIVE_FOR_PREFIX);
-
-/** Objects with a name, in name order, first occurrence of a duplicated name only (no sort when sorted). */
-function namedInOrder<T>(objects: readonly T[]): Array<{ name: string; o: T }> {
-  const named: Array<{ name: string; o: T; i: number }> = [];
-  let sorted = true;
-  for (let i = 0; i < objects.length; i++) {
-    const o = objects[i] as T;
-    const n = nameOf(o);
-    if (n === '') continue;
-    if (named.length > 0 && byString((named[named.length - 1] as { name: string }).name, n) > 0) sorted = false;
-    named.push({ name: n, o, i });
-  }
-  if (!sorted) named.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
-  const out: Array<{ name: string; o: T }> = [];
-  for (const x of named) if (out.length === 0 || (out[out.length - 1] as { name: string }).name !== x.name) out.push(x);
-  return out;
-}
-
-/**
- * `fn` for each object with a name, in name order, first occurrence of a duplicated name only. The
- * snapshot's lists are already in strictly increasing name order: then nothing is allocated (and the
- * answer is true).
- */
-function forEachNamed<T>(objects: readonly T[], fn: (name: string, o: T) => void): boolean {
-  let last = '';
-  let increasing = true;
-  for (const o of objects) {
-    const n = nameOf(o);
-    if (n === '') continue;
-    if (!(last === '' || byString(last, n) < 0)) {
-      increasing = false;
-      break;
-    }
-    last = n;
-  }
-  if (!increasing) {
-    for (const { name, o } of namedInOrder(objects)) fn(name, o);
-    return false;
-  }
-  for (const o of objects) {
-    const n = nameOf(o);
-    if (n !== '') fn(n, o);
-  }
-  return true;
-}
-
-/**
- * The objects whose entry differs between two lists with the same names at the same places, by name;
- * undefined when the lists are not like that (then everything is looked at again).
- */
-function changedByPosition<T>(before: readonly T[], after: readonly T[]): Map<string, T> | undefined {
-  if (before.length !== after.length) return undefined;
-  const out = new Map<string, T>();
-  for (let i = 0; i < after.length; i++) {
-    const a = after[i] as T;
-    const b = before[i] as T;
-    if (a === b) continue;
-    const n = nameOf(a);
-    if (n === '' || n !== nameOf(b)) return undefined;
-    out.set(n, a);
-  }
-  return out;
-}
 
 function labelWrites(
   target: 'Node' | 'CiliumNode',
@@ -135,7 +72,7 @@ function labelWrites(
     prev.want = desired;
   } else {
     const fresh = { objects, want: desired, ordered: false, adds: new Map<string, Write>(), removes: new Map<string, Write>() };
-    fresh.ordered = forEachNamed(objects, (name, o) => replan(name, o, fresh));
+    fresh.ordered = forEachByName(objects, (name, o) => replan(name, o, fresh));
     entry = fresh;
     // Forget objects that are gone (a name-keyed map, not a WeakMap: see PolicyInfo.cegpSeen).
     if (plans && plans.size > objects.length) {

@@ -136,3 +136,60 @@ export function parseTime(v: unknown): number {
 export function byString(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/**
+ * `fn` of each object with a usable name, in name order, first occurrence of a duplicated name only.
+ * Returns true when the list already was in strictly increasing name order (what the controller's
+ * snapshot gives): then nothing is built or sorted.
+ */
+export function forEachByName<T>(items: readonly T[], fn: (name: string, item: T) => void): boolean {
+  let last = '';
+  let increasing = true;
+  for (const item of items) {
+    const n = nameOf(item);
+    if (n === '') continue;
+    if (last !== '' && byString(last, n) >= 0) {
+      increasing = false;
+      break;
+    }
+    last = n;
+  }
+  if (increasing) {
+    for (const item of items) {
+      const n = nameOf(item);
+      if (n !== '') fn(n, item);
+    }
+    return true;
+  }
+  const named: Array<{ name: string; item: T; i: number }> = [];
+  items.forEach((item, i) => {
+    const n = nameOf(item);
+    if (n !== '') named.push({ name: n, item, i });
+  });
+  named.sort((a, b) => byString(a.name, b.name) || a.i - b.i);
+  let prev: string | undefined;
+  for (const x of named) {
+    if (x.name === prev) continue;
+    prev = x.name;
+    fn(x.name, x.item);
+  }
+  return false;
+}
+
+/**
+ * The objects that differ between two lists holding the same names at the same places, by name
+ * (empty when none); undefined when the lists are not like that.
+ */
+export function changedByPosition<T>(before: readonly T[], after: readonly T[]): Map<string, T> | undefined {
+  if (before.length !== after.length) return undefined;
+  const out = new Map<string, T>();
+  for (let i = 0; i < after.length; i++) {
+    const a = after[i] as T;
+    const b = before[i] as T;
+    if (a === b) continue;
+    const n = nameOf(a);
+    if (n === '' || n !== nameOf(b)) return undefined;
+    out.set(n, a);
+  }
+  return out;
+}

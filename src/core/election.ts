@@ -43,7 +43,7 @@ export interface GatewayPlan {
   /** Nodes whose instance must exist after this pass; `create` false → keep an existing one only. */
   instanceNodes: Map<string, { create: boolean }>;
   /**
-   * This plan was handed back from the previous pass unchanged (see `reusable`); its outcome may be
+   * This plan was handed back from the previous pass unchanged (see PlanMemo); its outcome may be
    * reused too, as long as that outcome did not depend on the time.
    */
   reused?: boolean;

@@ -132,7 +132,10 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
     await lab.waitFor(async () => (await activeInstance(client, 'audit'))?.ready && (await gw()).status?.conditions?.some((c) => c.status === 'True'), 60_000, 'instance updated');
 
     // A move: the annotation is cleared by the controller; the old instance is deleted, its agent releases it.
+    // Only once the other node is eligible too (its agent heartbeats): before that the controller rightly
+    // rejects the move ("AgentMissing"), which happened on a loaded CI machine where that agent started late.
     const other = lab.nodes.find((n) => n.name !== first)!.name;
+    await lab.waitFor(async () => (await gw()).status?.readyNodes === lab.nodes.length, 60_000, 'both nodes eligible');
     await client.mergePatch(GATEWAYS, 'audit', { metadata: { annotations: { [MOVE_TO_ANNOTATION]: other } } });
     await lab.waitFor(() => readyOn(other), 60_000, 'moved');
     await lab.waitFor(async () => (await gw()).metadata.annotations?.[MOVE_TO_ANNOTATION] === undefined, 30_000, 'move request cleared');

@@ -64,8 +64,6 @@ export class CoreCache {
     Node: new Map(),
     CiliumNode: new Map(),
   };
-  /** Keys of a desired map in name order (desired maps are never mutated once returned). */
-  readonly sortedKeys = new WeakMap<ReadonlyMap<string, unknown>, string[]>();
 
   // Node states.
   ciliumPods: ListMemo<PodLike, Map<string, PodState>> | undefined;

@@ -14,17 +14,9 @@ import { cegpUpToDate, statusEqual } from './compare.ts';
 import { sameItems, type CoreCache } from './cache.ts';
 
 /** Keys in name order; computeDesired builds its maps in that order already, so usually no sort. */
-function sortedKeys(m: ReadonlyMap<string, unknown>, cache: CoreCache | undefined): string[] {
-  const hit = cache?.sortedKeys.get(m);
-  if (hit) return hit;
-  let keys = [...m.keys()];
-  for (let i = 1; i < keys.length; i++) {
-    if (byString(keys[i - 1] as string, keys[i] as string) > 0) {
-      keys = keys.sort(byString);
-      break;
-    }
-  }
-  cache?.sortedKeys.set(m, keys);
+function sortedKeys(m: ReadonlyMap<string, unknown>): string[] {
+  const keys = [...m.keys()];
+  for (let i = 1; i < keys.length; i++) if (byString(keys[i - 1] as string, keys[i] as string) > 0) return keys.sort(byString);
   return keys;
 }
 
@@ -135,7 +127,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
 
   // Instances.
   const observedInstances = byNameMap(snapshot.instances);
-  for (const name of sortedKeys(desired.instances, undefined)) {
+  for (const name of sortedKeys(desired.instances)) {
     const want = desired.instances.get(name) as EgressGatewayInstance;
     const have = observedInstances.get(name);
     if (!have) instanceWrites.push({ kind: 'createInstance', object: want });
@@ -214,7 +206,7 @@ export function planWrites(snapshot: Snapshot, desired: Desired, cache?: CoreCac
     gatewaysByName = byNameMap<{ status?: unknown; metadata?: unknown }>(snapshot.gateways);
     if (cache) cache.planGateways = { items: snapshot.gateways, result: gatewaysByName };
   }
-  for (const name of sortedKeys(desired.gatewayStatuses, cache)) {
+  for (const name of sortedKeys(desired.gatewayStatuses)) {
     const status = desired.gatewayStatuses.get(name) as EgressGatewayStatus;
     if (statusEqual(gatewaysByName.get(name)?.status, status)) continue;
     statuses.push({ kind: 'gatewayStatus', name, status });

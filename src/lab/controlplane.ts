@@ -9,13 +9,12 @@ import { join } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pino } from 'pino';
-import { DEFAULT_NAMESPACE } from '../api/names.ts';
 import { KubeClient } from '../kube/client.ts';
 import { errFields } from '../kube/log.ts';
 import { runController } from '../controller/controller.ts';
 import { parseControllerArgs } from '../controller/options.ts';
 import { startTestCluster, type TestCluster } from '../testenv/apiserver.ts';
-import { seedLabCluster, setLabNodeReady } from '../testenv/lab.ts';
+import { seedLabCluster, setLabNodeReady, LAB_NAMESPACES } from '../testenv/lab.ts';
 
 export interface ControlPlaneLab {
   cluster: TestCluster;
@@ -43,7 +42,7 @@ export async function startControlPlaneLab(opts: { nodes?: number; keepLogs?: bo
     if (!opts.keepLogs) rmSync(logDir, { recursive: true, force: true });
   };
   try {
-    const cluster = await startTestCluster({ namespaces: [DEFAULT_NAMESPACE] });
+    const cluster = await startTestCluster({ namespaces: LAB_NAMESPACES });
     cleanups.push(() => cluster.stop());
     const client = new KubeClient(cluster.kubeConfig);
     const nodes = Array.from({ length: opts.nodes ?? 3 }, (_, i) => ({ name: `node${i + 1}`, ip: `198.18.0.${11 + i}` }));

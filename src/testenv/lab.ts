@@ -19,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { parseAllDocuments } from 'yaml';
 import { pino } from 'pino';
-import { DEFAULT_NAMESPACE, MODE_VIP } from '../api/names.ts';
+import { DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE, MODE_VIP, selectorLabels } from '../api/names.ts';
 import { KubeClient, isStatus, type KubeConfig, type ResourceRef } from '../kube/client.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { rfc3339 } from '../kube/time.ts';
@@ -40,6 +40,8 @@ const BIN = join(REPO, 'bin', 'egressgw.js');
  */
 export const GATEWAY_NODE_LABEL = 'egressgw.lab/gateway-node';
 export const LAB_VIP = '198.18.0.100';
+/** egressgw's namespace (agents' Leases) and Cilium's (its agent pods), as the default install profile has them. */
+export const LAB_NAMESPACES = [DEFAULT_NAMESPACE, DEFAULT_CILIUM_NAMESPACE];
 
 type TestCluster = Awaited<ReturnType<typeof startTestCluster>>;
 
@@ -236,19 +238,20 @@ export async function seedLabCluster(
 ): Promise<void> {
   await cluster.applyCRDs(join(REPO, 'deploy', 'crds'));
   await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
-  await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE } });
+  for (const ns of LAB_NAMESPACES) await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
   for (const n of nodes) {
     await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { ...extraNodeLabels, [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': n.name } } });
     await setLabNodeReady(client, n, true);
     await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n.name }, spec: {} });
     const pod = `cilium-agent-${n.name}`;
-    await ensure(client, pods(DEFAULT_NAMESPACE), {
+    // Where and how upstream Cilium's chart runs its agents (the controller's defaults).
+    await ensure(client, pods(DEFAULT_CILIUM_NAMESPACE), {
       apiVersion: 'v1',
       kind: 'Pod',
-      metadata: { name: pod, namespace: DEFAULT_NAMESPACE, labels: { app: 'agent', module: 'cni-cilium' } },
+      metadata: { name: pod, namespace: DEFAULT_CILIUM_NAMESPACE, labels: selectorLabels(DEFAULT_CILIUM_AGENT_SELECTOR) },
       spec: { nodeName: n.name, containers: [{ name: 'cilium-agent', image: 'lab.invalid/cilium:none' }] },
     });
-    await client.mergePatch(pods(DEFAULT_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
+    await client.mergePatch(pods(DEFAULT_CILIUM_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
   }
 }
 
@@ -283,7 +286,7 @@ export async function startLab(opts: LabOptions = {}): Promise<LabHandle> {
     const mgmt = netns.mgmt!;
     log.info({ id: netns.id, mgmt: mgmt.hostIp }, 'network namespaces up');
 
-    const cluster = await startTestCluster({ bindAddress: mgmt.hostIp, extraSANs: [mgmt.hostIp], namespaces: [DEFAULT_NAMESPACE] });
+    const cluster = await startTestCluster({ bindAddress: mgmt.hostIp, extraSANs: [mgmt.hostIp], namespaces: LAB_NAMESPACES });
     cleanups.push(() => cluster.stop());
     const kc: KubeConfig = cluster.kubeConfig;
     const client = new KubeClient(kc);

@@ -177,7 +177,7 @@ try {
   }
   if (flags['rootfs-dir']) {
     // mmdebstrap made device nodes in /dev; a runtime mounts its own, and `COPY` of device nodes fails.
-    for (const e of readdirSync(join(target, 'dev'))) rmSync(join(target, 'dev', e), { recursive: true, force: true });
+    if (existsSync(join(target, 'dev'))) for (const e of readdirSync(join(target, 'dev'))) rmSync(join(target, 'dev', e), { recursive: true, force: true });
     say(`rootfs in ${target} (${secs()}s)`);
     process.exit(0);
   }
@@ -218,7 +218,7 @@ try {
   process.exitCode = 1;
 }
 
-/** Removes what Node never loads from node_modules: type declarations, source maps, docs, Bare prebuilds, tests. */
+/** Removes what Node never loads from node_modules: type declarations, source maps, docs, Bare prebuilds, tests, empty directories. */
 function pruneNodeModules(dir: string): { files: number; bytes: number } {
   let files = 0;
   let bytes = 0;
@@ -232,7 +232,11 @@ function pruneNodeModules(dir: string): { files: number; bytes: number } {
           bytes += du(p);
           files++;
           rmSync(p, { recursive: true });
-        } else walk(p);
+        } else {
+          walk(p);
+          // Empty after pruning, or left by an npm that makes scope directories for omitted packages.
+          if (readdirSync(p).length === 0) rmSync(p, { recursive: true });
+        }
       } else if (drop.test(e.name)) {
         bytes += statSync(p).size;
         files++;

@@ -12,7 +12,7 @@ import { reasonText } from '../core/eligibility.ts';
 import { DEFAULT_CORE_OPTIONS, type CoreOptions, type Snapshot } from '../core/types.ts';
 import type { KubeClient } from '../kube/client.ts';
 import { GATEWAYS, events } from '../kube/resources.ts';
-import { UsageError, parseFlags } from './errors.ts';
+import { UsageError, parseFlags } from '../term/errors.ts';
 import { connect, liveSnapshot } from './cluster.ts';
 import { LOCATION_FLAGS, durationFlag, locationFrom } from './plan.ts';
 

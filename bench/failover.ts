@@ -31,6 +31,7 @@ import { settledActive } from '../src/testenv/failover.ts';
 import type { Capture } from '../src/testenv/observe.ts';
 import { poll } from '../src/testenv/poll.ts';
 import { heartbeatingNodes } from '../src/testenv/queries.ts';
+import { dist } from './stats.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -86,22 +87,9 @@ export interface FailoverBenchResults {
 
 const GW = 'bench-gw';
 
-/** Nearest-rank percentile. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
-  return sorted[Math.min(rank, sorted.length) - 1]!;
-}
-
 export function stats(values: readonly number[]): PhaseStats {
-  const s = [...values].sort((a, b) => a - b);
-  return {
-    p50: percentile(s, 50),
-    p99: percentile(s, 99),
-    min: s[0] ?? NaN,
-    max: s[s.length - 1] ?? NaN,
-    mean: s.reduce((a, b) => a + b, 0) / (s.length || 1),
-  };
+  const { n: _n, ...phase } = dist(values);
+  return phase;
 }
 
 interface PassRecord {

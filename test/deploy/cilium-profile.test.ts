@@ -20,8 +20,8 @@ import { renderManifests } from '../../src/cli/manifests.ts';
 import { KubeClient } from '../../src/kube/client.ts';
 import { CILIUM_NODES, GATEWAYS, NODES, namespaces, pods } from '../../src/kube/resources.ts';
 import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
-import { setLabNodeReady } from '../../src/testenv/lab.ts';
-import { Lab } from '../../src/testenv/netns.ts';
+import { setNodeReady } from '../../src/testenv/seed.ts';
+import { Network } from '../../src/testenv/netns.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { BIN, ROOT } from '../cli/helpers.ts';
 import { containerRun } from './pod-args.ts';
@@ -68,14 +68,14 @@ const readyStatus = (containers: string[]) => {
 };
 
 describe('install profile cilium against a cluster as upstream Cilium lays it out', { skip: canRun ? false : 'needs root for a network namespace' }, () => {
-  let net: Lab;
+  let net: Network;
   let cluster: TestCluster;
   let client: KubeClient;
   let child: ChildProcess | undefined;
   let lines: string[] = [];
 
   before(async () => {
-    net = await Lab.create({ nodes: 1, management: true, prefix: 'egc' });
+    net = await Network.create({ nodes: 1, management: true, prefix: 'egc' });
     cluster = await startTestCluster({ bindAddress: net.mgmt!.hostIp, extraSANs: [net.mgmt!.hostIp], namespaces: [PROFILES.cilium.namespace, PROFILES.deckhouse.namespace] });
     client = new KubeClient(cluster.kubeConfig);
     await cluster.applyCRDs([join(ROOT, 'deploy', 'crds'), join(ROOT, 'test', 'fixtures', 'crds', 'cilium')]);
@@ -84,7 +84,7 @@ describe('install profile cilium against a cluster as upstream Cilium lays it ou
     }
     for (const [i, name] of NODE_NAMES.entries()) {
       await client.create(NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { [GATEWAY_LABEL]: '', 'kubernetes.io/hostname': name } } });
-      await setLabNodeReady(client, { name, ip: `198.18.0.${20 + i}` }, true);
+      await setNodeReady(client, { name, ip: `198.18.0.${20 + i}` }, true);
       await client.create(CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name }, spec: {} });
     }
     // The chart's workloads, as objects (no kubelet here), so the pods can name their owners.

@@ -18,8 +18,8 @@ import { decodeFrame } from '../../src/agent/net/frames.ts';
 import { KubeClient } from '../../src/kube/client.ts';
 import { GATEWAYS, NODES } from '../../src/kube/resources.ts';
 import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
-import { LAB_NAMESPACES, seedLabCluster } from '../../src/testenv/lab.ts';
-import { Lab } from '../../src/testenv/netns.ts';
+import { SEED_NAMESPACES, seedCluster } from '../../src/testenv/seed.ts';
+import { Network } from '../../src/testenv/netns.ts';
 import { Container, imageRunProblem, serviceAccountMount, unpackImage, type UnpackedImage } from '../../src/testenv/oci.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { WireHelper } from '../../src/testenv/wire.ts';
@@ -45,7 +45,7 @@ if (problem && inCI) {
 
 describe('the image, run with crun as the install runs it', { skip: problem && !inCI ? problem : false }, () => {
   let image: UnpackedImage;
-  let net: Lab;
+  let net: Network;
   let cluster: TestCluster;
   let client: KubeClient;
   let controller: Container | undefined;
@@ -68,11 +68,11 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
 
   before(async () => {
     image = await unpackImage();
-    net = await Lab.create({ nodes: 2, management: true, prefix: 'egi' });
-    cluster = await startTestCluster({ bindAddress: net.mgmt!.hostIp, extraSANs: [net.mgmt!.hostIp], namespaces: LAB_NAMESPACES });
+    net = await Network.create({ nodes: 2, management: true, prefix: 'egi' });
+    cluster = await startTestCluster({ bindAddress: net.mgmt!.hostIp, extraSANs: [net.mgmt!.hostIp], namespaces: SEED_NAMESPACES });
     client = new KubeClient(cluster.kubeConfig);
     // Nodes, CiliumNodes, and Ready cilium-agent pods where upstream Cilium runs them (kube-system, k8s-app=cilium).
-    await seedLabCluster(cluster, client, net.nodes);
+    await seedCluster(cluster, client, net.nodes);
     capture = await WireHelper.start(net, net.router.ns);
     await capture.capture('arp', net.router.bridge, 'arp');
   });
@@ -131,7 +131,7 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
       'gateway image Ready on the agent node',
       async () => {
         const g = await client.get<EgressGateway>(GATEWAYS, 'image');
-        return g.status?.activeNodeName === node.name && g.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? g : undefined;
+        return g.status?.activeNodeName === node.name && g.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? g : undefined;
       },
       60_000,
       untilExit(agent, controller!),

@@ -28,8 +28,8 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { ACTIVE_FOR_PREFIX, MODE_VIP } from '../src/api/names.ts';
-import { createCore, type Core } from '../src/core/index.ts';
-import type { CoreOptions, Write } from '../src/core/types.ts';
+import { reconcile } from '../src/core/index.ts';
+import type { CoreOptions, Snapshot, Write } from '../src/core/types.ts';
 import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, snapshotOf, type Cluster, type ClusterSize } from './cluster.ts';
 import { dist, mb, median, msSince, type Dist } from './stats.ts';
 
@@ -150,7 +150,7 @@ interface PassSample {
 }
 
 /** The controller's long-lived core (one per bench run, as one per controller process). */
-let core: Core = createCore(CORE_OPTIONS);
+const core = { reconcile: (s: Snapshot) => reconcile(s, CORE_OPTIONS) };
 
 function pass(c: Cluster): PassSample {
   const from = performance.now();
@@ -280,7 +280,6 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
 
   mem('baseline (modules loaded, no cluster)');
   log(`controller bench: ${size.nodes} nodes, ${size.gateways} gateways, ${size.policies} policies, ${size.pods} pods${quick ? ' (quick)' : ''}`);
-  core = createCore(CORE_OPTIONS);
   const c = buildCluster(size, Date.parse('2026-01-01T00:00:00.000Z'));
   mem('controller caches built (unsettled)');
   const workload = addWorkloadPods(c, size.pods);

@@ -15,8 +15,8 @@ import type {
   PodLike,
 } from '../api/types.ts';
 import { OWNED_LABELS } from '../api/names.ts';
-import { createCore, type Core } from '../core/index.ts';
-import type { CoreOptions, Desired, Write } from '../core/types.ts';
+import { reconcile } from '../core/index.ts';
+import type { CoreOptions, Desired, Snapshot, Write } from '../core/types.ts';
 import { KubeClient, loadKubeConfig, type KubeConfig } from '../kube/client.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer, type InformerEvent, type InformerOptions } from '../kube/informer.ts';
@@ -90,8 +90,7 @@ class Controller {
   private readonly queue: ReconcileQueue;
   private readonly elector: LeaderElector | undefined;
   private readonly coreOptions: CoreOptions;
-  /** The core with its memory of earlier passes (a pass costs what changed). */
-  private readonly core: Core;
+  private readonly core: { reconcile(s: Snapshot): { desired: Desired; writes: Write[] } };
   private readonly snapshots: SnapshotBuilder;
   private leading = false;
   private synced = false;
@@ -122,7 +121,7 @@ class Controller {
       instances: inf({ resource: INSTANCES, transform: trimInstance }),
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
     };
-    this.core = createCore(this.coreOptions);
+    this.core = { reconcile: (s) => reconcile(s, this.coreOptions) };
     this.snapshots = new SnapshotBuilder(sourcesFromCaches(this.caches, this.heartbeats));
     this.recorder = new EventRecorder(this.client, {
       reportingController: REPORTING_CONTROLLER,

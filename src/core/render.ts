@@ -7,7 +7,7 @@ import type { CoreEvent, ObjectRef } from './types.ts';
 import { readyCondition, readyConditionOf } from './status.ts';
 import { cegpUpToDate, statusEqual } from './compare.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
-import { isObject } from './util.ts';
+import { isObject, labelsOf, nameOf } from './util.ts';
 
 /** What a policy needs to know about its gateway after the election. */
 export interface GatewayView {
@@ -17,9 +17,6 @@ export interface GatewayView {
   message: string;
   /** Shared by the gateway's policies (desired objects are never mutated). */
   egressGateway?: EgressGatewaySpec;
-  /** Memo keys, computed once per gateway per pass. */
-  egressKey?: string;
-  statusKey?: string;
 }
 
 export interface PolicyOutcome {
@@ -28,6 +25,8 @@ export interface PolicyOutcome {
   status: EgressGatewayPolicyStatus;
   events: CoreEvent[];
   orphan: boolean;
+  /** The status differs from the observed one: it carries `nowIso` (see readyCondition). */
+  changed: boolean;
 }
 
 /** The `egressGateway` part shared by every policy of a gateway (built once per gateway per pass). */
@@ -69,21 +68,12 @@ export function renderCEGP(p: PolicyInfo, gw: GatewayView, observed: CiliumEgres
 
 const CEGP_API_VERSION = `${CILIUM_GROUP}/${CILIUM_VERSION}`;
 
-
-/** Everything of the gateway that a rendered CEGP depends on (only reached for renderable gateways). */
-function egressKey(gw: GatewayView): string {
-  if (gw.egressKey === undefined) {
-    const e = gw.egressGateway;
-    gw.egressKey = `${gw.info.name}\u0000${gw.info.egress.kind}\u0000${e?.egressIP ?? ''}\u0000${e?.interface ?? ''}`;
-  }
-  return gw.egressKey;
-}
-
-/** Everything of the gateway that a policy's status depends on. */
-function statusKey(gw: GatewayView | undefined): string {
-  if (!gw) return '';
-  if (gw.statusKey === undefined) gw.statusKey = `${egressKey(gw)}\u0000${gw.valid}\u0000${gw.active}\u0000${gw.message}`;
-  return gw.statusKey;
+/** Is this one of our CEGPs (OWNED_LABELS and a `d8.` name)? Only those are ever deleted. */
+export function isOurCEGP(c: CiliumEgressGatewayPolicy): boolean {
+  if (!nameOf(c).startsWith('d8.')) return false;
+  const l = labelsOf(c);
+  for (const [k, v] of Object.entries(OWNED_LABELS)) if (l[k] !== v) return false;
+  return true;
 }
 
 
@@ -100,11 +90,6 @@ export function policyOutcome(
   nowIso: string,
 ): PolicyOutcome {
   const prevStatus: unknown = (p.policy as { status?: unknown }).status;
-  // The status depends only on the policy analysis and the gateway's view: a remembered match skips
-  // building and comparing it (10,000 policies per pass).
-  const gwKey = statusKey(gw);
-  // The policy's status is part of the policy object, so the remembered match is per PolicyInfo.
-  const memoHit = isObject(prevStatus) && p.statusSeen === gwKey;
   let cegp: CiliumEgressGatewayPolicy | undefined;
   let status: 'True' | 'False' = 'False';
   let reason: string;
@@ -131,19 +116,10 @@ export function policyOutcome(
     message = `EgressGateway ${gw.info.name}: ${gw.info.egress.message}`;
     st.activeNodeName = gw.active;
   } else {
-    // Keep the observed object when it already is what we want: planWrites then sees identity, and
-    // the pass retains no new object for it. A match is remembered per (observed object, policy
-    // analysis, gateway egress); all three are immutable, so a resync skips rendering altogether.
-    const key = egressKey(gw);
-    const seen = p.cegpSeen;
-    if (observed && seen && seen.observed === observed && seen.egress === key) cegp = observed;
-    else {
-      cegp = renderCEGP(p, gw, observed);
-      if (observed && cegpUpToDate(observed, cegp)) {
-        cegp = observed;
-        p.cegpSeen = { observed, egress: key };
-      }
-    }
+    // Keep the observed object when it already is what we want: the write planning then sees
+    // identity, and the plan retains no new object for it.
+    cegp = renderCEGP(p, gw, observed);
+    if (observed && cegpUpToDate(observed, cegp)) cegp = observed;
     st.activeNodeName = gw.active;
     if (gw.valid) {
       const e = gw.info.egress;
@@ -162,15 +138,13 @@ export function policyOutcome(
       message = `EgressGateway ${gw.info.name} is active on node ${gw.active}`;
     }
   }
-  if (memoHit) return { cegp, status: prevStatus as EgressGatewayPolicyStatus, events: [], orphan };
   const prevCond = readyConditionOf(prevStatus);
   st.conditions = [readyCondition(prevCond, status, reason, message, p.generation, nowIso)];
   const same = statusEqual(prevStatus, st);
-  if (same && isObject(prevStatus)) p.statusSeen = gwKey;
 
   const events: CoreEvent[] = [];
   if (prevCond?.reason !== reason && (reason === 'GatewayNotFound' || reason === 'InvalidSpec')) {
     events.push({ regarding: policyRef(p), type: 'Warning', reason, note: message });
   }
-  return { cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: same ? [] : events, orphan };
+  return { cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: same ? [] : events, orphan, changed: !same };
 }

@@ -7,8 +7,9 @@
 import type { Condition, EgressGatewayStatus } from '../api/types.ts';
 import { API_VERSION, KIND_GATEWAY, MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { CoreEvent, GatewayDecision, GatewayPhase, ObjectRef } from './types.ts';
-import { noEligibleMessage, type NodeState } from './eligibility.ts';
-import { failureReason, type GatewayPlan } from './election.ts';
+import { noEligibleMessage } from './eligibility.ts';
+import type { Election } from './election.ts';
+import type { GatewayInfo } from './validate.ts';
 import { isObject } from './util.ts';
 import { statusEqual } from './compare.ts';
 
@@ -40,10 +41,18 @@ export function readyCondition(
   return c;
 }
 
-export function gatewayRef(plan: GatewayPlan): ObjectRef {
-  const ref: ObjectRef = { apiVersion: API_VERSION, kind: KIND_GATEWAY, name: plan.info.name };
-  if (plan.info.uid !== '') ref.uid = plan.info.uid;
+export function gatewayRef(g: GatewayInfo): ObjectRef {
+  const ref: ObjectRef = { apiVersion: API_VERSION, kind: KIND_GATEWAY, name: g.name };
+  if (g.uid !== '') ref.uid = g.uid;
   return ref;
+}
+
+/** Why the previous active node is no longer usable (for FailedOver / lastFailoverReason). */
+function failureReason(node: string, e: Election, nodeExists: (name: string) => boolean): string | undefined {
+  if (!nodeExists(node)) return 'NodeGone';
+  const v = e.verdicts.get(node);
+  if (!v) return 'NotSelected';
+  return v.eligible ? undefined : v.reasons.join(',');
 }
 
 export interface GatewayOutcome {
@@ -52,10 +61,12 @@ export interface GatewayOutcome {
   events: CoreEvent[];
   ready: boolean;
   failover?: { from: string; to: string; reason: string };
+  /** The status differs from the observed one: it carries `nowIso` (see readyCondition). */
+  changed: boolean;
 }
 
-export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>, nowIso: string): GatewayOutcome {
-  const g = plan.info;
+/** The gateway's status, decision and events after its election. */
+export function gatewayOutcome(g: GatewayInfo, e: Election, nodeExists: (name: string) => boolean, nowIso: string): GatewayOutcome {
   const prevStatus: unknown = (g.gateway as { status?: unknown }).status;
   const prev = isObject(prevStatus) ? (prevStatus as EgressGatewayStatus) : undefined;
   const prevCond = readyConditionOf(prev);
@@ -65,58 +76,58 @@ export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, Nod
   let status: 'True' | 'False';
   let reason: string;
   let message: string;
-  if (!plan.valid) {
+  if (!e.valid) {
     phase = 'Invalid';
     status = 'False';
     reason = g.invalid?.reason ?? 'InvalidSpec';
     message = g.invalid?.message ?? 'invalid spec';
-  } else if (plan.target === '') {
+  } else if (e.target === '') {
     phase = 'NoEligibleNode';
     status = 'False';
     reason = 'NoEligibleNode';
-    message = noEligibleMessage(plan.candidates.map((v) => v.reasons));
+    message = noEligibleMessage(e.candidates.map((v) => v.reasons));
   } else if (g.mode === MODE_PRIMARY_IP) {
     phase = 'Active';
     status = 'True';
     reason = 'ElectionSucceed';
-    message = `Node ${plan.active} was elected as active node`;
-  } else if (plan.active !== '' && plan.confirmed) {
+    message = `Node ${e.active} was elected as active node`;
+  } else if (e.active !== '' && e.confirmed) {
     // Only the active node's own confirmed instance counts (fixes D19).
-    phase = plan.target === plan.active ? 'Active' : 'HandingOver';
+    phase = e.target === e.active ? 'Active' : 'HandingOver';
     status = 'True';
     reason = 'ElectionSucceedAndVirtualIPAnnounced';
-    message = `Node ${plan.active} was elected as active node and VirtualIP is announced`;
-    if (plan.target !== plan.active) message += `; moving to node ${plan.target}`;
+    message = `Node ${e.active} was elected as active node and VirtualIP is announced`;
+    if (e.target !== e.active) message += `; moving to node ${e.target}`;
   } else {
     phase = 'HandingOver';
     status = 'False';
     reason = 'VirtualIPAnnouncing';
-    message = `waiting for node ${plan.target} to announce VirtualIP ${g.vip}`;
+    message = `waiting for node ${e.target} to announce VirtualIP ${g.vip}`;
   }
 
-  const ref = gatewayRef(plan);
+  const ref = gatewayRef(g);
   const events: CoreEvent[] = [];
   let failover: GatewayOutcome['failover'];
   let lastFailoverTime = typeof prev?.lastFailoverTime === 'string' ? prev.lastFailoverTime : undefined;
   let lastFailoverReason = typeof prev?.lastFailoverReason === 'string' ? prev.lastFailoverReason : undefined;
 
-  if (prevActive !== plan.active) {
-    const failed = prevActive !== '' && plan.valid ? failureReason(prevActive, plan, nodes) : undefined;
+  if (prevActive !== e.active) {
+    const failed = prevActive !== '' && e.valid ? failureReason(prevActive, e, nodeExists) : undefined;
     if (failed !== undefined) {
-      failover = { from: prevActive, to: plan.target, reason: failed };
+      failover = { from: prevActive, to: e.target, reason: failed };
       lastFailoverTime = nowIso;
       lastFailoverReason = failed;
       // With no node to fail over to, the NoEligibleNode event below says it.
-      if (plan.target !== '') {
-        const next = plan.active !== '' ? `node ${plan.active} is the active node` : `handing over to node ${plan.target}`;
+      if (e.target !== '') {
+        const next = e.active !== '' ? `node ${e.active} is the active node` : `handing over to node ${e.target}`;
         events.push({ regarding: ref, type: 'Warning', reason: 'FailedOver', note: `Active node ${prevActive} failed (${failed}); ${next}` });
       }
-    } else if (prevActive !== '' && plan.move?.state === 'honoured' && plan.active === plan.move.target) {
+    } else if (prevActive !== '' && e.move?.state === 'honoured' && e.active === e.move.target) {
       // A requested move: the `Moved` event goes with clearing the request.
       lastFailoverTime = nowIso;
       lastFailoverReason = 'Moved';
-    } else if (plan.active !== '') {
-      events.push({ regarding: ref, type: 'Normal', reason: 'Elected', note: `Node ${plan.active} was elected as active node` });
+    } else if (e.active !== '') {
+      events.push({ regarding: ref, type: 'Normal', reason: 'Elected', note: `Node ${e.active} was elected as active node` });
     }
   }
   if (prevCond?.reason !== reason) {
@@ -125,14 +136,14 @@ export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, Nod
     }
   }
   if (g.mode === MODE_VIP && status === 'True' && prevCond?.status !== 'True') {
-    events.push({ regarding: ref, type: 'Normal', reason: 'VIPAnnounced', note: `Node ${plan.active} announces VirtualIP ${g.vip}` });
+    events.push({ regarding: ref, type: 'Normal', reason: 'VIPAnnounced', note: `Node ${e.active} announces VirtualIP ${g.vip}` });
   }
 
   const st: EgressGatewayStatus = {};
   if (g.generation !== undefined) st.observedGeneration = g.generation;
-  st.readyNodes = plan.readyNodes;
-  st.totalNodes = plan.candidates.length;
-  st.activeNodeName = plan.active;
+  st.readyNodes = e.readyNodes;
+  st.totalNodes = e.candidates.length;
+  st.activeNodeName = e.active;
   st.conditions = [readyCondition(prevCond, status, reason, message, g.generation, nowIso)];
   if (lastFailoverTime !== undefined) st.lastFailoverTime = lastFailoverTime;
   if (lastFailoverReason !== undefined) st.lastFailoverReason = lastFailoverReason;
@@ -140,19 +151,19 @@ export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, Nod
   const decision: GatewayDecision = {
     name: g.name,
     mode: g.mode,
-    candidates: plan.candidates,
-    readyNodes: plan.readyNodes,
-    totalNodes: plan.candidates.length,
-    observedActive: plan.observedActive,
-    target: plan.target,
-    active: plan.active,
+    candidates: e.candidates,
+    readyNodes: e.readyNodes,
+    totalNodes: e.candidates.length,
+    observedActive: e.observedActive,
+    target: e.target,
+    active: e.active,
     phase,
     reason,
     message,
-    moveTarget: plan.move?.state === 'honoured' ? plan.move.target : '',
-    confirmed: plan.confirmed,
+    moveTarget: e.move?.state === 'honoured' ? e.move.target : '',
+    confirmed: e.confirmed,
   };
   // Unchanged: hand back the observed object (no write, nothing new retained).
   const same = statusEqual(prev, st);
-  return { decision, status: same ? (prev as EgressGatewayStatus) : st, events: same ? [] : events, ready: status === 'True', ...(failover && !same ? { failover } : {}) };
+  return { decision, status: same ? (prev as EgressGatewayStatus) : st, events: same ? [] : events, ready: status === 'True', changed: !same, ...(failover && !same ? { failover } : {}) };
 }

@@ -44,7 +44,7 @@ export interface GatewayInfo {
   sourceIP: SourceIP | undefined;
   /** Field-path messages; non-empty → the gateway is Invalid (InvalidSpec). */
   errors: string[];
-  /** Set when the gateway must not be elected: InvalidSpec, or DuplicateVIP (set by `markDuplicateVIPs`). */
+  /** Set when the gateway must not be elected: InvalidSpec, or DuplicateVIP (see `withDuplicateVIPs`). */
   invalid?: { reason: 'InvalidSpec' | 'DuplicateVIP'; message: string };
   egress: EgressField;
   /** Trimmed move-to annotation; undefined when absent. */
@@ -59,7 +59,14 @@ export function isIPv4(ip: string): boolean {
   return ipaddr.IPv4.isValidFourPartDecimal(ip);
 }
 
+/** A gateway's analysis: its fields, normalised, and InvalidSpec when its spec has errors. */
 export function analyseGateway(gw: EgressGateway): GatewayInfo {
+  const info = readGateway(gw);
+  if (info.errors.length > 0) info.invalid = { reason: 'InvalidSpec', message: info.errors.join('; ') };
+  return info;
+}
+
+function readGateway(gw: EgressGateway): GatewayInfo {
   const name = nameOf(gw);
   const md = (isObject(gw.metadata) ? gw.metadata : {}) as EgressGateway['metadata'];
   const errors: string[] = [];
@@ -153,18 +160,13 @@ export function analyseGateway(gw: EgressGateway): GatewayInfo {
   return info;
 }
 
-/** Finalise validity: errors → InvalidSpec. Call before `markDuplicateVIPs`. */
-export function markInvalid(info: GatewayInfo): void {
-  if (info.errors.length > 0 && !info.invalid) info.invalid = { reason: 'InvalidSpec', message: info.errors.join('; ') };
-}
-
 /**
  * Two gateways with one VIP (D22): the older (creationTimestamp, then name) keeps it; the others become
  * Invalid with reason DuplicateVIP. Pure: returns the groups for the metric and, per losing gateway,
- * why (the caller decides how to record it; `markDuplicateVIPs` sets `invalid` in place).
+ * why (see `withDuplicateVIPs`).
  */
 export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
-  groups: Array<{ ip: string; gateways: string[] }>;
+  groups: DuplicateVIP[];
   losers: Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>;
 } {
   const byIP = new Map<string, GatewayInfo[]>();
@@ -174,7 +176,7 @@ export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
     if (list) list.push(g);
     else byIP.set(g.vip, [g]);
   }
-  const groups: Array<{ ip: string; gateways: string[] }> = [];
+  const groups: DuplicateVIP[] = [];
   const losers = new Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>();
   for (const [ip, list] of byIP) {
     if (list.length < 2) continue;
@@ -191,11 +193,23 @@ export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
   return { groups, losers };
 }
 
-/** `findDuplicateVIPs`, recording the losers' `invalid` on the infos themselves. */
-export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: string; gateways: string[] }> {
+export interface DuplicateVIP {
+  ip: string;
+  gateways: string[];
+}
+
+/**
+ * The gateways (in name order) with the duplicate-VIP rule applied: each loser is replaced by a copy
+ * carrying its `invalid` (an analysis is never changed).
+ */
+export function withDuplicateVIPs(infos: readonly GatewayInfo[]): { infos: GatewayInfo[]; duplicateVIPs: DuplicateVIP[] } {
   const { groups, losers } = findDuplicateVIPs(infos);
-  for (const [g, invalid] of losers) g.invalid = invalid;
-  return groups;
+  return { infos: infos.map((g) => duplicateOf(g, losers.get(g))), duplicateVIPs: groups };
+}
+
+/** `g` as a duplicate-VIP loser (`invalid` set), or `g` itself when `invalid` is undefined. */
+export function duplicateOf(g: GatewayInfo, invalid: GatewayInfo['invalid']): GatewayInfo {
+  return invalid ? { ...g, invalid } : g;
 }
 
 export interface PolicyInfo {
@@ -209,14 +223,6 @@ export interface PolicyInfo {
   selectors: PolicySelector[];
   destinationCIDRs: string[];
   excludedCIDRs: string[];
-  /**
-   * What policyOutcome found out about this policy object before (see render.ts): an observed CEGP
-   * that is up to date for a gateway egress, and that the policy's status is current for a gateway
-   * view. Plain fields, not WeakMaps: a major GC processes every WeakMap entry in its pause, and at
-   * 10,000 policies that pause was most of a pass's tail latency.
-   */
-  cegpSeen?: { observed: object; egress: string };
-  statusSeen?: string;
 }
 
 function copySelector(sel: LabelSelector): LabelSelector {

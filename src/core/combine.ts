@@ -33,6 +33,7 @@ function bump(load: Map<string, number>, node: string): void {
  * Plans that keep a node do not depend on the counts, so at most the electing ones are planned again.
  */
 export function settleElections(plans: readonly GatewayPlan[], replan: (inputs: GatewayInputs, load: ReadonlyMap<string, number>) => GatewayPlan = planGateway): GatewayPlan[] {
+  if (!plans.some((p) => p.election?.byLoad)) return plans as GatewayPlan[];
   const load = new Map<string, number>();
   for (const p of plans) if (p.election?.keep) bump(load, p.election.keep);
   const out = plans.slice();
@@ -111,11 +112,13 @@ export function assembleWrites(plans: Iterable<GatewayPlan>, nodes: Iterable<Nod
     cegpDeletes.push(...w.deleteCEGPs);
   }
   const label = { Node: { add: [] as Write[], remove: [] as Write[] }, CiliumNode: { add: [] as Write[], remove: [] as Write[] } };
+  const sortLabel = (w: Write): void => {
+    if (w.kind === 'addLabels') label[w.target].add.push(w);
+    else if (w.kind === 'removeLabels') label[w.target].remove.push(w);
+  };
   for (const n of nodes) {
-    for (const w of [...n.writes.node, ...n.writes.ciliumNode]) {
-      if (w.kind === 'addLabels') label[w.target].add.push(w);
-      else if (w.kind === 'removeLabels') label[w.target].remove.push(w);
-    }
+    if (n.writes.node.length > 0) n.writes.node.forEach(sortLabel);
+    if (n.writes.ciliumNode.length > 0) n.writes.ciliumNode.forEach(sortLabel);
   }
   const named = byKey((x: { name: string }) => x.name);
   stale.sort(named);
@@ -153,12 +156,13 @@ export function assembleWrites(plans: Iterable<GatewayPlan>, nodes: Iterable<Nod
 export function metricsOf(plans: readonly GatewayPlan[], duplicateVIPs: readonly DuplicateVIP[]): CoreMetrics {
   const m: CoreMetrics = { gateways: [], orphanPolicies: [], duplicateVIPs: [...duplicateVIPs], failovers: [] };
   for (const p of plans) {
-    const e = p.election;
     const out = p.outcome;
-    if (e && out) {
-      m.gateways.push({ name: p.name, activeNode: e.active, readyNodes: e.readyNodes, totalNodes: e.candidates.length, ready: out.ready });
+    if (out) {
+      m.gateways.push(out.metric);
       if (out.failover) m.failovers.push({ gateway: p.name, ...out.failover });
+      continue;
     }
+    // Only a name no gateway has has orphan policies.
     p.inputs.policies.forEach((pol, i) => {
       if (p.policies[i]?.orphan) m.orphanPolicies.push({ policy: pol.name, gateway: pol.gatewayName });
     });

@@ -6,7 +6,7 @@
 
 import type { Condition, EgressGatewayStatus } from '../api/types.ts';
 import { API_VERSION, KIND_GATEWAY, MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
-import type { CoreEvent, GatewayDecision, GatewayPhase, ObjectRef } from './types.ts';
+import type { CoreEvent, CoreMetrics, GatewayDecision, GatewayPhase, ObjectRef } from './types.ts';
 import { noEligibleMessage } from './eligibility.ts';
 import type { Election } from './election.ts';
 import type { GatewayInfo } from './validate.ts';
@@ -63,90 +63,95 @@ export interface GatewayOutcome {
   failover?: { from: string; to: string; reason: string };
   /** The status differs from the observed one: it carries `nowIso` (see readyCondition). */
   changed: boolean;
+  /** The gateway's line in the pass's metrics. */
+  metric: CoreMetrics['gateways'][number];
+}
+
+interface Readiness {
+  phase: GatewayPhase;
+  status: 'True' | 'False';
+  reason: string;
+  message: string;
+}
+
+/** The gateway's phase and Ready condition after its election. */
+function readiness(g: GatewayInfo, e: Election): Readiness {
+  if (!e.valid) return { phase: 'Invalid', status: 'False', reason: g.invalid?.reason ?? 'InvalidSpec', message: g.invalid?.message ?? 'invalid spec' };
+  if (e.target === '') return { phase: 'NoEligibleNode', status: 'False', reason: 'NoEligibleNode', message: noEligibleMessage(e.candidates.map((v) => v.reasons)) };
+  if (g.mode === MODE_PRIMARY_IP) return { phase: 'Active', status: 'True', reason: 'ElectionSucceed', message: `Node ${e.active} was elected as active node` };
+  if (e.active !== '' && e.confirmed) {
+    // Only the active node's own confirmed instance counts (fixes D19).
+    const moving = e.target !== e.active ? `; moving to node ${e.target}` : '';
+    return {
+      phase: moving ? 'HandingOver' : 'Active',
+      status: 'True',
+      reason: 'ElectionSucceedAndVirtualIPAnnounced',
+      message: `Node ${e.active} was elected as active node and VirtualIP is announced${moving}`,
+    };
+  }
+  return { phase: 'HandingOver', status: 'False', reason: 'VirtualIPAnnouncing', message: `waiting for node ${e.target} to announce VirtualIP ${g.vip}` };
+}
+
+interface Transition {
+  events: CoreEvent[];
+  failover: GatewayOutcome['failover'];
+  lastFailoverTime: string | undefined;
+  lastFailoverReason: string | undefined;
+}
+
+/** The events (and failover record) of the change from the observed status to `r` and the election's active node. */
+function transition(g: GatewayInfo, e: Election, prev: EgressGatewayStatus | undefined, r: Readiness, nodeExists: (name: string) => boolean, nowIso: string): Transition {
+  const prevCond = readyConditionOf(prev);
+  const prevActive = typeof prev?.activeNodeName === 'string' ? prev.activeNodeName : '';
+  const ref = gatewayRef(g);
+  const t: Transition = {
+    events: [],
+    failover: undefined,
+    lastFailoverTime: typeof prev?.lastFailoverTime === 'string' ? prev.lastFailoverTime : undefined,
+    lastFailoverReason: typeof prev?.lastFailoverReason === 'string' ? prev.lastFailoverReason : undefined,
+  };
+  if (prevActive !== e.active) {
+    const failed = prevActive !== '' && e.valid ? failureReason(prevActive, e, nodeExists) : undefined;
+    if (failed !== undefined) {
+      t.failover = { from: prevActive, to: e.target, reason: failed };
+      t.lastFailoverTime = nowIso;
+      t.lastFailoverReason = failed;
+      // With no node to fail over to, the NoEligibleNode event below says it.
+      if (e.target !== '') {
+        const next = e.active !== '' ? `node ${e.active} is the active node` : `handing over to node ${e.target}`;
+        t.events.push({ regarding: ref, type: 'Warning', reason: 'FailedOver', note: `Active node ${prevActive} failed (${failed}); ${next}` });
+      }
+    } else if (prevActive !== '' && e.move?.state === 'honoured' && e.active === e.move.target) {
+      // A requested move: the `Moved` event goes with clearing the request.
+      t.lastFailoverTime = nowIso;
+      t.lastFailoverReason = 'Moved';
+    } else if (e.active !== '') {
+      t.events.push({ regarding: ref, type: 'Normal', reason: 'Elected', note: `Node ${e.active} was elected as active node` });
+    }
+  }
+  if (prevCond?.reason !== r.reason && (r.reason === 'NoEligibleNode' || r.reason === 'InvalidSpec' || r.reason === 'DuplicateVIP')) {
+    t.events.push({ regarding: ref, type: 'Warning', reason: r.reason, note: r.message });
+  }
+  if (g.mode === MODE_VIP && r.status === 'True' && prevCond?.status !== 'True') {
+    t.events.push({ regarding: ref, type: 'Normal', reason: 'VIPAnnounced', note: `Node ${e.active} announces VirtualIP ${g.vip}` });
+  }
+  return t;
 }
 
 /** The gateway's status, decision and events after its election. */
 export function gatewayOutcome(g: GatewayInfo, e: Election, nodeExists: (name: string) => boolean, nowIso: string): GatewayOutcome {
   const prevStatus: unknown = (g.gateway as { status?: unknown }).status;
   const prev = isObject(prevStatus) ? (prevStatus as EgressGatewayStatus) : undefined;
-  const prevCond = readyConditionOf(prev);
-  const prevActive = typeof prev?.activeNodeName === 'string' ? prev.activeNodeName : '';
-
-  let phase: GatewayPhase;
-  let status: 'True' | 'False';
-  let reason: string;
-  let message: string;
-  if (!e.valid) {
-    phase = 'Invalid';
-    status = 'False';
-    reason = g.invalid?.reason ?? 'InvalidSpec';
-    message = g.invalid?.message ?? 'invalid spec';
-  } else if (e.target === '') {
-    phase = 'NoEligibleNode';
-    status = 'False';
-    reason = 'NoEligibleNode';
-    message = noEligibleMessage(e.candidates.map((v) => v.reasons));
-  } else if (g.mode === MODE_PRIMARY_IP) {
-    phase = 'Active';
-    status = 'True';
-    reason = 'ElectionSucceed';
-    message = `Node ${e.active} was elected as active node`;
-  } else if (e.active !== '' && e.confirmed) {
-    // Only the active node's own confirmed instance counts (fixes D19).
-    phase = e.target === e.active ? 'Active' : 'HandingOver';
-    status = 'True';
-    reason = 'ElectionSucceedAndVirtualIPAnnounced';
-    message = `Node ${e.active} was elected as active node and VirtualIP is announced`;
-    if (e.target !== e.active) message += `; moving to node ${e.target}`;
-  } else {
-    phase = 'HandingOver';
-    status = 'False';
-    reason = 'VirtualIPAnnouncing';
-    message = `waiting for node ${e.target} to announce VirtualIP ${g.vip}`;
-  }
-
-  const ref = gatewayRef(g);
-  const events: CoreEvent[] = [];
-  let failover: GatewayOutcome['failover'];
-  let lastFailoverTime = typeof prev?.lastFailoverTime === 'string' ? prev.lastFailoverTime : undefined;
-  let lastFailoverReason = typeof prev?.lastFailoverReason === 'string' ? prev.lastFailoverReason : undefined;
-
-  if (prevActive !== e.active) {
-    const failed = prevActive !== '' && e.valid ? failureReason(prevActive, e, nodeExists) : undefined;
-    if (failed !== undefined) {
-      failover = { from: prevActive, to: e.target, reason: failed };
-      lastFailoverTime = nowIso;
-      lastFailoverReason = failed;
-      // With no node to fail over to, the NoEligibleNode event below says it.
-      if (e.target !== '') {
-        const next = e.active !== '' ? `node ${e.active} is the active node` : `handing over to node ${e.target}`;
-        events.push({ regarding: ref, type: 'Warning', reason: 'FailedOver', note: `Active node ${prevActive} failed (${failed}); ${next}` });
-      }
-    } else if (prevActive !== '' && e.move?.state === 'honoured' && e.active === e.move.target) {
-      // A requested move: the `Moved` event goes with clearing the request.
-      lastFailoverTime = nowIso;
-      lastFailoverReason = 'Moved';
-    } else if (e.active !== '') {
-      events.push({ regarding: ref, type: 'Normal', reason: 'Elected', note: `Node ${e.active} was elected as active node` });
-    }
-  }
-  if (prevCond?.reason !== reason) {
-    if (reason === 'NoEligibleNode' || reason === 'InvalidSpec' || reason === 'DuplicateVIP') {
-      events.push({ regarding: ref, type: 'Warning', reason, note: message });
-    }
-  }
-  if (g.mode === MODE_VIP && status === 'True' && prevCond?.status !== 'True') {
-    events.push({ regarding: ref, type: 'Normal', reason: 'VIPAnnounced', note: `Node ${e.active} announces VirtualIP ${g.vip}` });
-  }
-
+  const r = readiness(g, e);
+  const t = transition(g, e, prev, r, nodeExists, nowIso);
   const st: EgressGatewayStatus = {};
   if (g.generation !== undefined) st.observedGeneration = g.generation;
   st.readyNodes = e.readyNodes;
   st.totalNodes = e.candidates.length;
   st.activeNodeName = e.active;
-  st.conditions = [readyCondition(prevCond, status, reason, message, g.generation, nowIso)];
-  if (lastFailoverTime !== undefined) st.lastFailoverTime = lastFailoverTime;
-  if (lastFailoverReason !== undefined) st.lastFailoverReason = lastFailoverReason;
+  st.conditions = [readyCondition(readyConditionOf(prev), r.status, r.reason, r.message, g.generation, nowIso)];
+  if (t.lastFailoverTime !== undefined) st.lastFailoverTime = t.lastFailoverTime;
+  if (t.lastFailoverReason !== undefined) st.lastFailoverReason = t.lastFailoverReason;
 
   const decision: GatewayDecision = {
     name: g.name,
@@ -157,13 +162,22 @@ export function gatewayOutcome(g: GatewayInfo, e: Election, nodeExists: (name: s
     observedActive: e.observedActive,
     target: e.target,
     active: e.active,
-    phase,
-    reason,
-    message,
+    phase: r.phase,
+    reason: r.reason,
+    message: r.message,
     moveTarget: e.move?.state === 'honoured' ? e.move.target : '',
     confirmed: e.confirmed,
   };
+  const metric = { name: g.name, activeNode: e.active, readyNodes: e.readyNodes, totalNodes: e.candidates.length, ready: r.status === 'True' };
   // Unchanged: hand back the observed object (no write, nothing new retained).
   const same = statusEqual(prev, st);
-  return { decision, status: same ? (prev as EgressGatewayStatus) : st, events: same ? [] : events, ready: status === 'True', changed: !same, ...(failover && !same ? { failover } : {}) };
+  return {
+    decision,
+    status: same ? (prev as EgressGatewayStatus) : st,
+    events: same ? [] : t.events,
+    ready: r.status === 'True',
+    changed: !same,
+    metric,
+    ...(t.failover && !same ? { failover: t.failover } : {}),
+  };
 }

@@ -39,14 +39,18 @@ import {
   type PolicyInfo,
   type Write,
 } from '../../core/index.ts';
-import { fresher, heartbeatFacts, nodeState, sameNodeState } from '../../core/eligibility.ts';
+import { fresher, heartbeatFacts, heartbeatLive, nodeState, sameNodeState } from '../../core/eligibility.ts';
 import { gatewayOfInstanceName, instanceFacts, ownerOf, type InstanceFacts } from '../../core/instances.ts';
 import { observedCEGPs } from '../../core/partition.ts';
 import { duplicateOf, findDuplicateVIPs, type DuplicateVIP } from '../../core/validate.ts';
-import { byString, nameOf } from '../../core/util.ts';
+import { byString, isObject, nameOf } from '../../core/util.ts';
 import { PodsByNode, Relation, SelectorGroups, selectorKey, type SelectorGroup } from './indexes.ts';
 
 export type Change = 'add' | 'update' | 'delete';
+
+/** The watched lists the planner takes events of (the controller's informer caches, leases aside). */
+export const WATCHED = ['nodes', 'ciliumNodes', 'ciliumAgentPods', 'agentPods', 'gateways', 'policies', 'instances', 'cegps'] as const;
+export type Watched = (typeof WATCHED)[number];
 
 export interface PassOutput {
   writes: Write[];
@@ -120,6 +124,28 @@ export class Planner {
 
   constructor(options?: Partial<CoreOptions>) {
     this.options = resolveOptions(options);
+  }
+
+  /** The handler of one watched list's events. */
+  handle(list: Watched, type: Change, o: never): void {
+    switch (list) {
+      case 'nodes':
+        return this.node(type, o);
+      case 'ciliumNodes':
+        return this.ciliumNode(type, o);
+      case 'ciliumAgentPods':
+        return this.ciliumAgentPod(type, o);
+      case 'agentPods':
+        return this.agentPod(type, o);
+      case 'gateways':
+        return this.gateway(type, o);
+      case 'policies':
+        return this.policy(type, o);
+      case 'instances':
+        return this.instance(type, o);
+      case 'cegps':
+        return this.cegp(type, o);
+    }
   }
 
   // Informer handlers: record, nothing else.
@@ -271,8 +297,10 @@ export class Planner {
       const st = this.nodeStates.get(h.node);
       if (!st) return;
       if (st.heartbeat !== 'absent') seen++;
-      const f = heartbeatFacts(h, now);
-      if (f.heartbeat !== st.heartbeat || f.uplinks !== st.uplinks) dirty.add(h.node);
+      // heartbeatFacts without the object: this runs for every node on every pass.
+      const live = heartbeatLive(h, now) ? 'live' : 'expired';
+      const uplinks = isObject(h.uplinks) ? h.uplinks : undefined;
+      if (live !== st.heartbeat || uplinks !== st.uplinks) dirty.add(h.node);
     });
     // Fewer heartbeats than states with one: some Lease went away.
     if (seen < this.withHeartbeat) for (const [n, st] of this.nodeStates) if (st.heartbeat !== 'absent' && !hb(n)) dirty.add(n);
@@ -421,26 +449,44 @@ export class Planner {
     else this.refsOf.delete(name);
   }
 
-  /** Plan the marked gateway names again, settle the elections over all plans, and record what changed for the nodes. */
+  /**
+   * Plan the marked gateway names again, settle the elections over all plans, and record what changed
+   * for the nodes. The marked ones are planned in name order with the election counts as they stand
+   * at their place (every kept node, the last pass's for the marked ones not planned yet, and the
+   * nodes elected before), so settleElections rarely has to plan one again.
+   */
   private replan(now: number, marked: ReadonlySet<string>, nodeMarks: Set<string>): number {
-    const before = new Map<string, GatewayPlan | undefined>();
-    let names = false;
-    for (const name of marked) {
-      const exists = this.gateways.has(name) || this.policiesOf.get(name).size > 0;
+    const todo = [...marked].filter((n) => this.plans.has(n) || this.gateways.has(n) || this.policiesOf.get(n).size > 0);
+    if (todo.length === 0) return 0;
+    const before = new Map(todo.map((n) => [n, this.plans.get(n)]));
+    if (todo.some((n) => !this.plans.has(n) || !(this.gateways.has(n) || this.policiesOf.get(n).size > 0))) {
+      this.planNames = [...new Set([...this.planNames, ...todo])].sort(byString);
+    }
+    const load = new Map<string, number>();
+    const bump = (n: string | undefined, d: number): void => {
+      if (n) load.set(n, (load.get(n) ?? 0) + d);
+    };
+    for (const p of this.plans.values()) bump(p.election?.keep, 1);
+    for (const name of this.planNames) {
       const old = this.plans.get(name);
-      if (!exists && !old) continue;
-      before.set(name, old);
-      names ||= !exists || !old;
-      if (exists) this.plans.set(name, planGateway(this.inputsOf(name, now)));
-      else {
+      if (!before.has(name)) {
+        if (old?.election?.byLoad) bump(old.election.target, 1);
+        continue;
+      }
+      bump(old?.election?.keep, -1);
+      if (this.gateways.has(name) || this.policiesOf.get(name).size > 0) {
+        const p = planGateway(this.inputsOf(name, now), load);
+        this.plans.set(name, p);
+        bump(p.election?.target, 1);
+      } else {
         this.plans.delete(name);
         this.setRefs(name, NONE);
       }
     }
-    if (names) this.planNames = [...this.plans.keys()].sort(byString);
+    this.planNames = this.planNames.filter((n) => this.plans.has(n));
     const sorted = this.planNames.map((n) => this.plans.get(n) as GatewayPlan);
     // A reused plan's inputs are current but for the time.
-    const settled = settleElections(sorted, (inputs, load) => planGateway({ ...inputs, now }, load));
+    const settled = settleElections(sorted, (inputs, l) => planGateway({ ...inputs, now }, l));
     settled.forEach((p, i) => {
       if (p === sorted[i]) return;
       if (!before.has(p.name)) before.set(p.name, sorted[i]);

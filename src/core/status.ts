@@ -1,7 +1,7 @@
 // Gateway status, its Ready condition, and the events that record its transitions.
 //
 // Events are edge-triggered from level-triggered state: they are derived by comparing the observed
-// status with the desired one, and `planWrites` emits them only with the status write that records the
+// status with the desired one, and the writes carry them only with the status write that records the
 // transition. Once the status is written, the next pass (or a new leader) sees no transition.
 
 import type { Condition, EgressGatewayStatus } from '../api/types.ts';

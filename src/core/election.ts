@@ -23,8 +23,8 @@ export interface ElectionInputs {
   options: CoreOptions;
   /** The nodes matching the gateway's selector, in name order. */
   candidates: readonly NodeState[];
-  /** The candidates and every other node the election refers to by name (see gatewayRefs). */
-  nodes: ReadonlyMap<string, NodeState>;
+  /** The states of the nodes it refers to by name (see gatewayRefs), those that exist. */
+  refs: ReadonlyMap<string, NodeState>;
   /** Nodes whose Node carries active-for-<gateway>, in name order. */
   labelled: readonly string[];
   /** The gateway's instances (also deleting ones), in name order. */
@@ -42,7 +42,6 @@ export interface Election {
   valid: boolean;
   /** Every candidate's verdict, in name order, after the handover bookkeeping of step 4. */
   candidates: NodeVerdict[];
-  verdicts: ReadonlyMap<string, NodeVerdict>;
   readyNodes: number;
   /** Non-deleting instances, one per node (the others on the same node are duplicates). */
   primary: ReadonlyMap<string, InstanceFacts>;
@@ -73,7 +72,8 @@ interface Verdicts {
 function verdictsOf(g: GatewayInfo, candidates: readonly NodeState[], opts: CoreOptions, timedOut: ReadonlySet<string>): Verdicts {
   const out: Verdicts = { candidates: [], verdicts: new Map(), readyNodes: 0 };
   for (const st of candidates) {
-    const v = verdict(st.name, ineligibleReasons(g, st, opts, timedOut.has(st.name)));
+    const reasons = ineligibleReasons(g, st, opts, timedOut.has(st.name));
+    const v = reasons.length === 0 ? st.eligible : verdict(st.name, reasons);
     out.candidates.push(v);
     out.verdicts.set(st.name, v);
     if (v.eligible) out.readyNodes++;
@@ -140,19 +140,19 @@ function chooseObservedActive(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<
   return pick(ready);
 }
 
-function describeIneligible(node: string, v: Verdicts, nodes: ReadonlyMap<string, NodeState>): string {
-  if (!nodes.has(node)) return `node ${node} does not exist`;
+function describeIneligible(node: string, v: Verdicts, refs: ReadonlyMap<string, NodeState>): string {
+  if (!refs.has(node)) return `node ${node} does not exist`;
   const x = v.verdicts.get(node);
   if (!x) return `node ${node} does not match the gateway's nodeSelector`;
   return `node ${node} is not eligible: ${x.reasons.join(', ')}`;
 }
 
-function moveOutcome(g: GatewayInfo, v: Verdicts, nodes: ReadonlyMap<string, NodeState>): MoveOutcome | undefined {
+function moveOutcome(g: GatewayInfo, v: Verdicts, refs: ReadonlyMap<string, NodeState>): MoveOutcome | undefined {
   const mt = g.moveTo;
   if (mt === undefined) return undefined;
   if (g.invalid) return { target: mt, state: 'rejected', note: `move to ${mt || '""'} rejected: gateway is invalid: ${g.invalid.message}` };
   if (mt === '') return { target: mt, state: 'rejected', note: 'move rejected: the move-to annotation names no node' };
-  if (v.verdicts.get(mt)?.eligible !== true) return { target: mt, state: 'rejected', note: `move to ${mt} rejected: ${describeIneligible(mt, v, nodes)}` };
+  if (v.verdicts.get(mt)?.eligible !== true) return { target: mt, state: 'rejected', note: `move to ${mt} rejected: ${describeIneligible(mt, v, refs)}` };
   return { target: mt, state: 'honoured', note: '' };
 }
 
@@ -213,7 +213,7 @@ interface Settled {
 }
 
 /** Step 4 in VIP mode: the label moves to a new node only once its instance is confirmed. */
-function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, InstanceFacts>, observedActive: string, target: string, nodes: ReadonlyMap<string, NodeState>): Settled {
+function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, InstanceFacts>, observedActive: string, target: string, refs: ReadonlyMap<string, NodeState>): Settled {
   const eligible = (n: string): boolean => v.verdicts.get(n)?.eligible === true;
   const tf = target !== '' ? primary.get(target) : undefined;
   const targetConfirmed = tf !== undefined && isConfirmed(tf, g);
@@ -236,7 +236,7 @@ function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, Ins
     observedActive !== '' &&
     !instanceNodes.has(observedActive) &&
     !targetConfirmed &&
-    nodes.get(observedActive)?.heartbeat === 'live' &&
+    refs.get(observedActive)?.heartbeat === 'live' &&
     primary.get(observedActive)?.ready === true
   ) {
     instanceNodes.set(observedActive, { create: false });
@@ -279,9 +279,9 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
   const { timedOut, clock } = valid && vip ? handoverClocks(g, primary, inputs.candidates, inputs.now, inputs.options) : { timedOut: new Set<string>(), clock: { from: Number.NEGATIVE_INFINITY, until: Number.POSITIVE_INFINITY } };
   const v = verdictsOf(g, inputs.candidates, inputs.options, timedOut);
   const observedActive = chooseObservedActive(g, v, primary, inputs.labelled);
-  const move = moveOutcome(g, v, inputs.nodes);
+  const move = moveOutcome(g, v, inputs.refs);
   const base = { valid, primary, observedActive, clock, byLoad: undefined };
-  if (!valid) return { ...base, ...v, keep: '', target: '', active: '', confirmed: false, move, instanceNodes: new Map() };
+  if (!valid) return { ...base, candidates: v.candidates, readyNodes: v.readyNodes, keep: '', target: '', active: '', confirmed: false, move, instanceNodes: new Map() };
   const keep = keptNode(g, v, primary, observedActive, move);
   const elected = keep === '' && v.readyNodes > 0 ? leastLoaded(g, v, inputs.instances, load) : undefined;
   const target = elected?.target ?? keep;
@@ -289,10 +289,11 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
     g.mode === MODE_PRIMARY_IP
       ? // No instance to wait for: the label moves at once.
         { active: target, confirmed: target !== '', instanceNodes: new Map(), v }
-      : settleVIP(g, v, primary, observedActive, target, inputs.nodes);
+      : settleVIP(g, v, primary, observedActive, target, inputs.refs);
   return {
     ...base,
-    ...s.v,
+    candidates: s.v.candidates,
+    readyNodes: s.v.readyNodes,
     keep,
     target,
     active: s.active,

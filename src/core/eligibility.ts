@@ -22,6 +22,8 @@ export interface NodeState {
   readonly agent: PodState;
   readonly heartbeat: HeartbeatState;
   readonly uplinks: Readonly<Record<string, UplinkState>> | undefined;
+  /** This node's verdict where nothing disqualifies it: one (frozen) object for every gateway it serves. */
+  readonly eligible: NodeVerdict;
 }
 
 /** Order in which reasons are reported (and the one that classifies a node in the "no eligible node" counts). */
@@ -89,7 +91,8 @@ export function nodeState(
   agent: PodState,
   hb: { heartbeat: HeartbeatState; uplinks: NodeState['uplinks'] },
 ): NodeState {
-  return { name, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat: hb.heartbeat, uplinks: hb.uplinks };
+  const eligible = Object.freeze(verdict(name, NO_REASONS)) as NodeVerdict;
+  return { name, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat: hb.heartbeat, uplinks: hb.uplinks, eligible };
 }
 
 /** Equal states: every gateway decides the same with either. */

@@ -165,7 +165,7 @@ export function planGateway(inputs: GatewayInputs, load: ReadonlyMap<string, num
   const nowIso = toIso(inputs.now);
   const g = inputs.gateway;
   const e = g ? elect(g, inputs, load) : undefined;
-  const outcome = g && e ? gatewayOutcome(g, e, (n) => inputs.nodes.has(n), nowIso) : undefined;
+  const outcome = g && e ? gatewayOutcome(g, e, (n) => inputs.refs.has(n), nowIso) : undefined;
   const view: GatewayView | undefined = g && e && outcome ? { info: g, valid: e.valid, active: e.active, message: outcome.decision.message, egressGateway: egressGatewaySpec(g) } : undefined;
   const desired = g && e?.valid && g.mode === MODE_VIP ? desiredInstances(g, e, inputs.takenNames, nowIso) : { instances: NO_INSTANCES, usesNow: false };
   const policies = inputs.policies.map((p) => policyOutcome(p, view, inputs.cegps.get(p.name), nowIso));

@@ -92,10 +92,10 @@ export function partition(snapshot: Snapshot, options: CoreOptions): Partition {
     const candidateNames = g?.selectorValid ? index.match(g.selector) : [];
     const instances = owned.get(name) ?? [];
     const own = policies.get(name) ?? [];
-    const nodes = new Map<string, NodeState>();
-    for (const n of [...candidateNames, ...gatewayRefs(g, labelled.get(name) ?? [], instances)]) {
+    const refs = new Map<string, NodeState>();
+    for (const n of gatewayRefs(g, labelled.get(name) ?? [], instances)) {
       const st = nodeStates.get(n);
-      if (st) nodes.set(n, st);
+      if (st) refs.set(n, st);
     }
     return {
       name,
@@ -104,7 +104,7 @@ export function partition(snapshot: Snapshot, options: CoreOptions): Partition {
       gateway: g,
       candidateNames,
       candidates: candidateNames.map((n) => nodeStates.get(n) as NodeState),
-      nodes,
+      refs,
       labelled: labelled.get(name) ?? [],
       instances,
       takenNames: taken.get(name) ?? new Set(),

@@ -4,7 +4,7 @@
 import type { CiliumEgressGatewayPolicy, EgressGatewayPolicyStatus } from '../api/types.ts';
 import { API_VERSION, CILIUM_GROUP, CILIUM_VERSION, KIND_CEGP, KIND_POLICY, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
 import type { CoreEvent, ObjectRef } from './types.ts';
-import { readyCondition, readyConditionOf } from './status.ts';
+import { NO_EVENTS, readyCondition, readyConditionOf } from './status.ts';
 import { cegpUpToDate, statusEqual } from './compare.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
 import { isObject, labelsOf, nameOf } from './util.ts';
@@ -146,5 +146,5 @@ export function policyOutcome(
   if (prevCond?.reason !== reason && (reason === 'GatewayNotFound' || reason === 'InvalidSpec')) {
     events.push({ regarding: policyRef(p), type: 'Warning', reason, note: message });
   }
-  return { cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: same ? [] : events, orphan, changed: !same };
+  return { cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: same ? NO_EVENTS : events, orphan, changed: !same };
 }

@@ -13,6 +13,9 @@ import type { GatewayInfo } from './validate.ts';
 import { isObject } from './util.ts';
 import { statusEqual } from './compare.ts';
 
+/** Most outcomes have no events: one shared (frozen) empty list. */
+export const NO_EVENTS: CoreEvent[] = Object.freeze([]) as unknown as CoreEvent[];
+
 export function readyConditionOf(status: unknown): Condition | undefined {
   if (!isObject(status) || !Array.isArray(status['conditions'])) return undefined;
   for (const c of status['conditions'] as unknown[]) if (isObject(c) && c['type'] === 'Ready') return c as unknown as Condition;
@@ -50,7 +53,7 @@ export function gatewayRef(g: GatewayInfo): ObjectRef {
 /** Why the previous active node is no longer usable (for FailedOver / lastFailoverReason). */
 function failureReason(node: string, e: Election, nodeExists: (name: string) => boolean): string | undefined {
   if (!nodeExists(node)) return 'NodeGone';
-  const v = e.verdicts.get(node);
+  const v = e.candidates.find((x) => x.node === node);
   if (!v) return 'NotSelected';
   return v.eligible ? undefined : v.reasons.join(',');
 }
@@ -174,7 +177,7 @@ export function gatewayOutcome(g: GatewayInfo, e: Election, nodeExists: (name: s
   return {
     decision,
     status: same ? (prev as EgressGatewayStatus) : st,
-    events: same ? [] : t.events,
+    events: same ? NO_EVENTS : t.events,
     ready: r.status === 'True',
     changed: !same,
     metric,

@@ -8,28 +8,40 @@ import { podStateOf, type PodState } from '../../core/eligibility.ts';
 import { podNodeName } from '../../core/util.ts';
 import { byString } from '../../core/util.ts';
 
-/** name → set of names, with the empty sets dropped. */
+/**
+ * name → set of names, with the empty sets dropped. Most names relate to one other (a gateway's uid,
+ * its active node): those are held as the name itself, not as a Set of one.
+ */
 export class Relation {
-  private readonly m = new Map<string, Set<string>>();
+  private readonly m = new Map<string, string | Set<string>>();
 
   add(k: string, v: string): void {
     const s = this.m.get(k);
-    if (s) s.add(v);
-    else this.m.set(k, new Set([v]));
+    if (s === undefined) this.m.set(k, v);
+    else if (typeof s === 'string') {
+      if (s !== v) this.m.set(k, new Set([s, v]));
+    } else s.add(v);
   }
 
   delete(k: string, v: string): void {
     const s = this.m.get(k);
-    if (s?.delete(v) && s.size === 0) this.m.delete(k);
+    if (s === v) this.m.delete(k);
+    else if (typeof s === 'object' && s.delete(v) && s.size === 1) this.m.set(k, s.values().next().value as string);
   }
 
-  get(k: string): ReadonlySet<string> {
-    return this.m.get(k) ?? NONE;
+  get(k: string): Iterable<string> {
+    const s = this.m.get(k);
+    return s === undefined ? NONE : typeof s === 'string' ? [s] : s;
+  }
+
+  has(k: string): boolean {
+    return this.m.has(k);
   }
 
   /** The values of `k`, sorted. */
   sorted(k: string): string[] {
-    return [...this.get(k)].sort(byString);
+    const s = this.m.get(k);
+    return s === undefined ? [] : typeof s === 'string' ? [s] : [...s].sort(byString);
   }
 
   keys(): IterableIterator<string> {
@@ -39,37 +51,46 @@ export class Relation {
 
 const NONE: ReadonlySet<string> = new Set();
 
-/** One kind of pod (cilium-agent or egressgw agent), by node: what a node's pod state is made of. */
+/**
+ * One kind of pod (cilium-agent or egressgw agent), by node: how many healthy and unhealthy pods each
+ * node runs, which is what its pod state is made of (see podStateOf).
+ */
 export class PodsByNode {
-  private readonly byKey = new Map<string, { node: string; pod: PodLike }>();
-  private readonly byNode = new Map<string, PodLike[]>();
+  /** namespace → name → pod (names are short-lived strings otherwise: no key strings built). */
+  private readonly pods = new Map<string, Map<string, PodLike>>();
+  /** node → healthy pods × 2^20 + unhealthy pods. */
+  private readonly counts = new Map<string, number>();
 
   /** Record a pod (or its deletion); returns the nodes whose pods changed. */
   set(pod: PodLike, deleted: boolean): string[] {
-    const key = `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
-    const old = this.byKey.get(key);
+    const ns = pod.metadata?.namespace ?? '';
+    const name = pod.metadata?.name ?? '';
+    let byName = this.pods.get(ns);
+    const old = byName?.get(name);
     const touched: string[] = [];
     if (old) {
-      this.byKey.delete(key);
-      if (old.node !== '') {
-        const list = (this.byNode.get(old.node) ?? []).filter((p) => p !== old.pod);
-        if (list.length > 0) this.byNode.set(old.node, list);
-        else this.byNode.delete(old.node);
-        touched.push(old.node);
-      }
+      byName?.delete(name);
+      if (this.count(old, -1)) touched.push(podNodeName(old));
     }
     if (deleted) return touched;
-    const node = podNodeName(pod);
-    this.byKey.set(key, { node, pod });
-    if (node !== '') {
-      this.byNode.set(node, [...(this.byNode.get(node) ?? []), pod]);
-      if (!touched.includes(node)) touched.push(node);
-    }
+    if (!byName) this.pods.set(ns, (byName = new Map()));
+    byName.set(name, pod);
+    if (this.count(pod, 1) && !touched.includes(podNodeName(pod))) touched.push(podNodeName(pod));
     return touched;
   }
 
+  private count(pod: PodLike, d: 1 | -1): boolean {
+    const node = podNodeName(pod);
+    if (node === '') return false;
+    const c = (this.counts.get(node) ?? 0) + d * (podStateOf([pod]) === 'ok' ? 1 << 20 : 1);
+    if (c === 0) this.counts.delete(node);
+    else this.counts.set(node, c);
+    return true;
+  }
+
   state(node: string): PodState {
-    return podStateOf(this.byNode.get(node) ?? []);
+    const c = this.counts.get(node) ?? 0;
+    return c >= 1 << 20 ? 'ok' : c > 0 ? 'bad' : 'none';
   }
 }
 

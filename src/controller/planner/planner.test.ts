@@ -54,6 +54,8 @@ const change = fc.oneof(
   fc.record({ k: fc.constant('uplink' as const), n: nodeIx, v: fc.boolean() }),
   fc.record({ k: fc.constant('ciliumPod' as const), n: nodeIx, v: fc.boolean() }),
   fc.record({ k: fc.constant('agentPod' as const), n: nodeIx, v: fc.constantFrom('ready', 'notReady', 'gone') }),
+  // A second cilium-agent pod on a node (a rollout), ready, not ready or terminating, or gone again.
+  fc.record({ k: fc.constant('rollout' as const), n: nodeIx, v: fc.constantFrom('ready', 'notReady', 'deleting', 'gone') }),
   fc.record({ k: fc.constant('dropNode' as const), n: nodeIx }),
   fc.record({ k: fc.constant('addNode' as const), n: nodeIx, v: fc.constantFrom('a', 'b') }),
   fc.record({ k: fc.constant('dropCiliumNode' as const), n: nodeIx }),
@@ -111,6 +113,10 @@ function mutate(s: Snapshot, c: Change0, lastWrites: Parameters<typeof applyWrit
     case 'agentPod': {
       const rest = s.agentPods.filter((p) => p.spec?.nodeName !== nodeName);
       return { ...s, agentPods: c.v === 'gone' ? rest : [...rest, pod(`a-${nodeName}`, nodeName, { ready: c.v === 'ready' })] };
+    }
+    case 'rollout': {
+      const rest = s.ciliumAgentPods.filter((p) => nameOf(p) !== `c2-${nodeName}`);
+      return { ...s, ciliumAgentPods: c.v === 'gone' ? rest : [...rest, pod(`c2-${nodeName}`, nodeName, { ready: c.v === 'ready', deleting: c.v === 'deleting' })] };
     }
     case 'dropNode':
       return { ...s, nodes: s.nodes.filter((n) => nameOf(n) !== nodeName) };

@@ -62,6 +62,7 @@ export interface PassOutput {
 }
 
 const NONE: readonly string[] = Object.freeze([]);
+const NO_NAMES: ReadonlySet<string> = new Set();
 
 export class Planner {
   readonly options: CoreOptions;
@@ -418,13 +419,13 @@ export class Planner {
     const candidateNames = key !== undefined ? (this.groups.byKey.get(key)?.names ?? NONE) : NONE;
     const instances = this.owned.sorted(name).map((n) => this.instances.get(n) as InstanceFacts);
     const labelled = this.holders.sorted(name);
-    const refs = gatewayRefs(g, labelled, instances);
-    const nodes = new Map<string, NodeState>();
-    for (const n of [...candidateNames, ...refs]) {
+    const names = gatewayRefs(g, labelled, instances);
+    const refs = new Map<string, NodeState>();
+    for (const n of names) {
       const st = this.nodeStates.get(n);
-      if (st) nodes.set(n, st);
+      if (st) refs.set(n, st);
     }
-    this.setRefs(name, refs);
+    this.setRefs(name, names);
     const policies = this.policiesOf.sorted(name).map((n) => this.policies.get(n) as PolicyInfo);
     return {
       name,
@@ -433,10 +434,10 @@ export class Planner {
       gateway: g,
       candidateNames,
       candidates: candidateNames.map((n) => this.nodeStates.get(n) as NodeState),
-      nodes,
+      refs,
       labelled,
       instances,
-      takenNames: new Set(this.taken.get(name)),
+      takenNames: this.taken.has(name) ? new Set(this.taken.get(name)) : NO_NAMES,
       policies,
       cegps: observedCEGPs(policies, this.cegps),
     };
@@ -456,10 +457,10 @@ export class Planner {
    * nodes elected before), so settleElections rarely has to plan one again.
    */
   private replan(now: number, marked: ReadonlySet<string>, nodeMarks: Set<string>): number {
-    const todo = [...marked].filter((n) => this.plans.has(n) || this.gateways.has(n) || this.policiesOf.get(n).size > 0);
+    const todo = [...marked].filter((n) => this.plans.has(n) || this.gateways.has(n) || this.policiesOf.has(n));
     if (todo.length === 0) return 0;
     const before = new Map(todo.map((n) => [n, this.plans.get(n)]));
-    if (todo.some((n) => !this.plans.has(n) || !(this.gateways.has(n) || this.policiesOf.get(n).size > 0))) {
+    if (todo.some((n) => !this.plans.has(n) || !(this.gateways.has(n) || this.policiesOf.has(n)))) {
       this.planNames = [...new Set([...this.planNames, ...todo])].sort(byString);
     }
     const load = new Map<string, number>();
@@ -474,7 +475,7 @@ export class Planner {
         continue;
       }
       bump(old?.election?.keep, -1);
-      if (this.gateways.has(name) || this.policiesOf.get(name).size > 0) {
+      if (this.gateways.has(name) || this.policiesOf.has(name)) {
         const p = planGateway(this.inputsOf(name, now), load);
         this.plans.set(name, p);
         bump(p.election?.target, 1);

@@ -113,51 +113,56 @@ function readGateway(gw: EgressGateway): GatewayInfo {
   }
   const mode = sip['mode'];
   info.mode = typeof mode === 'string' ? mode : '';
-  if (info.mode === MODE_VIP) {
-    const v = sip['virtualIPAddress'];
-    if (!isObject(v)) {
-      errors.push('spec.sourceIP.virtualIPAddress: required in mode VirtualIPAddress');
-      return info;
-    }
-    const ip = v['ip'];
-    if (typeof ip !== 'string' || ip === '') {
-      errors.push('spec.sourceIP.virtualIPAddress.ip: required');
-    } else {
-      info.vip = ip;
-      if (isIPv4(ip)) info.egress = { kind: 'ok', egressIP: ip };
-      else {
-        const msg = `spec.sourceIP.virtualIPAddress.ip: ${describeIP(ip)}`;
-        errors.push(msg);
-        info.egress = { kind: 'unrenderable', message: msg };
-      }
-    }
-    const ifs = v['interfaces'];
-    if (ifs !== undefined && ifs !== null) {
-      if (!Array.isArray(ifs) || ifs.some((x) => typeof x !== 'string')) {
-        errors.push('spec.sourceIP.virtualIPAddress.interfaces: must be a list of strings');
-      } else {
-        info.interfaces = [...(ifs as string[])];
-        ifs.forEach((x: string, i: number) => {
-          if (!IFNAME.test(x)) errors.push(`spec.sourceIP.virtualIPAddress.interfaces[${i}]: "${x}" is not a valid interface name`);
-        });
-      }
-    }
-    info.sourceIP = { mode: MODE_VIP, virtualIPAddress: { ip: info.vip, interfaces: info.interfaces } };
-  } else if (info.mode === MODE_PRIMARY_IP) {
-    const p = sip['primaryIPFromEgressGatewayNodeInterface'];
-    const ifn = isObject(p) ? p['interfaceName'] : undefined;
-    if (typeof ifn !== 'string' || ifn === '') {
-      errors.push('spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: required in mode PrimaryIPFromEgressGatewayNodeInterface');
-    } else if (!IFNAME.test(ifn)) {
-      errors.push(`spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: "${ifn}" is not a valid interface name`);
-    } else {
-      info.interfaceName = ifn;
-      info.egress = { kind: 'ok', interface: ifn };
-    }
-  } else {
-    errors.push(`spec.sourceIP.mode: must be ${MODE_VIP} or ${MODE_PRIMARY_IP}, got "${info.mode}"`);
-  }
+  if (info.mode === MODE_VIP) readVIP(sip['virtualIPAddress'], info);
+  else if (info.mode === MODE_PRIMARY_IP) readPrimaryIP(sip['primaryIPFromEgressGatewayNodeInterface'], info);
+  else errors.push(`spec.sourceIP.mode: must be ${MODE_VIP} or ${MODE_PRIMARY_IP}, got "${info.mode}"`);
   return info;
+}
+
+/** `spec.sourceIP.virtualIPAddress` into `info` (VIP, interfaces, egress, sourceIP, errors). */
+function readVIP(v: unknown, info: GatewayInfo): void {
+  const errors = info.errors;
+  if (!isObject(v)) {
+    errors.push('spec.sourceIP.virtualIPAddress: required in mode VirtualIPAddress');
+    return;
+  }
+  const ip = v['ip'];
+  if (typeof ip !== 'string' || ip === '') {
+    errors.push('spec.sourceIP.virtualIPAddress.ip: required');
+  } else {
+    info.vip = ip;
+    if (isIPv4(ip)) info.egress = { kind: 'ok', egressIP: ip };
+    else {
+      const msg = `spec.sourceIP.virtualIPAddress.ip: ${describeIP(ip)}`;
+      errors.push(msg);
+      info.egress = { kind: 'unrenderable', message: msg };
+    }
+  }
+  const ifs = v['interfaces'];
+  if (ifs !== undefined && ifs !== null) {
+    if (!Array.isArray(ifs) || ifs.some((x) => typeof x !== 'string')) {
+      errors.push('spec.sourceIP.virtualIPAddress.interfaces: must be a list of strings');
+    } else {
+      info.interfaces = [...(ifs as string[])];
+      ifs.forEach((x: string, i: number) => {
+        if (!IFNAME.test(x)) errors.push(`spec.sourceIP.virtualIPAddress.interfaces[${i}]: "${x}" is not a valid interface name`);
+      });
+    }
+  }
+  info.sourceIP = { mode: MODE_VIP, virtualIPAddress: { ip: info.vip, interfaces: info.interfaces } };
+}
+
+/** `spec.sourceIP.primaryIPFromEgressGatewayNodeInterface` into `info` (interface, egress, errors). */
+function readPrimaryIP(p: unknown, info: GatewayInfo): void {
+  const ifn = isObject(p) ? p['interfaceName'] : undefined;
+  if (typeof ifn !== 'string' || ifn === '') {
+    info.errors.push('spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: required in mode PrimaryIPFromEgressGatewayNodeInterface');
+  } else if (!IFNAME.test(ifn)) {
+    info.errors.push(`spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: "${ifn}" is not a valid interface name`);
+  } else {
+    info.interfaceName = ifn;
+    info.egress = { kind: 'ok', interface: ifn };
+  }
 }
 
 /**
@@ -264,6 +269,36 @@ function cidrList(v: unknown, path: string, required: boolean, errors: string[])
   return out;
 }
 
+/** `spec.selectors`, normalised; problems go to `errors` with their field paths. */
+function readSelectors(sels: readonly unknown[], errors: string[]): PolicySelector[] {
+  const out: PolicySelector[] = [];
+  sels.forEach((s: unknown, i: number) => {
+    const path = `spec.selectors[${i}]`;
+    if (!isObject(s)) {
+      errors.push(`${path}: must be an object`);
+      return;
+    }
+    const sel: PolicySelector = {};
+    const pod = s['podSelector'];
+    const ns = s['namespaceSelector'];
+    if ((pod === undefined || pod === null) && (ns === undefined || ns === null)) {
+      errors.push(`${path}.podSelector: required`);
+      return;
+    }
+    for (const [field, v] of [
+      ['podSelector', pod],
+      ['namespaceSelector', ns],
+    ] as const) {
+      if (v === undefined || v === null) continue;
+      const e = validateLabelSelector(v, `${path}.${field}`);
+      if (e.length > 0) errors.push(...e);
+      else sel[field] = copySelector(v as LabelSelector);
+    }
+    out.push(sel);
+  });
+  return out;
+}
+
 export function analysePolicy(p: EgressGatewayPolicy): PolicyInfo {
   const md = (isObject(p.metadata) ? p.metadata : {}) as EgressGatewayPolicy['metadata'];
   const errors: string[] = [];
@@ -290,33 +325,9 @@ export function analysePolicy(p: EgressGatewayPolicy): PolicyInfo {
   // Missing and empty are the same: normalise to [] (deckhouse/deckhouse#8930); rendered only when non-empty.
   info.excludedCIDRs = cidrList(spec['excludedCIDRs'], 'spec.excludedCIDRs', false, errors);
   const sels = spec['selectors'];
-  if (!Array.isArray(sels) || sels.length === 0) {
-    errors.push('spec.selectors: required (at least one selector)');
-  } else {
-    sels.forEach((s: unknown, i: number) => {
-      const path = `spec.selectors[${i}]`;
-      if (!isObject(s)) {
-        errors.push(`${path}: must be an object`);
-        return;
-      }
-      const out: PolicySelector = {};
-      const pod = s['podSelector'];
-      const ns = s['namespaceSelector'];
-      if ((pod === undefined || pod === null) && (ns === undefined || ns === null)) {
-        errors.push(`${path}.podSelector: required`);
-        return;
-      }
-      for (const [field, v] of [
-        ['podSelector', pod],
-        ['namespaceSelector', ns],
-      ] as const) {
-        if (v === undefined || v === null) continue;
-        const e = validateLabelSelector(v, `${path}.${field}`);
-        if (e.length > 0) errors.push(...e);
-        else out[field] = copySelector(v as LabelSelector);
-      }
-      info.selectors.push(out);
-    });
+  if (!Array.isArray(sels) || sels.length === 0) errors.push('spec.selectors: required (at least one selector)');
+  else {
+    info.selectors = readSelectors(sels, errors);
     // The normalised copy usually equals the input (which informer caches share between objects, see
     // src/controller/intern.ts): then keep the input and let the copy go; 10,000 policies otherwise
     // each hold their own copy.

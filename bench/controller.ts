@@ -68,6 +68,11 @@ export interface PassTimes {
   /** Diagnostic: V8 GC pause time that fell inside each measured pass, and the pass time without it. */
   gcInPass: Dist;
   totalExcludingGc: Dist;
+  /**
+   * Diagnostic: the process's CPU time (user + system, all threads) during the planner's pass. On a
+   * shared machine the wall time includes waiting for a core; this does not.
+   */
+  passCpu: Dist;
 }
 
 export interface ControllerBenchResults {
@@ -94,7 +99,7 @@ export interface ControllerBenchResults {
   failure: PassTimes & { samples: number; byKind: Record<FailureKind, Dist>; byMode: Record<string, Dist>; settlePassesMax: number };
   confirm: PassTimes & { samples: number };
   recover: PassTimes & { samples: number };
-  resync: { samples: number; total: Dist; handlers: Dist; pass: Dist; writesMax: number; writeKinds: Record<string, number>; gcInPass: Dist };
+  resync: { samples: number; total: Dist; handlers: Dist; pass: Dist; passCpu: Dist; writesMax: number; writeKinds: Record<string, number>; gcInPass: Dist };
   memory: {
     gcExposed: boolean;
     stages: Array<{ stage: string; rssMB: number; heapUsedMB: number; heapTotalMB: number; externalMB: number }>;
@@ -146,6 +151,7 @@ function getGc(): { gc: () => void; exposed: boolean } {
 interface PassSample {
   handlerMs: number;
   passMs: number;
+  passCpuMs: number;
   totalMs: number;
   writes: Write[];
   /** performance.now() window of the pass, to attribute GC pauses to it afterwards. */
@@ -177,10 +183,12 @@ function pass(c: Cluster): PassSample {
   const from = performance.now();
   const handlerMs = Number(handlerNs) / 1e6;
   handlerNs = 0n;
+  const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const { writes } = planner.pass(c.now, c.heartbeats.heartbeats());
   const passMs = msSince(t0);
-  return { handlerMs, passMs, totalMs: handlerMs + passMs, writes, from, to: performance.now() };
+  const cpu = process.cpuUsage(cpu0);
+  return { handlerMs, passMs, passCpuMs: (cpu.user + cpu.system) / 1000, totalMs: handlerMs + passMs, writes, from, to: performance.now() };
 }
 
 /** GC pauses as V8 reports them; entries arrive asynchronously, so the bench yields between samples. */
@@ -266,6 +274,7 @@ class Recorder {
       applyToCaches: dist(this.applyMs),
       gcInPass: dist(gcMs),
       totalExcludingGc: dist(s.map((x, i) => x.totalMs - (gcMs[i] ?? 0))),
+      passCpu: dist(s.map((x) => x.passCpuMs)),
     };
   }
 }
@@ -457,6 +466,7 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
       total: dist(resync.map((x) => x.totalMs)),
       handlers: dist(resync.map((x) => x.handlerMs)),
       pass: dist(resync.map((x) => x.passMs)),
+      passCpu: dist(resync.map((x) => x.passCpuMs)),
       writesMax: Math.max(0, ...resync.map((x) => x.writes.length)),
       writeKinds: resyncKinds,
       gcInPass: dist(resync.map((x) => gcLog.within(x.from, x.to))),

@@ -223,17 +223,19 @@ export class Planner {
     for (const [name, o] of this.pending.gateways) {
       const old = this.gateways.get(name);
       const info = o ? analyseGateway(o) : undefined;
-      if (old?.selectorValid) this.groups.leave(selectorKey(old.selector), name);
-      this.groupOf.delete(name);
+      // Its selector group (usually the same: a status write changes no selector).
+      const was = this.groupOf.get(name);
+      const key = info?.selectorValid ? selectorKey(info.selector) : undefined;
+      if (was !== key) {
+        if (was !== undefined) this.groups.leave(was, name);
+        if (info && key !== undefined) this.groups.join(key, info.selector, name, this.nodeStates.values());
+        if (key !== undefined) this.groupOf.set(name, key);
+        else this.groupOf.delete(name);
+      }
       if (old?.uid) this.gatewaysByUid.delete(old.uid, name);
       if (info) {
         this.gateways.set(name, info);
         if (info.uid) this.gatewaysByUid.add(info.uid, name);
-        if (info.selectorValid) {
-          const key = selectorKey(info.selector);
-          this.groups.join(key, info.selector, name, this.nodeStates.values());
-          this.groupOf.set(name, key);
-        }
       } else this.gateways.delete(name);
       marked.add(name);
       // Instances may belong to this gateway, or no longer (owner references are by uid and name).

@@ -32,7 +32,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { ACTIVE_FOR_PREFIX, MODE_VIP } from '../src/api/names.ts';
 import { Planner, WATCHED } from '../src/controller/planner/planner.ts';
 import type { CoreOptions, Write } from '../src/core/types.ts';
-import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, type Cluster, type ClusterSize } from './cluster.ts';
+import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, type Cluster, type ClusterSize } from './synthetic-cluster.ts';
 import { dist, mb, median, msSince, type Dist } from './stats.ts';
 
 export interface ControllerBenchOptions {

@@ -1,8 +1,10 @@
-// The controller shell: informers → snapshot → core → writes. Every replica keeps its caches warm;
-// only the leader runs passes that write, so a takeover needs no relist. Passes are level-triggered
-// (the whole cache each time) and come from watch events, from timers at the moment a heartbeat
-// expires or a handover times out (expiry is noticed at lease precision without any watch event),
-// and from a periodic resync.
+// The controller shell: informers → planner (the core's plans, kept up to date from the informers'
+// events) → writes. Every replica keeps its caches and its planner fed; only the leader runs passes
+// that write, so a takeover needs no relist. A pass plans again what the events since the last pass
+// touched and reuses every other plan (its result is the core's whole reconcile of the caches, see
+// planner.ts). Passes come from watch events, from timers at the moment a heartbeat expires or a
+// handover times out (expiry is noticed at lease precision without any watch event), and from a
+// periodic resync (which re-issues whatever the plans still want written).
 
 import type {
   CiliumEgressGatewayPolicy,
@@ -15,7 +17,6 @@ import type {
   PodLike,
 } from '../api/types.ts';
 import { OWNED_LABELS } from '../api/names.ts';
-import { createCore, type Core } from '../core/index.ts';
 import type { CoreOptions, Desired, Write } from '../core/types.ts';
 import { KubeClient, loadKubeConfig, type KubeConfig } from '../kube/client.ts';
 import { EventRecorder } from '../kube/events.ts';
@@ -28,7 +29,8 @@ import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
-import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout, sourcesFromCaches } from './snapshot.ts';
+import { HeartbeatTracker, nextHandoverTimeout } from './snapshot.ts';
+import { Planner, WATCHED, type PassOutput } from './planner/planner.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
@@ -90,9 +92,8 @@ class Controller {
   private readonly queue: ReconcileQueue;
   private readonly elector: LeaderElector | undefined;
   private readonly coreOptions: CoreOptions;
-  /** The core with its memory of earlier passes (a pass costs what changed). */
-  private readonly core: Core;
-  private readonly snapshots: SnapshotBuilder;
+  /** The core's plans of the cluster, kept up to date from the informers' events (see planner.ts). */
+  private readonly planner: Planner;
   private leading = false;
   private synced = false;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -128,8 +129,7 @@ class Controller {
       instances: inf({ resource: INSTANCES, transform: trimInstance }),
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
     };
-    this.core = createCore(this.coreOptions);
-    this.snapshots = new SnapshotBuilder(sourcesFromCaches(this.caches, this.heartbeats));
+    this.planner = new Planner(this.coreOptions);
     this.recorder = new EventRecorder(this.client, {
       reportingController: REPORTING_CONTROLLER,
       reportingInstance: opts.leaderElectIdentity,
@@ -151,10 +151,12 @@ class Controller {
   }
 
   private wireEvents(): void {
-    const trigger = () => this.queue.enqueue();
-    for (const [name, informer] of Object.entries(this.caches) as Array<[keyof Caches, Informer<never>]>) {
-      if (name === 'leases') continue;
-      informer.onEvent(trigger);
+    // Every replica feeds its planner (a new leader's first pass then plans what its caches hold).
+    for (const list of WATCHED) {
+      (this.caches[list] as unknown as Informer<{ metadata?: { name?: string } }>).onEvent((type, o) => {
+        this.planner.handle(list, type, o as never);
+        this.queue.enqueue();
+      });
     }
     this.caches.leases.onEvent((type: InformerEvent, lease: LeaseLike) => {
       const matters = type === 'delete' ? this.heartbeats.forget(lease) : this.heartbeats.observe(lease, Date.now());
@@ -284,19 +286,18 @@ class Controller {
     const started = performance.now();
     const now = Date.now();
     this.lastPassNow = now;
-    const snapshot = this.snapshots.build(now);
-    this.checkCiliumAgents(snapshot.ciliumAgentPods);
-    let desired: Desired;
-    let writes: Write[];
+    this.checkCiliumAgents(this.caches.ciliumAgentPods.list());
+    let out: PassOutput;
     try {
-      ({ desired, writes } = this.core.reconcile(snapshot));
+      out = this.planner.pass(now, this.heartbeats.heartbeats(), { desired: this.deps.onPass !== undefined });
     } catch (err) {
       // A core bug must not take the process down; it is retried with backoff and is visible.
       this.log.error(errFields(err), 'core reconcile failed');
       this.metrics.reconciles.inc({ result: 'error' });
       return 'error';
     }
-    this.metrics.observePass(desired.metrics);
+    const { writes } = out;
+    this.metrics.observePass(out.metrics);
     const result = await applyWrites(
       {
         client: this.client,
@@ -313,7 +314,7 @@ class Controller {
       writes,
     );
     const outcome: PassResult = result.conflicts > 0 ? 'conflict' : result.failed > 0 || result.deferred > 0 ? 'error' : 'ok';
-    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(desired.metrics);
+    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(out.metrics);
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe(durationMs / 1000);
     this.metrics.reconciles.inc({ result: outcome });
@@ -324,7 +325,7 @@ class Controller {
     }
     this.armWakeTimer();
     try {
-      this.deps.onPass?.({ at: now, durationMs, desired, writes, result });
+      if (out.desired) this.deps.onPass?.({ at: now, durationMs, desired: out.desired, writes, result });
     } catch (err) {
       this.log.warn(errFields(err), 'onPass hook failed');
     }

@@ -160,6 +160,11 @@ export class Fence {
     ]).join('\n'));
   }
 
+  /** Removes the tables when nothing is gated any more (graceful shutdown leaves no trace behind). */
+  release(): void {
+    if (this.state().gated.length === 0) this.uninstall();
+  }
+
   /** What the kernel holds right now (canonical addresses, sorted). */
   state(): FenceState {
     const arp = this.#nft.listTable('arp', FENCE_TABLE);

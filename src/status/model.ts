@@ -5,7 +5,7 @@
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { Condition, EgressGateway, EgressGatewayPolicy, LabelSelector, PodLike } from '../api/types.ts';
 import { matchesLabelSelector } from '../core/selectors.ts';
-import { age, painter, renderTable } from './table.ts';
+import { age, painter, renderTable } from '../term/table.ts';
 
 /** Cilium's pseudo-label carrying a pod's namespace; policies select namespaces with it (reference §2.2). */
 export const NAMESPACE_PSEUDO_LABEL = 'io.kubernetes.pod.namespace';

@@ -183,11 +183,16 @@ export class Agent {
   }
 
   readiness(): ReadinessCheck {
+    const now = this.#now();
+    const holding = now < this.#holdUntil
+      ? (Number.isFinite(this.#holdUntil) ? `taking no VIPs for ${Math.round(this.#holdUntil - now)}ms more (hold after the renewals (re)started)` : 'no renewal accepted yet')
+      : this.#awaitingFreshList ? 'taking no VIPs until the instances are listed afresh' : undefined;
     return readiness({
       heartbeatEnabled: this.#heartbeat !== undefined,
-      sinceLastRenewalMs: this.#heartbeat?.sinceLastRenewal(this.#now()) ?? 0,
+      sinceLastRenewalMs: this.#heartbeat?.sinceLastRenewal(now) ?? 0,
       fenceAfterMs: this.#o.fenceAfterMs,
       frames: this.#d.announcer.selfCheck(),
+      ...(holding !== undefined ? { holding } : {}),
     });
   }
 
@@ -241,7 +246,7 @@ export class Agent {
     informer.start();
     informer.waitForSync().then(() => {
       if (this.#informer !== informer) return;
-      if (this.#awaitingFreshList) this.#log.info('instances re-listed after fencing');
+      if (this.#awaitingFreshList) this.#log.info('instances re-listed after fencing; may take VIPs');
       this.#awaitingFreshList = false;
       this.#schedule();
     }, () => undefined);
@@ -268,7 +273,7 @@ export class Agent {
     if (first) {
       this.#log.info({ holdMs: this.#o.leaseDurationMs }, 'first heartbeat renewal accepted; taking VIPs after the hold');
       this.#holdTimer = setTimeout(() => {
-        this.#log.info('hold over: may take VIPs');
+        this.#log.info('hold over; may take VIPs');
         this.#schedule();
       }, this.#o.leaseDurationMs);
       return;

@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { Lab } from './netns.ts';
+import type { Network } from './netns.ts';
 
 const CHILD = fileURLToPath(new URL('./netns-rpc-child.ts', import.meta.url));
 
@@ -22,8 +22,8 @@ export class NetnsRpc {
   }
 
   /** Starts `modulePath` (absolute path or file URL) in `ns` and waits until it is imported. */
-  static async start(lab: Lab, ns: string, modulePath: string): Promise<NetnsRpc> {
-    const child = lab.spawnIn(ns, process.execPath, [CHILD, modulePath.startsWith('file:') ? fileURLToPath(modulePath) : modulePath]);
+  static async start(net: Network, ns: string, modulePath: string): Promise<NetnsRpc> {
+    const child = net.spawnIn(ns, process.execPath, [CHILD, modulePath.startsWith('file:') ? fileURLToPath(modulePath) : modulePath]);
     const rpc = new NetnsRpc(ns, child);
     child.stderr!.on('data', (d: Buffer) => (rpc.#stderr += d.toString()));
     await new Promise<void>((resolve, reject) => {

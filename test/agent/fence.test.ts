@@ -9,7 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { Lab, assertLabSupported, type LabNode } from '../../src/testenv/netns.ts';
+import { Network, assertNetnsSupported, type NetNode } from '../../src/testenv/netns.ts';
 import { NetnsRpc } from '../../src/testenv/netns-rpc.ts';
 import { WireHelper } from '../../src/testenv/wire.ts';
 import { poll } from '../../src/testenv/poll.ts';
@@ -24,22 +24,22 @@ const PORT = 9999;
 const LONG = 60_000;
 
 describe('kernel fence (nftables dead-man\'s switch)', { concurrency: false }, () => {
-  let lab: Lab;
-  let a: LabNode;
+  let net: Network;
+  let a: NetNode;
   let fence: NetnsRpc;
   let routerUdp: NetnsRpc;
   let router: WireHelper;
 
   before(async () => {
-    await assertLabSupported();
-    lab = await Lab.create({ nodes: 1, prefix: 'egf' });
-    a = lab.nodes[0]!;
+    await assertNetnsSupported();
+    net = await Network.create({ nodes: 1, prefix: 'egf' });
+    a = net.nodes[0]!;
     const ip = new IpRoute({ netns: a.ns });
     await ip.replaceAddress('eth0', vipCidr(VIP));
     await ip.replaceAddress('eth0', vipCidr(VIP6));
-    fence = await NetnsRpc.start(lab, a.ns, FIXTURE);
-    routerUdp = await NetnsRpc.start(lab, lab.router.ns, FIXTURE);
-    router = await WireHelper.start(lab, lab.router.ns);
+    fence = await NetnsRpc.start(net, a.ns, FIXTURE);
+    routerUdp = await NetnsRpc.start(net, net.router.ns, FIXTURE);
+    router = await WireHelper.start(net, net.router.ns);
     await router.capture('arp', 'br0', 'arp');
     await router.capture('nd', 'br0', 'ipv6');
     await fence.call('install');
@@ -49,7 +49,7 @@ describe('kernel fence (nftables dead-man\'s switch)', { concurrency: false }, (
     await fence?.close();
     await routerUdp?.close();
     await router?.close();
-    await lab?.teardown();
+    await net?.teardown();
   });
 
   const answersFromA = (sock: string, from: number): DecodedFrame[] =>
@@ -60,8 +60,8 @@ describe('kernel fence (nftables dead-man\'s switch)', { concurrency: false }, (
   /** Does A answer "who has `ip`?" (ARP), judged against A's answer for its own address? */
   async function answersArp(ip: string): Promise<boolean> {
     const from = router.framesOf('arp').length;
-    await router.send('arp', arpRequestFrame({ senderMac: lab.router.mac, senderIp: lab.router.ip, targetIp: ip }));
-    await router.send('arp', arpRequestFrame({ senderMac: lab.router.mac, senderIp: lab.router.ip, targetIp: a.ip }));
+    await router.send('arp', arpRequestFrame({ senderMac: net.router.mac, senderIp: net.router.ip, targetIp: ip }));
+    await router.send('arp', arpRequestFrame({ senderMac: net.router.mac, senderIp: net.router.ip, targetIp: a.ip }));
     await poll(`A's ARP reply for its own ${a.ip}`, () => answersFromA('arp', from).some((d) => arpAnswer(d, a.ip)), 10_000, { intervalMs: 10 });
     return answersFromA('arp', from).some((d) => arpAnswer(d, ip));
   }
@@ -69,8 +69,8 @@ describe('kernel fence (nftables dead-man\'s switch)', { concurrency: false }, (
   /** Does A answer a Neighbor Solicitation for `ip`, judged against its answer for its own address? */
   async function answersNs(ip: string): Promise<boolean> {
     const from = router.framesOf('nd').length;
-    await router.send('nd', neighborSolicitationFrame({ mac: lab.router.mac, ip: lab.router.ip6, target: ip }));
-    await router.send('nd', neighborSolicitationFrame({ mac: lab.router.mac, ip: lab.router.ip6, target: a.ip6 }));
+    await router.send('nd', neighborSolicitationFrame({ mac: net.router.mac, ip: net.router.ip6, target: ip }));
+    await router.send('nd', neighborSolicitationFrame({ mac: net.router.mac, ip: net.router.ip6, target: a.ip6 }));
     await poll(`A's NA for its own ${a.ip6}`, () => answersFromA('nd', from).some((d) => naAnswer(d, a.ip6)), 10_000, { intervalMs: 10 });
     return answersFromA('nd', from).some((d) => naAnswer(d, ip));
   }
@@ -110,18 +110,18 @@ describe('kernel fence (nftables dead-man\'s switch)', { concurrency: false }, (
     await fence.call('udpListen', PORT);
     await routerUdp.call('udpListen', PORT);
     // The router must reach A's VIPs without asking for them while they are closed: pin its neighbours.
-    await lab.ip(lab.router.ns, ['neigh', 'replace', VIP, 'lladdr', a.mac, 'dev', 'br0', 'nud', 'permanent']);
-    await lab.ip(lab.router.ns, ['neigh', 'replace', VIP6, 'lladdr', a.mac, 'dev', 'br0', 'nud', 'permanent']);
+    await net.ip(net.router.ns, ['neigh', 'replace', VIP, 'lladdr', a.mac, 'dev', 'br0', 'nud', 'permanent']);
+    await net.ip(net.router.ns, ['neigh', 'replace', VIP6, 'lladdr', a.mac, 'dev', 'br0', 'nud', 'permanent']);
     await fence.call('openFor', [VIP, VIP6], LONG);
     assert.equal(await reachesA(VIP, a.ip), true, 'open: IPv4 to the VIP');
     assert.equal(await reachesA(VIP6, a.ip6), true, 'open: IPv6 to the VIP');
-    assert.equal(await leavesA(VIP, a.ip, lab.router.ip), true, 'open: IPv4 from the VIP');
-    assert.equal(await leavesA(VIP6, a.ip6, lab.router.ip6), true, 'open: IPv6 from the VIP');
+    assert.equal(await leavesA(VIP, a.ip, net.router.ip), true, 'open: IPv4 from the VIP');
+    assert.equal(await leavesA(VIP6, a.ip6, net.router.ip6), true, 'open: IPv6 from the VIP');
     await fence.call('close', [VIP, VIP6]);
     assert.equal(await reachesA(VIP, a.ip), false, 'closed: IPv4 to the VIP dropped');
     assert.equal(await reachesA(VIP6, a.ip6), false, 'closed: IPv6 to the VIP dropped');
-    assert.equal(await leavesA(VIP, a.ip, lab.router.ip), false, 'closed: IPv4 from the VIP dropped');
-    assert.equal(await leavesA(VIP6, a.ip6, lab.router.ip6), false, 'closed: IPv6 from the VIP dropped');
+    assert.equal(await leavesA(VIP, a.ip, net.router.ip), false, 'closed: IPv4 from the VIP dropped');
+    assert.equal(await leavesA(VIP6, a.ip6, net.router.ip6), false, 'closed: IPv6 from the VIP dropped');
   });
 
   it('the gate closes by itself when its timeout runs out (nobody refreshes it)', async () => {

@@ -1,6 +1,7 @@
 # One image for both parts: `docker run IMG controller` / `docker run IMG agent` (the Deployment and the
 # DaemonSet pass the subcommand as args). Node 24 runs the TypeScript sources directly, so there is no
-# compile step; the only thing built is the AF_PACKET N-API addon (binding.gyp at the package root).
+# compile step; the only things built are the two N-API addons (binding.gyp at the package root): AF_PACKET
+# frames, and libnftables for the kernel fence (loaded with dlopen, so no -dev package is needed to build).
 
 FROM node:24-slim AS build
 RUN apt-get update -q \
@@ -14,17 +15,19 @@ COPY native ./native
 # Production dependencies only; npm runs `node-gyp rebuild` for the root package because of binding.gyp.
 RUN npm ci --omit=dev --no-audit --no-fund \
  && test -f build/Release/egressgw_packet.node \
+ && test -f build/Release/egressgw_nft.node \
  && rm -rf build/Release/obj.target build/Release/.deps
 
 FROM node:24-slim
-# The agent manages addresses through iproute2 (`ip -json`).
+# The agent manages addresses through iproute2 (`ip -json`) and its kernel fence through libnftables.
 RUN apt-get update -q \
- && apt-get install -y -q --no-install-recommends iproute2 \
+ && apt-get install -y -q --no-install-recommends iproute2 libnftables1 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/build/Release/egressgw_packet.node ./build/Release/egressgw_packet.node
+COPY --from=build /app/build/Release/egressgw_nft.node ./build/Release/egressgw_nft.node
 COPY package.json ./
 COPY bin ./bin
 COPY src ./src

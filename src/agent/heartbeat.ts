@@ -60,12 +60,12 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
   readonly #o: HeartbeatOptions;
   readonly #now: () => number;
   #timer: NodeJS.Timeout | undefined;
-  #inFlight: AbortController | undefined;
+  /** Renewals in flight: one per tick, each aborted at requestTimeoutMs (see #tick). */
+  readonly #inFlight = new Set<AbortController>();
   #lastAcceptedSend: number | undefined;
   #lastOk = false;
   #publishedUplinks: string | undefined;
   #stopped = true;
-  #soon = false;
   #consecutiveFailures = 0;
 
   constructor(o: HeartbeatOptions) {
@@ -82,21 +82,16 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     this.#timer = setInterval(() => void this.#tick(), this.#o.renewIntervalMs);
   }
 
-  /**
-   * Renews now (e.g. the uplink state changed), unless a renewal is in flight: one that is in flight
-   * carries the old state, so the next one goes right after it.
-   */
+  /** Renews now, besides the regular ticks (e.g. the uplink state changed). */
   renewNow(): void {
-    if (this.#stopped) return;
-    if (this.#inFlight) this.#soon = true;
-    else void this.#tick();
+    if (!this.#stopped) void this.#tick();
   }
 
   stop(): void {
     this.#stopped = true;
     clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#inFlight?.abort(new Error('heartbeat stopped'));
+    for (const ctl of this.#inFlight) ctl.abort(new Error('heartbeat stopped'));
   }
 
   /** Monotonic ms since the send time of the last accepted renewal; Infinity before the first. */
@@ -125,17 +120,20 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
   }
 
   async #tick(): Promise<void> {
-    // One renewal at a time: a renewal still in flight is aborted at requestTimeoutMs, then the next goes.
-    if (this.#inFlight || this.#stopped) return;
+    // Every tick sends, even while an earlier renewal is still in flight: with one at a time, a slow
+    // answer (an API latency spike) would also delay the next send, and the fence deadline would have
+    // to cover two slow round trips plus an interval instead of one plus an interval. Each renewal is
+    // aborted at requestTimeoutMs, so at most requestTimeoutMs / renewInterval + 1 are in flight.
+    if (this.#stopped) return;
     const ctl = new AbortController();
-    this.#inFlight = ctl;
+    this.#inFlight.add(ctl);
     const timeout = setTimeout(() => ctl.abort(new Error(`renewal timed out after ${this.#o.requestTimeoutMs}ms`)), this.#o.requestTimeoutMs);
-    this.#soon = false;
     let sentAt = this.#now();
     try {
       await this.#renew(ctl.signal, (t) => (sentAt = t));
       const wasOk = this.#lastOk;
-      this.#lastAcceptedSend = sentAt;
+      // Answers may come out of order: the latest send counts.
+      this.#lastAcceptedSend = Math.max(this.#lastAcceptedSend ?? -Infinity, sentAt);
       this.#lastOk = true;
       this.#consecutiveFailures = 0;
       this.#o.onAttempt?.((this.#now() - sentAt) / 1000, true);
@@ -152,9 +150,8 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
       this.emit('failed', err);
     } finally {
       clearTimeout(timeout);
-      this.#inFlight = undefined;
+      this.#inFlight.delete(ctl);
     }
-    if (this.#soon) this.renewNow();
   }
 
   /** One renewal; `sending(t)` is told the monotonic time right before each request goes out. */

@@ -31,8 +31,8 @@ test('each broken rule is reported, naming the flags', () => {
   const cases: Array<[Partial<typeof d>, RegExp]> = [
     [{ fenceAfterMs: 750 }, /--fence-after \(750ms\) \+ 100ms must not exceed --lease-duration \(800ms\)/],
     [{ fenceAfterMs: 800 }, /--fence-after \(800ms\) \+ 100ms must not exceed --lease-duration/],
-    [{ leaseDurationMs: 650 }, /--fence-after \(600ms\) \+ 100ms must not exceed --lease-duration \(650ms\)/],
-    [{ renewIntervalMs: 600 }, /--renew-interval \(600ms\) must be shorter than --fence-after \(600ms\)/],
+    [{ leaseDurationMs: 700 }, /--fence-after \(650ms\) \+ 100ms must not exceed --lease-duration \(700ms\)/],
+    [{ renewIntervalMs: 650 }, /--renew-interval \(650ms\) must be shorter than --fence-after \(650ms\)/],
     [{ refreshIntervalMs: 1000 }, /--refresh-interval \(1s\) must be shorter than --address-lifetime \(1s\)/],
     [{ addressLifetimeMs: 1500 }, /--address-lifetime must be whole seconds/],
     [{ renewIntervalMs: 0 }, /--renew-interval must be positive/],

@@ -24,7 +24,8 @@ import { errFields, type Logger } from '../kube/log.ts';
 import { Agents, type AgentProcess } from './agents.ts';
 import type { TestCluster } from './apiserver.ts';
 import { Cleanups } from './cleanups.ts';
-import { startControlPlane } from './controlplane.ts';
+import { startControlPlane, startController } from './controlplane.ts';
+import { FaultProxy, kubeConfigVia } from './faultproxy.ts';
 import { Network, type NetNode, type NetRouter } from './netns.ts';
 import { captureArp, monitorAddresses, monitorNeighbours, udpPoke, type AddrMonitor, type ArpProbe, type Capture, type NeighMonitor } from './observe.ts';
 import { applyYaml, vipGateway, applyObjects } from './seed.ts';
@@ -50,6 +51,11 @@ export interface TestEnvOptions {
   onPass?: (info: PassInfo) => void;
   /** Where progress is logged (default: silent). */
   log?: Logger;
+  /**
+   * Put a fault proxy (faultproxy.ts) between the API server and its clients, the agents and the
+   * controller; `env.proxy` then injects latency or cuts (default false: direct).
+   */
+  apiProxy?: boolean;
 }
 
 export interface TestEnvNode extends NetNode {
@@ -66,8 +72,10 @@ export interface TestEnv {
   router: NetRouter;
   nodes: TestEnvNode[];
   logDir: string;
-  /** Kubeconfig the agents use (server = the management address). */
+  /** Kubeconfig the agents use (server = the management address, or the proxy's). */
   agentKubeconfigPath: string;
+  /** The fault proxy in front of the API server, with `apiProxy`. */
+  proxy: FaultProxy | undefined;
   /** A simple `kubectl apply` of YAML text, a YAML file or objects (seed.ts). */
   applyYaml(input: string | object | object[]): Promise<void>;
   startAgent(node: TestEnvNode, extraArgs?: string[]): AgentProcess;
@@ -103,10 +111,12 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     const mgmt = net.mgmt!;
     log.info({ id: net.id, mgmt: mgmt.hostIp }, 'network namespaces up');
 
+    const viaProxy = opts.apiProxy ?? false;
     const cp = await startControlPlane({
       nodes: net.nodes,
       bindAddress: mgmt.hostIp,
-      controller: opts.controller,
+      // With the proxy, the controller starts below, once the proxy is there.
+      controller: viaProxy ? false : opts.controller,
       controllerArgs: opts.controllerArgs,
       onPass: opts.onPass,
       logDir,
@@ -114,10 +124,23 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     });
     cleanups.push(() => cp.stop());
     const { cluster, client } = cp;
+    let proxy: FaultProxy | undefined;
+    if (viaProxy) {
+      const server = new URL(cluster.server);
+      // Same address as the server (it is in the certificate), another port.
+      proxy = await FaultProxy.start({ host: server.hostname, port: Number(server.port) }, { host: mgmt.hostIp });
+      const p = proxy;
+      cleanups.push(() => p.close());
+      if (opts.controller ?? true) {
+        const controller = await startController(kubeConfigVia(cluster.kubeConfig, proxy.url), { args: opts.controllerArgs, onPass: opts.onPass, logFile: join(logDir, 'controller.log') });
+        cleanups.push(() => controller.stop());
+      }
+    }
 
     // The agents reach the server through the management bridge; the server certificate carries that IP.
     const agentKubeconfigPath = join(logDir, 'agent.kubeconfig');
-    writeFileSync(agentKubeconfigPath, readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
+    const agentConfig = cluster.clientFor('egressgw-agent');
+    writeFileSync(agentKubeconfigPath, proxy ? kubeConfigVia(agentConfig, proxy.url).exportConfig() : readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
     const agents = new Agents(net, { kubeconfigPath: agentKubeconfigPath, logDir, args: opts.agentArgs });
     cleanups.push(() => agents.close());
     const nodes: TestEnvNode[] = net.nodes.map((n) => Object.assign(n, { agent: undefined as unknown as AgentProcess }));
@@ -135,6 +158,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       nodes,
       logDir,
       agentKubeconfigPath,
+      proxy,
       applyYaml: (input) => applyYaml(client, input),
       startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs)),
       async restartAgent(node, extraArgs) {

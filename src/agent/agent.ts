@@ -273,6 +273,7 @@ export class Agent {
     if (first) {
       this.#log.info({ holdMs: this.#o.leaseDurationMs }, 'first heartbeat renewal accepted; taking VIPs after the hold');
       this.#holdTimer = setTimeout(() => {
+        this.#endHold();
         this.#log.info('hold over; may take VIPs');
         this.#schedule();
       }, this.#o.leaseDurationMs);
@@ -283,9 +284,19 @@ export class Agent {
     this.#fenced = false;
     this.#awaitingFreshList = true;
     this.#holdTimer = setTimeout(() => {
+      this.#endHold();
       // The watch may have missed the controller's failover while we were cut off: start from a new list.
       this.#startInformer();
     }, this.#o.leaseDurationMs);
+  }
+
+  /**
+   * The hold's timer fired: the hold is over, even if the timer ran a hair before `#holdUntil` on the
+   * monotonic clock (Node's timers may) — otherwise the reconcile it schedules would still see the hold
+   * and nothing would take the VIP until the next resync.
+   */
+  #endHold(): void {
+    this.#holdUntil = Math.min(this.#holdUntil, this.#now());
   }
 
   /** Moves every gated VIP's kernel switch to the current deadline, in one transaction. */
@@ -301,12 +312,18 @@ export class Agent {
     }
   }
 
-  /** Fences right at the deadline (the refresh tick would do it up to a refresh interval later). */
+  /**
+   * Fences right at the deadline (the refresh tick would do it up to a refresh interval later). A timer
+   * that fires a hair early re-arms for the rest; the kernel has closed the switch on time regardless.
+   */
   #armDeadlineTimer(): void {
     clearTimeout(this.#deadlineTimer);
     const ms = this.#deadline.deadline - this.#now();
     if (!Number.isFinite(ms) || this.#stopped) return;
-    this.#deadlineTimer = setTimeout(() => void this.#refreshTick(), Math.max(0, ms) + 1);
+    this.#deadlineTimer = setTimeout(() => {
+      if (this.#deadline.open(this.#now())) this.#armDeadlineTimer();
+      else void this.#refreshTick();
+    }, Math.max(0, ms) + 1);
   }
 
   // ---------------------------------------------------------------------------------------- reconcile

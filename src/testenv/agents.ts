@@ -20,6 +20,8 @@ export interface AgentProcess {
   logged(msg: string): boolean;
   /** Of the messages starting with one of `prefixes`, the one this process logged last. */
   lastLogged(prefixes: readonly string[]): string | undefined;
+  /** How many messages starting with `prefix` this process has logged. */
+  countLogged(prefix: string): number;
 }
 
 /** What an agent logs when it may take VIPs, and when it may not (any more). */
@@ -93,6 +95,7 @@ export class Agents {
       alive: () => !gone,
       logged: (msg) => messages.some((m) => m.startsWith(msg)),
       lastLogged: (prefixes) => messages.findLast((m) => prefixes.some((p) => m.startsWith(p))),
+      countLogged: (prefix) => messages.filter((m) => m.startsWith(prefix)).length,
     };
   }
 

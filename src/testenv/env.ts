@@ -27,7 +27,7 @@ import { Cleanups } from './cleanups.ts';
 import { startControlPlane, startController } from './controlplane.ts';
 import { FaultProxy, kubeConfigVia } from './faultproxy.ts';
 import { Network, type NetNode, type NetRouter } from './netns.ts';
-import { captureArp, monitorAddresses, monitorNeighbours, udpPoke, type AddrMonitor, type ArpProbe, type Capture, type NeighMonitor } from './observe.ts';
+import { captureArp, monitorAddresses, monitorNeighbours, udpPoke, type AddrMonitor, type ArpEvent, type ArpProbe, type Capture, type NeighMonitor } from './observe.ts';
 import { applyYaml, vipGateway, applyObjects } from './seed.ts';
 
 const execFileAsync = promisify(execFile);
@@ -40,6 +40,8 @@ export interface TestEnvOptions {
   nodes?: number;
   /** Extra flags for every agent (e.g. timings). */
   agentArgs?: string[];
+  /** Further flags for one node's agent (after agentArgs): a topology with groups of different settings. */
+  agentArgsFor?: (node: { name: string }) => string[];
   /** Extra flags for the controller (parsed by parseControllerArgs). */
   controllerArgs?: string[];
   /** Run the controller (default true). */
@@ -78,16 +80,17 @@ export interface TestEnv {
   proxy: FaultProxy | undefined;
   /** A simple `kubectl apply` of YAML text, a YAML file or objects (seed.ts). */
   applyYaml(input: string | object | object[]): Promise<void>;
+  /** Starts the node's agent; `extraArgs` default: the node's agentArgsFor. */
   startAgent(node: TestEnvNode, extraArgs?: string[]): AgentProcess;
-  /** Kills (SIGKILL) the node's agent if alive and starts a new one. */
+  /** Kills (SIGKILL) the node's agent if alive and starts a new one (`extraArgs` as for startAgent). */
   restartAgent(node: TestEnvNode, extraArgs?: string[]): Promise<AgentProcess>;
-  /** A VIP-mode gateway over the environment's nodes. */
-  createVipGateway(name: string, ip: string, interfaces?: string[]): Promise<void>;
+  /** A VIP-mode gateway over the environment's nodes (or those matching `nodeSelector`). */
+  createVipGateway(name: string, ip: string, interfaces?: string[], nodeSelector?: Record<string, string>): Promise<void>;
   /** The node whose namespace holds `ip` on an interface right now, if any. */
   vipHolder(ip: string): Promise<TestEnvNode | undefined>;
   hasAddress(node: TestEnvNode, ip: string): Promise<boolean>;
   /** observe.ts, in this environment's network. */
-  captureArp(ns: string, ifname: string, probe?: ArpProbe): Promise<Capture>;
+  captureArp(ns: string, ifname: string, probe?: ArpProbe | readonly ArpProbe[], sink?: (e: ArpEvent) => void): Promise<Capture>;
   udpPoke(ns: string, ip: string): Promise<void>;
   monitorNeighbours(ns: string): Promise<NeighMonitor>;
   monitorAddresses(ns: string): Promise<AddrMonitor>;
@@ -144,7 +147,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     const agents = new Agents(net, { kubeconfigPath: agentKubeconfigPath, logDir, args: opts.agentArgs });
     cleanups.push(() => agents.close());
     const nodes: TestEnvNode[] = net.nodes.map((n) => Object.assign(n, { agent: undefined as unknown as AgentProcess }));
-    for (const n of nodes) n.agent = agents.start(n);
+    for (const n of nodes) n.agent = agents.start(n, opts.agentArgsFor?.(n) ?? []);
     cleanups.push(async () => {
       for (const n of nodes) await Agents.kill(n.agent);
     });
@@ -160,18 +163,18 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       agentKubeconfigPath,
       proxy,
       applyYaml: (input) => applyYaml(client, input),
-      startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs)),
+      startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs ?? opts.agentArgsFor?.(node) ?? [])),
       async restartAgent(node, extraArgs) {
         await Agents.kill(node.agent);
-        return (node.agent = agents.start(node, extraArgs));
+        return (node.agent = agents.start(node, extraArgs ?? opts.agentArgsFor?.(node) ?? []));
       },
-      createVipGateway: (name, ip, interfaces) => applyObjects(client, [vipGateway(name, ip, interfaces)]),
+      createVipGateway: (name, ip, interfaces, nodeSelector) => applyObjects(client, [vipGateway(name, ip, interfaces, nodeSelector)]),
       async vipHolder(ip) {
         for (const n of nodes) if (await hasAddress(n, ip)) return n;
         return undefined;
       },
       hasAddress,
-      captureArp: (ns, ifname, probe) => captureArp(net, ns, ifname, probe),
+      captureArp: (ns, ifname, probe, sink) => captureArp(net, ns, ifname, probe, sink),
       udpPoke: (ns, ip) => udpPoke(net, ns, ip),
       monitorNeighbours: (ns) => monitorNeighbours(net, ns),
       monitorAddresses: (ns) => monitorAddresses(net, ns),

@@ -489,7 +489,7 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
       for (const g of [...groups.values()].flat()) g.close();
       for (const d of daemons) await d.kill().catch(() => undefined);
       await env.stop();
-      rmSync(dir, { recursive: true, force: true });
+      if (!process.env.EGRESSGW_BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -7,7 +7,7 @@
 // "freezing" it stops both.
 
 import { execFile, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Network } from '../../src/testenv/netns.ts';
@@ -77,12 +77,17 @@ export class Keepalived {
   }
 
   start(): void {
+    // A killed daemon leaves its pid files, and keepalived refuses to start while they name a process
+    // (even a zombie not reaped yet).
+    for (const f of ['pid', 'vrrp.pid']) rmSync(this.#file(f), { force: true });
     const child = this.#net.spawnIn(this.host.ns, 'keepalived', [
       '--dont-fork', '--log-console', '--vrrp', '--use-file', this.#file('conf'),
       '--pid', this.#file('pid'), '--vrrp_pid', this.#file('vrrp.pid'),
     ]);
-    child.stdout?.resume();
-    child.stderr?.resume();
+    const log = createWriteStream(this.#file('log'), { flags: 'a' });
+    child.stdout?.pipe(log, { end: false });
+    child.stderr?.pipe(log, { end: false });
+    child.once('exit', () => log.end());
     this.#child = child;
   }
 

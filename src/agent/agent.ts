@@ -383,7 +383,9 @@ export class Agent {
         continue;
       }
       const link = byName.get(choice.ifname);
-      if (!link || !isLinkUp(link)) {
+      // Reference mode (no heartbeat) keeps a VIP on a link that went down, as the reference does: it
+      // has no notion of uplink health (the comparison in the failover bench).
+      if (!link || (!isLinkUp(link) && this.#heartbeat)) {
         placement.set(vip.ip, { vip, error: `interface ${choice.ifname} is down` });
         continue;
       }

@@ -30,8 +30,9 @@ export interface AgentOptions {
   metricsPort: number;
   logLevel: string;
   /**
-   * Reference-compatible mode for comparisons (bench): no heartbeat Lease, no fencing; the VIP is refreshed
-   * for as long as the process runs. Failure detection is then left to Node NotReady, as in the reference.
+   * Reference-compatible mode for comparisons (bench): no heartbeat Lease, no fencing, no kernel switch,
+   * no reaction to a link going down; the VIP is refreshed for as long as the process runs. Failure
+   * detection is then left to Node NotReady, as in the reference.
    */
   heartbeat: boolean;
 }
@@ -131,7 +132,8 @@ Flags:
   --reannounce-interval DUR    periodic gratuitous re-announcement (default 10s)
   --metrics-addr HOST:PORT     /healthz, /readyz, /metrics (default 127.0.0.1:${AGENT_PROBE_PORT})
   --log-level LEVEL            pino level (default info)
-  --no-heartbeat               reference mode for comparisons: no Lease, no fencing
+  --no-heartbeat               reference mode for comparisons: no Lease, no fencing, no kernel switch,
+                               a VIP stays on a link that went down
 Must hold (refused otherwise): fence-after + ${FENCE_MARGIN_MS}ms <= lease-duration (safety), renew-interval <
 fence-after, refresh-interval < address-lifetime. Should hold: renew-interval + the longest API latency
 spike to ride out < fence-after (or the node fences itself) and < lease-duration (or the controller fails

@@ -56,67 +56,84 @@ function member(n: { name: string; mac: string }): Member {
 const readyNodes = async (env: TestEnv, gateway: string): Promise<number> =>
   (await env.client.get<EgressGateway>(GATEWAYS, gateway)).status?.readyNodes ?? 0;
 
-/** Our controller and agents on `nodes` (their agents run with the group's flags, see the topology). */
-export class EgressgwGroup implements FailoverGroup {
-  readonly row: string;
+/**
+ * Gateway nodes of the test environment with our controller: the failures and recoveries both node
+ * rows share (the agent killed, frozen, cut from the API, or the LAN link down, and undone).
+ */
+abstract class NodeGroup {
   readonly name: string;
   readonly vip: string;
   readonly kinds = FAILURE_KINDS;
   readonly frames: ArpEvent[] = [];
-  readonly #env: TestEnv;
-  readonly #nodes: TestEnvNode[];
+  protected readonly env: TestEnv;
+  protected readonly nodes: TestEnvNode[];
 
-  constructor(env: TestEnv, row: string, name: string, vip: string, nodes: TestEnvNode[]) {
-    this.#env = env;
-    this.row = row;
+  constructor(env: TestEnv, name: string, vip: string, nodes: TestEnvNode[]) {
+    this.env = env;
     this.name = name;
     this.vip = vip;
-    this.#nodes = nodes;
+    this.nodes = nodes;
   }
 
   get members(): Member[] {
-    return this.#nodes.map(member);
+    return this.nodes.map(member);
   }
 
-  #node(m: Member): TestEnvNode {
-    return this.#nodes.find((n) => n.name === m.name)!;
+  protected node(m: Member): TestEnvNode {
+    return this.nodes.find((n) => n.name === m.name)!;
   }
 
-  async settle(deadlineMs: number): Promise<Member> {
-    const owner = await settledActive(this.#env, this.name, this.vip, {
+  /** Settled, and `ready()` holds for the group (standbys able to take over). */
+  protected settleWhen(deadlineMs: number, intervalMs: number, ready: () => boolean): Promise<Member> {
+    return settledActive(this.env, this.name, this.vip, {
       deadlineMs,
-      intervalMs: 50,
-      // Every standby could take over at once: its agent is past the hold after a restart, and the
-      // controller counts every node ready (an uplink back up is published and seen).
-      also: async () => this.#nodes.every((n) => mayTakeVips(n.agent)) && (await readyNodes(this.#env, this.name)) === this.#nodes.length,
-    });
-    return member(owner);
+      intervalMs,
+      also: async () => ready() && (await readyNodes(this.env, this.name)) === this.nodes.length,
+    }).then(member);
   }
 
   async fail(owner: Member, kind: FailureKind): Promise<void> {
-    const n = this.#node(owner);
+    const n = this.node(owner);
     if (kind === 'kill') n.agent.kill('SIGKILL');
     else if (kind === 'stop') n.agent.kill('SIGSTOP');
-    else if (kind === 'cut') await this.#env.net.setLink(n.ns, 'mgmt0', 'down');
-    else await lanDown(this.#env, n);
+    else if (kind === 'cut') await this.env.net.setLink(n.ns, 'mgmt0', 'down');
+    else await lanDown(this.env, n);
+  }
+
+  async recover(owner: Member, kind: FailureKind): Promise<void> {
+    const n = this.node(owner);
+    if (kind === 'kill') {
+      await n.agent.exited;
+      await this.env.restartAgent(n);
+    } else if (kind === 'stop') {
+      n.agent.kill('SIGCONT');
+    } else if (kind === 'cut') {
+      await this.env.net.setLink(n.ns, 'mgmt0', 'up');
+    } else {
+      await lanUp(this.env, n);
+    }
+  }
+}
+
+/** Our controller and agents on `nodes` (their agents run with the row's flags, see the topology). */
+export class EgressgwGroup extends NodeGroup implements FailoverGroup {
+  readonly row: string;
+
+  constructor(env: TestEnv, row: string, name: string, vip: string, nodes: TestEnvNode[]) {
+    super(env, name, vip, nodes);
+    this.row = row;
+  }
+
+  /**
+   * Every standby could take over at once: its agent is past the hold after a restart, and the
+   * controller counts every node ready (an uplink back up is published and seen).
+   */
+  settle(deadlineMs: number): Promise<Member> {
+    return this.settleWhen(deadlineMs, 50, () => this.nodes.every((n) => mayTakeVips(n.agent)));
   }
 
   answerDeadlineMs(): number {
     return 20_000;
-  }
-
-  async recover(owner: Member, kind: FailureKind): Promise<void> {
-    const n = this.#node(owner);
-    if (kind === 'kill') {
-      await n.agent.exited;
-      await this.#env.restartAgent(n);
-    } else if (kind === 'stop') {
-      n.agent.kill('SIGCONT');
-    } else if (kind === 'cut') {
-      await this.#env.net.setLink(n.ns, 'mgmt0', 'up');
-    } else {
-      await lanUp(this.#env, n);
-    }
   }
 
   close(): void {}
@@ -124,34 +141,21 @@ export class EgressgwGroup implements FailoverGroup {
 
 /**
  * The reference path on `nodes`: agents run with --no-heartbeat (they hold the VIP while the process
- * lives, and never fence), and the bench keeps a stand-in heartbeat Lease per node that does not
- * expire within the run — the reference's liveness signal, the agent pod's Ready, which the kubelet of
- * a dead node never withdraws. Detection is Node NotReady, `graceMs` after the failure.
+ * lives, never fence, ignore the link state), and the bench keeps a stand-in heartbeat Lease per node
+ * that does not expire within the run — the reference's liveness signal, the agent pod's Ready, which
+ * the kubelet of a dead node never withdraws. Detection is Node NotReady, `graceMs` after the failure.
  */
-export class ReferenceGroup implements FailoverGroup {
+export class ReferenceGroup extends NodeGroup implements FailoverGroup {
   readonly row = 'reference';
-  readonly name: string;
-  readonly vip: string;
-  readonly kinds = FAILURE_KINDS;
-  readonly frames: ArpEvent[] = [];
-  readonly #env: TestEnv;
-  readonly #nodes: TestEnvNode[];
   readonly #graceMs: number;
   readonly #uplinkWaitMs: number;
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #notReady = new Set<string>();
 
   constructor(env: TestEnv, name: string, vip: string, nodes: TestEnvNode[], o: { graceMs: number; uplinkWaitMs: number }) {
-    this.#env = env;
-    this.name = name;
-    this.vip = vip;
-    this.#nodes = nodes;
+    super(env, name, vip, nodes);
     this.#graceMs = o.graceMs;
     this.#uplinkWaitMs = o.uplinkWaitMs;
-  }
-
-  get members(): Member[] {
-    return this.#nodes.map(member);
   }
 
   /** The stand-in Lease: a day long, without our annotations (the reference has no heartbeat). */
@@ -167,53 +171,30 @@ export class ReferenceGroup implements FailoverGroup {
     await env.client.create(leases(DEFAULT_NAMESPACE), body);
   }
 
-  #node(m: Member): TestEnvNode {
-    return this.#nodes.find((n) => n.name === m.name)!;
+  settle(deadlineMs: number): Promise<Member> {
+    return this.settleWhen(deadlineMs, 100, () => this.nodes.every((n) => n.agent.alive()));
   }
 
-  async settle(deadlineMs: number): Promise<Member> {
-    const owner = await settledActive(this.#env, this.name, this.vip, {
-      deadlineMs,
-      intervalMs: 100,
-      also: async () => this.#nodes.every((n) => n.agent.alive()) && (await readyNodes(this.#env, this.name)) === this.#nodes.length,
-    });
-    return member(owner);
-  }
-
-  async fail(owner: Member, kind: FailureKind): Promise<void> {
-    const n = this.#node(owner);
-    if (kind === 'kill') n.agent.kill('SIGKILL');
-    else if (kind === 'stop') n.agent.kill('SIGSTOP');
-    else if (kind === 'cut') await this.#env.net.setLink(n.ns, 'mgmt0', 'down');
-    else await lanDown(this.#env, n);
+  override async fail(owner: Member, kind: FailureKind): Promise<void> {
+    await super.fail(owner, kind);
     // A dead, frozen or partitioned node stops posting its status: NotReady after the grace period.
-    if (kind !== 'uplink') {
-      const t = setTimeout(() => {
-        this.#timers.delete(t);
-        this.#notReady.add(n.name);
-        void this.#env.setNodeReady(n.name, false);
-      }, this.#graceMs);
-      this.#timers.add(t);
-    }
+    if (kind === 'uplink') return;
+    const name = owner.name;
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      this.#notReady.add(name);
+      void this.env.setNodeReady(name, false);
+    }, this.#graceMs);
+    this.#timers.add(t);
   }
 
   answerDeadlineMs(kind: FailureKind): number {
     return kind === 'uplink' ? this.#uplinkWaitMs : this.#graceMs + 20_000;
   }
 
-  async recover(owner: Member, kind: FailureKind): Promise<void> {
-    const n = this.#node(owner);
-    if (kind === 'kill') {
-      await n.agent.exited;
-      await this.#env.restartAgent(n);
-    } else if (kind === 'stop') {
-      n.agent.kill('SIGCONT');
-    } else if (kind === 'cut') {
-      await this.#env.net.setLink(n.ns, 'mgmt0', 'up');
-    } else {
-      await lanUp(this.#env, n);
-    }
-    if (this.#notReady.delete(n.name)) await this.#env.setNodeReady(n.name, true);
+  override async recover(owner: Member, kind: FailureKind): Promise<void> {
+    await super.recover(owner, kind);
+    if (this.#notReady.delete(owner.name)) await this.env.setNodeReady(owner.name, true);
   }
 
   close(): void {

@@ -71,6 +71,14 @@ function simulate(timerSkew: (n: number) => number = () => 0): Sim {
   return sim;
 }
 
+/** A pass that starts at `t` and arms the timer when it ends (instantly). */
+function passAt(sim: Sim, t: number): void {
+  sim.at(t, () => {
+    sim.wake.passStarted(sim.clock);
+    sim.wake.arm();
+  });
+}
+
 /** Each node renews every RENEW_MS from `phase` on, until `stopAt`; a renewal of a live heartbeat arms the timer, as in the controller. */
 function renewals(sim: Sim, node: string, phase: number, stopAt = Infinity, until = 10_000): void {
   for (let t = phase; t < Math.min(stopAt, until); t += RENEW_MS) {
@@ -89,10 +97,7 @@ describe('wake timer', () => {
     renewals(sim, 'a', 0, 1001);
     renewals(sim, 'b', 200);
     renewals(sim, 'c', 400);
-    sim.at(1500, () => {
-      sim.wake.passStarted(sim.clock);
-      sim.wake.arm();
-    });
+    passAt(sim, 1500);
     sim.runUntil(6000);
     const first = sim.enqueued.find((t) => t >= 3000);
     assert.ok(first !== undefined && first <= 3001, `pass asked for at ${first} for an expiry at 3000 (${sim.enqueued.join(', ')})`);
@@ -115,10 +120,7 @@ describe('wake timer', () => {
     const sim = simulate((n) => (n % 2 === 0 ? -1 : 1));
     renewals(sim, 'a', 0);
     renewals(sim, 'b', 100);
-    sim.at(50, () => {
-      sim.wake.passStarted(sim.clock);
-      sim.wake.arm();
-    });
+    passAt(sim, 50);
     sim.runUntil(9000);
     // Only the first renewal of each node (a new heartbeat) matters.
     assert.deepEqual(sim.enqueued, [0, 100]);

@@ -60,12 +60,20 @@ export class NetnsRpc {
   }
 
   /** Ends the child: closing stdin makes it exit; killed if it does not. */
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
-    this.#child.stdin!.end();
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+  close(): Promise<void> {
+    return endByStdin(this.#child);
   }
+}
+
+/**
+ * Ends a helper child that exits when its stdin closes (netns-rpc-child.ts, wire-helper.ts); kills it
+ * if it has not exited 3 s later.
+ */
+export async function endByStdin(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stdin!.end();
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(timer);
 }

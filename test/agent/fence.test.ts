@@ -57,23 +57,23 @@ describe('kernel fence (nftables dead-man\'s switch)', { concurrency: false }, (
   const arpAnswer = (d: DecodedFrame, ip: string) => d.kind === 'arp' && d.arp.op === 2 && d.arp.senderIp === ip;
   const naAnswer = (d: DecodedFrame, ip: string) => d.kind === 'ndp' && d.ndp.type === 'na' && d.ndp.target === ip;
 
-  /** Does A answer "who has `ip`?" (ARP), judged against A's answer for its own address? */
-  async function answersArp(ip: string): Promise<boolean> {
-    const from = router.framesOf('arp').length;
-    await router.send('arp', arpRequestFrame({ senderMac: net.router.mac, senderIp: net.router.ip, targetIp: ip }));
-    await router.send('arp', arpRequestFrame({ senderMac: net.router.mac, senderIp: net.router.ip, targetIp: a.ip }));
-    await poll(`A's ARP reply for its own ${a.ip}`, () => answersFromA('arp', from).some((d) => arpAnswer(d, a.ip)), 10_000, { intervalMs: 10 });
-    return answersFromA('arp', from).some((d) => arpAnswer(d, ip));
+  /**
+   * Does A answer a question about `ip` on socket `sock`, judged against its answer to the same question
+   * about its own address `own`, asked right after?
+   */
+  async function answers(sock: 'arp' | 'nd', ip: string, own: string): Promise<boolean> {
+    const ask = (target: string) => sock === 'arp'
+      ? arpRequestFrame({ senderMac: net.router.mac, senderIp: net.router.ip, targetIp: target })
+      : neighborSolicitationFrame({ mac: net.router.mac, ip: net.router.ip6, target });
+    const answer = (d: DecodedFrame, target: string) => (sock === 'arp' ? arpAnswer(d, target) : naAnswer(d, target));
+    const from = router.framesOf(sock).length;
+    await router.send(sock, ask(ip));
+    await router.send(sock, ask(own));
+    await poll(`A's answer for its own ${own}`, () => answersFromA(sock, from).some((d) => answer(d, own)), 10_000, { intervalMs: 10 });
+    return answersFromA(sock, from).some((d) => answer(d, ip));
   }
-
-  /** Does A answer a Neighbor Solicitation for `ip`, judged against its answer for its own address? */
-  async function answersNs(ip: string): Promise<boolean> {
-    const from = router.framesOf('nd').length;
-    await router.send('nd', neighborSolicitationFrame({ mac: net.router.mac, ip: net.router.ip6, target: ip }));
-    await router.send('nd', neighborSolicitationFrame({ mac: net.router.mac, ip: net.router.ip6, target: a.ip6 }));
-    await poll(`A's NA for its own ${a.ip6}`, () => answersFromA('nd', from).some((d) => naAnswer(d, a.ip6)), 10_000, { intervalMs: 10 });
-    return answersFromA('nd', from).some((d) => naAnswer(d, ip));
-  }
+  const answersArp = (ip: string): Promise<boolean> => answers('arp', ip, a.ip);
+  const answersNs = (ip: string): Promise<boolean> => answers('nd', ip, a.ip6);
 
   /** Does a datagram to `ip` reach a socket on A (control: one to A's own address, sent right after)? */
   async function reachesA(ip: string, control: string): Promise<boolean> {

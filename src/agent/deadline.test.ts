@@ -66,12 +66,13 @@ describe('timing model', () => {
         fc.pre(timingProblems(o).length === 0);
         const resumeAt = failAt + outage; // freeze: resumed; cut: healed; kill: never
         const end = resumeAt + 3 * t.lease + 2000;
-        // The agent's renewals: one every renew interval, one at a time, aborted after fenceAfter.
-        const renewals: Renewal[] = [];
-        let busyUntil = -1;
-        for (let tick = 0, i = 0; tick < end; tick += t.renew) {
+        // The agent holds the VIP at 0 on a chain whose last renewal (sent, accepted, seen and answered
+        // at 0) is where the story starts; then one renewal every renew interval, each aborted after
+        // fenceAfter (the agent sends one per tick even while others are in flight).
+        const renewals: Renewal[] = [{ sent: 0, accepted: 0, observed: 0, processed: 0 }];
+        for (let tick = t.renew, i = 0; tick < end; tick += t.renew) {
           const sendable = kind === 'kill' ? tick < failAt : kind === 'freeze' ? tick < failAt || tick >= resumeAt : true;
-          if (!sendable || tick < busyUntil) continue;
+          if (!sendable) continue;
           const [toServer, back, watch] = lat[i++ % lat.length]!;
           const r: Renewal = { sent: tick };
           const arrives = tick + toServer;
@@ -85,7 +86,6 @@ describe('timing model', () => {
             if (kind === 'freeze' && answer >= failAt && answer < resumeAt) answer = resumeAt; // read on resume
             if (answer - tick < t.fence) r.processed = answer;
           }
-          busyUntil = Math.min(r.processed ?? Infinity, tick + t.fence);
           renewals.push(r);
         }
         // The controller: dead at the first moment it has seen no renewal for its trusted lease.
@@ -113,7 +113,7 @@ describe('timing model', () => {
           }
           if (holding && !d.open(r.processed!) && d.deadline !== -Infinity) holding = false;
           const res = d.accepted(r.sent, r.processed!);
-          if (res === 'restarted' && d.deadline !== -Infinity && answers[0] !== r) {
+          if (res === 'restarted' && r !== renewals[0]) {
             holding = false;
             retakeAt = r.processed! + t.lease;
           }

@@ -84,12 +84,19 @@ abstract class NodeGroup {
   }
 
   /** Settled, and `ready()` holds for the group (standbys able to take over). */
-  protected settleWhen(deadlineMs: number, intervalMs: number, ready: () => boolean): Promise<Member> {
-    return settledActive(this.env, this.name, this.vip, {
-      deadlineMs,
-      intervalMs,
-      also: async () => ready() && (await readyNodes(this.env, this.name)) === this.nodes.length,
-    }).then(member);
+  protected async settleWhen(deadlineMs: number, intervalMs: number, ready: () => boolean): Promise<Member> {
+    try {
+      return member(await settledActive(this.env, this.name, this.vip, {
+        deadlineMs,
+        intervalMs,
+        also: async () => ready() && (await readyNodes(this.env, this.name)) === this.nodes.length,
+      }));
+    } catch (err) {
+      // Say what was missing: a bench that stops after an hour should say why.
+      const agents = this.nodes.map((n) => `${n.name}: ${n.agent.alive() ? 'running' : 'exited'}, last said "${n.agent.lastLogged([''])?.slice(0, 80) ?? ''}"`);
+      const ready = await readyNodes(this.env, this.name).catch(() => NaN);
+      throw new Error(`${(err as Error).message}; readyNodes ${ready}/${this.nodes.length}; ${agents.join('; ')}`, { cause: err });
+    }
   }
 
   async fail(owner: Member, kind: FailureKind): Promise<void> {

@@ -120,7 +120,8 @@ export class Agent {
     this.#log = d.log;
     this.#now = d.monotonic ?? (() => performance.now());
     this.#deadline = new FenceDeadline(o.fenceAfterMs);
-    this.#uplinks = new UplinkWatcher({ addresses: d.addresses, vips: () => this.#gated, log: d.log.child({ part: 'uplinks' }) });
+    // Held VIPs are not uplink addresses, and their lifetime refreshes are not link changes.
+    this.#uplinks = new UplinkWatcher({ addresses: d.addresses, vips: () => new Set([...this.#held.keys(), ...this.#gated]), log: d.log.child({ part: 'uplinks' }) });
     this.#uplinks.on('changed', () => {
       this.#heartbeat?.renewNow();
       this.#schedule(); // a held VIP's interface may have gone down

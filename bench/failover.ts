@@ -35,7 +35,7 @@ import { poll } from '../src/testenv/poll.ts';
 import { dist, renderTable, type Dist } from './stats.ts';
 import { EgressgwGroup, FAILURE_KINDS, KIND_LABEL, KeepalivedGroup, ReferenceGroup, type FailoverGroup, type FailureKind } from './failover/groups.ts';
 import { Keepalived, keepalivedAvailable } from './failover/keepalived.ts';
-import { measureRound, ownerChanges } from './failover/measure.ts';
+import { measureRound, ownerChanges, silences } from './failover/measure.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const now = (): number => performance.timeOrigin + performance.now();
@@ -107,6 +107,9 @@ export interface SpikeResult {
   minutes: number;
   spikes: number;
   ownerChanges: number;
+  /** Stretches with nobody answering for the VIP (more than 3 probe intervals), and their total ms. */
+  silences: number;
+  silentMs: number;
   controllerFailovers?: number;
   agentFences?: number;
 }
@@ -144,6 +147,11 @@ interface Topology {
   electionsByGateway: Map<string, Array<{ at: number; target: string }>>;
   /** The row a gateway node belongs to. */
   groupOfNode(n: { name: string }): RowId | undefined;
+  /**
+   * Starts the reference rows' agents and creates their gateways (phase B only: idle, their agents
+   * would load the machine while the other rows are timed).
+   */
+  activateReference(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -180,9 +188,9 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
   const records: RoundRecord[] = [];
   const results: RowResult[] = [];
   let apiWrites: FailoverBenchResults['apiWrites'];
-  let capture: Capture | undefined;
+  let observer: Awaited<ReturnType<typeof startObserver>> | undefined;
   try {
-    capture = await startObserver(topo);
+    observer = await startObserver(topo);
     const round = async (g: FailoverGroup, kind: FailureKind, i: number): Promise<void> => {
       const r = await runRound(topo, g, kind, o.observeMs);
       records.push(r);
@@ -190,18 +198,20 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
         `${r.failoverMs === undefined ? 'NOT DETECTED' : `${Math.round(r.failoverMs)} ms`}${r.detectionMs !== undefined ? ` (elected +${Math.round(r.detectionMs)})` : ''}  ` +
         `dual ${r.dualOwnerMs} ms  (round ${Math.round(r.roundMs / 100) / 10} s)`);
     };
+    const groupsOf = (...rs: RowId[]): FailoverGroup[] => rs.flatMap((r) => topo.groups.get(r) ?? []);
     // Phase A: egressgw, one round at a time, kinds in rotation (slow drifts of the machine hit all kinds alike).
-    for (const row of ['defaults', 'tuned'] as const) {
-      const g = topo.groups.get(row)?.[0];
-      if (!g) continue;
+    await observer.observe(groupsOf('defaults', 'tuned'));
+    for (const g of groupsOf('defaults', 'tuned')) {
       for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
     }
     // Phase A2: keepalived; 100 ms adverts one at a time, 1 s adverts in parallel groups.
-    const k100 = topo.groups.get('keepalived-100ms')?.[0];
-    if (k100) for (let i = 1; i <= o.rounds; i++) for (const kind of k100.kinds) await round(k100, kind, i);
-    await inParallel(topo.groups.get('keepalived-1s') ?? [], o.rounds, round);
+    await observer.observe(groupsOf('keepalived-100ms', 'keepalived-1s'));
+    for (const g of groupsOf('keepalived-100ms')) for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
+    await inParallel(groupsOf('keepalived-1s'), o.rounds, round);
     // Phase B: the spike window, and meanwhile the reference rounds in parallel groups.
-    const reference = inParallel(topo.groups.get('reference') ?? [], o.rounds, round);
+    if (rows.includes('reference')) await topo.activateReference();
+    await observer.observe([...groupsOf('reference'), ...topo.spikeGroups.values()]);
+    const reference = inParallel(groupsOf('reference'), o.rounds, round);
     let spikes: Map<RowId, SpikeResult> | undefined;
     if (o.spikeMinutes > 0) ({ spikes, apiWrites } = await spikeWindow(topo, o, log));
     await reference;
@@ -219,14 +229,15 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
       });
     }
   } finally {
-    capture?.stop();
+    observer?.stop();
     await topo.close();
   }
 
   const defaults = results.find((r) => r.row === 'defaults');
   const defaultsP99Met = defaults !== undefined && defaults.kinds.every((k) => k.notDetected === 0 && (k.failover?.p99 ?? Infinity) <= 1000);
   const defaultsDual = defaults?.kinds.reduce((a, k) => a + k.dualOwnerMsSum, 0) ?? NaN;
-  const defaultsFalse = defaults?.spikes ? defaults.spikes.ownerChanges + (defaults.spikes.controllerFailovers ?? 0) : undefined;
+  // A false failover is the VIP changing hands, or its owner going silent (fenced) with nothing failed.
+  const defaultsFalse = defaults?.spikes ? Math.max(defaults.spikes.ownerChanges, defaults.spikes.controllerFailovers ?? 0) + defaults.spikes.silences : undefined;
   const out: FailoverBenchResults = {
     when: new Date().toISOString(),
     wallSeconds: Math.round((now() - started) / 1000),
@@ -325,19 +336,25 @@ async function runRound(topo: Topology, g: FailoverGroup, kind: FailureKind, obs
   };
 }
 
-/** One observer process asks for every VIP and routes each frame to the group of its VIP. */
-async function startObserver(topo: Topology): Promise<Capture> {
+/**
+ * One observer host on the LAN; observe(groups) asks for those groups' VIPs (only: every node's agent
+ * receives each broadcast question, so idle groups are not asked) and routes each frame to its group.
+ */
+async function startObserver(topo: Topology): Promise<{ observe(groups: readonly FailoverGroup[]): Promise<void>; stop(): void }> {
   const obs = await topo.env.net.addLanHost('observer', OBSERVER_IP);
-  const byVip = new Map<string, FailoverGroup[]>();
-  for (const g of [...[...topo.groups.values()].flat(), ...topo.spikeGroups.values()]) {
-    const list = byVip.get(g.vip) ?? [];
-    if (!list.includes(g)) list.push(g);
-    byVip.set(g.vip, list);
-  }
-  const probes: ArpProbe[] = [...byVip.keys()].map((ip) => ({ ip, senderMac: obs.mac, senderIp: obs.ip, intervalMs: topo.probeIntervalMs.get(ip) ?? 20 }));
-  return topo.env.captureArp(obs.ns, obs.ifname, probes, (e: ArpEvent) => {
-    for (const g of byVip.get(e.senderIp) ?? []) g.frames.push(e);
-  });
+  let capture: Capture | undefined;
+  return {
+    async observe(groups) {
+      capture?.stop();
+      const byVip = new Map<string, FailoverGroup[]>();
+      for (const g of groups) byVip.set(g.vip, [...new Set([...(byVip.get(g.vip) ?? []), g])]);
+      const probes: ArpProbe[] = [...byVip.keys()].map((ip) => ({ ip, senderMac: obs.mac, senderIp: obs.ip, intervalMs: topo.probeIntervalMs.get(ip) ?? 20 }));
+      capture = await topo.env.captureArp(obs.ns, obs.ifname, probes, (e: ArpEvent) => {
+        for (const g of byVip.get(e.senderIp) ?? []) g.frames.push(e);
+      });
+    },
+    stop: () => capture?.stop(),
+  };
 }
 
 /** The spike window: idle groups, API requests delayed on a schedule; what changed hands meanwhile. */
@@ -362,7 +379,8 @@ async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelay
   const writes = leaseWrites() - writes0;
   const spikes = new Map<RowId, SpikeResult>();
   for (const [row, g] of idle) {
-    const r: SpikeResult = { minutes: o.spikeMinutes, spikes: record.length, ownerChanges: ownerChanges(g.frames, g.vip) };
+    const quiet = silences(g.frames, g.vip, topo.probeIntervalMs.get(g.vip) ?? 20);
+    const r: SpikeResult = { minutes: o.spikeMinutes, spikes: record.length, ownerChanges: ownerChanges(g.frames, g.vip), silences: quiet.count, silentMs: quiet.totalMs };
     if (row === 'defaults' || row === 'tuned') {
       const nodes = env.nodes.filter((n) => topo.groupOfNode(n) === row);
       r.agentFences = nodes.reduce((a, n) => a + n.agent.countLogged('fencing:') - (fences0.get(n.name) ?? 0), 0);
@@ -405,6 +423,7 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
       const row = nodeGroup.get(node.name)?.row;
       return row === 'tuned' ? TUNED_ARGS : row === 'reference' ? REFERENCE_ARGS : [];
     },
+    startAgentFor: (node) => nodeGroup.get(node.name)?.row !== 'reference',
     // The bench follows each gateway's active node, to count the controller's failovers.
     onPass: (p: PassInfo) => {
       for (const [gw, g] of p.desired.gateways) {
@@ -423,6 +442,7 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
   const groups = new Map<RowId, FailoverGroup[]>();
   const spikeGroups = new Map<RowId, FailoverGroup>();
   const probeIntervalMs = new Map<string, number>();
+  const referenceGateways: Array<{ group: string; ip: string }> = [];
   const add = (row: RowId, g: FailoverGroup, interval = 20) => {
     groups.set(row, [...(groups.get(row) ?? []), g]);
     probeIntervalMs.set(g.vip, interval);
@@ -436,8 +456,8 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
     let vip = 100;
     for (const p of plan.filter((q, i, all) => all.findIndex((r) => r.group === q.group) === i)) {
       const ip = `198.18.0.${vip++}`;
-      if (p.row === 'reference') for (const x of nodesOf(p.group)) await ReferenceGroup.standInLease(env, x.name);
-      await env.createVipGateway(p.group, ip, ['eth0'], { [GROUP_LABEL]: p.group });
+      if (p.row === 'reference') referenceGateways.push({ group: p.group, ip });
+      else await env.createVipGateway(p.group, ip, ['eth0'], { [GROUP_LABEL]: p.group });
       if (p.row === 'reference') {
         const g = new ReferenceGroup(env, p.group, ip, nodesOf(p.group), { graceMs: o.referenceGraceMs, uplinkWaitMs: o.referenceUplinkWaitMs });
         if (p.group === 'ref0') {
@@ -485,6 +505,14 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
     activeByGateway,
     electionsByGateway,
     groupOfNode: (x) => nodeGroup.get(x.name)?.row,
+    async activateReference() {
+      for (const x of env.nodes) {
+        if (nodeGroup.get(x.name)?.row !== 'reference') continue;
+        await ReferenceGroup.standInLease(env, x.name);
+        env.startAgent(x);
+      }
+      for (const r of referenceGateways) await env.createVipGateway(r.group, r.ip, ['eth0'], { [GROUP_LABEL]: r.group });
+    },
     async close() {
       for (const g of [...groups.values()].flat()) g.close();
       for (const d of daemons) await d.kill().catch(() => undefined);
@@ -502,7 +530,8 @@ export function table(r: FailoverBenchResults): string {
   for (const row of r.rows) {
     const s = row.spikes;
     const spikeText = s === undefined ? '—'
-      : `${s.ownerChanges}${s.controllerFailovers !== undefined ? ` (controller ${s.controllerFailovers}, fences ${s.agentFences})` : ''}`;
+      : `${s.ownerChanges}${s.controllerFailovers !== undefined ? ` (controller ${s.controllerFailovers}, fences ${s.agentFences})` : ''}` +
+        `${s.silences > 0 ? `; ${s.silences} silences, ${s.silentMs} ms` : ''}`;
     row.kinds.forEach((k, i) => {
       const f = k.failover;
       lines.push([

@@ -87,3 +87,23 @@ export function ownerChanges(frames: readonly ObservedFrame[], vip: string): num
   }
   return changes;
 }
+
+/**
+ * Silences: stretches longer than `slots` probe intervals in which nobody answered for `vip` (an owner
+ * that fenced itself without a failover, say; a fenced agent is silent for a lease or more). Returns
+ * how many and their total length beyond one interval each. Ten intervals by default, so that a late
+ * question of a busy observer is not mistaken for one.
+ */
+export function silences(frames: readonly ObservedFrame[], vip: string, probeIntervalMs: number, slots = 10): { count: number; totalMs: number } {
+  const ts = frames.filter((f) => f.senderIp === vip).map((f) => f.t).sort((a, b) => a - b);
+  let count = 0;
+  let totalMs = 0;
+  for (let i = 1; i < ts.length; i++) {
+    const gap = ts[i]! - ts[i - 1]!;
+    if (gap > slots * probeIntervalMs) {
+      count++;
+      totalMs += gap - probeIntervalMs;
+    }
+  }
+  return { count, totalMs: Math.round(totalMs) };
+}

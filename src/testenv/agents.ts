@@ -11,7 +11,8 @@ import { BIN } from './paths.ts';
 
 export interface AgentProcess {
   readonly pid: number;
-  readonly child: ChildProcess;
+  /** Undefined for a node whose agent was not started (Agents.none()). */
+  readonly child: ChildProcess | undefined;
   /** Resolves with the exit code / signal once the process is gone. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal?: NodeJS.Signals): void;
@@ -96,6 +97,20 @@ export class Agents {
       logged: (msg) => messages.some((m) => m.startsWith(msg)),
       lastLogged: (prefixes) => messages.findLast((m) => prefixes.some((p) => m.startsWith(p))),
       countLogged: (prefix) => messages.filter((m) => m.startsWith(prefix)).length,
+    };
+  }
+
+  /** A node without an agent (yet): not alive, logged nothing. */
+  static none(): AgentProcess {
+    return {
+      pid: 0,
+      child: undefined,
+      exited: Promise.resolve({ code: null, signal: null }),
+      kill: () => undefined,
+      alive: () => false,
+      logged: () => false,
+      lastLogged: () => undefined,
+      countLogged: () => 0,
     };
   }
 

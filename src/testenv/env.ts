@@ -42,6 +42,8 @@ export interface TestEnvOptions {
   agentArgs?: string[];
   /** Further flags for one node's agent (after agentArgs): a topology with groups of different settings. */
   agentArgsFor?: (node: { name: string }) => string[];
+  /** Which nodes get their agent at start (default all; the others with startAgent() later). */
+  startAgentFor?: (node: { name: string }) => boolean;
   /** Extra flags for the controller (parsed by parseControllerArgs). */
   controllerArgs?: string[];
   /** Run the controller (default true). */
@@ -147,7 +149,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     const agents = new Agents(net, { kubeconfigPath: agentKubeconfigPath, logDir, args: opts.agentArgs });
     cleanups.push(() => agents.close());
     const nodes: TestEnvNode[] = net.nodes.map((n) => Object.assign(n, { agent: undefined as unknown as AgentProcess }));
-    for (const n of nodes) n.agent = agents.start(n, opts.agentArgsFor?.(n) ?? []);
+    for (const n of nodes) n.agent = (opts.startAgentFor?.(n) ?? true) ? agents.start(n, opts.agentArgsFor?.(n) ?? []) : Agents.none();
     cleanups.push(async () => {
       for (const n of nodes) await Agents.kill(n.agent);
     });

@@ -1,7 +1,7 @@
 // How the failover bench reads a round off the observer's ARP capture (bench/failover/measure.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dualAnswers, measureRound, ownerChanges, type ObservedFrame } from '../../bench/failover/measure.ts';
+import { dualAnswers, measureRound, ownerChanges, silences, type ObservedFrame } from '../../bench/failover/measure.ts';
 
 const VIP = '198.18.0.100';
 const PROBER = '198.18.0.250';
@@ -50,4 +50,12 @@ test('no other host answered: failover not detected; frames before the failure d
 test('owner changes: each switch of the answering host counts once', () => {
   assert.equal(ownerChanges([...answers(A, 0, 100), ...answers(B, 100, 200), ...answers(A, 200, 300)], VIP), 2);
   assert.equal(ownerChanges(answers(A, 0, 1000), VIP), 0);
+});
+
+test('silences: stretches with nobody answering, beyond ten questions', () => {
+  const frames = [...answers(A, 0, 1000), ...answers(A, 1500, 2000), ...answers(A, 2060, 2100)];
+  // 981 → 1501 is silent (520 ms: 500 beyond one interval); 1981 → 2061 (80 ms) is one late question.
+  assert.deepEqual(silences(frames, VIP, 20), { count: 1, totalMs: 500 });
+  assert.deepEqual(silences(frames, VIP, 20, 3), { count: 2, totalMs: 500 + 60 });
+  assert.deepEqual(silences(answers(A, 0, 1000), VIP, 20), { count: 0, totalMs: 0 });
 });

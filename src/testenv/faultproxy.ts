@@ -73,6 +73,8 @@ export class FaultProxy {
   #address: { host: string; port: number } = { host: '', port: 0 };
   /** Bytes received from clients so far (forwarded or not). */
   bytesFromClients = 0;
+  /** The first chunk each client sent (a TLS ClientHello: what the client offers, ALPN included). */
+  readonly firstChunks: Buffer[] = [];
 
   private constructor(target: FaultTarget) {
     this.#target = target;
@@ -186,6 +188,7 @@ export class FaultProxy {
     };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
+    client.once('data', (d: Buffer) => this.firstChunks.push(Buffer.from(d)));
     client.on('data', (d: Buffer) => (this.bytesFromClients += d.length));
     this.#pump(conn, client, upstream, 'toServer');
     this.#pump(conn, upstream, client, 'toClient');

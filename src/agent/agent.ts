@@ -17,8 +17,7 @@
 
 import { INSTANCE_FINALIZER, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
-import type { KubeClient } from '../kube/client.ts';
-import { isStatus } from '../kube/client.ts';
+import { KubeClient, isStatus } from '../kube/client.ts';
 import { Informer } from '../kube/informer.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { INSTANCES } from '../kube/resources.ts';
@@ -130,6 +129,8 @@ export class Agent {
       if (d.fence === undefined) throw new Error('the agent needs the kernel fence when the heartbeat is on');
       this.#heartbeat = new Heartbeat({
         client: d.client,
+        // One connection per renewal that can be in flight (see HeartbeatOptions.renewalClients).
+        renewalClients: Array.from({ length: Math.ceil(o.fenceAfterMs / o.renewIntervalMs) + 1 }, () => new KubeClient(d.client.kubeConfig)),
         namespace: o.heartbeatNamespace,
         node: o.nodeName,
         renewIntervalMs: o.renewIntervalMs,

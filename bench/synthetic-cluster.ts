@@ -19,6 +19,8 @@ import type {
 } from '../src/api/types.ts';
 import {
   API_VERSION,
+  DEFAULT_CILIUM_AGENT_SELECTOR,
+  DEFAULT_CILIUM_NAMESPACE,
   DEFAULT_NAMESPACE,
   KIND_GATEWAY,
   KIND_POLICY,
@@ -27,6 +29,7 @@ import {
   MOVE_TO_ANNOTATION,
   UPLINKS_ANNOTATION,
   heartbeatLeaseName,
+  selectorLabels,
 } from '../src/api/names.ts';
 import type { Write } from '../src/core/types.ts';
 import { HeartbeatTracker, SnapshotBuilder, sourcesFromCaches } from '../src/controller/snapshot.ts';
@@ -44,6 +47,7 @@ export class Cache<T extends { metadata: { name: string; namespace?: string } }>
   private rv = 0;
   private changes = 0;
   private readonly transform: (obj: T) => T;
+  private readonly listeners: Array<(type: 'add' | 'update' | 'delete', obj: T) => void> = [];
 
   /** `transform`: the controller's informer transform for this resource (src/controller/trim.ts). */
   constructor(transform: (obj: T) => T) {
@@ -55,13 +59,21 @@ export class Cache<T extends { metadata: { name: string; namespace?: string } }>
     // (client-node ignores an update whose resourceVersion equals the cached one), and it goes through
     // the same transform as in the controller's informer before it is cached.
     const stored = this.transform({ ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } });
+    const type = this.get(obj.metadata.name, obj.metadata.namespace) ? 'update' : 'add';
     addOrUpdateObject(this.objects, stored as unknown as KubernetesObject);
     this.changes++;
+    for (const l of this.listeners) l(type, stored);
   }
 
   delete(obj: T): void {
     deleteObject(this.objects, obj as unknown as KubernetesObject);
     this.changes++;
+    for (const l of this.listeners) l('delete', obj);
+  }
+
+  /** As Informer.onEvent: called for every add, update and delete. */
+  onEvent(cb: (type: 'add' | 'update' | 'delete', obj: T) => void): void {
+    this.listeners.push(cb);
   }
 
   /** As Informer.version: moves with every change. */
@@ -244,7 +256,7 @@ export function buildCluster(size: ClusterSize, now: number): Cluster {
     caches.nodes.set(n);
     caches.ciliumNodes.set({ metadata: { name: n.metadata.name, labels: { ...n.metadata.labels } } });
     caches.ciliumAgentPods.set(
-      makePod(`cilium-agent-${pad(i, 5)}`, DEFAULT_NAMESPACE, n.metadata.name, { app: 'agent', module: 'cni-cilium' }, 'quay.io/cilium/cilium:v1.17.4', podSeq++),
+      makePod(`cilium-agent-${pad(i, 5)}`, DEFAULT_CILIUM_NAMESPACE, n.metadata.name, selectorLabels(DEFAULT_CILIUM_AGENT_SELECTOR), 'quay.io/cilium/cilium:v1.17.4', podSeq++),
     );
     // Every node is in some pool that gateways select, so every node is a member and runs an agent.
     caches.agentPods.set(

@@ -1,8 +1,10 @@
-// The controller shell: informers → snapshot → core → writes. Every replica keeps its caches warm;
-// only the leader runs passes that write, so a takeover needs no relist. Passes are level-triggered
-// (the whole cache each time) and come from watch events, from timers at the moment a heartbeat
-// expires or a handover times out (expiry is noticed at lease precision without any watch event),
-// and from a periodic resync.
+// The controller shell: informers → planner (the core's plans, kept up to date from the informers'
+// events) → writes. Every replica keeps its caches and its planner fed; only the leader runs passes
+// that write, so a takeover needs no relist. A pass plans again what the events since the last pass
+// touched and reuses every other plan (its result is the core's whole reconcile of the caches, see
+// planner.ts). Passes come from watch events, from timers at the moment a heartbeat expires or a
+// handover times out (expiry is noticed at lease precision without any watch event), and from a
+// periodic resync (which re-issues whatever the plans still want written).
 
 import type {
   CiliumEgressGatewayPolicy,
@@ -15,7 +17,6 @@ import type {
   PodLike,
 } from '../api/types.ts';
 import { OWNED_LABELS } from '../api/names.ts';
-import { createCore, type Core } from '../core/index.ts';
 import type { CoreOptions, Desired, Write } from '../core/types.ts';
 import { KubeClient, loadKubeConfig, type KubeConfig } from '../kube/client.ts';
 import { EventRecorder } from '../kube/events.ts';
@@ -28,7 +29,8 @@ import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
-import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout, sourcesFromCaches } from './snapshot.ts';
+import { HeartbeatTracker, nextHandoverTimeout } from './snapshot.ts';
+import { Planner, WATCHED, type PassOutput } from './planner/planner.ts';
 import { WakeTimer } from './wake.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
 
@@ -91,13 +93,14 @@ class Controller {
   private readonly queue: ReconcileQueue;
   private readonly elector: LeaderElector | undefined;
   private readonly coreOptions: CoreOptions;
-  /** The core with its memory of earlier passes (a pass costs what changed). */
-  private readonly core: Core;
-  private readonly snapshots: SnapshotBuilder;
+  /** The core's plans of the cluster, kept up to date from the informers' events (see planner.ts). */
+  private readonly planner: Planner;
   private leading = false;
   private synced = false;
   private readonly wake: WakeTimer;
   private resyncTimer: NodeJS.Timeout | undefined;
+  /** Whether the last pass saw no cilium-agent pod on any node (logged once per change). */
+  private noCiliumAgents = false;
 
   constructor(opts: ControllerOptions, kc: KubeConfig, log: Logger, metrics: ControllerMetrics, deps: RunControllerDeps) {
     this.opts = opts;
@@ -105,7 +108,11 @@ class Controller {
     this.metrics = metrics;
     this.deps = deps;
     this.client = new KubeClient(kc);
-    this.coreOptions = { handoverTimeoutMs: opts.handoverTimeoutMs, requireCiliumAgent: true };
+    this.coreOptions = {
+      handoverTimeoutMs: opts.handoverTimeoutMs,
+      requireCiliumAgent: true,
+      ciliumAgentSource: `namespace ${opts.ciliumNamespace}, selector ${opts.ciliumSelector}`,
+    };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
     this.wake = new WakeTimer({
       nextDue: (since) => {
@@ -128,8 +135,7 @@ class Controller {
       instances: inf({ resource: INSTANCES, transform: trimInstance }),
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
     };
-    this.core = createCore(this.coreOptions);
-    this.snapshots = new SnapshotBuilder(sourcesFromCaches(this.caches, this.heartbeats));
+    this.planner = new Planner(this.coreOptions);
     this.recorder = new EventRecorder(this.client, {
       reportingController: REPORTING_CONTROLLER,
       reportingInstance: opts.leaderElectIdentity,
@@ -151,10 +157,12 @@ class Controller {
   }
 
   private wireEvents(): void {
-    const trigger = () => this.queue.enqueue();
-    for (const [name, informer] of Object.entries(this.caches) as Array<[keyof Caches, Informer<never>]>) {
-      if (name === 'leases') continue;
-      informer.onEvent(trigger);
+    // Every replica feeds its planner (a new leader's first pass then plans what its caches hold).
+    for (const list of WATCHED) {
+      (this.caches[list] as unknown as Informer<{ metadata?: { name?: string } }>).onEvent((type, o) => {
+        this.planner.handle(list, type, o as never);
+        this.queue.enqueue();
+      });
     }
     this.caches.leases.onEvent((type: InformerEvent, lease: LeaseLike) => {
       const matters = type === 'delete' ? this.heartbeats.forget(lease) : this.heartbeats.observe(lease, Date.now());
@@ -236,23 +244,39 @@ class Controller {
     if (this.synced && this.leading) this.wake.arm();
   }
 
+  /**
+   * No cilium-agent pod on any node almost always means the controller looks in the wrong place (an install
+   * profile that does not match the cluster): say where it looked, once, instead of leaving every gateway
+   * to report its nodes one by one (the core's reason is CiliumAgentNotFound).
+   */
+  private checkCiliumAgents(pods: readonly PodLike[]): void {
+    const none = !pods.some((p) => typeof p.spec?.nodeName === 'string' && p.spec.nodeName !== '');
+    if (none === this.noCiliumAgents) return;
+    this.noCiliumAgents = none;
+    const where = { namespace: this.opts.ciliumNamespace, selector: this.opts.ciliumSelector };
+    if (none) {
+      this.log.warn(where, `no cilium-agent pod found in namespace ${where.namespace} with selector ${where.selector}: no node is eligible for any gateway; ` +
+        'set --cilium-namespace and --cilium-selector to where Cilium runs its agents (egressgw manifests --profile deckhouse for Deckhouse)');
+    } else this.log.info(where, 'cilium-agent pods found');
+  }
+
   private async pass(): Promise<PassResult> {
     if (!this.synced || !this.mayWrite()) return 'ok';
     const started = performance.now();
     const now = Date.now();
     this.wake.passStarted(now);
-    const snapshot = this.snapshots.build(now);
-    let desired: Desired;
-    let writes: Write[];
+    this.checkCiliumAgents(this.caches.ciliumAgentPods.list());
+    let out: PassOutput;
     try {
-      ({ desired, writes } = this.core.reconcile(snapshot));
+      out = this.planner.pass(now, this.heartbeats.heartbeats(), { desired: this.deps.onPass !== undefined });
     } catch (err) {
       // A core bug must not take the process down; it is retried with backoff and is visible.
       this.log.error(errFields(err), 'core reconcile failed');
       this.metrics.reconciles.inc({ result: 'error' });
       return 'error';
     }
-    this.metrics.observePass(desired.metrics);
+    const { writes } = out;
+    this.metrics.observePass(out.metrics);
     const result = await applyWrites(
       {
         client: this.client,
@@ -269,7 +293,7 @@ class Controller {
       writes,
     );
     const outcome: PassResult = result.conflicts > 0 ? 'conflict' : result.failed > 0 || result.deferred > 0 ? 'error' : 'ok';
-    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(desired.metrics);
+    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(out.metrics);
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe(durationMs / 1000);
     this.metrics.reconciles.inc({ result: outcome });
@@ -280,7 +304,7 @@ class Controller {
     }
     this.armWakeTimer();
     try {
-      this.deps.onPass?.({ at: now, durationMs, desired, writes, result });
+      if (out.desired) this.deps.onPass?.({ at: now, durationMs, desired: out.desired, writes, result });
     } catch (err) {
       this.log.warn(errFields(err), 'onPass hook failed');
     }

@@ -3,7 +3,7 @@
 
 import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
-import { DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_NAMESPACE } from '../api/names.ts';
+import { DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE } from '../api/names.ts';
 import { isLogLevel } from '../kube/log.ts';
 import { validateLeaderElectionConfig, type LeaderElectionConfig } from '../kube/leader.ts';
 
@@ -37,8 +37,9 @@ elects active nodes; writes labels, instances, CiliumEgressGatewayPolicies, stat
 
 Flags:
   --kubeconfig PATH                   kubeconfig (default: $KUBECONFIG, else in-cluster)
-  --cilium-namespace NS               namespace of cilium-agent pods (default ${DEFAULT_NAMESPACE})
-  --cilium-selector SEL               label selector of cilium-agent pods (default ${DEFAULT_CILIUM_AGENT_SELECTOR})
+  --cilium-namespace NS               namespace of cilium-agent pods (default ${DEFAULT_CILIUM_NAMESPACE}; Deckhouse: d8-cni-cilium)
+  --cilium-selector SEL               label selector of cilium-agent pods (default ${DEFAULT_CILIUM_AGENT_SELECTOR};
+                                      Deckhouse: app=agent,module=cni-cilium)
   --agent-namespace NS                namespace of egressgw agent pods (default ${DEFAULT_NAMESPACE})
   --agent-selector SEL                label selector of egressgw agent pods (default ${DEFAULT_AGENT_SELECTOR})
   --heartbeat-namespace NS            namespace of the agents' heartbeat Leases (default ${DEFAULT_NAMESPACE})
@@ -52,7 +53,7 @@ Flags:
   --leader-elect-renew-deadline DUR   (default 10s)
   --leader-elect-retry-period DUR     (default 2s)
   --metrics-addr ADDR                 /metrics, /healthz, /readyz (default :8080; "0" or "" disables)
-  --resync DUR                        periodic full reconcile (default 30s)
+  --resync DUR                        periodic pass: writes again what is still not as planned (default 30s)
   --log-level LEVEL                   fatal|error|warn|info|debug|trace (default info)
 
 Durations: 500ms, 2s, 1m, 1m30s, or plain milliseconds.`;
@@ -146,7 +147,7 @@ export function parseControllerArgs(argv: string[]): ControllerOptions {
   const heartbeatNamespace = values['heartbeat-namespace'] ?? DEFAULT_NAMESPACE;
   const opts: ControllerOptions = {
     kubeconfig: values.kubeconfig,
-    ciliumNamespace: values['cilium-namespace'] ?? DEFAULT_NAMESPACE,
+    ciliumNamespace: values['cilium-namespace'] ?? DEFAULT_CILIUM_NAMESPACE,
     ciliumSelector: validSelector('cilium-selector', values['cilium-selector'] ?? DEFAULT_CILIUM_AGENT_SELECTOR),
     agentNamespace: values['agent-namespace'] ?? DEFAULT_NAMESPACE,
     agentSelector: validSelector('agent-selector', values['agent-selector'] ?? DEFAULT_AGENT_SELECTOR),

@@ -1,6 +1,7 @@
 // The contract of the pure core: what it is given (Snapshot), what it decides (Desired), and the
-// writes that turn the observed cluster into the desired one (Write). The controller shell fills a
-// Snapshot from its informer caches, calls `reconcile`, and executes the writes in the order given.
+// writes that turn the observed cluster into the desired one (Write). `reconcile` takes a whole
+// Snapshot (the CLI, tests); the controller keeps the per-gateway plans up to date from its informers'
+// events instead (src/controller/planner) and executes the writes in the order given.
 // Nothing here performs I/O or reads a clock: time is `Snapshot.now`, on the controller's own clock.
 
 import type {
@@ -57,6 +58,8 @@ export interface CoreOptions {
   handoverTimeoutMs: number;
   /** Require a Ready cilium-agent pod on a node (the reference does). */
   requireCiliumAgent: boolean;
+  /** Where the shell looks for cilium-agent pods ("namespace kube-system, selector k8s-app=cilium"), for messages. */
+  ciliumAgentSource?: string;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = Object.freeze({
@@ -68,6 +71,8 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = Object.freeze({
 export type IneligibleReason =
   | 'NodeNotReady'
   | 'Cordoned'
+  /** No cilium-agent pod on any node matches the controller's namespace and selector. */
+  | 'CiliumAgentNotFound'
   | 'CiliumAgentNotReady'
   | 'AgentNotReady'
   | 'AgentMissing'
@@ -123,7 +128,7 @@ export interface Desired {
   policyStatuses: Map<string, EgressGatewayPolicyStatus>;
   metrics: CoreMetrics;
   /**
-   * Events that record a transition of a gateway's status. `planWrites` emits them only together with
+   * Events that record a transition of a gateway's status. The writes carry them only together with
    * that gateway's status write, so a resync or a new leader (status already written) never re-emits them.
    */
   gatewayEvents?: Map<string, CoreEvent[]>;
@@ -156,6 +161,7 @@ export type EventReason =
   | 'Elected'
   | 'FailedOver'
   | 'NoEligibleNode'
+  | 'CiliumAgentNotFound'
   | 'VIPAnnounced'
   | 'GatewayNotFound'
   | 'DuplicateVIP'
@@ -172,7 +178,7 @@ export interface ObjectRef {
 }
 
 /**
- * One write. The shell executes them in the order `planWrites` returns: creations and label additions
+ * One write. The shell executes them in the order `reconcile` returns (see assembleWrites): creations and label additions
  * first, removals and deletions last (add-missing, then remove-stale), so a handover is make-before-break.
  */
 export type Write =

@@ -38,14 +38,17 @@ export async function settledActive(env: TestEnv, gateway: string, vip: string, 
 
 /**
  * Makes the router resolve the VIP afresh (an entry left by an earlier round may still be STALE or
- * probing) and returns its resolved neighbour entry.
+ * probing) and returns its neighbour entry once REACHABLE. Not earlier: an announcement or the observer's
+ * question can recreate the entry as STALE between the flush and the poke; the poke then leaves it in
+ * DELAY, and 5 s later (delay_first_probe_time) the router probes the VIP by itself, in the middle of a
+ * failover that asserts the router never had to ask.
  */
 export async function warmRouter(env: TestEnv, vip: string, deadlineMs: number, signal?: AbortSignal): Promise<NeighbourEntry> {
   await env.net.ip(env.router.ns, ['neigh', 'flush', 'to', vip]);
   await env.udpPoke(env.router.ns, vip);
   return poll('the router to resolve the VIP', async () => {
     const e = await env.net.neighbour(env.router.ns, vip);
-    return e?.mac !== undefined && !e.state.includes('INCOMPLETE') ? e : undefined;
+    return e?.mac !== undefined && e.state.includes('REACHABLE') ? e : undefined;
   }, deadlineMs, { signal });
 }
 

@@ -1,0 +1,119 @@
+// Parent side of traffic-helper.ts: real UDP/TCP traffic sent and received inside a namespace, recorded
+// as events (who the receiver saw as the source, when). Await effects with poll().
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const HELPER = fileURLToPath(new URL('./traffic-helper.ts', import.meta.url));
+
+export interface UdpEvent {
+  ev: 'udp';
+  id: string;
+  from: string;
+  fromPort: number;
+  data: string;
+  /** Wall clock, ms, when the helper read it. */
+  t: number;
+}
+
+export interface TcpEvent {
+  ev: 'accept' | 'connected' | 'echo' | 'closed';
+  id: string;
+  t: number;
+  from?: string;
+  fromPort?: number;
+  localPort?: number;
+  n?: number;
+  echoed?: number;
+  error?: string;
+}
+
+/** Starts a process inside a namespace (the test environment's spawnIn). */
+export type SpawnIn = (ns: string, cmd: string, args: string[]) => ChildProcess;
+
+export class Traffic {
+  readonly ns: string;
+  readonly udp: UdpEvent[] = [];
+  readonly tcp: TcpEvent[] = [];
+  readonly #child: ChildProcess;
+  readonly #pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  #seq = 0;
+  #stderr = '';
+
+  private constructor(ns: string, child: ChildProcess) {
+    this.ns = ns;
+    this.#child = child;
+  }
+
+  static async start(spawnIn: SpawnIn, ns: string): Promise<Traffic> {
+    const child = spawnIn(ns, process.execPath, [HELPER]);
+    const h = new Traffic(ns, child);
+    child.stderr!.on('data', (d: Buffer) => (h.#stderr += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      child.once('exit', (code) => {
+        const err = new Error(`traffic helper in ${ns} exited with ${code}: ${h.#stderr.trim()}`);
+        reject(err);
+        for (const p of h.#pending.values()) p.reject(err);
+        h.#pending.clear();
+      });
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const m = JSON.parse(line) as { ev: string; seq?: number; message?: string };
+        if (m.ev === 'ready') resolve();
+        else if (m.ev === 'udp') h.udp.push(m as UdpEvent);
+        else if (m.ev === 'ok' || m.ev === 'error') {
+          const p = h.#pending.get(m.seq!);
+          h.#pending.delete(m.seq!);
+          if (m.ev === 'ok') p?.resolve();
+          else p?.reject(new Error(`${ns}: ${m.message}`));
+        } else h.tcp.push(m as TcpEvent);
+      });
+    });
+    return h;
+  }
+
+  command(cmd: string, args: Record<string, unknown> = {}): Promise<void> {
+    const seq = ++this.#seq;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(seq, { resolve, reject });
+      this.#child.stdin!.write(`${JSON.stringify({ ...args, seq, cmd })}\n`);
+    });
+  }
+
+  udpListen(id: string, port: number): Promise<void> {
+    return this.command('udpListen', { id, port });
+  }
+
+  udpSend(host: string, port: number, data: string): Promise<void> {
+    return this.command('udpSend', { host, port, data });
+  }
+
+  udpStream(id: string, host: string, port: number, intervalMs: number): Promise<void> {
+    return this.command('udpStream', { id, host, port, intervalMs });
+  }
+
+  tcpListen(id: string, port: number): Promise<void> {
+    return this.command('tcpListen', { id, port });
+  }
+
+  tcpConnect(id: string, host: string, port: number, intervalMs = 50): Promise<void> {
+    return this.command('tcpConnect', { id, host, port, intervalMs });
+  }
+
+  stop(id: string): Promise<void> {
+    return this.command('stop', { id });
+  }
+
+  /** Datagrams received by listener `id` whose payload starts with `prefix`. */
+  received(id: string, prefix = ''): UdpEvent[] {
+    return this.udp.filter((e) => e.id === id && e.data.startsWith(prefix));
+  }
+
+  async close(): Promise<void> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
+    this.#child.stdin!.end();
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,235 @@
+// The Linux data plane's kernel side with real packets between network namespaces (needs root, nft, ip):
+// models from the pure builder, applied by LinuxDataplane on a worker and two gateway nodes, traffic from
+// pod namespaces to an "internet" host that records the source address it sees. No API server here: the
+// agent's watch side is tested in test/e2e/dataplane.test.ts.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { MODE_PRIMARY_IP, MODE_VIP } from '../../src/api/names.ts';
+import type { DataplanePolicy, EgressGatewayDataplane } from '../../src/api/types.ts';
+import { buildNodeDataplane, type DataplanePod, type NodeDataplane } from '../../src/dataplane/model.ts';
+import { DEFAULT_DATAPLANE_SETTINGS } from '../../src/dataplane/render.ts';
+import { createRunner, jsonElements, jsonNames } from '../../src/agent/dataplane/exec.ts';
+import { DataplaneUnavailable, LinuxDataplane } from '../../src/agent/dataplane/linux.ts';
+import { Lab, assertLabSupported, type LabNode } from '../../src/testenv/netns.ts';
+import { POD_CIDR, SERVICE_CIDR, addPodNet, type PodNet, type PodNs } from '../../src/testenv/podnet.ts';
+import { Traffic } from '../../src/testenv/traffic.ts';
+import { poll } from '../../src/testenv/poll.ts';
+
+const VIP = '198.18.0.100';
+const S = DEFAULT_DATAPLANE_SETTINGS;
+
+describe('Linux data plane in the kernel (real packets)', { concurrency: false }, () => {
+  let lab: Lab;
+  let net: PodNet;
+  let worker: LabNode;
+  let gwA: LabNode;
+  let gwB: LabNode;
+  let pod1: PodNs;
+  let pod2: PodNs;
+  let pod3: PodNs;
+  let inet: Traffic;
+  const traffic: Traffic[] = [];
+  const planes = new Map<string, LinuxDataplane>();
+  let port = 5000;
+
+  const plane = (n: LabNode) => planes.get(n.name)!;
+  const podObj = (p: PodNs, labels: Record<string, string>): DataplanePod => ({
+    metadata: { namespace: 'prod', name: p.name, labels },
+    spec: { nodeName: p.node },
+    status: { phase: 'Running', podIP: p.ip },
+  });
+  const gateway = (o: { active: LabNode | undefined; policies: DataplanePolicy[]; mode?: string; iface?: string }): EgressGatewayDataplane => ({
+    metadata: { name: 'gw' },
+    spec: {
+      tunnelID: 42,
+      activeNodeName: o.active?.name ?? '',
+      tunnelEndpoint: o.active?.ip ?? '',
+      sourceIP: o.mode === MODE_PRIMARY_IP ? { mode: MODE_PRIMARY_IP, interfaceName: o.iface ?? 'eth0' } : { mode: MODE_VIP, ip: VIP },
+      policies: o.policies,
+    },
+  });
+  const webPolicy: DataplanePolicy = { name: 'web', selectors: [{ podSelector: { matchLabels: { app: 'web' } } }], destinationCIDRs: ['203.0.113.0/24'] };
+  const model = (node: LabNode, gateways: EgressGatewayDataplane[], pods: DataplanePod[]): NodeDataplane =>
+    buildNodeDataplane({
+      node: node.name,
+      podCIDRs: [POD_CIDR],
+      serviceCIDRs: [SERVICE_CIDR],
+      gateways,
+      pods: pods.filter((p) => p.spec?.nodeName === node.name),
+      namespaces: new Map(),
+      interfaces: new Map([['eth0', { up: true, ipv4: [node.ip] }]]),
+    });
+  /** Applies the same objects on every node, as every agent would compute from them. */
+  const applyAll = async (gateways: EgressGatewayDataplane[], pods: DataplanePod[]) => {
+    for (const n of lab.nodes) await plane(n).apply(model(n, gateways, pods));
+  };
+  const podTraffic = async (p: PodNs) => {
+    const t = await Traffic.start((ns, cmd, args) => lab.spawnIn(ns, cmd, args), p.ns);
+    traffic.push(t);
+    return t;
+  };
+  /** Sources the internet host sees for a fresh datagram stream from `p` to `dst` (waits for `n`). */
+  const sourcesSeen = async (p: PodNs, dst: string, n = 3): Promise<string[]> => {
+    const id = `s${++port}`;
+    await inet.udpListen(id, port);
+    const t = await podTraffic(p);
+    await t.udpStream(id, dst, port, 20);
+    const got = await poll(`${n} datagrams from ${p.name} at ${dst}`, () => inet.received(id).length >= n && inet.received(id), 10_000);
+    await t.stop(id);
+    await inet.stop(id);
+    return [...new Set(got.map((e) => e.from))];
+  };
+  /**
+   * Nothing from `p` reaches `dst` while a control stream from `control` (same destination, same start)
+   * delivers 20 datagrams: the "never" of a negative check, bounded by traffic that does arrive.
+   */
+  const blocked = async (p: PodNs, control: PodNs, dst: string): Promise<number> => {
+    const id = `b${++port}`;
+    await inet.udpListen(id, port);
+    const a = await podTraffic(p);
+    const c = await podTraffic(control);
+    await a.udpStream(`${id}a`, dst, port, 10);
+    await c.udpStream(`${id}c`, dst, port, 10);
+    await poll('the control stream', () => inet.received(id, `${id}c:`).length >= 20, 10_000);
+    await a.stop(`${id}a`);
+    await c.stop(`${id}c`);
+    await inet.stop(id);
+    return inet.received(id, `${id}a:`).length;
+  };
+
+  before(async () => {
+    await assertLabSupported(); // fails (not skips) without root: required in CI
+    lab = await Lab.create({ nodes: 3, prefix: 'egd' });
+    [worker, gwA, gwB] = lab.nodes as [LabNode, LabNode, LabNode];
+    net = await addPodNet(lab, { [worker.name]: 3 });
+    [pod1, pod2, pod3] = net.pods as [PodNs, PodNs, PodNs];
+    for (const n of lab.nodes) planes.set(n.name, new LinuxDataplane(S, createRunner({ netns: n.ns })));
+    inet = await Traffic.start((ns, cmd, args) => lab.spawnIn(ns, cmd, args), net.internet.ns);
+    traffic.push(inet);
+    // Something of someone else's on the worker, which no update or cleanup of ours may touch.
+    await lab.ip(worker.ns, ['rule', 'add', 'priority', '1000', 'fwmark', '0x4000/0x4000', 'lookup', '100']);
+    await lab.ip(worker.ns, ['route', 'add', 'blackhole', '192.0.2.0/24', 'table', '100']);
+  });
+
+  after(async () => {
+    for (const t of traffic) await t.close().catch(() => undefined);
+    await lab?.teardown();
+  });
+
+  it('nft missing: a clear error, and nothing is created', async () => {
+    const broken = new LinuxDataplane(S, createRunner({ netns: worker.ns, binaries: { nft: '/nonexistent/nft' } }));
+    await assert.rejects(broken.preflight(), (err: Error) => err instanceof DataplaneUnavailable && /nft is not installed on this node \(package nftables\)/.test(err.message));
+    const st = await plane(worker).state();
+    assert.equal(st.device, false);
+    assert.equal(st.table, undefined);
+  });
+
+  it('selected pods leave with the VIP; unselected pods and other destinations with the node IP', async () => {
+    await lab.ip(gwA.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
+    const pods = [podObj(pod1, { app: 'web' }), podObj(pod2, { app: 'db' })];
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], pods);
+    assert.deepEqual(await sourcesSeen(pod1, net.internet.ip), [VIP]);
+    assert.deepEqual(await sourcesSeen(pod2, net.internet.ip), [worker.ip]);
+    assert.deepEqual(await sourcesSeen(pod1, net.internet.otherIp), [worker.ip], 'outside destinationCIDRs');
+  });
+
+  it('excluded CIDRs leave with the node IP', async () => {
+    const pods = [podObj(pod1, { app: 'web' })];
+    const p: DataplanePolicy = { ...webPolicy, destinationCIDRs: ['0.0.0.0/0'], excludedCIDRs: ['198.51.100.0/24'] };
+    await applyAll([gateway({ active: gwA, policies: [p] })], pods);
+    assert.deepEqual(await sourcesSeen(pod1, net.internet.ip), [VIP]);
+    assert.deepEqual(await sourcesSeen(pod1, net.internet.otherIp), [worker.ip]);
+  });
+
+  it('a pod the data plane does not know yet is dropped, not leaked (drop until programmed)', async () => {
+    const pods = [podObj(pod1, { app: 'web' }), podObj(pod2, { app: 'db' })];
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], pods);
+    assert.equal(await blocked(pod3, pod2, net.internet.ip), 0);
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], [...pods, podObj(pod3, { app: 'web' })]);
+    assert.deepEqual(await sourcesSeen(pod3, net.internet.ip), [VIP]);
+  });
+
+  it('no active node: the policy\'s traffic is dropped (fail closed), other pods are unaffected', async () => {
+    const pods = [podObj(pod1, { app: 'web' }), podObj(pod2, { app: 'db' })];
+    await applyAll([gateway({ active: undefined, policies: [webPolicy] })], pods);
+    assert.equal(await blocked(pod1, pod2, net.internet.ip), 0);
+  });
+
+  it('PrimaryIP mode: the gateway interface\'s primary IPv4', async () => {
+    const pods = [podObj(pod1, { app: 'web' })];
+    await applyAll([gateway({ active: gwB, policies: [webPolicy], mode: MODE_PRIMARY_IP, iface: 'eth0' })], pods);
+    assert.deepEqual(await sourcesSeen(pod1, net.internet.ip), [gwB.ip]);
+  });
+
+  it('the table holds exactly the current pods and classes: nothing stale after removals', async () => {
+    const all = [podObj(pod1, { app: 'web' }), podObj(pod2, { app: 'web' }), podObj(pod3, { app: 'db' })];
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], all);
+    let st = await plane(worker).state();
+    assert.deepEqual(jsonElements(st.table, 'set', 'known4'), [pod1.ip, pod2.ip, pod3.ip]);
+    assert.equal(jsonElements(st.table, 'map', 'pods4').length, 2);
+    assert.equal(st.rules.length, 1);
+    assert.equal(st.routes.length, 1);
+    // pod2 deleted, pod1 relabelled, the policy changed to another destination.
+    const moved: DataplanePolicy = { ...webPolicy, destinationCIDRs: ['198.51.100.0/24'] };
+    await applyAll([gateway({ active: gwA, policies: [moved] })], [podObj(pod1, { app: 'db' }), podObj(pod3, { app: 'web' })]);
+    st = await plane(worker).state();
+    assert.deepEqual(jsonElements(st.table, 'set', 'known4'), [pod1.ip, pod3.ip]);
+    const podsMap = JSON.stringify(jsonElements(st.table, 'map', 'pods4'));
+    assert.ok(podsMap.includes(pod3.ip) && !podsMap.includes(pod1.ip) && !podsMap.includes(pod2.ip), podsMap);
+    const classes = jsonNames(st.table, 'map').filter((n) => n.startsWith('c_'));
+    assert.equal(classes.length, 1);
+    assert.ok(!JSON.stringify(jsonElements(st.table, 'map', classes[0]!)).includes('203.0.113.0'), 'the old destination is gone');
+    assert.deepEqual(await sourcesSeen(pod3, net.internet.otherIp), [VIP]);
+    // The gateway deleted: no class, no slot, no rule, no route.
+    await applyAll([], [podObj(pod1, { app: 'db' }), podObj(pod3, { app: 'web' })]);
+    st = await plane(worker).state();
+    assert.deepEqual(jsonNames(st.table, 'map'), ['pods4', 'snat4', 'tunnel_in4']);
+    assert.deepEqual(jsonNames(st.table, 'chain').filter((n) => /^(c_|gw_)/.test(n)), []);
+    assert.deepEqual(st.rules, []);
+    assert.deepEqual(st.routes, []);
+    assert.deepEqual(await sourcesSeen(pod3, net.internet.otherIp), [worker.ip]);
+  });
+
+  it('failover: the route follows the new node; a UDP stream and a TCP connection keep flowing from the VIP', async () => {
+    const pods = [podObj(pod1, { app: 'web' })];
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], pods);
+    const id = `f${++port}`;
+    await inet.udpListen(id, port);
+    await inet.tcpListen(`${id}t`, port);
+    const t = await podTraffic(pod1);
+    await t.udpStream(id, net.internet.ip, port, 10);
+    await t.tcpConnect(`${id}c`, net.internet.ip, port, 20);
+    await poll('TCP echoes through gateway A', () => t.tcp.some((e) => e.ev === 'echo' && e.id === `${id}c` && e.n! >= 20), 10_000);
+    // Hard failure of A's uplink; the VIP moves to B (the agent's part, by hand here), the route follows.
+    await lab.setLink(gwA.ns, 'eth0', 'down');
+    await lab.ip(gwB.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
+    await lab.ip(lab.router.ns, ['neigh', 'flush', 'to', VIP]);
+    await applyAll([gateway({ active: gwB, policies: [webPolicy] })], pods);
+    const switched = inet.received(id).length;
+    await poll('the stream arrives through B', () => inet.received(id).length >= switched + 20, 10_000);
+    const echoes = () => Math.max(0, ...t.tcp.filter((e) => e.id === `${id}c` && e.ev === 'echo').map((e) => e.n!));
+    const before = echoes();
+    await poll('TCP echoes continue through B', () => echoes() >= before + 20, 15_000);
+    assert.deepEqual([...new Set(inet.received(id).map((e) => e.from))], [VIP]);
+    const accepts = inet.tcp.filter((e) => e.ev === 'accept' && e.id === `${id}t`);
+    assert.equal(accepts.length, 1, 'one connection, never re-established');
+    assert.equal(accepts[0]!.from, VIP);
+    assert.equal(t.tcp.filter((e) => e.ev === 'closed').length, 0);
+    await t.stop(id);
+    await t.stop(`${id}c`);
+    await lab.setLink(gwA.ns, 'eth0', 'up');
+    await lab.ip(gwB.ns, ['addr', 'del', `${VIP}/32`, 'dev', 'eth0']);
+  });
+
+  it('cleanup removes everything of ours and nothing else', async () => {
+    for (const n of lab.nodes) await plane(n).cleanup();
+    for (const n of lab.nodes) {
+      const st = await plane(n).state();
+      assert.deepEqual(st, { table: undefined, rules: [], routes: [], device: false }, n.name);
+    }
+    assert.match(await lab.ip(worker.ns, ['rule', 'show', 'priority', '1000']), /fwmark 0x4000\/0x4000 lookup 100/);
+    assert.match(await lab.ip(worker.ns, ['route', 'show', 'table', '100']), /blackhole 192\.0\.2\.0\/24/);
+    assert.match(await lab.exec(worker.ns, 'nft', ['list', 'tables']), /table ip podnet/);
+    assert.equal((await plane(worker).cleanup()).length, 0, 'idempotent');
+  });
+});

@@ -1,14 +1,30 @@
 // Wires the agent's parts together and runs them until the signal aborts.
+//
+// `--dataplane cilium` (default): the agent runs on member nodes and holds VIPs (heartbeat, fencing).
+// `--dataplane linux`: the agent runs on every node and programs its node's share of the data plane; the
+// VIP part (and with it the heartbeat Lease, two writes a second) runs only while the Node carries the
+// member label: 5,000 agents renewing Leases would be 10,000 API writes a second for nothing.
 
-import { KubeClient, loadKubeConfig } from '../kube/client.ts';
+import { MEMBER_LABEL } from '../api/names.ts';
+import type { NodeLike } from '../api/types.ts';
+import { KubeClient, isStatus, loadKubeConfig } from '../kube/client.ts';
+import { EventRecorder } from '../kube/events.ts';
+import { Informer } from '../kube/informer.ts';
 import { createLogger, errFields, type Logger } from '../kube/log.ts';
+import { NODES } from '../kube/resources.ts';
 import { Agent } from './agent.ts';
-import { startHealthServer } from './health.ts';
+import { DataplaneAgent } from './dataplane/agent.ts';
+import { createRunner } from './dataplane/exec.ts';
+import { LinuxDataplane } from './dataplane/linux.ts';
+import { createDataplaneMetrics } from './dataplane/metrics.ts';
+import { startHealthServer, type ReadinessCheck } from './health.ts';
 import { createAgentMetrics } from './metrics.ts';
 import { IpRoute } from './net/iproute.ts';
 import { loadAddon } from './net/packet.ts';
 import type { AgentOptions } from './options.ts';
 import { WireAnnouncer } from './wire.ts';
+
+export const REPORTING_AGENT = 'network.deckhouse.io/egressgw-agent';
 
 export async function runAgent(o: AgentOptions, { signal, log }: { signal: AbortSignal; log?: Logger }): Promise<void> {
   const logger = (log ?? createLogger(o.logLevel)).child({ component: 'agent', node: o.nodeName });
@@ -19,26 +35,98 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   const addresses = new IpRoute();
   const announcer = new WireAnnouncer({ addresses, reannounceIntervalMs: o.reannounceIntervalMs, metrics, log: logger.child({ part: 'announcer' }) });
   await announcer.start();
-  const agent = new Agent(o, { client, addresses, announcer, metrics, log: logger });
-  const health = await startHealthServer({ host: o.metricsHost, port: o.metricsPort, registry: metrics.registry, ready: () => agent.readiness() });
+  const linux = o.dataplane === 'linux';
+  const newVipAgent = () => new Agent(o, { client, addresses, announcer, metrics, log: logger });
+
+  let plane: LinuxDataplane | undefined;
+  let dataplane: DataplaneAgent | undefined;
+  let membership: Informer<NodeLike> | undefined;
+  let vip: Agent | undefined;
+  /** Member transitions run one at a time (a stop must finish before the next start). */
+  let vipQueue: Promise<void> = Promise.resolve();
+  if (linux) {
+    plane = new LinuxDataplane(o.dataplaneSettings, createRunner());
+    const events = new EventRecorder(client, { reportingController: REPORTING_AGENT, reportingInstance: `egressgw-agent-${o.nodeName}`, logger });
+    dataplane = new DataplaneAgent(
+      { nodeName: o.nodeName, podCIDRs: o.podCIDRs, serviceCIDRs: o.serviceCIDRs },
+      { client, plane, addresses, metrics: createDataplaneMetrics(metrics.registry), events, log: logger },
+    );
+    await dataplane.start();
+    membership = new Informer<NodeLike>(client, { resource: NODES, fieldSelector: `metadata.name=${o.nodeName}`, logger, minBackoffMs: 250, maxBackoffMs: 5000 });
+    const follow = () => {
+      vipQueue = vipQueue.then(async () => {
+        if (signal.aborted) return;
+        const member = membership!.get(o.nodeName)?.metadata.labels?.[MEMBER_LABEL] !== undefined;
+        if (member && !vip) {
+          logger.info('this node is a gateway member: starting the heartbeat and the VIP part');
+          vip = newVipAgent();
+          vip.start();
+        } else if (!member && vip) {
+          logger.info('this node is no longer a gateway member: withdrawing VIPs and the heartbeat');
+          const v = vip;
+          vip = undefined;
+          await v.stop();
+        }
+      }).catch((err: unknown) => logger.error(errFields(err), 'following the member label failed'));
+    };
+    membership.onEvent(follow);
+    membership.start();
+  } else {
+    vip = newVipAgent();
+  }
+
+  const ready = (): ReadinessCheck => {
+    const reasons: string[] = [];
+    if (vip) reasons.push(...vip.readiness().reasons);
+    const d = dataplane?.readiness();
+    if (d && !d.ok) reasons.push(d.reason ?? 'dataplane not ready');
+    return { ok: reasons.length === 0, reasons };
+  };
+  const health = await startHealthServer({ host: o.metricsHost, port: o.metricsPort, registry: metrics.registry, ready });
   logger.info({
     metrics: health.address,
-    heartbeat: o.heartbeat ? `${o.heartbeatNamespace}/every ${o.renewIntervalMs}ms, duration ${o.leaseDurationMs}ms` : 'disabled (reference mode)',
+    dataplane: o.dataplane,
+    heartbeat: o.heartbeat ? `${o.heartbeatNamespace}/every ${o.renewIntervalMs}ms, duration ${o.leaseDurationMs}ms${linux ? ', while a member' : ''}` : 'disabled (reference mode)',
     addressLifetimeMs: o.addressLifetimeMs,
     refreshIntervalMs: o.refreshIntervalMs,
     fenceAfterMs: o.fenceAfterMs,
   }, 'agent started');
-  agent.start();
+  if (!linux) vip!.start();
   await new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     else signal.addEventListener('abort', () => resolve(), { once: true });
   });
   logger.info({ signal: String(signal.reason) }, 'shutting down: withdrawing VIPs, deleting the heartbeat lease');
   try {
-    await agent.stop();
+    membership?.stop();
+    await vipQueue;
+    await vip?.stop();
+    await dataplane?.stop();
+    if (plane && (o.cleanup || (await uninstalling(client, o.daemonSet, logger)))) {
+      const removed = await plane.cleanup();
+      logger.info({ removed }, o.cleanup ? 'removed the data plane (--cleanup)' : 'removed the data plane (the agent DaemonSet is gone: uninstall)');
+    }
   } catch (err) {
     logger.error(errFields(err), 'shutdown incomplete');
   }
   await health.close();
   logger.info('agent stopped');
+}
+
+/**
+ * Whether this exit is an uninstall: the agent's DaemonSet is gone or being deleted. An ordinary restart
+ * (rolling update, eviction) finds it in place and keeps the kernel state, so traffic keeps flowing while
+ * the new pod starts. When the API cannot say, the state stays (a restart is far more common).
+ */
+export async function uninstalling(client: KubeClient, daemonSet: string, log: Logger): Promise<boolean> {
+  if (daemonSet === '') return false;
+  const [namespace, name] = daemonSet.split('/') as [string, string];
+  try {
+    const ds = await client.get<{ metadata?: { deletionTimestamp?: string } }>({ group: 'apps', version: 'v1', plural: 'daemonsets', namespace }, name);
+    return Boolean(ds.metadata?.deletionTimestamp);
+  } catch (err) {
+    if (isStatus(err, 404)) return true;
+    log.warn({ ...errFields(err), daemonSet }, 'cannot tell whether this is an uninstall; keeping the data plane');
+    return false;
+  }
 }

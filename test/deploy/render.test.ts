@@ -22,7 +22,7 @@ describe('default install', () => {
     assert.equal(ms[0]?.kind, 'Namespace');
     assert.equal(ms[0]?.metadata.name, 'd8-cni-cilium');
     const firstOther = ms.findIndex((m) => m.kind !== 'Namespace' && m.kind !== 'CustomResourceDefinition');
-    assert.equal(ms.filter((m) => m.kind === 'CustomResourceDefinition').length, 3);
+    assert.equal(ms.filter((m) => m.kind === 'CustomResourceDefinition').length, 4);
     assert.ok(ms.slice(firstOther).every((m) => m.kind !== 'CustomResourceDefinition'));
   });
 

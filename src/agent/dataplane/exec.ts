@@ -57,8 +57,11 @@ export interface Nft {
   version(): Promise<string>;
   /** One atomic transaction (`nft -f -`). */
   apply(script: string): Promise<void>;
-  /** `nft -j list table FAMILY NAME` parsed, or undefined when the table does not exist. */
-  listTable(family: string, name: string): Promise<NftJson | undefined>;
+  /**
+   * `nft -j list table FAMILY NAME` parsed, or undefined when the table does not exist. `terse` leaves set
+   * and map elements out (a cheap existence check on a large table).
+   */
+  listTable(family: string, name: string, opts?: { terse?: boolean }): Promise<NftJson | undefined>;
   deleteTable(family: string, name: string): Promise<boolean>;
 }
 
@@ -76,9 +79,9 @@ export function createNft(runner: Runner): Nft {
     async apply(script) {
       await runner.run('nft', ['-f', '-'], script);
     },
-    async listTable(family, name) {
+    async listTable(family, name, opts) {
       try {
-        return JSON.parse(await runner.run('nft', ['-j', 'list', 'table', family, name])) as NftJson;
+        return JSON.parse(await runner.run('nft', [...(opts?.terse ? ['-t'] : []), '-j', 'list', 'table', family, name])) as NftJson;
       } catch (err) {
         if (err instanceof CommandFailed && !err.missing && NO_TABLE.test(err.stderr)) return undefined;
         throw err;

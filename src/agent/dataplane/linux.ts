@@ -132,10 +132,10 @@ export class LinuxDataplane {
     return removed;
   }
 
-  /** What of ours the kernel holds now. */
-  async state(): Promise<KernelState> {
+  /** What of ours the kernel holds now (`elements: false`: the table without set and map elements). */
+  async state(opts: { elements?: boolean } = {}): Promise<KernelState> {
     const st = await this.#state();
-    return { ...st, table: await this.#nft.listTable(TABLE_FAMILY, TABLE_NAME) };
+    return { ...st, table: await this.#nft.listTable(TABLE_FAMILY, TABLE_NAME, { terse: opts.elements === false }) };
   }
 
   async #state(): Promise<Omit<KernelState, 'table'>> {

@@ -200,3 +200,32 @@ describe('assignSlots', () => {
     assert.deepEqual([...assignSlots(['x', 'y', 'z'], new Map(), 1, 2)], [['x', 1], ['y', 2]]);
   });
 });
+
+describe('pod selection index', () => {
+  it('selects exactly what testing every policy against every pod selects (property)', async () => {
+    const fc = (await import('fast-check')).default;
+    const { podSelected } = await import('../core/selectors.ts');
+    const labelArb = fc.dictionary(fc.constantFrom('app', 'team', 'tier'), fc.constantFrom('a', 'b', 'c'), { maxKeys: 3 });
+    const selectorArb = fc.record({
+      podSelector: fc.option(fc.record({
+        matchLabels: fc.option(labelArb, { nil: undefined }),
+        matchExpressions: fc.option(fc.array(fc.record({ key: fc.constantFrom('app', 'team', 'io.kubernetes.pod.namespace'), operator: fc.constantFrom('In', 'NotIn', 'Exists', 'DoesNotExist'), values: fc.array(fc.constantFrom('a', 'b', 'ns1'), { maxLength: 2 }) }), { maxLength: 2 }), { nil: undefined }),
+      }, { requiredKeys: [] }), { nil: undefined }),
+      namespaceSelector: fc.option(fc.record({ matchLabels: labelArb }), { nil: undefined }),
+    }, { requiredKeys: [] });
+    const policyArb = fc.array(fc.array(selectorArb, { minLength: 1, maxLength: 2 }), { minLength: 1, maxLength: 6 });
+    const podArb = fc.array(fc.record({ ns: fc.constantFrom('ns1', 'ns2'), labels: labelArb }), { minLength: 1, maxLength: 8 });
+    fc.assert(fc.property(policyArb, podArb, (selectorLists, podSpecs) => {
+      const policies = selectorLists.map((selectors, i) => ({ name: `p${i}`, selectors, destinationCIDRs: ['203.0.113.0/24'] }));
+      const namespaces = new Map([['ns1', { team: 'a' }], ['ns2', { team: 'b' }]]);
+      const pods = podSpecs.map((s, i) => pod(s.ns, `x${i}`, `198.18.16.${10 + i}`, s.labels));
+      const dp = build({ gateways: [gateway('gw', { policies })], pods, namespaces });
+      const got = new Map<string, string[]>();
+      for (const c of dp.classes) for (const ip of c.pods) got.set(ip, c.policies);
+      pods.forEach((p) => {
+        const want = policies.filter((pol) => podSelected(pol.selectors, { namespace: p.metadata.namespace!, labels: p.metadata.labels, namespaceLabels: namespaces.get(p.metadata.namespace!) })).map((pol) => pol.name);
+        assert.deepEqual(got.get(p.status!.podIPs![0]!.ip!) ?? [], want);
+      });
+    }), { numRuns: 300 });
+  });
+});

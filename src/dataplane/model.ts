@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { DataplanePolicy, EgressGatewayDataplane, PodLike } from '../api/types.ts';
-import { podSelected } from '../core/selectors.ts';
+import { NAMESPACE_PSEUDO_LABEL, podSelected, type PodSelectionView } from '../core/selectors.ts';
 import { flattenLpm, mergeRanges, parseCIDR4, parseIPv4, type LpmEntry, type Range } from './ranges.ts';
 
 /** Source-side slots are 1…127 (routing), tunnel-in slots 128…255 (SNAT choice): see docs/dataplane.md. */
@@ -151,7 +151,8 @@ export function buildNodeDataplane(input: ModelInput): NodeDataplane {
   const classMembers = new Map<string, { policies: number[]; pods: string[] }>();
   const clusterMerged = mergeRanges(cluster);
   const podMerged = mergeRanges(podNets);
-  const sortedPods = [...input.pods].sort((a, b) => podKey(a).localeCompare(podKey(b)));
+  const sortedPods = input.pods.map((p) => ({ p, k: podKey(p) })).sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0)).map((x) => x.p);
+  const index = new SelectorIndex(policyEntries.map((pe) => pe.policy));
   for (const pod of sortedPods) {
     if (pod.spec?.nodeName !== undefined && pod.spec.nodeName !== input.node) continue;
     if (pod.spec?.hostNetwork === true) continue;
@@ -172,11 +173,7 @@ export function buildNodeDataplane(input: ModelInput): NodeDataplane {
     }
     known.add(ip);
     const ns = pod.metadata.namespace ?? 'default';
-    const view = { namespace: ns, labels: pod.metadata.labels, namespaceLabels: input.namespaces.get(ns) };
-    const matched: number[] = [];
-    policyEntries.forEach((pe, i) => {
-      if (podSelected(pe.policy.selectors, view)) matched.push(i);
-    });
+    const matched = index.matching({ namespace: ns, labels: pod.metadata.labels, namespaceLabels: input.namespaces.get(ns) });
     if (matched.length === 0) continue;
     const key = matched.map((i) => policyEntries[i]!.policy.name).join('\n');
     const c = classMembers.get(key);
@@ -259,11 +256,11 @@ export function buildNodeDataplane(input: ModelInput): NodeDataplane {
   return {
     cluster: clusterMerged,
     podNets: podMerged,
-    known: [...known].sort(compareIPv4),
+    known: sortIPv4([...known]),
     classes,
     egress,
     ingress,
-    vips: [...vips].sort(compareIPv4),
+    vips: sortIPv4([...vips]),
     slots: { egress: egressSlots, ingress: ingressSlots },
     problems,
   };
@@ -273,8 +270,8 @@ function podKey(p: DataplanePod): string {
   return `${p.metadata.namespace ?? 'default'}/${p.metadata.name}`;
 }
 
-function compareIPv4(a: string, b: string): number {
-  return parseIPv4(a)! - parseIPv4(b)!;
+function sortIPv4(list: string[]): string[] {
+  return list.map((ip) => ({ ip, n: parseIPv4(ip)! })).sort((a, b) => a.n - b.n).map((x) => x.ip);
 }
 
 /** The pod's IPv4 address (dual-stack pods list one per family), or undefined. */
@@ -364,4 +361,51 @@ function parseGateways(objects: readonly EgressGatewayDataplane[], problems: Pro
     out.push({ name, tunnelID: id, endpoint, activeNode, mode, vip, interfaceName, policies });
   }
   return out;
+}
+
+/**
+ * Which policies select a pod, without testing every policy against every pod (10,000 pods × 1,000
+ * policies on a node): a selector item with matchLabels can only match pods carrying its first
+ * key=value pair, so it is indexed under that pair; the others (matchExpressions or namespaceSelector
+ * only) are tested for every pod. Candidates get the full test (`podSelected`).
+ */
+class SelectorIndex {
+  readonly #policies: readonly DataplanePolicy[];
+  readonly #anchored = new Map<string, number[]>();
+  readonly #always: number[] = [];
+
+  constructor(policies: readonly DataplanePolicy[]) {
+    this.#policies = policies;
+    policies.forEach((p, i) => {
+      const anchors = new Set<string>();
+      for (const s of p.selectors) {
+        const ml = s?.podSelector?.matchLabels;
+        const keys = ml && typeof ml === 'object' ? Object.keys(ml).sort() : [];
+        const k = keys[0];
+        if (k === undefined || typeof ml![k] !== 'string') {
+          this.#always.push(i);
+          return;
+        }
+        anchors.add(`${k}\u0000${ml![k]}`);
+      }
+      for (const a of anchors) {
+        let list = this.#anchored.get(a);
+        if (!list) this.#anchored.set(a, (list = []));
+        list.push(i);
+      }
+    });
+  }
+
+  /** Indices of the policies selecting the pod, ascending. */
+  matching(pod: PodSelectionView): number[] {
+    const candidates = new Set<number>(this.#always);
+    const labels: Record<string, string> = { ...(pod.labels ?? {}), [NAMESPACE_PSEUDO_LABEL]: pod.namespace };
+    for (const k in labels) {
+      const list = this.#anchored.get(`${k}\u0000${labels[k]}`);
+      if (list) for (const i of list) candidates.add(i);
+    }
+    const out: number[] = [];
+    for (const i of candidates) if (podSelected(this.#policies[i]!.selectors, pod)) out.push(i);
+    return out.sort((a, b) => a - b);
+  }
 }

@@ -17,11 +17,18 @@ export interface Prefix extends Range {
   len: number;
 }
 
-/** Dotted quad → number, or undefined unless it is a four-part decimal IPv4 address. */
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const DOTTED_QUAD = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
+
+/**
+ * Dotted quad → number, or undefined unless it is a four-part decimal IPv4 address without leading zeros
+ * (what the kernel and Kubernetes print). Hand-written rather than ipaddr.js: a node's data plane parses
+ * every pod address on every update, and this is an order of magnitude faster.
+ */
 export function parseIPv4(text: string): number | undefined {
-  if (typeof text !== 'string' || !ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
-  const o = ipaddr.IPv4.parse(text).octets;
-  return ((o[0]! << 24) >>> 0) + (o[1]! << 16) + (o[2]! << 8) + o[3]!;
+  const m = typeof text === 'string' ? DOTTED_QUAD.exec(text) : null;
+  if (!m) return undefined;
+  return Number(m[1]) * 16777216 + Number(m[2]) * 65536 + Number(m[3]) * 256 + Number(m[4]);
 }
 
 export function formatIPv4(n: number): string {

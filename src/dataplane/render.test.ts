@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NodeDataplane } from './model.ts';
 import { parseIPv4 } from './ranges.ts';
-import { DEFAULT_DATAPLANE_SETTINGS, desiredRoutes, desiredRules, isOurTable, renderNft, settingsProblems, slotMark } from './render.ts';
+import { DEFAULT_DATAPLANE_SETTINGS, desiredRoutes, desiredRules, isOurTable, renderNft, renderPodDelta, settingsProblems, slotMark, withoutPods } from './render.ts';
 
 const S = DEFAULT_DATAPLANE_SETTINGS;
 const r = (a: string, b: string) => ({ first: parseIPv4(a)!, last: parseIPv4(b)! });
@@ -60,6 +60,25 @@ describe('renderNft', () => {
   it('another mask shifts the slots', () => {
     assert.equal(slotMark(3, 0x0000ff00), 0x0300);
     assert.match(renderNft(ONE, { ...S, markMask: 0x0000ff00 }), /meta mark set meta mark & 0xffff00ff \| 0x00000300/);
+  });
+});
+
+describe('renderPodDelta', () => {
+  it('turns one model\'s pod elements into another\'s: deletions first, a pod that changed class re-added', () => {
+    const two: NodeDataplane = {
+      ...ONE,
+      known: ['198.18.16.6', '198.18.16.7'],
+      classes: [{ ...ONE.classes[0]!, pods: ['198.18.16.6'] }, { ...ONE.classes[0]!, id: 'c_other', pods: ['198.18.16.7'] }],
+    };
+    const one: NodeDataplane = { ...ONE, classes: [...ONE.classes, { ...ONE.classes[0]!, id: 'c_other', pods: ['198.18.16.6'] }] };
+    assert.equal(renderPodDelta(one, two), [
+      'delete element inet egressgw pods4 { 198.18.16.5, 198.18.16.6 }',
+      'delete element inet egressgw known4 { 198.18.16.5 }',
+      'add element inet egressgw known4 { 198.18.16.7 }',
+      'add element inet egressgw pods4 { 198.18.16.6 : jump c_0123456789ab, 198.18.16.7 : jump c_other }',
+      '',
+    ].join('\n'));
+    assert.equal(renderNft(withoutPods(one), S), renderNft(withoutPods(two), S), 'same structure');
   });
 });
 

@@ -123,6 +123,39 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   return `${L.join('\n')}\n`;
 }
 
+/** The model without its pods: two models with the same structure differ only in pod elements. */
+export function withoutPods(dp: NodeDataplane): NodeDataplane {
+  return { ...dp, known: [], classes: dp.classes.map((c) => ({ ...c, pods: [] })) };
+}
+
+/**
+ * One transaction that turns the pod elements of `from` into those of `to` (same structure): deletions
+ * first, so a pod that changed class is deleted and re-added. An element the kernel does not hold makes
+ * it fail as a whole; the caller then replaces the table.
+ */
+export function renderPodDelta(from: NodeDataplane, to: NodeDataplane): string {
+  const t = `${TABLE_FAMILY} ${TABLE_NAME}`;
+  const classOf = (dp: NodeDataplane) => {
+    const m = new Map<string, string>();
+    for (const c of dp.classes) for (const ip of c.pods) m.set(ip, c.id);
+    return m;
+  };
+  const a = classOf(from);
+  const b = classOf(to);
+  const knownA = new Set(from.known);
+  const knownB = new Set(to.known);
+  const delPods = [...a].filter(([ip, c]) => b.get(ip) !== c).map(([ip]) => ip);
+  const addPods = [...b].filter(([ip, c]) => a.get(ip) !== c).map(([ip, c]) => `${ip} : jump ${c}`);
+  const delKnown = from.known.filter((ip) => !knownB.has(ip));
+  const addKnown = to.known.filter((ip) => !knownA.has(ip));
+  const L: string[] = [];
+  if (delPods.length > 0) L.push(`delete element ${t} pods4 { ${delPods.join(', ')} }`);
+  if (delKnown.length > 0) L.push(`delete element ${t} known4 { ${delKnown.join(', ')} }`);
+  if (addKnown.length > 0) L.push(`add element ${t} known4 { ${addKnown.join(', ')} }`);
+  if (addPods.length > 0) L.push(`add element ${t} pods4 { ${addPods.join(', ')} }`);
+  return `${L.join('\n')}\n`;
+}
+
 export interface RouteSpec {
   table: number;
   tunnelID: number;

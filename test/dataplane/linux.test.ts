@@ -169,6 +169,14 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     assert.equal(jsonElements(st.table, 'map', 'pods4').length, 2);
     assert.equal(st.rules.length, 1);
     assert.equal(st.routes.length, 1);
+    // Pods only (pod2 deleted, pod3 relabelled into pod1's class): a small element transaction, no table replacement.
+    const r = await plane(worker).apply(model(worker, [gateway({ active: gwA, policies: [webPolicy] })], [podObj(pod1, { app: 'web' }), podObj(pod3, { app: 'web' })]));
+    assert.equal(r.nft, 'pods');
+    st = await plane(worker).state();
+    assert.deepEqual(jsonElements(st.table, 'set', 'known4'), [pod1.ip, pod3.ip]);
+    assert.equal(jsonElements(st.table, 'map', 'pods4').length, 2);
+    assert.ok(!JSON.stringify(jsonElements(st.table, 'map', 'pods4')).includes(pod2.ip));
+    assert.deepEqual(await sourcesSeen(pod3, net.internet.ip), [VIP]);
     // pod2 deleted, pod1 relabelled, the policy changed to another destination.
     const moved: DataplanePolicy = { ...webPolicy, destinationCIDRs: ['198.51.100.0/24'] };
     await applyAll([gateway({ active: gwA, policies: [moved] })], [podObj(pod1, { app: 'db' }), podObj(pod3, { app: 'web' })]);

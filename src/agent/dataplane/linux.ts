@@ -8,7 +8,7 @@
 //   5. rules, then routes, of the slots no longer used (nft no longer marks packets for them).
 
 import type { NodeDataplane } from '../../dataplane/model.ts';
-import { desiredRoutes, desiredRules, isOurTable, renderNft, TABLE_FAMILY, TABLE_NAME, type DataplaneSettings, type RouteSpec, type RuleSpec } from '../../dataplane/render.ts';
+import { desiredRoutes, desiredRules, isOurTable, renderNft, renderPodDelta, TABLE_FAMILY, TABLE_NAME, withoutPods, type DataplaneSettings, type RouteSpec, type RuleSpec } from '../../dataplane/render.ts';
 import { CommandFailed, createNft, type Nft, type NftJson, type Runner } from './exec.ts';
 
 /** Thrown when the node cannot carry the data plane at all (nft or the kernel features are missing). */
@@ -36,6 +36,8 @@ export interface ApplyResult {
   rulesChanged: number;
   /** Time of the nft transaction alone, ms. */
   nftMs: number;
+  /** full: the table replaced; pods: only pod elements changed; unchanged: no nft transaction. */
+  nft: 'full' | 'pods' | 'unchanged';
 }
 
 export interface KernelState {
@@ -45,10 +47,14 @@ export interface KernelState {
   device: boolean;
 }
 
+type State = Omit<KernelState, 'table'> & { link: Record<string, unknown> | undefined };
+
 export class LinuxDataplane {
   readonly settings: DataplaneSettings;
   readonly #run: Runner;
   readonly #nft: Nft;
+  /** What the table holds after our last successful transaction (undefined: unknown, replace it whole). */
+  #last: { dp: NodeDataplane; script: string; structure: string } | undefined;
   /** MTU of egw0; undefined: derived from the default route's interface. */
   readonly #mtu: number | undefined;
 
@@ -73,10 +79,10 @@ export class LinuxDataplane {
 
   async apply(dp: NodeDataplane): Promise<ApplyResult> {
     const s = this.settings;
-    await this.#ensureDevice();
+    const have = await this.#state();
+    await this.#ensureDevice(have.link);
     const routes = desiredRoutes(dp, s);
     const rules = desiredRules(dp, s);
-    const have = await this.#state();
     let routesChanged = 0;
     let rulesChanged = 0;
     const haveRoute = new Map(have.routes.map((r) => [r.table, r]));
@@ -93,10 +99,7 @@ export class LinuxDataplane {
       await this.#ip(['-4', 'rule', 'add', ...ruleArgs(r)]);
       rulesChanged++;
     }
-    const script = renderNft(dp, s);
-    const t0 = performance.now();
-    await this.#nft.apply(script);
-    const nftMs = performance.now() - t0;
+    const { script, nftMs, mode } = await this.#applyTable(dp, have.link !== undefined);
     const wantRules = new Set(rules.map(ruleKey));
     for (const r of have.rules) {
       if (wantRules.has(ruleKey(r))) continue;
@@ -109,11 +112,41 @@ export class LinuxDataplane {
       await this.#ip(['-4', 'route', 'flush', 'table', String(r.table)]);
       routesChanged++;
     }
-    return { scriptBytes: Buffer.byteLength(script), routesChanged, rulesChanged, nftMs };
+    return { scriptBytes: Buffer.byteLength(script), routesChanged, rulesChanged, nftMs, nft: mode };
+  }
+
+  /**
+   * The nft part of an update. Most updates are pods coming and going while the classes, slots and
+   * gateways stay: then only the elements of `known4` and `pods4` change, in one small transaction instead
+   * of the whole table (at 10,000 pods: milliseconds instead of a quarter second). Anything else, or an
+   * element transaction the kernel refuses, replaces the whole table.
+   */
+  async #applyTable(dp: NodeDataplane, deviceExisted: boolean): Promise<{ script: string; nftMs: number; mode: ApplyResult['nft'] }> {
+    const s = this.settings;
+    const script = renderNft(dp, s);
+    const last = this.#last;
+    if (last && deviceExisted && script === last.script) return { script, nftMs: 0, mode: 'unchanged' };
+    const structure = renderNft(withoutPods(dp), s);
+    const t0 = performance.now();
+    if (last && deviceExisted && structure === last.structure) {
+      const delta = renderPodDelta(last.dp, dp);
+      try {
+        await this.#nft.apply(delta);
+        this.#last = { dp, script, structure };
+        return { script, nftMs: performance.now() - t0, mode: 'pods' };
+      } catch {
+        // Someone changed our table behind our back: fall through to the full replacement.
+      }
+    }
+    this.#last = undefined;
+    await this.#nft.apply(script);
+    this.#last = { dp, script, structure };
+    return { script, nftMs: performance.now() - t0, mode: 'full' };
   }
 
   /** Removes everything of ours; idempotent. Returns what was removed (for the log). */
   async cleanup(): Promise<string[]> {
+    this.#last = undefined;
     const removed: string[] = [];
     if (await this.#nft.deleteTable(TABLE_FAMILY, TABLE_NAME)) removed.push(`table ${TABLE_FAMILY} ${TABLE_NAME}`);
     const st = await this.#state();
@@ -134,11 +167,11 @@ export class LinuxDataplane {
 
   /** What of ours the kernel holds now (`elements: false`: the table without set and map elements). */
   async state(opts: { elements?: boolean } = {}): Promise<KernelState> {
-    const st = await this.#state();
-    return { ...st, table: await this.#nft.listTable(TABLE_FAMILY, TABLE_NAME, { terse: opts.elements === false }) };
+    const { rules, routes, device } = await this.#state();
+    return { rules, routes, device, table: await this.#nft.listTable(TABLE_FAMILY, TABLE_NAME, { terse: opts.elements === false }) };
   }
 
-  async #state(): Promise<Omit<KernelState, 'table'>> {
+  async #state(): Promise<State> {
     const s = this.settings;
     const rules: RuleSpec[] = [];
     const rulesJson = JSON.parse((await this.#ip(['-4', '-j', 'rule', 'show'])) || '[]') as Array<Record<string, unknown>>;
@@ -155,8 +188,8 @@ export class LinuxDataplane {
       const m = /encap ip id (\d+) .*\bdst (\S+)/.exec(line);
       routes.push({ table, tunnelID: m ? Number(m[1]) : 0, endpoint: m?.[2] ?? '' });
     }
-    const device = (await this.#link(s.device)) !== undefined;
-    return { rules, routes, device };
+    const link = await this.#link(s.device);
+    return { rules, routes, device: link !== undefined, link };
   }
 
   async #link(name: string): Promise<Record<string, unknown> | undefined> {
@@ -169,14 +202,19 @@ export class LinuxDataplane {
     }
   }
 
-  /** The tunnel device as docs/dataplane.md says: VXLAN-GPE, external, our port, up, loose rp_filter. */
-  async #ensureDevice(): Promise<void> {
+  /**
+   * The tunnel device as docs/dataplane.md says: VXLAN-GPE, external, our port, up, an address, loose
+   * rp_filter. `link` is what `ip -d link show` says now; a right one is left alone (no commands).
+   */
+  async #ensureDevice(link: Record<string, unknown> | undefined): Promise<void> {
     const s = this.settings;
-    const link = await this.#link(s.device);
     const info = (link?.linkinfo as { info_kind?: string; info_data?: Record<string, unknown> } | undefined);
     const right = info?.info_kind === 'vxlan' && info.info_data?.external === true && info.info_data?.gpe === true && info.info_data?.port === s.tunnelPort;
+    const up = Array.isArray(link?.flags) && (link.flags as string[]).includes('UP');
+    if (right && up) return;
+    this.#last = undefined;
     if (link && !right) await this.#ip(['link', 'del', s.device]);
-    if (!link || !right) {
+    if (!right) {
       const mtu = this.#mtu ?? (await this.#uplinkMtu()) - TUNNEL_OVERHEAD;
       try {
         await this.#ip(['link', 'add', s.device, 'mtu', String(mtu), 'type', 'vxlan', 'external', 'gpe', 'dstport', String(s.tunnelPort)]);

@@ -30,7 +30,7 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { ACTIVE_FOR_PREFIX, MODE_VIP } from '../src/api/names.ts';
 import { createCore, type Core } from '../src/core/index.ts';
 import type { CoreOptions, Write } from '../src/core/types.ts';
-import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, snapshotOf, type Cluster, type ClusterSize } from './cluster.ts';
+import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, snapshotOf, type Cluster, type ClusterSize } from './synthetic-cluster.ts';
 import { dist, mb, median, msSince, type Dist } from './stats.ts';
 
 export interface ControllerBenchOptions {

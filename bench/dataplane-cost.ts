@@ -10,7 +10,7 @@ import { DEFAULT_DATAPLANE_SETTINGS, renderNft } from '../src/dataplane/render.t
 import { formatIPv4, parseIPv4 } from '../src/dataplane/ranges.ts';
 import { createRunner } from '../src/agent/dataplane/exec.ts';
 import { LinuxDataplane } from '../src/agent/dataplane/linux.ts';
-import { Lab } from '../src/testenv/netns.ts';
+import { Network } from '../src/testenv/netns.ts';
 import { dist, type Dist } from './stats.ts';
 
 export interface DataplaneCostResults {
@@ -72,7 +72,7 @@ export async function runDataplaneCostBench(o: { pods?: number; policies?: numbe
     previous,
   });
 
-  const lab = await Lab.create({ nodes: 1, prefix: 'egb' });
+  const lab = await Network.create({ nodes: 1, prefix: 'egb' });
   try {
     const plane = new LinuxDataplane(DEFAULT_DATAPLANE_SETTINGS, createRunner({ netns: lab.nodes[0]!.ns }), { mtu: 1450 });
     const computeMs: number[] = [];

@@ -1,6 +1,6 @@
-// Failover benchmark: hard failures of the active gateway's agent in the end-to-end lab (real API server,
-// controller, agents in network namespaces, ARP on a bridge), timed from the kill to the first gratuitous
-// ARP of the new owner as seen by the router.
+// Failover benchmark: hard failures of the active gateway's agent in the end-to-end test environment
+// (src/testenv/env.ts: real API server, controller, agents in network namespaces, ARP on a bridge), timed
+// from the kill to the first gratuitous ARP of the new owner as seen by the router.
 //
 // Phases (all on one wall clock; the controller runs in this process, agents and captures are children):
 //   detection     kill → the controller pass that creates the new node's instance (it has seen the
@@ -26,7 +26,12 @@ import type { PassInfo } from '../src/controller/controller.ts';
 import { resourcePath } from '../src/kube/client.ts';
 import { leases } from '../src/kube/resources.ts';
 import { microTime } from '../src/kube/time.ts';
-import { activeInstance, startLab, waitFor, type Capture, type LabHandle, type LabNodeHandle } from '../src/testenv/lab.ts';
+import { startTestEnv, type TestEnv, type TestEnvNode } from '../src/testenv/env.ts';
+import { settledActive } from '../src/testenv/failover.ts';
+import type { Capture } from '../src/testenv/observe.ts';
+import { poll } from '../src/testenv/poll.ts';
+import { heartbeatingNodes } from '../src/testenv/queries.ts';
+import { dist } from './stats.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -82,22 +87,9 @@ export interface FailoverBenchResults {
 
 const GW = 'bench-gw';
 
-/** Nearest-rank percentile. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
-  return sorted[Math.min(rank, sorted.length) - 1]!;
-}
-
 export function stats(values: readonly number[]): PhaseStats {
-  const s = [...values].sort((a, b) => a - b);
-  return {
-    p50: percentile(s, 50),
-    p99: percentile(s, 99),
-    min: s[0] ?? NaN,
-    max: s[s.length - 1] ?? NaN,
-    mean: s.reduce((a, b) => a + b, 0) / (s.length || 1),
-  };
+  const { n: _n, ...phase } = dist(values);
+  return phase;
 }
 
 interface PassRecord {
@@ -115,7 +107,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
   const vip = opts.vip ?? '198.18.0.100';
   const leaseMs = opts.leaseDurationMs ?? 2000;
   const passes: PassRecord[] = [];
-  const lab = await startLab({
+  const env = await startTestEnv({
     nodes: opts.nodes ?? 3,
     agentArgs: leaseMs === 2000 ? [] : ['--lease-duration', `${leaseMs}ms`],
     onPass: (p: PassInfo) => {
@@ -130,18 +122,18 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
   });
   let capture: Capture | undefined;
   try {
-    await lab.createVipGateway(GW, vip, ['eth0']);
-    capture = await lab.captureArp(lab.router.ns, 'br0');
+    await env.createVipGateway(GW, vip, ['eth0']);
+    capture = await env.captureArp(env.router.ns, 'br0');
     const results: RoundResult[] = [];
     for (let r = 1; r <= rounds; r++) {
-      const res = await oneFailover(lab, capture, passes, vip, r, async (a) => a.agent.kill('SIGKILL'));
+      const res = await oneFailover(env, capture, passes, vip, r, async (a) => a.agent.kill('SIGKILL'));
       results.push(res);
       log(`round ${String(r).padStart(2)}: ${res.from} → ${res.to}  detection ${ms(res.detectionMs)}  takeover ${ms(res.takeoverMs)}  total ${ms(res.totalMs)}  (confirmed +${ms(res.confirmationMs)}; old VIP gone after ${ms(res.oldReleasedMs)})`);
     }
 
     const reference: RoundResult[] = [];
     for (let t = 1; t <= refTrials; t++) {
-      const res = await referenceTrial(lab, capture, passes, vip, t, graceMs, log);
+      const res = await referenceTrial(env, capture, passes, vip, t, graceMs, log);
       reference.push(res);
       log(`reference ${t}: ${res.from} → ${res.to}  total ${ms(res.totalMs)} (detection ${ms(res.detectionMs)})`);
     }
@@ -158,7 +150,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     const out: FailoverBenchResults = {
       when: new Date().toISOString(),
       setup: {
-        nodes: lab.nodes.length,
+        nodes: env.nodes.length,
         vip,
         agent: { renewInterval: '500ms', leaseDuration: `${leaseMs}ms`, addressLifetime: '1s', refreshInterval: '250ms', fenceAfter: '1s' },
         controller: { heartbeatDuration: `from the Lease (${leaseMs}ms)`, leaderElection: 'off (single in-process controller)' },
@@ -182,7 +174,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     return out;
   } finally {
     capture?.stop();
-    await lab.stop();
+    await env.stop();
   }
 }
 
@@ -212,46 +204,35 @@ export function table(r: FailoverBenchResults): string {
 }
 
 /** Waits until one node alone holds the VIP with a Ready instance, every agent runs and every heartbeat is fresh. */
-async function settle(lab: LabHandle, vip: string): Promise<LabNodeHandle> {
-  return waitFor(async () => {
-    const inst = await activeInstance(lab.client, GW);
-    if (!inst?.ready || inst.live !== 1) return undefined;
-    const holders: string[] = [];
-    for (const n of lab.nodes) {
-      if (!n.agent.alive()) return undefined;
-      if (await lab.hasAddress(n, vip)) holders.push(n.name);
-    }
-    if (holders.length !== 1 || holders[0] !== inst.node) return undefined;
+async function settle(env: TestEnv, vip: string): Promise<TestEnvNode> {
+  const names = env.nodes.map((n) => n.name);
+  return settledActive(env, GW, vip, {
+    deadlineMs: 60_000,
+    intervalMs: 50,
     // Every standby has a live heartbeat again (a restarted agent needs a renewal or two).
-    const now = Date.now();
-    for (const n of lab.nodes) {
-      const lease = await lab.client.tryGet<{ spec?: { renewTime?: string } }>(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(n.name));
-      const renewed = Date.parse(lease?.spec?.renewTime ?? '');
-      if (!(now - renewed < 1500)) return undefined;
-    }
-    return lab.nodes.find((n) => n.name === inst.node);
-  }, 60_000, 'a settled active node', 50);
+    also: async () => env.nodes.every((n) => n.agent.alive()) && (await heartbeatingNodes(env.client, names, 1500)).length === names.length,
+  });
 }
 
-async function oneFailover(lab: LabHandle, capture: Capture, passes: PassRecord[], vip: string, round: number,
-  fail: (a: LabNodeHandle) => Promise<void>, tFailOverride?: () => number): Promise<RoundResult> {
-  const a = await settle(lab, vip);
-  await lab.udpPoke(lab.router.ns, vip);
-  const addrA = await lab.monitorAddresses(a.ns);
+async function oneFailover(env: TestEnv, capture: Capture, passes: PassRecord[], vip: string, round: number,
+  fail: (a: TestEnvNode) => Promise<void>, tFailOverride?: () => number): Promise<RoundResult> {
+  const a = await settle(env, vip);
+  await env.udpPoke(env.router.ns, vip);
+  const addrA = await env.monitorAddresses(a.ns);
   const passIdx = passes.length;
   const tKill = Date.now();
   await fail(a);
   const t0 = tFailOverride?.() ?? tKill;
-  const created = await waitFor(() => passes.slice(passIdx).find((p) => p.creates.some((n) => n !== a.name)), 120_000, 'the new instance', 5);
+  const created = await poll('the new instance', () => passes.slice(passIdx).find((p) => p.creates.some((n) => n !== a.name)), 120_000, { intervalMs: 5 });
   const to = created.creates.find((n) => n !== a.name)!;
-  const b = lab.nodes.find((n) => n.name === to)!;
-  const garp = await waitFor(() => capture.events.find((e) => e.t >= tKill && e.senderMac === b.mac && e.senderIp === vip), 60_000, 'the new owner\'s GARP at the router', 5);
-  const ready = await waitFor(() => passes.slice(passIdx).find((p) => p.at >= created.at && p.active === to && p.confirmed), 60_000, 'the new instance Ready', 5);
-  const released = await waitFor(() => addrA.events.find((e) => e.deleted && e.ip === vip), 60_000, 'the old owner to drop the VIP', 5);
+  const b = env.nodes.find((n) => n.name === to)!;
+  const garp = await poll('the new owner\'s GARP at the router', () => capture.events.find((e) => e.t >= tKill && e.senderMac === b.mac && e.senderIp === vip), 60_000, { intervalMs: 5 });
+  const ready = await poll('the new instance Ready', () => passes.slice(passIdx).find((p) => p.at >= created.at && p.active === to && p.confirmed), 60_000, { intervalMs: 5 });
+  const released = await poll('the old owner to drop the VIP', () => addrA.events.find((e) => e.deleted && e.ip === vip), 60_000, { intervalMs: 5 });
   addrA.stop();
   // The next round needs the killed agent back (as a standby: no failback).
   await a.agent.exited;
-  await lab.restartAgent(a);
+  await env.restartAgent(a);
   return {
     round,
     from: a.name,
@@ -266,39 +247,39 @@ async function oneFailover(lab: LabHandle, capture: Capture, passes: PassRecord[
 }
 
 /** One reference-path trial: detection only by Node NotReady after the grace period (see the file comment). */
-async function referenceTrial(lab: LabHandle, capture: Capture, passes: PassRecord[], vip: string, trial: number, graceMs: number,
+async function referenceTrial(env: TestEnv, capture: Capture, passes: PassRecord[], vip: string, trial: number, graceMs: number,
   log: (l: string) => void): Promise<RoundResult> {
-  const a = await settle(lab, vip);
+  const a = await settle(env, vip);
   // Stand-in renewals first, so the Lease never lapses while the agent restarts without its heartbeat.
   let renewing = true;
   const leasePath = resourcePath(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(a.name));
   const renew = async () => {
     while (renewing) {
-      await lab.client.request('PATCH', leasePath, { body: { spec: { renewTime: microTime(Date.now()), holderIdentity: a.name } }, contentType: 'application/merge-patch+json' })
+      await env.client.request('PATCH', leasePath, { body: { spec: { renewTime: microTime(Date.now()), holderIdentity: a.name } }, contentType: 'application/merge-patch+json' })
         .catch(() => undefined);
       await new Promise((r) => setTimeout(r, 500));
     }
   };
   const renewer = renew();
   try {
-    await lab.restartAgent(a, ['--no-heartbeat']);
-    await waitFor(() => lab.hasAddress(a, vip), 20_000, 'the VIP back on the reference-mode agent', 50);
+    await env.restartAgent(a, ['--no-heartbeat']);
+    await poll('the VIP back on the reference-mode agent', () => env.hasAddress(a, vip), 20_000, { intervalMs: 50 });
     log(`reference ${trial}: ${a.name} active with --no-heartbeat; killing it, Node NotReady in ${graceMs / 1000}s`);
     let tKill = 0;
     let grace: NodeJS.Timeout | undefined;
-    const res = await oneFailover(lab, capture, passes, vip, trial, async (x) => {
+    const res = await oneFailover(env, capture, passes, vip, trial, async (x) => {
       tKill = Date.now();
       x.agent.kill('SIGKILL');
       grace = setTimeout(() => {
         renewing = false;
-        void lab.setNodeReady(x.name, false);
+        void env.setNodeReady(x.name, false);
       }, graceMs);
     }, () => tKill).finally(() => clearTimeout(grace));
     return res;
   } finally {
     renewing = false;
     await renewer;
-    await lab.setNodeReady(a.name, true);
+    await env.setNodeReady(a.name, true);
     // oneFailover restarted the agent in normal mode already.
   }
 }

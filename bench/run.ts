@@ -1,9 +1,9 @@
 // `npm run bench [-- --only controller|failover] [--quick] [--skip-failover] [--node-options "<flags>"]`
 //
-// Runs the controller bench and the failover bench (end-to-end lab; needs root and `ip netns`), writes
-// bench/results/{controller,failover,summary}.json and prints the tables with the targets. A missed target
-// is printed as MISSED but still exits 0: benchmarks report, tests assert. A bench that could not run at
-// all (crash) exits 1.
+// Runs the controller bench and the failover bench (end-to-end test environment; needs root and
+// `ip netns`), writes bench/results/{controller,failover,summary}.json and prints the tables with the
+// targets. A missed target is printed as MISSED but still exits 0: benchmarks report, tests assert. A
+// bench that could not run at all (crash) exits 1.
 //
 // The controller bench runs in a child process (bench/controller-child.ts) started with exactly the Node/V8
 // flags the controller Deployment gives the controller: the NODE_OPTIONS env entry of its container in
@@ -216,8 +216,8 @@ function controllerTable(r: ControllerBenchResults): string {
   return lines.join('\n');
 }
 
-function canRunLab(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not root (the lab creates network namespaces)';
+function canRunTestEnv(): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root (the test environment creates network namespaces)';
   try {
     execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
   } catch {
@@ -287,14 +287,14 @@ if (only === undefined || only === 'controller') {
 } else summary.controller = { skipped: `--only ${only}` };
 
 if (only === undefined || only === 'failover') {
-  const why = values['skip-failover'] ? '--skip-failover' : canRunLab();
+  const why = values['skip-failover'] ? '--skip-failover' : canRunTestEnv();
   if (why) {
     summary.failover = { skipped: why };
     out('');
     out(`failover bench skipped: ${why}`);
   } else {
     try {
-      // Loaded only here: it pulls in the network-namespace lab.
+      // Loaded only here: it pulls in the network-namespace test environment.
       const { runFailoverBench } = await import('./failover.ts');
       const rounds = values.rounds !== undefined ? Number(values.rounds) : quick ? 3 : 20;
       // runFailoverBench writes its JSON itself and logs its own table. First the design defaults

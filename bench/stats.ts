@@ -1,5 +1,5 @@
-// Small statistics and formatting helpers shared by the benchmarks (no lab dependencies, so the
-// controller bench can load without the network-namespace lab).
+// Small statistics and formatting helpers shared by the benchmarks (no test-environment dependencies,
+// so the controller bench loads without the network-namespace environment).
 
 export interface Dist {
   n: number;
@@ -10,7 +10,7 @@ export interface Dist {
   mean: number;
 }
 
-/** Nearest-rank percentile of a sorted list (the same definition the failover bench uses). */
+/** Nearest-rank percentile of a sorted list. */
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));

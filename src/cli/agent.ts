@@ -1,7 +1,7 @@
 // `egressgw agent`: parse flags, run the node agent until SIGTERM/SIGINT, then shut down gracefully
 // (withdraw every VIP, delete the heartbeat Lease so the controller fails over at once).
 
-import { UsageError, parseFlags } from './errors.ts';
+import { UsageError, parseFlags } from '../term/errors.ts';
 import { runUntilSignalled } from './signals.ts';
 import { AGENT_FLAGS, AGENT_HELP, buildAgentOptions, type AgentFlagValues } from '../agent/options.ts';
 

@@ -16,7 +16,7 @@ import { nodeOfHeartbeatLease } from '../controller/snapshot.ts';
 import { KubeClient, isStatus, loadKubeConfig } from '../kube/client.ts';
 import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
 import type { Snapshot } from '../core/types.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../term/errors.ts';
 import { snapshotFromObjects, type AgentLocation, type ObjectSet } from './snapshot-input.ts';
 
 export function connect(kubeconfig: string | undefined): KubeClient {

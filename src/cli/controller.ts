@@ -1,7 +1,7 @@
 // `egressgw controller`: parse flags, run the controller until SIGTERM/SIGINT, then stop writing and
 // release the leader Lease so the standby takes over at once.
 
-import { UsageError } from './errors.ts';
+import { UsageError } from '../term/errors.ts';
 import { runUntilSignalled } from './signals.ts';
 import { CONTROLLER_HELP, parseControllerArgs } from '../controller/options.ts';
 

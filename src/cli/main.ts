@@ -2,7 +2,7 @@
 // `egressgw status` does not load the agent's native addon and `egressgw agent` does not load the CLI
 // renderers. User mistakes end with a one-line message and exit code 2, never a stack trace.
 
-import { UsageError, runMain } from './errors.ts';
+import { UsageError, runMain } from '../term/errors.ts';
 
 interface Subcommand {
   summary: string;
@@ -14,7 +14,7 @@ const commands: Record<string, Subcommand> = {
   plan: { summary: 'offline: manifests in, eligibility, election and rendered objects out', load: () => import('./plan.ts') },
   move: { summary: 'graceful make-before-break handover of a gateway to another node', load: () => import('./move.ts') },
   manifests: { summary: 'print the install YAML', load: () => import('./manifests.ts') },
-  lab: { summary: 'the whole system on this machine (test API server, network namespaces, agents)', load: () => import('./lab.ts') },
+  lab: { summary: 'the whole system on this machine (test API server, network namespaces, agents)', load: () => import('../lab/main.ts') },
   controller: { summary: 'run the controller (in a cluster: the Deployment)', load: () => import('./controller.ts') },
   agent: { summary: 'run the node agent (in a cluster: the DaemonSet)', load: () => import('./agent.ts') },
 };

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { DEFAULT_NAMESPACE } from '../api/names.ts';
-import { UsageError, parseFlags } from './errors.ts';
+import { UsageError, parseFlags } from '../term/errors.ts';
 import { build, setNamespace, sortManifests, type Manifest } from './kustomize.ts';
 
 export const DEPLOY_DIR = fileURLToPath(new URL('../../deploy/', import.meta.url));

@@ -12,7 +12,8 @@ import { reasonText } from '../core/eligibility.ts';
 import { DEFAULT_CORE_OPTIONS, type CoreOptions, type Snapshot } from '../core/types.ts';
 import type { KubeClient } from '../kube/client.ts';
 import { GATEWAYS, events } from '../kube/resources.ts';
-import { UsageError, parseFlags } from './errors.ts';
+import { PollTimeout, poll } from '../testenv/poll.ts';
+import { UsageError, parseFlags } from '../term/errors.ts';
 import { connect, liveSnapshot } from './cluster.ts';
 import { LOCATION_FLAGS, durationFlag, locationFrom } from './plan.ts';
 
@@ -96,7 +97,8 @@ async function moveRejections(client: KubeClient, gateway: string): Promise<Map<
   return out;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** The waits of --wait: API errors end them (the cluster's error is the answer), not retried. */
+const WAIT = { intervalMs: 250, failOnError: true };
 const readyOf = (g: EgressGateway): string => g.status?.conditions?.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
 
 export async function run(argv: string[]): Promise<number> {
@@ -139,30 +141,40 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(`${check.message}: requested (annotation ${MOVE_TO_ANNOTATION}=${node})\n`);
   if (!v.wait) return 0;
 
-  const deadline = Date.now() + timeoutMs;
   let last: EgressGateway | undefined;
-  while (Date.now() < deadline) {
-    last = await client.get<EgressGateway>(GATEWAYS, gateway);
-    const pending = last.metadata.annotations?.[MOVE_TO_ANNOTATION] !== undefined;
-    if (last.status?.activeNodeName === node && readyOf(last) === 'True') {
-      process.stdout.write(`moved: ${node} is the active node of ${gateway} and the gateway is Ready\n`);
-      return 0;
-    }
-    if (!pending && last.status?.activeNodeName !== node) {
-      // The controller cleared the request without moving: it rejected it, and its event says why (the
-      // event may land a moment after the annotation is removed).
-      for (let i = 0; i < 4; i++) {
-        const fresh = [...(await moveRejections(client, gateway))].filter(([k]) => !seen.has(k)).map(([, note]) => note);
-        if (fresh.length > 0) throw new UsageError(`the controller rejected the move: ${fresh[fresh.length - 1]}`);
-        await sleep(250);
-      }
-      throw new UsageError(`the move request was cleared without a move; the active node is ${last.status?.activeNodeName || 'none'}`, 1);
-    }
-    await sleep(250);
+  let outcome: 'moved' | 'cleared';
+  try {
+    outcome = await poll(`${gateway} to become active on ${node}`, async () => {
+      last = await client.get<EgressGateway>(GATEWAYS, gateway);
+      if (last.status?.activeNodeName === node && readyOf(last) === 'True') return 'moved';
+      const pending = last.metadata.annotations?.[MOVE_TO_ANNOTATION] !== undefined;
+      return !pending && last.status?.activeNodeName !== node ? 'cleared' : undefined;
+    }, timeoutMs, WAIT);
+  } catch (err) {
+    if (!(err instanceof PollTimeout)) throw err;
+    throw timedOut(gateway, node, timeoutMs, last);
   }
+  if (outcome === 'moved') {
+    process.stdout.write(`moved: ${node} is the active node of ${gateway} and the gateway is Ready\n`);
+    return 0;
+  }
+  // The controller cleared the request without moving: it rejected it, and its event says why (the
+  // event may land a moment after the annotation is removed).
+  const fresh = await poll('the MoveRejected event', async () => {
+    const notes = [...(await moveRejections(client, gateway))].filter(([k]) => !seen.has(k)).map(([, note]) => note);
+    return notes.length > 0 ? notes : undefined;
+  }, 1000, WAIT).catch((err: unknown) => {
+    if (err instanceof PollTimeout) return undefined;
+    throw err;
+  });
+  if (fresh) throw new UsageError(`the controller rejected the move: ${fresh[fresh.length - 1]}`);
+  throw new UsageError(`the move request was cleared without a move; the active node is ${last?.status?.activeNodeName || 'none'}`, 1);
+}
+
+function timedOut(gateway: string, node: string, timeoutMs: number, last: EgressGateway | undefined): UsageError {
   const active = last?.status?.activeNodeName || 'none';
   const cond = last?.status?.conditions?.find((c) => c.type === 'Ready');
-  throw new UsageError(
+  return new UsageError(
     `timed out after ${timeoutMs}ms waiting for ${gateway} to become active on ${node}: active node ${active}, Ready=${cond?.status ?? 'Unknown'}` +
       (cond ? ` (${cond.reason}: ${cond.message})` : '') +
       (last?.metadata.annotations?.[MOVE_TO_ANNOTATION] !== undefined ? '; the request is still pending (is the controller running?)' : ''),

@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 import { reconcile } from '../core/index.ts';
 import { DEFAULT_CORE_OPTIONS, type CoreOptions } from '../core/types.ts';
 import { parseDuration } from '../controller/options.ts';
-import { UsageError, parseFlags } from './errors.ts';
+import { UsageError, parseFlags } from '../term/errors.ts';
 import { planReport } from './plan-report.ts';
 import { DEFAULT_AGENT_LOCATION, readObjectFiles, snapshotFromObjects, type AgentLocation } from './snapshot-input.ts';
 import { parseOutput } from './status.ts';

@@ -28,7 +28,7 @@ import type {
 import { HeartbeatTracker, buildSnapshot } from '../controller/snapshot.ts';
 import { matchesLabelSelector } from '../core/selectors.ts';
 import type { Snapshot } from '../core/types.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../term/errors.ts';
 
 export interface ObjectSet {
   nodes: NodeLike[];

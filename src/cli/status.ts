@@ -1,13 +1,11 @@
 // `egressgw status`: every gateway and every policy on one screen, from a live cluster.
 
 import { stringify } from 'yaml';
-import type { EgressGateway, EgressGatewayPolicy, PodLike } from '../api/types.ts';
-import { isStatus, type KubeClient } from '../kube/client.ts';
-import { GATEWAYS, POLICIES, namespaces } from '../kube/resources.ts';
-import { UsageError, parseFlags } from './errors.ts';
+import { UsageError, parseFlags } from '../term/errors.ts';
 import { connect } from './cluster.ts';
-import { buildStatusModel, renderStatus, type NamespaceLike, type StatusModel } from './status-model.ts';
-import { colourWanted } from './table.ts';
+import { fetchStatusModel } from '../status/fetch.ts';
+import { renderStatus } from '../status/model.ts';
+import { colourWanted } from '../term/table.ts';
 
 const HELP = `Usage: egressgw status [flags]
 
@@ -22,25 +20,6 @@ Flags:
   -h, --help               this help`;
 
 export const OUTPUT_FORMATS = ['table', 'json', 'yaml'] as const;
-
-/** Lists what the status needs; a missing CRD is the user's setup to fix, said in one line. */
-export async function fetchStatusModel(client: KubeClient): Promise<StatusModel> {
-  const listOrExplain = async <T>(what: string, fn: () => Promise<{ items: T[] }>): Promise<T[]> => {
-    try {
-      return (await fn()).items;
-    } catch (err) {
-      if (isStatus(err, 404)) throw new UsageError(`the ${what} API is not installed in this cluster (apply the CRDs: egressgw manifests)`, 1);
-      throw err;
-    }
-  };
-  const [gateways, policies, pods, nss] = await Promise.all([
-    listOrExplain('EgressGateway', () => client.list<EgressGateway>(GATEWAYS)),
-    listOrExplain('EgressGatewayPolicy', () => client.list<EgressGatewayPolicy>(POLICIES)),
-    client.list<PodLike>({ group: '', version: 'v1', plural: 'pods' }),
-    client.list<NamespaceLike>(namespaces),
-  ]);
-  return buildStatusModel({ gateways, policies, pods: pods.items, namespaces: nss.items });
-}
 
 export function parseOutput(value: string | undefined, allowed: readonly string[]): string {
   const v = value ?? allowed[0]!;

@@ -1,90 +1,69 @@
-// `egressgw lab` without root or `ip netns`: the control plane only. The test API server on loopback,
-// the CRDs, three lab nodes as API objects (Node, CiliumNode, a Ready cilium-agent Pod each) and the
-// controller in-process. No network namespaces and no agents, so nothing here can hold a VIP: VIP-mode
-// gateways stay not Ready (no live agent), PrimaryIP-mode gateways get an active node.
-//
-// startLab (src/testenv/lab.ts) builds its network first and cannot run without it, hence this module.
+// `egressgw lab` without root or `ip netns`: the control plane only (src/testenv/controlplane.ts). The
+// test API server on loopback, the CRDs, the lab nodes as API objects (Node, CiliumNode, a Ready
+// cilium-agent Pod each) and the controller in-process. No network namespaces and no agents, so nothing
+// here can hold a VIP: VIP-mode gateways stay not Ready (no live agent), PrimaryIP-mode gateways get an
+// active node. f marks the active node NotReady instead of failing it.
 
-import { join } from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { pino } from 'pino';
-import { DEFAULT_NAMESPACE } from '../api/names.ts';
-import { KubeClient } from '../kube/client.ts';
-import { errFields } from '../kube/log.ts';
-import { runController } from '../controller/controller.ts';
-import { parseControllerArgs } from '../controller/options.ts';
-import { startTestCluster, type TestCluster } from '../testenv/apiserver.ts';
-import { seedLabCluster, setLabNodeReady } from '../testenv/lab.ts';
+import type { EgressGateway } from '../api/types.ts';
+import { GATEWAYS } from '../kube/resources.ts';
+import { startControlPlane } from '../testenv/controlplane.ts';
+import { poll } from '../testenv/poll.ts';
+import { applyAll, NODES, retryPortRace, section, START_DEADLINE_MS, statusesWritten, type Ctx } from './context.ts';
+import { liveScreen, statusText } from './screen.ts';
 
-export interface ControlPlaneLab {
-  cluster: TestCluster;
-  client: KubeClient;
-  nodes: string[];
-  logDir: string;
-  /** Marks a node NotReady (or Ready again): the control-plane lab's way to fail a node. */
-  setNodeReady(node: string, ready: boolean): Promise<void>;
-  stop(): Promise<void>;
-}
+/** The nodes, with the addresses the network lab gives them. */
+const LAB_NODES = Array.from({ length: NODES }, (_, i) => ({ name: `node${i + 1}`, ip: `198.18.0.${11 + i}` }));
+/**
+ * No agents and no network here, so the seed examples may select these nodes too: their PrimaryIP
+ * gateway then shows a real election on objects alone.
+ */
+const SEED_SELECTOR = { 'node-role.deckhouse.io/egress': '' };
 
-/** Starts the control-plane-only lab. On failure, whatever was started is stopped first. */
-export async function startControlPlaneLab(opts: { nodes?: number; keepLogs?: boolean } = {}): Promise<ControlPlaneLab> {
-  const logDir = mkdtempSync(join(tmpdir(), 'egressgw-lab-'));
-  const cleanups: Array<() => Promise<void> | void> = [];
-  const stopAll = async (): Promise<void> => {
-    for (const c of cleanups.reverse()) {
-      try {
-        await c();
-      } catch {
-        // best effort: the remaining steps still run
-      }
-    }
-    cleanups.length = 0;
-    if (!opts.keepLogs) rmSync(logDir, { recursive: true, force: true });
-  };
-  try {
-    const cluster = await startTestCluster({ namespaces: [DEFAULT_NAMESPACE] });
-    cleanups.push(() => cluster.stop());
-    const client = new KubeClient(cluster.kubeConfig);
-    const nodes = Array.from({ length: opts.nodes ?? 3 }, (_, i) => ({ name: `node${i + 1}`, ip: `198.18.0.${11 + i}` }));
-    // No agents and no network here, so the seed examples may select these nodes too: their PrimaryIP
-    // gateway then shows a real election on objects alone.
-    await seedLabCluster(cluster, client, nodes, { 'node-role.deckhouse.io/egress': '' });
+export async function controlPlaneLab(ctx: Ctx, why: string): Promise<number> {
+  const { flags, signal, state } = ctx;
+  ctx.say(`${why}`);
+  ctx.say(`running the control plane only: test API server, controller and the examples, with ${NODES} lab nodes as API objects ` +
+    '(no network namespaces and no agents, so VIP-mode gateways cannot become Ready and there is no failover to measure)');
+  const cp = await retryPortRace(ctx, () => startControlPlane({ nodes: LAB_NODES, extraNodeLabels: SEED_SELECTOR, keepLogs: flags.keep }));
+  state.cp = cp;
+  signal.throwIfAborted();
+  const names = cp.nodes.map((n) => n.name);
+  ctx.say(`test API server: ${cp.cluster.server} (its files: ${cp.cluster.dir})`);
+  ctx.say('controller: running in this process, caches synced (a single replica: the lab runs no leader election)');
+  ctx.say(`nodes: ${names.join(', ')} (Node, CiliumNode and a Ready cilium-agent Pod each; no agents)`);
+  await applyAll(ctx, cp.client);
+  await poll('the controller to write every status', () => statusesWritten(cp.client), START_DEADLINE_MS, { signal });
 
-    const ac = new AbortController();
-    const controllerLog = pino({ level: 'debug' }, pino.destination({ dest: join(logDir, 'controller.log'), sync: false, mkdir: true }));
-    let ready!: () => void;
-    const readyP = new Promise<void>((r) => (ready = r));
-    let failed: unknown;
-    const done = runController(parseControllerArgs(['--no-leader-elect', '--metrics-addr=']), {
-      signal: ac.signal,
-      kubeConfig: cluster.kubeConfig,
-      logger: controllerLog,
-      onReady: () => ready(),
-    }).catch((err: unknown) => {
-      failed = err;
-      controllerLog.error(errFields(err), 'controller failed');
-    });
-    cleanups.push(async () => {
-      ac.abort();
-      await done;
-      controllerLog.flush();
-    });
-    await Promise.race([readyP, done]);
-    if (failed !== undefined) throw failed;
-
-    return {
-      cluster,
-      client,
-      nodes: nodes.map((n) => n.name),
-      logDir,
-      async setNodeReady(node, isReady) {
-        await setLabNodeReady(client, { name: node, ip: nodes.find((n) => n.name === node)?.ip ?? '' }, isReady);
-      },
-      stop: stopAll,
-    };
-  } catch (err) {
-    await stopAll();
-    throw err;
+  if (flags.scenario) ctx.say('no failover scenario: failing a node needs the network and the agents');
+  if (flags.once) {
+    ctx.out(section('status', await statusText(cp.client, flags.color)));
+    return 0;
   }
+  const notReady = new Set<string>();
+  return liveScreen(ctx, cp.client, {
+    header: () => `egressgw lab (control plane only) · test API server ${cp.cluster.server} (its own, never a real cluster)` +
+      (notReady.size > 0 ? ` · NotReady: ${[...notReady].join(', ')}` : ''),
+    keys: 'f mark the active node NotReady · r mark every node Ready · q quit',
+    actions: {
+      f: {
+        busy: 'marking the active node NotReady…',
+        run: async () => {
+          const gws = (await cp.client.list<EgressGateway>(GATEWAYS)).items;
+          const node = gws.map((g) => g.status?.activeNodeName).find((n) => n && !notReady.has(n));
+          if (!node) return 'no gateway has an active node to fail';
+          await cp.setNodeReady(node, false);
+          notReady.add(node);
+          return `marked ${node} NotReady (the control-plane lab has no agents to kill)`;
+        },
+      },
+      r: {
+        busy: 'marking every node Ready…',
+        run: async () => {
+          for (const n of names) await cp.setNodeReady(n, true);
+          notReady.clear();
+          return `marked ${names.join(', ')} Ready`;
+        },
+      },
+    },
+  });
 }

@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { KIND_GATEWAY, KIND_POLICY, MODE_VIP } from '../api/names.ts';
 import type { EgressGateway, EgressGatewayPolicy } from '../api/types.ts';
-import { isStatus, type KubeClient, type ResourceRef } from '../kube/client.ts';
-import { GATEWAYS, POLICIES } from '../kube/resources.ts';
-import { REPO } from './paths.ts';
+import type { KubeClient } from '../kube/client.ts';
+import { REPO } from '../testenv/paths.ts';
+import { applyObjects } from '../testenv/seed.ts';
 
 export const SEED_DIR = join(REPO, 'deploy', 'examples');
 export const LAB_SET_DIR = join(SEED_DIR, 'lab');
@@ -34,18 +34,9 @@ export function readExamples(dir: string): ExampleSet {
   return { dir, objects };
 }
 
-const refOf = (o: Example): ResourceRef => (o.kind === KIND_GATEWAY ? GATEWAYS : POLICIES);
-
 /** `kubectl apply` of the set: create, or server-side apply over an existing object. */
 export async function applyExamples(client: KubeClient, set: ExampleSet): Promise<void> {
-  for (const o of set.objects) {
-    try {
-      await client.create(refOf(o), o);
-    } catch (err) {
-      if (!isStatus(err, 409)) throw new Error(`applying ${o.kind} ${o.metadata.name} from ${set.dir}: ${(err as Error).message}`);
-      await client.apply(refOf(o), o.metadata.name, o, { fieldManager: 'egressgw-lab', force: true });
-    }
-  }
+  await applyObjects(client, set.objects, set.dir);
 }
 
 /** One line per object, for the progress output; policies naming a missing gateway say so up front. */

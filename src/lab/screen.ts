@@ -1,9 +1,11 @@
-// The lab's screen: `egressgw status` (same fetch, same renderer) redrawn in place on a terminal, with a
-// header saying what the lab is and a footer with the keys and what the last action did.
+// The lab's screen: `egressgw status` (same fetch, same renderer: src/status) redrawn in place on a
+// terminal, with a header saying what the lab is and a footer with the keys and what the last action did;
+// liveScreen() runs it with key presses as actions until q.
 
 import type { KubeClient } from '../kube/client.ts';
-import { fetchStatusModel } from '../cli/status.ts';
-import { renderStatus } from '../cli/status-model.ts';
+import { fetchStatusModel } from '../status/fetch.ts';
+import { renderStatus } from '../status/model.ts';
+import type { Ctx } from './context.ts';
 
 /** The status screen as `egressgw status` prints it. */
 export async function statusText(client: KubeClient, color: boolean): Promise<string> {
@@ -89,4 +91,67 @@ export function readKeys(stdin: NodeJS.ReadStream, onKey: (key: string) => void)
     stdin.setRawMode(false);
     stdin.pause();
   };
+}
+
+interface Action {
+  busy: string;
+  run: () => Promise<string>;
+}
+
+/** Redraws the status every second until q / Ctrl-C; keys run actions one at a time. Resolves 0. */
+export async function liveScreen(
+  ctx: Ctx,
+  client: KubeClient,
+  opts: {
+    header: () => string;
+    keys: string;
+    actions: Record<string, Action>;
+    /** Shown under the keys whatever the last action was. */
+    extra?: () => string;
+    initial?: (note: (s: string) => void) => Promise<string>;
+  },
+): Promise<number> {
+  let note = '';
+  let busy = false;
+  const screen = new LiveScreen(process.stdout, {
+    header: () => `${opts.header()} · ${new Date().toLocaleTimeString()}`,
+    body: () => statusText(client, ctx.flags.color),
+    footer: () => [`keys: ${opts.keys}`, opts.extra?.() ?? '', note].filter(Boolean).join('\n\n'),
+  });
+  const perform = (busyText: string, fn: () => Promise<string>): void => {
+    if (busy) return;
+    busy = true;
+    note = busyText;
+    void screen.refresh();
+    fn()
+      .then((text) => (note = text), (err: Error) => (note = ctx.signal.aborted ? note : `failed: ${err.message}`))
+      .finally(() => {
+        busy = false;
+        void screen.refresh();
+      });
+  };
+  let quit!: () => void;
+  const quitP = new Promise<void>((r) => (quit = r));
+  const restore = readKeys(process.stdin, (key) => {
+    if (key === 'q' || key === 'Q' || key === '\x03') quit();
+    const a = opts.actions[key.toLowerCase()];
+    if (a) perform(a.busy, a.run);
+  });
+  screen.start(1000);
+  if (opts.initial) {
+    const initial = opts.initial;
+    perform('…', () => initial((s) => ((note = s), void screen.refresh())));
+  }
+  const onAbort = (): void => quit();
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    await quitP;
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+    screen.stop();
+    restore();
+  }
+  process.stdout.write('\n');
+  ctx.say('quitting: stopping the lab…');
+  return 0;
 }

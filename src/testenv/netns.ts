@@ -1,13 +1,17 @@
-// Network-namespace lab: a LAN of gateway nodes behind a router, built from veth pairs and a bridge.
-// Used by the agent's wire tests and by `egressgw lab`. Needs root and iproute2.
+// The network builder of the test environment: a LAN of gateway nodes behind a router, built from
+// network namespaces, veth pairs and a bridge. Used by the agent's wire tests and, with a management
+// bridge, by the end-to-end environment (env.ts). Needs root and iproute2.
+//
+// Network.create() builds the LAN below; addNamespace() and addVeth() extend it (more hosts, other
+// links), and whatever they add is removed with the rest at teardown.
 //
 //   root ns ── (optional) mgmt bridge <id>m 198.19.B.1/24 ── veth <id>m<i> ── mgmt0 198.19.B.(10+i) in node i
 //   router ns <id>-router: br0 198.18.0.1/24 2001:db8::1/64, ports p1..pN
 //   node ns <id>-node<i>:  eth0 198.18.0.(10+i)/24 2001:db8::(10+i)/64, default routes via the router
 //
-// Everything is named after a random per-lab id, so parallel runs do not collide. Interfaces inside
+// Everything is named after a random per-network id, so parallel runs do not collide. Interfaces inside
 // namespaces have fixed names (eth0, br0, p1…) because they cannot clash; only the few root-namespace
-// links carry the id. A marker file records the owning PID so sweepStale() never removes a live lab.
+// links carry the id. A marker file records the owning PID so sweepStale() never removes a live network.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,7 +25,7 @@ export const ROUTER_IP = '198.18.0.1';
 export const ROUTER_IP6 = '2001:db8::1';
 const MARKER_DIR = '/run/egressgw-netns';
 
-export interface LabOptions {
+export interface NetworkOptions {
   /** Gateway nodes (default 2). */
   nodes?: number;
   /** Name prefix, 2–6 characters (default 'eg'); the id is prefix + 6 hex digits. */
@@ -30,7 +34,7 @@ export interface LabOptions {
   management?: boolean;
 }
 
-export interface LabRouter {
+export interface NetRouter {
   ns: string;
   bridge: string;
   ip: string;
@@ -38,7 +42,7 @@ export interface LabRouter {
   mac: string;
 }
 
-export interface LabNode {
+export interface NetNode {
   name: string;
   ns: string;
   /** LAN interface inside the node namespace. */
@@ -77,9 +81,9 @@ async function run(cmd: string, args: string[]): Promise<string> {
 }
 
 /** Throws with a clear message unless we are root and `ip netns` works. */
-export async function assertLabSupported(): Promise<void> {
+export async function assertNetnsSupported(): Promise<void> {
   if (process.getuid?.() !== 0) {
-    throw new Error('network-namespace lab needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN): run the agent wire tests as root');
+    throw new Error('network namespaces need root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN): run the agent wire tests as root');
   }
   try {
     await run('ip', ['netns', 'list']);
@@ -88,35 +92,37 @@ export async function assertLabSupported(): Promise<void> {
   }
 }
 
-const liveLabs = new Set<Lab>();
+const liveNetworks = new Set<Network>();
 let exitHooksInstalled = false;
 
 function installExitHooks(): void {
   if (exitHooksInstalled) return;
   exitHooksInstalled = true;
   process.on('exit', () => {
-    for (const lab of liveLabs) lab.teardownSync();
+    for (const net of liveNetworks) net.teardownSync();
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => {
-      for (const lab of liveLabs) lab.teardownSync();
+      for (const net of liveNetworks) net.teardownSync();
       // Re-raise with the default action so the exit status still says "killed by signal".
       process.kill(process.pid, sig);
     });
   }
 }
 
-export class Lab {
+export class Network {
   readonly id: string;
-  readonly router: LabRouter;
-  readonly nodes: LabNode[];
+  readonly router: NetRouter;
+  readonly nodes: NetNode[];
   /** Management bridge in the root namespace and its address, when requested. */
   readonly mgmt: { bridge: string; hostIp: string; subnet: string } | undefined;
   readonly #rootLinks: string[] = [];
+  /** Every namespace created, in order (the router, the nodes, any added later). */
+  readonly #namespaces: string[] = [];
   readonly #children = new Set<ChildProcess>();
   #torndown = false;
 
-  private constructor(id: string, router: LabRouter, nodes: LabNode[], mgmt: Lab['mgmt']) {
+  private constructor(id: string, router: NetRouter, nodes: NetNode[], mgmt: Network['mgmt']) {
     this.id = id;
     this.router = router;
     this.nodes = nodes;
@@ -124,58 +130,64 @@ export class Lab {
   }
 
   /** Builds the LAN. On failure everything created so far is removed before the error propagates. */
-  static async create(opts: LabOptions = {}): Promise<Lab> {
-    await assertLabSupported();
+  static async create(opts: NetworkOptions = {}): Promise<Network> {
+    await assertNetnsSupported();
     const prefix = opts.prefix ?? 'eg';
-    if (!/^[a-z][a-z0-9]{1,5}$/.test(prefix)) throw new Error(`lab prefix must be 2-6 lower-case alphanumerics, got ${JSON.stringify(prefix)}`);
+    if (!/^[a-z][a-z0-9]{1,5}$/.test(prefix)) throw new Error(`network prefix must be 2-6 lower-case alphanumerics, got ${JSON.stringify(prefix)}`);
     const count = opts.nodes ?? 2;
-    if (count < 1 || count > 40) throw new Error('a lab has 1-40 nodes');
+    if (count < 1 || count > 40) throw new Error('a network has 1-40 nodes');
     const id = prefix + randomBytes(3).toString('hex');
     mkdirSync(MARKER_DIR, { recursive: true });
     writeFileSync(join(MARKER_DIR, id), String(process.pid));
 
-    const router: LabRouter = { ns: `${id}-router`, bridge: 'br0', ip: ROUTER_IP, ip6: ROUTER_IP6, mac: '' };
-    const nodes: LabNode[] = [];
+    const router: NetRouter = { ns: `${id}-router`, bridge: 'br0', ip: ROUTER_IP, ip6: ROUTER_IP6, mac: '' };
+    const nodes: NetNode[] = [];
     const mgmt = opts.management ? await pickMgmtSubnet(id) : undefined;
-    const lab = new Lab(id, router, nodes, mgmt);
-    liveLabs.add(lab);
+    const net = new Network(id, router, nodes, mgmt);
+    liveNetworks.add(net);
     installExitHooks();
     try {
-      await lab.#addNamespace(router.ns);
-      await lab.ip(router.ns, ['link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0']);
+      await net.addNamespace('router');
+      await net.ip(router.ns, ['link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0']);
       // Snooping off: the agent's NDP responder joins solicited-node groups on the packet socket, which
       // sends no MLD report; a snooping bridge would then hide NS for VIPs the kernel does not hold.
-      await lab.ip(router.ns, ['addr', 'add', `${ROUTER_IP}/${LAN_PREFIX}`, 'dev', 'br0']);
-      await lab.ip(router.ns, ['addr', 'add', `${ROUTER_IP6}/64`, 'dev', 'br0', 'nodad']);
-      await lab.ip(router.ns, ['link', 'set', 'br0', 'up']);
+      await net.ip(router.ns, ['addr', 'add', `${ROUTER_IP}/${LAN_PREFIX}`, 'dev', 'br0']);
+      await net.ip(router.ns, ['addr', 'add', `${ROUTER_IP6}/64`, 'dev', 'br0', 'nodad']);
+      await net.ip(router.ns, ['link', 'set', 'br0', 'up']);
       // A bridge otherwise takes the lowest MAC of its ports and changes it as ports come and go;
       // setting it explicitly pins it, so router.mac stays true.
-      router.mac = await lab.macOf(router.ns, 'br0');
-      await lab.ip(router.ns, ['link', 'set', 'br0', 'address', router.mac]);
+      router.mac = await net.macOf(router.ns, 'br0');
+      await net.ip(router.ns, ['link', 'set', 'br0', 'address', router.mac]);
       if (mgmt !== undefined) {
         await run('ip', ['link', 'add', mgmt.bridge, 'type', 'bridge']);
-        lab.#rootLinks.push(mgmt.bridge);
+        net.#rootLinks.push(mgmt.bridge);
         await run('ip', ['addr', 'add', `${mgmt.hostIp}/24`, 'dev', mgmt.bridge]);
         await run('ip', ['link', 'set', mgmt.bridge, 'up']);
       }
-      for (let i = 1; i <= count; i++) nodes.push(await lab.#addNode(i));
-      return lab;
+      for (let i = 1; i <= count; i++) nodes.push(await net.#addNode(i));
+      return net;
     } catch (err) {
-      await lab.teardown();
+      await net.teardown();
       throw err;
     }
   }
 
-  async #addNamespace(ns: string): Promise<void> {
+  /**
+   * Adds a namespace `<id>-<name>` (loopback up, no IPv6 DAD) and returns its full name. Removed at
+   * teardown with the rest; connect it with addVeth().
+   */
+  async addNamespace(name: string): Promise<string> {
+    const ns = `${this.id}-${name}`;
     await run('ip', ['netns', 'add', ns]);
-    // No DAD in the lab: addresses are usable at once and moved VIPs never go "tentative".
+    this.#namespaces.push(ns);
+    // No DAD here: addresses are usable at once and moved VIPs never go "tentative".
     await this.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
     await this.ip(ns, ['link', 'set', 'lo', 'up']);
+    return ns;
   }
 
-  async #addNode(i: number): Promise<LabNode> {
-    const ns = `${this.id}-node${i}`;
-    await this.#addNamespace(ns);
+  async #addNode(i: number): Promise<NetNode> {
+    const ns = await this.addNamespace(`node${i}`);
     const port = `p${i}`;
     await run('ip', ['link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', port, 'netns', this.router.ns]);
     await this.ip(this.router.ns, ['link', 'set', port, 'master', 'br0', 'up']);
@@ -185,7 +197,7 @@ export class Lab {
     await this.ip(ns, ['addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
     await this.ip(ns, ['link', 'set', 'eth0', 'up']);
     await this.ip(ns, ['route', 'add', 'default', 'via', ROUTER_IP]);
-    const node: LabNode = { name: `node${i}`, ns, ifname: 'eth0', ip, ip6, mac: await this.macOf(ns, 'eth0') };
+    const node: NetNode = { name: `node${i}`, ns, ifname: 'eth0', ip, ip6, mac: await this.macOf(ns, 'eth0') };
     if (this.mgmt !== undefined) {
       const hostSide = `${this.id}m${i}`;
       await run('ip', ['link', 'add', hostSide, 'type', 'veth', 'peer', 'name', 'mgmt0', 'netns', ns]);
@@ -227,6 +239,12 @@ export class Lab {
     return entries.find((e) => e.ip === ip) ?? entries[0];
   }
 
+  /** Whether an interface in `ns` holds `ip` right now. */
+  async hasAddress(ns: string, ip: string): Promise<boolean> {
+    const out = await this.ip(ns, ['-o', 'addr', 'show']);
+    return out.split('\n').some((l) => l.includes(` ${ip}/`));
+  }
+
   async setLink(ns: string, ifname: string, state: 'up' | 'down'): Promise<void> {
     await this.ip(ns, ['link', 'set', ifname, state]);
   }
@@ -238,7 +256,7 @@ export class Lab {
     return mac.toLowerCase();
   }
 
-  /** Adds a veth pair between two lab namespaces (removed with them at teardown). */
+  /** Adds a veth pair between two namespaces of this network (removed with them at teardown). */
   async addVeth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
     await run('ip', ['link', 'add', ifA, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);
     await this.ip(nsA, ['link', 'set', ifA, 'up']);
@@ -246,14 +264,14 @@ export class Lab {
   }
 
   namespaces(): string[] {
-    return [this.router.ns, ...this.nodes.map((n) => n.ns)];
+    return [...this.#namespaces];
   }
 
   /** Kills helper processes, deletes the namespaces (and the veths in them) and root-side links. Idempotent. */
   async teardown(): Promise<void> {
     if (this.#torndown) return;
     this.#torndown = true;
-    liveLabs.delete(this);
+    liveNetworks.delete(this);
     for (const child of this.#children) child.kill('SIGKILL');
     const errors: string[] = [];
     for (const link of this.#rootLinks) {
@@ -265,14 +283,14 @@ export class Lab {
       await run('ip', ['netns', 'del', ns]).catch((e: Error) => errors.push(e.message));
     }
     rmSync(join(MARKER_DIR, this.id), { force: true });
-    if (errors.length > 0) throw new Error(`lab ${this.id} teardown: ${errors.join('; ')}`);
+    if (errors.length > 0) throw new Error(`network ${this.id} teardown: ${errors.join('; ')}`);
   }
 
   /** Synchronous teardown for process exit and signals. */
   teardownSync(): void {
     if (this.#torndown) return;
     this.#torndown = true;
-    liveLabs.delete(this);
+    liveNetworks.delete(this);
     for (const child of this.#children) child.kill('SIGKILL');
     for (const link of this.#rootLinks) {
       try {
@@ -330,8 +348,8 @@ function pidAlive(pid: number): boolean {
 }
 
 /**
- * Removes namespaces and root links of labs with this prefix whose owning process is gone (a crashed
- * run). Labs of live processes are left alone. Returns the ids removed.
+ * Removes namespaces and root links of networks with this prefix whose owning process is gone (a crashed
+ * run). Networks of live processes are left alone. Returns the ids removed.
  */
 export async function sweepStale(prefix = 'eg'): Promise<string[]> {
   const idRe = new RegExp(`^(${prefix}[0-9a-f]{6})(?:-|m\\d*$)`);

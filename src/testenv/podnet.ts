@@ -10,11 +10,7 @@
 //     node's veth, as Calico does), node route 198.18.(16+K).(10+J)/32 dev <veth>
 //
 // Cluster CIDRs: pods 198.18.16.0/20, services 198.18.48.0/24. All TEST-NET addresses.
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import type { Lab, LabNode } from './netns.ts';
-
-const execFileAsync = promisify(execFile);
+import type { Network, NetNode } from './netns.ts';
 
 export const POD_CIDR = '198.18.16.0/20';
 export const SERVICE_CIDR = '198.18.48.0/24';
@@ -39,21 +35,13 @@ export interface PodNet {
   podCIDRs: Map<string, string>;
 }
 
-function nodeIndex(n: LabNode): number {
+function nodeIndex(n: NetNode): number {
   return Number(/(\d+)$/.exec(n.name)?.[1]);
 }
 
-async function addNamespace(lab: Lab, name: string): Promise<string> {
-  // Named under the lab's id, so the lab's teardown (and sweepStale) removes it.
-  const ns = `${lab.id}-${name}`;
-  await execFileAsync('ip', ['netns', 'add', ns]);
-  await lab.ip(ns, ['link', 'set', 'lo', 'up']);
-  return ns;
-}
-
 /** Adds the internet host, pod CIDRs and routes on every node, and `podsPerNode[name]` pods. */
-export async function addPodNet(lab: Lab, podsPerNode: Readonly<Record<string, number>>): Promise<PodNet> {
-  const inet = await addNamespace(lab, 'inet');
+export async function addPodNet(lab: Network, podsPerNode: Readonly<Record<string, number>>): Promise<PodNet> {
+  const inet = await lab.addNamespace('inet');
   await lab.addVeth(inet, 'eth0', lab.router.ns, 'up0');
   await lab.ip(inet, ['addr', 'add', `${INTERNET_IP}/24`, 'dev', 'eth0']);
   await lab.ip(inet, ['addr', 'add', `${OTHER_IP}/24`, 'dev', 'eth0']);
@@ -79,7 +67,7 @@ export async function addPodNet(lab: Lab, podsPerNode: Readonly<Record<string, n
     const k = nodeIndex(n);
     for (let j = 1; j <= (podsPerNode[n.name] ?? 0); j++) {
       const name = `p${k}-${j}`;
-      const ns = await addNamespace(lab, name);
+      const ns = await lab.addNamespace(name);
       const veth = `vp${j}`;
       await lab.addVeth(ns, 'eth0', n.ns, veth);
       const ip = `198.18.${16 + k}.${10 + j}`;

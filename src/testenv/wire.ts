@@ -1,9 +1,9 @@
-// Parent side of wire-helper.ts: packet capture, raw sends and an announcer running inside a lab
+// Parent side of wire-helper.ts: packet capture, raw sends and an announcer running inside a
 // namespace (await their effects with poll.ts).
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { Lab } from './netns.ts';
+import type { Network } from './netns.ts';
 
 const HELPER = fileURLToPath(new URL('./wire-helper.ts', import.meta.url));
 
@@ -34,8 +34,8 @@ export class WireHelper {
   }
 
   /** Starts the helper in `ns` (with the Node binary running us) and waits until it is ready. */
-  static async start(lab: Lab, ns: string): Promise<WireHelper> {
-    const child = lab.spawnIn(ns, process.execPath, [HELPER]);
+  static async start(net: Network, ns: string): Promise<WireHelper> {
+    const child = net.spawnIn(ns, process.execPath, [HELPER]);
     const h = new WireHelper(ns, child);
     child.stderr!.on('data', (d: Buffer) => (h.#stderr += d.toString()));
     const ready = new Promise<void>((resolve, reject) => {

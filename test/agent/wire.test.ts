@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
-import { Lab, assertLabSupported, sweepStale, type LabNode } from '../../src/testenv/netns.ts';
+import { Network, assertNetnsSupported, sweepStale, type NetNode } from '../../src/testenv/netns.ts';
 import { WireHelper } from '../../src/testenv/wire.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { IpRoute, vipCidr } from '../../src/agent/net/iproute.ts';
@@ -24,9 +24,9 @@ const execFileAsync = promisify(execFile);
 const decoded = (frames: Buffer[]): DecodedFrame[] => frames.map(decodeFrame).filter((d): d is DecodedFrame => d !== null);
 
 describe('agent on the wire', { concurrency: false }, () => {
-  let lab: Lab;
-  let nodeA: LabNode;
-  let nodeB: LabNode;
+  let lab: Network;
+  let nodeA: NetNode;
+  let nodeB: NetNode;
   const helpers: WireHelper[] = [];
   const helper = async (ns: string): Promise<WireHelper> => {
     const h = await WireHelper.start(lab, ns);
@@ -35,9 +35,9 @@ describe('agent on the wire', { concurrency: false }, () => {
   };
 
   before(async () => {
-    await assertLabSupported(); // fails (not skips) without root: these tests are required in CI
-    lab = await Lab.create({ nodes: 2, prefix: 'egw' });
-    [nodeA, nodeB] = lab.nodes as [LabNode, LabNode];
+    await assertNetnsSupported(); // fails (not skips) without root: these tests are required in CI
+    lab = await Network.create({ nodes: 2, prefix: 'egw' });
+    [nodeA, nodeB] = lab.nodes as [NetNode, NetNode];
   });
 
   after(async () => {
@@ -199,8 +199,8 @@ describe('agent on the wire', { concurrency: false }, () => {
 
 describe('network-namespace lab', () => {
   it('reaches a root-namespace server over the management link, and tears down completely', async () => {
-    await assertLabSupported();
-    const lab = await Lab.create({ nodes: 1, prefix: 'egm', management: true });
+    await assertNetnsSupported();
+    const lab = await Network.create({ nodes: 1, prefix: 'egm', management: true });
     const server = createServer((c) => c.end('pong'));
     try {
       const node = lab.nodes[0]!;
@@ -220,8 +220,8 @@ describe('network-namespace lab', () => {
   });
 
   it('sweepStale removes a lab whose owner is gone and leaves live labs alone', async () => {
-    await assertLabSupported();
-    const live = await Lab.create({ nodes: 1, prefix: 'egs' });
+    await assertNetnsSupported();
+    const live = await Network.create({ nodes: 1, prefix: 'egs' });
     try {
       // A crashed run: a namespace and a root link with the prefix and no live owner.
       const deadId = 'egs0dead0'; // prefix + 6 hex digits, like a real lab id

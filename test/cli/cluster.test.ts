@@ -12,7 +12,7 @@ import { KubeClient } from '../../src/kube/client.ts';
 import { CILIUM_NODES, GATEWAYS, NODES, POLICIES, namespaces, pods } from '../../src/kube/resources.ts';
 import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
 import { poll } from '../../src/testenv/poll.ts';
-import type { StatusModel } from '../../src/cli/status-model.ts';
+import type { StatusModel } from '../../src/status/model.ts';
 import { egressgw, ROOT } from './helpers.ts';
 
 const EGRESS = 'node-role.deckhouse.io/egress';

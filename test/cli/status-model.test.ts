@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { stripVTControlCharacters } from 'node:util';
 import type { EgressGateway, EgressGatewayPolicy, PodLike } from '../../src/api/types.ts';
-import { buildStatusModel, countSelectedPods, gatewayRow, renderStatus } from '../../src/cli/status-model.ts';
+import { buildStatusModel, countSelectedPods, gatewayRow, renderStatus } from '../../src/status/model.ts';
 
 const NOW = Date.parse('2026-01-01T12:00:00Z');
 const cond = (status: 'True' | 'False', reason: string, message = '') => [{ type: 'Ready', status, reason, message, lastTransitionTime: '2026-01-01T11:00:00Z' }];

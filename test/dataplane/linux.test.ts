@@ -10,7 +10,7 @@ import { buildNodeDataplane, type DataplanePod, type NodeDataplane } from '../..
 import { DEFAULT_DATAPLANE_SETTINGS } from '../../src/dataplane/render.ts';
 import { createRunner, jsonElements, jsonNames } from '../../src/agent/dataplane/exec.ts';
 import { DataplaneUnavailable, LinuxDataplane } from '../../src/agent/dataplane/linux.ts';
-import { Lab, assertLabSupported, type LabNode } from '../../src/testenv/netns.ts';
+import { Network, assertNetnsSupported, type NetNode } from '../../src/testenv/netns.ts';
 import { POD_CIDR, SERVICE_CIDR, addPodNet, type PodNet, type PodNs } from '../../src/testenv/podnet.ts';
 import { Traffic } from '../../src/testenv/traffic.ts';
 import { poll } from '../../src/testenv/poll.ts';
@@ -19,11 +19,11 @@ const VIP = '198.18.0.100';
 const S = DEFAULT_DATAPLANE_SETTINGS;
 
 describe('Linux data plane in the kernel (real packets)', { concurrency: false }, () => {
-  let lab: Lab;
+  let lab: Network;
   let net: PodNet;
-  let worker: LabNode;
-  let gwA: LabNode;
-  let gwB: LabNode;
+  let worker: NetNode;
+  let gwA: NetNode;
+  let gwB: NetNode;
   let pod1: PodNs;
   let pod2: PodNs;
   let pod3: PodNs;
@@ -32,13 +32,13 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
   const planes = new Map<string, LinuxDataplane>();
   let port = 5000;
 
-  const plane = (n: LabNode) => planes.get(n.name)!;
+  const plane = (n: NetNode) => planes.get(n.name)!;
   const podObj = (p: PodNs, labels: Record<string, string>): DataplanePod => ({
     metadata: { namespace: 'prod', name: p.name, labels },
     spec: { nodeName: p.node },
     status: { phase: 'Running', podIP: p.ip },
   });
-  const gateway = (o: { active: LabNode | undefined; policies: DataplanePolicy[]; mode?: string; iface?: string }): EgressGatewayDataplane => ({
+  const gateway = (o: { active: NetNode | undefined; policies: DataplanePolicy[]; mode?: string; iface?: string }): EgressGatewayDataplane => ({
     metadata: { name: 'gw' },
     spec: {
       tunnelID: 42,
@@ -49,7 +49,7 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     },
   });
   const webPolicy: DataplanePolicy = { name: 'web', selectors: [{ podSelector: { matchLabels: { app: 'web' } } }], destinationCIDRs: ['203.0.113.0/24'] };
-  const model = (node: LabNode, gateways: EgressGatewayDataplane[], pods: DataplanePod[]): NodeDataplane =>
+  const model = (node: NetNode, gateways: EgressGatewayDataplane[], pods: DataplanePod[]): NodeDataplane =>
     buildNodeDataplane({
       node: node.name,
       podCIDRs: [POD_CIDR],
@@ -98,9 +98,9 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
   };
 
   before(async () => {
-    await assertLabSupported(); // fails (not skips) without root: required in CI
-    lab = await Lab.create({ nodes: 3, prefix: 'egd' });
-    [worker, gwA, gwB] = lab.nodes as [LabNode, LabNode, LabNode];
+    await assertNetnsSupported(); // fails (not skips) without root: required in CI
+    lab = await Network.create({ nodes: 3, prefix: 'egd' });
+    [worker, gwA, gwB] = lab.nodes as [NetNode, NetNode, NetNode];
     net = await addPodNet(lab, { [worker.name]: 3 });
     [pod1, pod2, pod3] = net.pods as [PodNs, PodNs, PodNs];
     for (const n of lab.nodes) planes.set(n.name, new LinuxDataplane(S, createRunner({ netns: n.ns })));

@@ -4,7 +4,7 @@
 // granted by that component's RBAC in the install, and every grant must have been used — except the few
 // listed in UNEXERCISED with the reason the scenario cannot reach them.
 //
-// Needs root and `ip netns` (the agents run in network namespaces, via src/testenv/lab.ts).
+// Needs root and `ip netns` (the agents run in network namespaces, via src/testenv/env.ts).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION, cegpName } from '../../src/api/names.ts';
@@ -15,14 +15,17 @@ import { runController } from '../../src/controller/controller.ts';
 import { parseControllerArgs } from '../../src/controller/options.ts';
 import { CEGPS, GATEWAYS, NODES, POLICIES } from '../../src/kube/resources.ts';
 import type { AuditEvent } from '../../src/testenv/apiserver.ts';
-import { LAB_VIP, activeInstance, startLab, type LabHandle } from '../../src/testenv/lab.ts';
+import { startTestEnv, type TestEnv } from '../../src/testenv/env.ts';
+import { poll } from '../../src/testenv/poll.ts';
+import { activeInstance } from '../../src/testenv/queries.ts';
+import { TEST_VIP } from '../../src/testenv/seed.ts';
 
 const canRun = process.getuid?.() === 0;
 
 /** The identity each component runs as in a cluster, and the one it has in this test. */
 const COMPONENTS = {
   controller: { serviceAccount: 'egressgw-controller', user: `system:serviceaccount:${DEFAULT_NAMESPACE}:egressgw-controller` },
-  // The lab's agents authenticate as this user (src/testenv/lab.ts).
+  // The test environment's agents authenticate as this user (src/testenv/env.ts).
   agent: { serviceAccount: 'egress-gateway-agent', user: 'egressgw-agent' },
 } as const;
 
@@ -96,20 +99,20 @@ const granted = (grants: Grant[], a: Access): boolean =>
   grants.some((g) => g.verb === a.verb && g.group === a.group && g.resource === a.resource && (g.namespace === undefined || g.namespace === a.namespace));
 
 describe('RBAC of the install is exactly what the components use', { skip: canRun ? false : 'needs root for network namespaces' }, () => {
-  let lab: LabHandle;
+  let env: TestEnv;
   const stop = new AbortController();
   let controller: Promise<void> | undefined;
 
   before(async () => {
-    lab = await startLab({ nodes: 2, controller: false });
+    env = await startTestEnv({ nodes: 2, controller: false });
     // The controller as its ServiceAccount, with leader election on (as deployed).
     // A generous handover timeout: this test records which requests the components make, and on a loaded
     // CI machine an agent may confirm a move after the default 5 s, which would turn the move into a
     // (correct) MoveRejected and leave the move's requests unrecorded.
     const options = parseControllerArgs(['--metrics-addr=', '--log-level=warn', '--leader-elect-retry-period=500ms', '--leader-elect-renew-deadline=2s', '--leader-elect-lease-duration=3s', '--handover-timeout=30s']);
-    controller = runController(options, { signal: stop.signal, kubeConfig: lab.cluster.clientFor(COMPONENTS.controller.user) });
+    controller = runController(options, { signal: stop.signal, kubeConfig: env.cluster.clientFor(COMPONENTS.controller.user) });
 
-    const client = lab.client;
+    const client = env.client;
     const gw = (): Promise<EgressGateway> => client.get<EgressGateway>(GATEWAYS, 'audit');
     const readyOn = async (node?: string): Promise<string | undefined> => {
       const g = await gw();
@@ -118,43 +121,43 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
     };
 
     // Elect, announce, render a policy and report an orphan one (instances, labels, CEGP, statuses, events).
-    await lab.createVipGateway('audit', LAB_VIP);
-    await lab.applyYaml([
+    await env.createVipGateway('audit', TEST_VIP);
+    await env.applyYaml([
       { apiVersion: 'network.deckhouse.io/v1alpha1', kind: 'EgressGatewayPolicy', metadata: { name: 'audit' },
         spec: { egressGatewayName: 'audit', destinationCIDRs: ['192.0.2.0/24'], selectors: [{ podSelector: { matchLabels: { app: 'x' } } }] } },
       { apiVersion: 'network.deckhouse.io/v1alpha1', kind: 'EgressGatewayPolicy', metadata: { name: 'audit-orphan' },
         spec: { egressGatewayName: 'missing', destinationCIDRs: ['192.0.2.0/24'], selectors: [{ podSelector: { matchLabels: { app: 'x' } } }] } },
     ]);
-    const first = await lab.waitFor(() => readyOn(), 60_000, 'gateway Ready');
+    const first = await poll('gateway Ready', () => readyOn(), 60_000);
 
     // A change of VIP updates the live instance in place (PUT).
     await client.mergePatch(GATEWAYS, 'audit', { spec: { sourceIP: { virtualIPAddress: { ip: '198.18.0.101' } } } });
-    await lab.waitFor(async () => (await activeInstance(client, 'audit'))?.ready && (await gw()).status?.conditions?.some((c) => c.status === 'True'), 60_000, 'instance updated');
+    await poll('instance updated', async () => (await activeInstance(client, 'audit'))?.ready && (await gw()).status?.conditions?.some((c) => c.status === 'True'), 60_000);
 
     // A move: the annotation is cleared by the controller; the old instance is deleted, its agent releases it.
     // Only once the other node is eligible too (its agent heartbeats): before that the controller rightly
     // rejects the move ("AgentMissing"), which happened on a loaded CI machine where that agent started late.
-    const other = lab.nodes.find((n) => n.name !== first)!.name;
-    await lab.waitFor(async () => (await gw()).status?.readyNodes === lab.nodes.length, 60_000, 'both nodes eligible');
+    const other = env.nodes.find((n) => n.name !== first)!.name;
+    await poll('both nodes eligible', async () => (await gw()).status?.readyNodes === env.nodes.length, 60_000);
     await client.mergePatch(GATEWAYS, 'audit', { metadata: { annotations: { [MOVE_TO_ANNOTATION]: other } } });
-    await lab.waitFor(() => readyOn(other), 60_000, 'moved');
-    await lab.waitFor(async () => (await gw()).metadata.annotations?.[MOVE_TO_ANNOTATION] === undefined, 30_000, 'move request cleared');
+    await poll('moved', () => readyOn(other), 60_000);
+    await poll('move request cleared', async () => (await gw()).metadata.annotations?.[MOVE_TO_ANNOTATION] === undefined, 30_000);
 
     // The active node dies hard: its agent is gone, the controller releases the finalizer itself.
-    const dead = lab.nodes.find((n) => n.name === other)!;
+    const dead = env.nodes.find((n) => n.name === other)!;
     dead.agent.kill('SIGKILL');
     await dead.agent.exited;
-    await lab.setNodeReady(dead.name, false);
-    await lab.waitFor(() => readyOn(first), 60_000, 'failed over');
+    await env.setNodeReady(dead.name, false);
+    await poll('failed over', () => readyOn(first), 60_000);
 
     // A graceful agent shutdown deletes its heartbeat Lease.
-    const survivor = lab.nodes.find((n) => n.name === first)!;
+    const survivor = env.nodes.find((n) => n.name === first)!;
     survivor.agent.kill('SIGTERM');
     await survivor.agent.exited;
 
     // Deleting the policy deletes its CEGP.
     await client.delete(POLICIES, 'audit');
-    await lab.waitFor(async () => (await client.tryGet(CEGPS, cegpName('audit'))) === undefined, 30_000, `CEGP ${cegpName('audit')} deleted`);
+    await poll(`CEGP ${cegpName('audit')} deleted`, async () => (await client.tryGet(CEGPS, cegpName('audit'))) === undefined, 30_000);
     await client.mergePatch(NODES, dead.name, { spec: { unschedulable: true } });
     stop.abort();
     await controller;
@@ -163,14 +166,14 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
   after(async () => {
     stop.abort();
     await controller;
-    await lab?.stop();
+    await env?.stop();
   });
 
   const manifests = renderManifests();
   for (const [component, id] of Object.entries(COMPONENTS) as Array<[keyof typeof COMPONENTS, (typeof COMPONENTS)[keyof typeof COMPONENTS]]>) {
     test(`${component}: every request is granted`, (t) => {
       const grants = grantsOf(manifests, id.serviceAccount);
-      const used = usedBy(lab.cluster.auditEvents(), id.user);
+      const used = usedBy(env.cluster.auditEvents(), id.user);
       t.diagnostic(`${id.user} used: ${[...new Set(used.map(key))].sort().join(', ')}`);
       assert.ok(used.length > 0, `the audit log has requests of ${id.user}`);
       const missing = used.filter((a) => !granted(grants, a)).map((a) => `${key(a)}${a.namespace ? ` in ${a.namespace}` : ''}`);
@@ -179,7 +182,7 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
 
     test(`${component}: every grant is used`, () => {
       const grants = grantsOf(manifests, id.serviceAccount);
-      const used = new Set(usedBy(lab.cluster.auditEvents(), id.user).map(key));
+      const used = new Set(usedBy(env.cluster.auditEvents(), id.user).map(key));
       const unused = [...new Set(grants.map(key))].filter((k) => !used.has(k) && !(k in UNEXERCISED[component]));
       assert.deepEqual(unused.sort(), [], 'granted but never used');
     });

@@ -17,7 +17,11 @@ import { join } from 'node:path';
 import { DEFAULT_NAMESPACE, heartbeatLeaseName } from '../../src/api/names.ts';
 import type { PassInfo } from '../../src/controller/controller.ts';
 import { leases } from '../../src/kube/resources.ts';
-import { activeInstance, startLab, type ArpEvent, type LabHandle, type LabNodeHandle } from '../../src/testenv/lab.ts';
+import { startTestEnv, type TestEnv, type TestEnvNode } from '../../src/testenv/env.ts';
+import { lanDown, lanUp, settledActive as settled, warmRouter as warm } from '../../src/testenv/failover.ts';
+import type { ArpEvent } from '../../src/testenv/observe.ts';
+import { poll } from '../../src/testenv/poll.ts';
+import { activeInstance } from '../../src/testenv/queries.ts';
 
 const VIP = '198.18.0.100';
 const GW = 'e2e-gw';
@@ -33,85 +37,71 @@ interface PassRecord {
 }
 
 describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
-  let lab: LabHandle;
+  let env: TestEnv;
   const passes: PassRecord[] = [];
 
   before(async () => {
-    lab = await startLab({
+    env = await startTestEnv({
       nodes: 3,
       onPass: (p: PassInfo) => passes.push({ at: p.at, target: p.desired.gateways.get(GW)?.target ?? '' }),
     });
     // interfaces: [eth0] so that the controller also sees the uplink state the agents publish.
-    await lab.createVipGateway(GW, VIP, ['eth0']);
+    await env.createVipGateway(GW, VIP, ['eth0']);
   });
 
   after(async () => {
-    await lab?.stop();
+    await env?.stop();
   });
 
-  const nodeByName = (name: string): LabNodeHandle => {
-    const n = lab.nodes.find((x) => x.name === name);
+  const nodeByName = (name: string): TestEnvNode => {
+    const n = env.nodes.find((x) => x.name === name);
     assert.ok(n, `node ${name}`);
     return n;
   };
 
   /** Waits until another node than `a` has a Ready instance of the gateway and holds the VIP. */
-  const newOwner = async (a: LabNodeHandle): Promise<LabNodeHandle> => {
-    const inst = await lab.waitFor(async () => {
-      const i = await activeInstance(lab.client, GW);
+  const newOwner = async (a: TestEnvNode): Promise<TestEnvNode> => {
+    const inst = await poll('a Ready instance on another node', async () => {
+      const i = await activeInstance(env.client, GW);
       return i && i.node !== a.name && i.ready ? i : undefined;
-    }, STEP, 'a Ready instance on another node');
+    }, STEP);
     const b = nodeByName(inst.node);
-    await lab.waitFor(() => lab.hasAddress(b, VIP), STEP, `${VIP} on ${b.name}`);
+    await poll(`${VIP} on ${b.name}`, () => env.hasAddress(b, VIP), STEP);
     return b;
   };
 
-  /** The active node once the gateway is settled: see below. */
-  async function settledActive(): Promise<LabNodeHandle> {
-    return lab.waitFor(async () => {
-      const inst = await activeInstance(lab.client, GW);
-      // One live instance (no handover in flight), Ready, and the controller's latest decision agrees.
-      if (!inst?.ready || inst.live !== 1 || passes.at(-1)?.target !== inst.node) return undefined;
-      const holders = [];
-      for (const n of lab.nodes) if (await lab.hasAddress(n, VIP)) holders.push(n.name);
-      return holders.length === 1 && holders[0] === inst.node ? nodeByName(inst.node) : undefined;
-    }, STEP, 'a Ready instance whose node alone holds the VIP');
+  /** The active node once the gateway is settled, and the controller's latest decision agrees. */
+  async function settledActive(): Promise<TestEnvNode> {
+    return settled(env, GW, VIP, { deadlineMs: STEP, also: (inst) => passes.at(-1)?.target === inst.node });
   }
 
   /** The router talks to the VIP, so its neighbour table holds the active node's MAC. */
-  async function warmRouter(active: LabNodeHandle): Promise<void> {
-    // Start from a fresh resolution: an entry left by an earlier scenario may still be STALE or probing.
-    await lab.netns.ip(lab.router.ns, ['neigh', 'flush', 'to', VIP]);
-    await lab.udpPoke(lab.router.ns, VIP);
-    const entry = await lab.waitFor(async () => {
-      const e = await lab.netns.neighbour(lab.router.ns, VIP);
-      return e?.mac !== undefined && !e.state.includes('INCOMPLETE') ? e : undefined;
-    }, STEP, 'the router to resolve the VIP');
+  async function warmRouter(active: TestEnvNode): Promise<void> {
+    const entry = await warm(env, VIP, STEP);
     assert.equal(entry.mac, active.mac, 'router neighbour entry points at the active node before the failure');
   }
 
-  async function failoverScenario(fail: (a: LabNodeHandle) => Promise<void>, recover: (a: LabNodeHandle) => Promise<void>): Promise<void> {
+  async function failoverScenario(fail: (a: TestEnvNode) => Promise<void>, recover: (a: TestEnvNode) => Promise<void>): Promise<void> {
     const a = await settledActive();
     await warmRouter(a);
     // Where router-originated ARP could be seen: every node's LAN side (broadcast and unicast probes).
-    const routerSide = await lab.captureArp(lab.router.ns, 'br0');
-    const nodeSides = await Promise.all(lab.nodes.map((n) => lab.captureArp(n.ns, n.ifname)));
-    const neigh = await lab.monitorNeighbours(lab.router.ns);
-    const addrA = await lab.monitorAddresses(a.ns);
+    const routerSide = await env.captureArp(env.router.ns, 'br0');
+    const nodeSides = await Promise.all(env.nodes.map((n) => env.captureArp(n.ns, n.ifname)));
+    const neigh = await env.monitorNeighbours(env.router.ns);
+    const addrA = await env.monitorAddresses(a.ns);
     try {
       const tFail = Date.now();
       await fail(a);
 
       // The old node loses the address by itself (lifetime) or by the agent (withdrawal).
-      await lab.waitFor(async () => !(await lab.hasAddress(a, VIP)), STEP, `${VIP} to vanish from ${a.name}`);
+      await poll(`${VIP} to vanish from ${a.name}`, async () => !(await env.hasAddress(a, VIP)), STEP);
 
       // Another node gets the instance, confirms it, and holds the VIP.
       const b = await newOwner(a);
 
       // The router's existing entry moves to B's MAC.
-      const change = await lab.waitFor(() => neigh.events.find((e) => e.ip === VIP && e.mac === b.mac && !e.deleted), STEP,
-        `router neighbour entry for ${VIP} to change to ${b.mac}`);
-      assert.equal((await lab.netns.neighbour(lab.router.ns, VIP))?.mac, b.mac);
+      const change = await poll(`router neighbour entry for ${VIP} to change to ${b.mac}`, () => neigh.events.find((e) => e.ip === VIP && e.mac === b.mac && !e.deleted), STEP);
+      assert.equal((await env.net.neighbour(env.router.ns, VIP))?.mac, b.mac);
 
       // The capture and the neighbour monitor are two processes reading two kernel notifications of the
       // same frame, so their clocks of one event differ by scheduling noise: ORDER_SLACK_MS absorbs that
@@ -127,7 +117,7 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
 
       // No ARP request from the router for the VIP before the change: neither on the wire …
       const routerAsked = nodeSides.flatMap((c) => c.events).filter((e) =>
-        e.ethSrc === lab.router.mac && e.op === 'request' && e.targetIp === VIP && e.t >= tFail && e.t <= change.t);
+        e.ethSrc === env.router.mac && e.op === 'request' && e.targetIp === VIP && e.t >= tFail && e.t <= change.t);
       assert.deepEqual(routerAsked, [], 'the router sent no ARP request for the VIP before its entry changed');
       // … nor in the router's neighbour state machine (PROBE / INCOMPLETE mean it is asking).
       const asking = neigh.events.filter((e) => e.ip === VIP && e.t <= change.t && /PROBE|INCOMPLETE|FAILED/.test(e.state));
@@ -151,7 +141,7 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       async (a) => a.agent.kill('SIGKILL'),
       async (a) => {
         await a.agent.exited;
-        await lab.restartAgent(a);
+        await env.restartAgent(a);
       },
     );
   });
@@ -162,20 +152,16 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       async (a) => {
         a.agent.kill('SIGCONT');
         // Thawed, it fences (its heartbeat is stale) and must not take the VIP back: it is B's now.
-        await lab.waitFor(() => readFileSync(join(lab.logDir, `agent-${a.name}.log`), 'utf8').includes('instances re-listed after fencing'), STEP,
-          `${a.name} to recover from fencing`);
-        assert.equal(await lab.hasAddress(a, VIP), false, 'the thawed agent did not re-take the VIP');
+        await poll(`${a.name} to recover from fencing`, () => readFileSync(join(env.logDir, `agent-${a.name}.log`), 'utf8').includes('instances re-listed after fencing'), STEP);
+        assert.equal(await env.hasAddress(a, VIP), false, 'the thawed agent did not re-take the VIP');
       },
     );
   });
 
   test('(c) LAN link of the active node down: uplink down, new owner, GARP moves the router', async () => {
     await failoverScenario(
-      async (a) => lab.netns.setLink(a.ns, a.ifname, 'down'),
-      async (a) => {
-        await lab.netns.setLink(a.ns, a.ifname, 'up');
-        await lab.netns.ip(a.ns, ['route', 'replace', 'default', 'via', lab.router.ip]);
-      },
+      async (a) => lanDown(env, a),
+      async (a) => lanUp(env, a),
     );
   });
 
@@ -184,36 +170,36 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     a.agent.kill('SIGTERM');
     const { code } = await a.agent.exited;
     assert.equal(code, 0, 'clean exit');
-    assert.equal(await lab.hasAddress(a, VIP), false, 'VIP withdrawn on shutdown');
-    const lease = await lab.client.tryGet(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(a.name));
+    assert.equal(await env.hasAddress(a, VIP), false, 'VIP withdrawn on shutdown');
+    const lease = await env.client.tryGet(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(a.name));
     assert.equal(lease, undefined, 'heartbeat Lease deleted on shutdown');
     await newOwner(a);
-    await lab.restartAgent(a);
+    await env.restartAgent(a);
   });
 
   test('fencing: API cut, LAN up: the old node withdraws before the new instance exists, never two MACs at once', async () => {
     const a = await settledActive();
     await warmRouter(a);
     // An active prober: the router asks for the VIP every 50 ms, so any node holding it answers on the wire.
-    const routerSide = await lab.captureArp(lab.router.ns, 'br0', { ip: VIP, senderMac: lab.router.mac, senderIp: lab.router.ip, intervalMs: 50 });
-    const addrA = await lab.monitorAddresses(a.ns);
+    const routerSide = await env.captureArp(env.router.ns, 'br0', { ip: VIP, senderMac: env.router.mac, senderIp: env.router.ip, intervalMs: 50 });
+    const addrA = await env.monitorAddresses(a.ns);
     const passesBefore = passes.length;
     try {
       const tCut = Date.now();
-      await lab.netns.setLink(a.ns, 'mgmt0', 'down');
+      await env.net.setLink(a.ns, 'mgmt0', 'down');
 
-      const removed = await lab.waitFor(() => addrA.events.find((e) => e.deleted && e.ip === VIP), STEP, `${a.name} to withdraw ${VIP}`);
+      const removed = await poll(`${a.name} to withdraw ${VIP}`, () => addrA.events.find((e) => e.deleted && e.ip === VIP), STEP);
       const b = await newOwner(a);
 
       // The controller pass that elected B (and wrote its instance) started after A had already removed the VIP.
       // A pass is reported when all its writes are done, and B's agent may confirm its instance (which is
       // how we learnt B) before the pass's remaining writes: so wait for the report; `at` is when it started.
-      const electing = await lab.waitFor(() => passes.slice(passesBefore).find((p) => p.target === b.name), STEP, 'the controller pass that elected the new node to be reported');
+      const electing = await poll('the controller pass that elected the new node to be reported', () => passes.slice(passesBefore).find((p) => p.target === b.name), STEP);
       assert.ok(removed.t < electing.at, `A removed the VIP (${removed.t}) before the controller elected B and created its instance (pass at ${electing.at})`);
       assert.ok(removed.t >= tCut);
 
       // On the wire: frames for the VIP come from A, then from B, never interleaved.
-      await lab.waitFor(() => routerSide.events.some((e) => e.senderMac === b.mac && e.senderIp === VIP), STEP, 'a frame from B at the router');
+      await poll('a frame from B at the router', () => routerSide.events.some((e) => e.senderMac === b.mac && e.senderIp === VIP), STEP);
       const forVip = routerSide.events.filter((e) => e.senderIp === VIP && (e.op === 'reply' || e.gratuitous));
       const lastA = Math.max(...forVip.filter((e) => e.senderMac === a.mac).map((e) => e.t), -Infinity);
       const firstB = Math.min(...forVip.filter((e) => e.senderMac === b.mac).map((e) => e.t));
@@ -222,11 +208,10 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     } finally {
       routerSide.stop();
       addrA.stop();
-      await lab.netns.setLink(a.ns, 'mgmt0', 'up');
+      await env.net.setLink(a.ns, 'mgmt0', 'up');
     }
     // Reconnected, A re-lists and stays out: no preemptive failback, no second owner.
-    await lab.waitFor(() => readFileSync(join(lab.logDir, `agent-${a.name}.log`), 'utf8').includes('instances re-listed after fencing'), STEP,
-      `${a.name} to recover from fencing`);
-    assert.equal(await lab.hasAddress(a, VIP), false);
+    await poll(`${a.name} to recover from fencing`, () => readFileSync(join(env.logDir, `agent-${a.name}.log`), 'utf8').includes('instances re-listed after fencing'), STEP);
+    assert.equal(await env.hasAddress(a, VIP), false);
   });
 });

@@ -5,7 +5,7 @@
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { Condition, EgressGateway, EgressGatewayPolicy, LabelSelector, PodLike } from '../api/types.ts';
 import { podSelected } from '../core/selectors.ts';
-import { age, painter, renderTable } from './table.ts';
+import { age, painter, renderTable } from '../term/table.ts';
 
 export interface GatewayRow {
   name: string;

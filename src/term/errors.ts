@@ -1,4 +1,4 @@
-// Error conventions of the CLI: a UsageError (bad flags, unknown names, refused requests) is the
+// Error conventions of every `egressgw` command (src/cli and src/lab, which import this and not each other): a UsageError (bad flags, unknown names, refused requests) is the
 // user's to fix and is printed as one line with exit code 2; anything else is our bug or the
 // cluster's and is printed with its message (stack only with EGRESSGW_DEBUG=1) and exit code 1.
 

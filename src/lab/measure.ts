@@ -1,4 +1,5 @@
-// The lab's failover: fail the active node of a VIP gateway and time what follows, on real parts.
+// The lab's measured failover: fail the active node of a VIP gateway and time what follows, on real parts
+// (the test environment, src/testenv/env.ts; the shared steps are in src/testenv/failover.ts).
 //
 // Failing a node = kill -9 of its agent, then its LAN link (eth0) down: what a powered-off node looks like
 // from outside (no heartbeat, no frames). The controller notices the heartbeat Lease expiring, elects
@@ -12,12 +13,13 @@
 //    stamped when the answer arrived, so they are late by up to one poll plus a round-trip.
 // All stamps are wall-clock milliseconds (performance.timeOrigin + now) across processes of one machine.
 
-import { ACTIVE_FOR_PREFIX, activeForLabel, DEFAULT_NAMESPACE, heartbeatLeaseName } from '../api/names.ts';
-import type { EgressGateway, EgressGatewayInstance, LeaseLike, NodeLike } from '../api/types.ts';
-import type { KubeClient } from '../kube/client.ts';
-import { GATEWAYS, INSTANCES, NODES, leases } from '../kube/resources.ts';
-import { poll } from '../testenv/poll.ts';
-import type { Capture, LabHandle, LabNodeHandle, NeighMonitor, AddrMonitor } from '../testenv/lab.ts';
+import { ACTIVE_FOR_PREFIX, activeForLabel } from '../api/names.ts';
+import type { EgressGateway, NodeLike } from '../api/types.ts';
+import { GATEWAYS, NODES } from '../kube/resources.ts';
+import type { TestEnv, TestEnvNode } from '../testenv/env.ts';
+import { heartbeating, lanDown, lanUp, settledActive as settled, warmRouter as warm } from '../testenv/failover.ts';
+import type { AddrMonitor, Capture, NeighMonitor } from '../testenv/observe.ts';
+import { isInstanceReady, liveInstances } from '../testenv/queries.ts';
 
 export const now = (): number => performance.timeOrigin + performance.now();
 const POLL_MS = 10;
@@ -46,71 +48,35 @@ export interface FailoverMeasurement {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function isReady(i: EgressGatewayInstance): boolean {
-  return i.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-}
-
-/** Live (not terminating) instances of `gateway`. */
-export async function liveInstances(client: KubeClient, gateway: string): Promise<EgressGatewayInstance[]> {
-  const list = await client.list<EgressGatewayInstance>(INSTANCES);
-  return list.items.filter((i) => {
-    if (i.metadata.deletionTimestamp) return false;
-    const owner = i.metadata.ownerReferences?.[0]?.name;
-    return owner !== undefined ? owner === gateway : i.metadata.name.startsWith(`${gateway}-`);
-  });
-}
-
-/** Nodes whose agent renewed its heartbeat Lease within `freshMs` (controller default lease: 2 s). */
-export async function heartbeatingNodes(client: KubeClient, nodes: string[], freshMs = 2000): Promise<string[]> {
-  const list = await client.list<LeaseLike>(leases(DEFAULT_NAMESPACE));
-  const byName = new Map(list.items.map((l) => [l.metadata.name, l]));
-  return nodes.filter((n) => {
-    const t = Date.parse(byName.get(heartbeatLeaseName(n))?.spec?.renewTime ?? '');
-    return Number.isFinite(t) && Date.now() - t < freshMs;
-  });
-}
-
 /**
  * The gateway's active node once it is settled: one live instance, Ready, the gateway's status agrees,
  * and that node alone holds the VIP.
  */
-export async function settledActive(lab: LabHandle, gateway: string, vip: string, deadlineMs: number, signal?: AbortSignal): Promise<LabNodeHandle> {
-  return poll(`gateway ${gateway} to settle (one Ready instance, its node alone holding ${vip})`, async () => {
-    const live = await liveInstances(lab.client, gateway);
-    const inst = live[0];
-    if (live.length !== 1 || !inst || !isReady(inst)) return undefined;
-    const g = await lab.client.get<EgressGateway>(GATEWAYS, gateway);
-    if (g.status?.activeNodeName !== inst.spec?.nodeName) return undefined;
-    const holders: LabNodeHandle[] = [];
-    for (const n of lab.nodes) if (await lab.hasAddress(n, vip)) holders.push(n);
-    return holders.length === 1 && holders[0]!.name === inst.spec?.nodeName ? holders[0] : undefined;
-  }, deadlineMs, { signal });
+export async function settledActive(env: TestEnv, gateway: string, vip: string, deadlineMs: number, signal?: AbortSignal): Promise<TestEnvNode> {
+  return settled(env, gateway, vip, {
+    deadlineMs,
+    signal,
+    also: async (inst) => (await env.client.get<EgressGateway>(GATEWAYS, gateway)).status?.activeNodeName === inst.node,
+  });
 }
 
 /** Fails the node: see FAILURE_METHOD. */
-export async function failNode(lab: LabHandle, node: LabNodeHandle): Promise<void> {
+export async function failNode(env: TestEnv, node: TestEnvNode): Promise<void> {
   node.agent.kill('SIGKILL');
-  await lab.netns.setLink(node.ns, node.ifname, 'down');
+  await lanDown(env, node);
 }
 
 /** Undoes failNode: link up (and its default route back), a fresh agent; waits for its heartbeat. */
-export async function recoverNode(lab: LabHandle, node: LabNodeHandle, deadlineMs: number, signal?: AbortSignal): Promise<void> {
-  await lab.netns.setLink(node.ns, node.ifname, 'up');
-  // Link down removed the default route through it.
-  await lab.netns.ip(node.ns, ['route', 'replace', 'default', 'via', lab.router.ip]);
-  await lab.restartAgent(node);
-  await poll(`${node.name}'s new agent to heartbeat`, async () => (await heartbeatingNodes(lab.client, [node.name])).length === 1, deadlineMs, { signal });
+export async function recoverNode(env: TestEnv, node: TestEnvNode, deadlineMs: number, signal?: AbortSignal): Promise<void> {
+  await lanUp(env, node);
+  await env.restartAgent(node);
+  await heartbeating(env.client, [node.name], deadlineMs, { signal, what: `${node.name}'s new agent to heartbeat` });
 }
 
 /** Makes the router resolve the VIP, so that a later gratuitous ARP has an entry to move. */
-async function warmRouter(lab: LabHandle, vip: string): Promise<boolean> {
+async function warmRouter(env: TestEnv, vip: string): Promise<boolean> {
   try {
-    await lab.netns.ip(lab.router.ns, ['neigh', 'flush', 'to', vip]);
-    await lab.udpPoke(lab.router.ns, vip);
-    await poll('the router to resolve the VIP', async () => {
-      const e = await lab.netns.neighbour(lab.router.ns, vip);
-      return e?.mac !== undefined && !e.state.includes('INCOMPLETE');
-    }, 5000);
+    await warm(env, vip, 5000);
     return true;
   } catch {
     return false;
@@ -122,21 +88,21 @@ async function warmRouter(lab: LabHandle, vip: string): Promise<boolean> {
  * caller decides: recoverNode). Resolves with `completed: false` and `error` when no other node took
  * over within `deadlineMs`.
  */
-export async function measureFailover(lab: LabHandle, gateway: string, vip: string, opts: { deadlineMs: number; signal?: AbortSignal }): Promise<FailoverMeasurement> {
-  const a = await settledActive(lab, gateway, vip, opts.deadlineMs, opts.signal);
-  const routerWarm = await warmRouter(lab, vip);
+export async function measureFailover(env: TestEnv, gateway: string, vip: string, opts: { deadlineMs: number; signal?: AbortSignal }): Promise<FailoverMeasurement> {
+  const a = await settledActive(env, gateway, vip, opts.deadlineMs, opts.signal);
+  const routerWarm = await warmRouter(env, vip);
   let capture: Capture | undefined;
   let neigh: NeighMonitor | undefined;
   let addr: AddrMonitor | undefined;
   try {
-    capture = await lab.captureArp(lab.router.ns, lab.router.bridge);
-    neigh = await lab.monitorNeighbours(lab.router.ns);
-    addr = await lab.monitorAddresses(a.ns);
+    capture = await env.captureArp(env.router.ns, env.router.bridge);
+    neigh = await env.monitorNeighbours(env.router.ns);
+    addr = await env.monitorAddresses(a.ns);
 
     const t0 = now();
-    await failNode(lab, a);
+    await failNode(env, a);
 
-    let to: LabNodeHandle | undefined;
+    let to: TestEnvNode | undefined;
     let readyAt: number | undefined;
     let labelAt: number | undefined;
     let statusAt: number | undefined;
@@ -147,18 +113,18 @@ export async function measureFailover(lab: LabHandle, gateway: string, vip: stri
     for (;;) {
       opts.signal?.throwIfAborted();
       if (readyAt === undefined) {
-        const inst = (await liveInstances(lab.client, gateway)).find((i) => i.spec?.nodeName !== a.name && isReady(i));
+        const inst = (await liveInstances(env.client, gateway)).find((i) => i.spec?.nodeName !== a.name && isInstanceReady(i));
         if (inst) {
           readyAt = now();
-          to = lab.nodes.find((n) => n.name === inst.spec?.nodeName);
+          to = env.nodes.find((n) => n.name === inst.spec?.nodeName);
         }
       }
       if (labelAt === undefined) {
-        const holders = (await lab.client.list<NodeLike>(NODES, { labelSelector: label })).items.map((n) => n.metadata.name);
+        const holders = (await env.client.list<NodeLike>(NODES, { labelSelector: label })).items.map((n) => n.metadata.name);
         if (holders.length > 0 && !holders.includes(a.name)) labelAt = now();
       }
       if (statusAt === undefined) {
-        const active = (await lab.client.get<EgressGateway>(GATEWAYS, gateway)).status?.activeNodeName;
+        const active = (await env.client.get<EgressGateway>(GATEWAYS, gateway)).status?.activeNodeName;
         if (active && active !== a.name) statusAt = now();
       }
       if (to && garpAt === undefined) {

@@ -1,4 +1,5 @@
-// Plain-text tables for the CLI. Cells may carry ANSI colour; widths are measured without it.
+// Plain-text tables for the terminal (`egressgw status`, `plan`, the lab's screen). Cells may carry ANSI
+// colour; widths are measured without it. src/term is shared by src/cli and src/lab and imports neither.
 
 import { stripVTControlCharacters, styleText } from 'node:util';
 

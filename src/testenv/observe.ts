@@ -1,0 +1,160 @@
+// Watching the network of the test environment from inside its namespaces: ARP frames on an interface
+// (optionally with an active prober), the kernel's neighbour and address changes, and a single UDP
+// datagram to make a namespace resolve an address. Each watcher is a child process in the namespace;
+// its events carry the wall-clock time (performance.timeOrigin + now, ms) at which it read them, so
+// events of several watchers and of the test process share one clock.
+//
+// Watchers are stopped by their stop(), and at the latest with the network (its teardown kills every
+// process it spawned).
+
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { pathToFileURL } from 'node:url';
+import type { Network } from './netns.ts';
+import { REPO } from './paths.ts';
+
+export interface ArpEvent {
+  /** Wall clock, ms (fractional), when the capture process read the frame. */
+  t: number;
+  ifname: string;
+  ethSrc: string;
+  ethDst: string;
+  op: 'request' | 'reply';
+  senderMac: string;
+  senderIp: string;
+  targetMac: string;
+  targetIp: string;
+  /** sender IP = target IP: an announcement, not a question. */
+  gratuitous: boolean;
+}
+
+export interface Capture {
+  readonly events: ArpEvent[];
+  stop(): void;
+}
+
+export interface NeighEvent {
+  t: number;
+  ip: string;
+  mac: string | undefined;
+  state: string;
+  deleted: boolean;
+  line: string;
+}
+
+export interface NeighMonitor {
+  readonly events: NeighEvent[];
+  stop(): void;
+}
+
+export interface AddrEvent {
+  t: number;
+  ip: string;
+  ifname: string;
+  deleted: boolean;
+  line: string;
+}
+
+export interface AddrMonitor {
+  readonly events: AddrEvent[];
+  stop(): void;
+}
+
+export interface ArpProbe {
+  ip: string;
+  senderMac: string;
+  senderIp: string;
+  intervalMs: number;
+}
+
+/** Runs `args` in `ns` and hands each stdout line to `onLine`; with `readyLine`, resolves once it is printed. */
+function spawnLines(net: Network, ns: string, args: string[], onLine: (line: string, t: number) => void, readyLine?: string): Promise<ChildProcess> {
+  const child = net.spawnIn(ns, args[0]!, args.slice(1));
+  const rl = createInterface({ input: child.stdout! });
+  return new Promise((resolveReady, reject) => {
+    let ready = readyLine === undefined;
+    if (ready) resolveReady(child);
+    rl.on('line', (line) => {
+      const t = performance.timeOrigin + performance.now();
+      if (!ready && line === readyLine) {
+        ready = true;
+        resolveReady(child);
+        return;
+      }
+      onLine(line, t);
+    });
+    child.once('exit', (code) => {
+      if (!ready) reject(new Error(`${args.join(' ')} in ${ns} exited (${code}) before it was ready`));
+    });
+  });
+}
+
+/**
+ * Records every ARP frame received on `ifname` in `ns`. With `probe`, the same process also broadcasts
+ * an ARP request for `probe.ip` every `probe.intervalMs` (an active prober: whoever holds the IP answers).
+ */
+export async function captureArp(net: Network, ns: string, ifname: string, probe?: ArpProbe): Promise<Capture> {
+  const events: ArpEvent[] = [];
+  const packetUrl = pathToFileURL(join(REPO, 'src', 'agent', 'net', 'packet.ts')).href;
+  const framesUrl = pathToFileURL(join(REPO, 'src', 'agent', 'net', 'frames.ts')).href;
+  // A tiny capture process inside the namespace: one JSON line per ARP frame received on `ifname`.
+  const script = `
+    import { PacketSocket, ETH_P_ARP } from ${JSON.stringify(packetUrl)};
+    import { decodeFrame, arpRequestFrame } from ${JSON.stringify(framesUrl)};
+    const ifname = process.argv[1];
+    const probe = process.argv[2] ? JSON.parse(process.argv[2]) : undefined;
+    const s = PacketSocket.open(ifname, ETH_P_ARP);
+    if (probe) {
+      const frame = arpRequestFrame({ senderMac: probe.senderMac, senderIp: probe.senderIp, targetIp: probe.ip });
+      setInterval(() => { try { s.send(frame); } catch {} }, probe.intervalMs);
+    }
+    s.on('frame', (f) => {
+      const t = performance.timeOrigin + performance.now();
+      const d = decodeFrame(f);
+      if (!d || d.kind !== 'arp') return;
+      process.stdout.write(JSON.stringify({ t, ifname, ethSrc: d.eth.src, ethDst: d.eth.dst, op: d.arp.op === 1 ? 'request' : 'reply',
+        senderMac: d.arp.senderMac, senderIp: d.arp.senderIp, targetMac: d.arp.targetMac, targetIp: d.arp.targetIp,
+        gratuitous: d.arp.senderIp === d.arp.targetIp }) + '\\n');
+    });
+    process.stdout.write('ready\\n');
+  `;
+  const child = await spawnLines(net, ns, [process.execPath, '--input-type=module', '-e', script, ifname, ...(probe ? [JSON.stringify(probe)] : [])], (line) => {
+    try {
+      events.push(JSON.parse(line) as ArpEvent);
+    } catch {
+      // not ours
+    }
+  }, 'ready');
+  return { events, stop: () => void child.kill('SIGKILL') };
+}
+
+/** One UDP datagram from `ns` to `ip` (makes the kernel resolve `ip`, like a ping; no ping binary needed). */
+export async function udpPoke(net: Network, ns: string, ip: string): Promise<void> {
+  const script = `import { createSocket } from 'node:dgram';
+    const s = createSocket(${JSON.stringify(ip.includes(':') ? 'udp6' : 'udp4')});
+    s.send('egressgw-lab', 9, process.argv[1], () => s.close());`;
+  await net.exec(ns, process.execPath, ['--input-type=module', '-e', script, ip]);
+}
+
+/** The kernel's neighbour table changes in `ns` (`ip monitor neigh`). */
+export async function monitorNeighbours(net: Network, ns: string): Promise<NeighMonitor> {
+  const events: NeighEvent[] = [];
+  const child = await spawnLines(net, ns, ['ip', 'monitor', 'neigh'], (line, t) => {
+    const m = /^(Deleted )?(\S+) dev \S+(?: lladdr (\S+))?(?: router)?(?: proxy)? ?([A-Z_ ]*)$/.exec(line.trim());
+    if (!m) return;
+    events.push({ t, ip: m[2]!, mac: m[3]?.toLowerCase(), state: (m[4] ?? '').trim(), deleted: Boolean(m[1]), line });
+  });
+  return { events, stop: () => void child.kill('SIGKILL') };
+}
+
+/** Addresses added to and removed from interfaces in `ns` (`ip monitor address`). */
+export async function monitorAddresses(net: Network, ns: string): Promise<AddrMonitor> {
+  const events: AddrEvent[] = [];
+  const child = await spawnLines(net, ns, ['ip', '-o', 'monitor', 'address'], (line, t) => {
+    const m = /^(Deleted )?\d+:\s+(\S+)\s+inet6?\s+([0-9a-f.:]+)\//.exec(line.trim());
+    if (!m) return;
+    events.push({ t, ifname: m[2]!, ip: m[3]!, deleted: Boolean(m[1]), line });
+  });
+  return { events, stop: () => void child.kill('SIGKILL') };
+}

@@ -12,7 +12,7 @@ import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { createLogger, errFields, type Logger } from '../kube/log.ts';
 import { NODES } from '../kube/resources.ts';
-import { Agent } from './agent.ts';
+import { Agent, type VipAnnouncer } from './agent.ts';
 import { DataplaneAgent } from './dataplane/agent.ts';
 import { createRunner } from './dataplane/exec.ts';
 import { LinuxDataplane } from './dataplane/linux.ts';
@@ -36,7 +36,15 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   const announcer = new WireAnnouncer({ addresses, reannounceIntervalMs: o.reannounceIntervalMs, metrics, log: logger.child({ part: 'announcer' }) });
   await announcer.start();
   const linux = o.dataplane === 'linux';
-  const newVipAgent = () => new Agent(o, { client, addresses, announcer, metrics, log: logger });
+  // In linux mode the VIP part comes and goes with the member label; the announcer (its sockets) lives as
+  // long as the process, so a stopping VIP part must not close it: main does, at exit.
+  const shared: VipAnnouncer = {
+    advertise: (ip, ifname) => announcer.advertise(ip, ifname),
+    withdraw: (ip) => announcer.withdraw(ip),
+    selfCheck: () => announcer.selfCheck(),
+    close: () => undefined,
+  };
+  const newVipAgent = () => new Agent(o, { client, addresses, announcer: linux ? shared : announcer, metrics, log: logger });
 
   let plane: LinuxDataplane | undefined;
   let dataplane: DataplaneAgent | undefined;
@@ -45,7 +53,7 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   /** Member transitions run one at a time (a stop must finish before the next start). */
   let vipQueue: Promise<void> = Promise.resolve();
   if (linux) {
-    plane = new LinuxDataplane(o.dataplaneSettings, createRunner());
+    plane = new LinuxDataplane(o.dataplaneSettings, createRunner({ binaries: { nft: o.nftPath } }));
     const events = new EventRecorder(client, { reportingController: REPORTING_AGENT, reportingInstance: `egressgw-agent-${o.nodeName}`, logger });
     dataplane = new DataplaneAgent(
       { nodeName: o.nodeName, podCIDRs: o.podCIDRs, serviceCIDRs: o.serviceCIDRs },
@@ -102,6 +110,7 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     await vipQueue;
     await vip?.stop();
     await dataplane?.stop();
+    if (linux) await announcer.close();
     if (plane && (o.cleanup || (await uninstalling(client, o.daemonSet, logger)))) {
       const removed = await plane.cleanup();
       logger.info({ removed }, o.cleanup ? 'removed the data plane (--cleanup)' : 'removed the data plane (the agent DaemonSet is gone: uninstall)');

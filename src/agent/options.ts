@@ -6,13 +6,9 @@
 // but not the LAN (the agent fences after `fenceAfter`). Hence
 //   refreshInterval < addressLifetime ≤ fenceAfter < leaseDuration.
 
-import { DEFAULT_NAMESPACE, AGENT_PROBE_PORT } from '../api/names.ts';
+import { DEFAULT_NAMESPACE, AGENT_PROBE_PORT, DATAPLANE_MODES, type DataplaneMode } from '../api/names.ts';
 import { parseCIDR4 } from '../dataplane/ranges.ts';
 import { DEFAULT_DATAPLANE_SETTINGS, settingsProblems, type DataplaneSettings } from '../dataplane/render.ts';
-
-/** Which data plane carries the pods' traffic: Cilium's eBPF (design §7) or ours (docs/dataplane.md). */
-export type DataplaneMode = 'cilium' | 'linux';
-export const DATAPLANE_MODES: readonly DataplaneMode[] = ['cilium', 'linux'];
 
 export interface AgentOptions {
   nodeName: string;
@@ -45,6 +41,8 @@ export interface AgentOptions {
    * that is an uninstall: the agent cleans up as with --cleanup. Empty: never.
    */
   daemonSet: string;
+  /** linux: the nft binary (default `nft` from PATH). */
+  nftPath: string;
 }
 
 export const DEFAULT_AGENT_OPTIONS: Omit<AgentOptions, 'nodeName' | 'kubeconfig'> = Object.freeze({
@@ -65,6 +63,7 @@ export const DEFAULT_AGENT_OPTIONS: Omit<AgentOptions, 'nodeName' | 'kubeconfig'
   dataplaneSettings: DEFAULT_DATAPLANE_SETTINGS,
   cleanup: false,
   daemonSet: '',
+  nftPath: 'nft',
 });
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
@@ -155,6 +154,7 @@ Flags:
   --rule-priority N            linux: priority of our ip rules (default ${DEFAULT_DATAPLANE_SETTINGS.rulePriority})
   --cleanup                    linux: remove everything of ours from the node when the agent exits
   --daemonset NS/NAME          linux: the agent's DaemonSet; gone or deleting at exit = uninstall = cleanup
+  --nft PATH                   linux: the nft binary (default nft from PATH)
 Must hold: refresh-interval < address-lifetime <= fence-after < lease-duration.`;
 
 export const AGENT_FLAGS = {
@@ -180,6 +180,7 @@ export const AGENT_FLAGS = {
   'rule-priority': { type: 'string' },
   cleanup: { type: 'boolean' },
   daemonset: { type: 'string' },
+  nft: { type: 'string' },
 } as const;
 
 type FlagValue<F> = F extends { type: 'boolean' } ? boolean : F extends { multiple: true } ? string[] : string;
@@ -230,7 +231,7 @@ export function buildAgentOptions(values: AgentFlagValues, env: Record<string, s
 }
 
 /** The data plane flags; problems name the flag. */
-function dataplaneOptions(values: AgentFlagValues, problems: string[]): Pick<AgentOptions, 'dataplane' | 'podCIDRs' | 'serviceCIDRs' | 'dataplaneSettings' | 'cleanup' | 'daemonSet'> {
+function dataplaneOptions(values: AgentFlagValues, problems: string[]): Pick<AgentOptions, 'dataplane' | 'podCIDRs' | 'serviceCIDRs' | 'dataplaneSettings' | 'cleanup' | 'daemonSet' | 'nftPath'> {
   const d = DEFAULT_AGENT_OPTIONS;
   const mode = values.dataplane ?? d.dataplane;
   if (!DATAPLANE_MODES.includes(mode as DataplaneMode)) problems.push(`--dataplane: "${mode}" is not one of ${DATAPLANE_MODES.join(', ')}`);
@@ -268,5 +269,5 @@ function dataplaneOptions(values: AgentFlagValues, problems: string[]): Pick<Age
   if (!linux && (values.cleanup === true || values['pod-cidr'] !== undefined || values['service-cidr'] !== undefined)) {
     problems.push('--cleanup, --pod-cidr and --service-cidr need --dataplane linux');
   }
-  return { dataplane: mode as DataplaneMode, podCIDRs: cidrs('pod-cidr'), serviceCIDRs: cidrs('service-cidr'), dataplaneSettings: settings, cleanup: values.cleanup === true, daemonSet };
+  return { dataplane: mode as DataplaneMode, podCIDRs: cidrs('pod-cidr'), serviceCIDRs: cidrs('service-cidr'), dataplaneSettings: settings, cleanup: values.cleanup === true, daemonSet, nftPath: values.nft ?? d.nftPath };
 }

@@ -63,3 +63,7 @@ export const activeForLabel = (gateway: string): string => `${ACTIVE_FOR_PREFIX}
 export const cegpName = (policy: string): string => `d8.${policy}`;
 /** Heartbeat Lease name for a node (one Lease per node, in the heartbeat namespace). */
 export const heartbeatLeaseName = (node: string): string => `egressgw-agent-${node}`;
+
+/** Which data plane carries the pods' traffic: Cilium's eBPF (design §7) or ours (docs/dataplane.md). */
+export type DataplaneMode = 'cilium' | 'linux';
+export const DATAPLANE_MODES: readonly DataplaneMode[] = ['cilium', 'linux'];

@@ -8,6 +8,7 @@ import type {
   CiliumEgressGatewayPolicy,
   CiliumNodeLike,
   EgressGateway,
+  EgressGatewayDataplane,
   EgressGatewayInstance,
   EgressGatewayPolicy,
   LeaseLike,
@@ -22,14 +23,15 @@ import { EventRecorder } from '../kube/events.ts';
 import { Informer, type InformerEvent, type InformerOptions } from '../kube/informer.ts';
 import { LeaderElector, sleep } from '../kube/leader.ts';
 import { createLogger, errFields, type Logger } from '../kube/log.ts';
-import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
+import { CEGPS, CILIUM_NODES, DATAPLANES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
 import { applyWrites, type ApplyResult } from './apply.ts';
 import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
 import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout, sourcesFromCaches } from './snapshot.ts';
-import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
+import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimNodeWithAddress, trimPod, trimPolicy } from './trim.ts';
+import { applyDataplaneWrites, dataplaneWrites, withoutCEGPs } from './dataplane.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
 
@@ -64,6 +66,8 @@ interface Caches {
   policies: Informer<EgressGatewayPolicy>;
   instances: Informer<EgressGatewayInstance>;
   cegps: Informer<CiliumEgressGatewayPolicy>;
+  /** --dataplane linux only. */
+  dataplanes?: Informer<EgressGatewayDataplane>;
 }
 
 const ownedSelector = Object.entries(OWNED_LABELS)
@@ -107,12 +111,14 @@ class Controller {
     this.metrics = metrics;
     this.deps = deps;
     this.client = new KubeClient(kc);
-    this.coreOptions = { handoverTimeoutMs: opts.handoverTimeoutMs, requireCiliumAgent: true };
+    const linux = opts.dataplane === 'linux';
+    // The Linux data plane needs no Cilium: its agents are the only node-side requirement.
+    this.coreOptions = { handoverTimeoutMs: opts.handoverTimeoutMs, requireCiliumAgent: !linux };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
     // Every cache keeps only what the controller reads (trim.ts): most of a real object is not.
     const inf = <T extends { metadata?: { name?: string } }>(o: InformerOptions<T>) => new Informer<T>(this.client, { ...o, logger: log });
     this.caches = {
-      nodes: inf({ resource: NODES, transform: trimNode }),
+      nodes: inf({ resource: NODES, transform: linux ? trimNodeWithAddress : trimNode }),
       ciliumNodes: inf({ resource: CILIUM_NODES, optional: true, transform: trimCiliumNode }),
       ciliumAgentPods: inf({ resource: pods(opts.ciliumNamespace), labelSelector: opts.ciliumSelector, transform: trimPod }),
       agentPods: inf({ resource: pods(opts.agentNamespace), labelSelector: opts.agentSelector, transform: trimPod }),
@@ -121,6 +127,7 @@ class Controller {
       policies: inf({ resource: POLICIES, transform: trimPolicy }),
       instances: inf({ resource: INSTANCES, transform: trimInstance }),
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
+      ...(linux ? { dataplanes: inf<EgressGatewayDataplane>({ resource: DATAPLANES }) } : {}),
     };
     this.core = createCore(this.coreOptions);
     this.snapshots = new SnapshotBuilder(sourcesFromCaches(this.caches, this.heartbeats));
@@ -274,6 +281,8 @@ class Controller {
       return 'error';
     }
     this.metrics.observePass(desired.metrics);
+    const dataplanes = this.caches.dataplanes;
+    if (dataplanes) writes = withoutCEGPs(writes);
     const result = await applyWrites(
       {
         client: this.client,
@@ -289,6 +298,14 @@ class Controller {
       },
       writes,
     );
+    if (dataplanes && !result.aborted) {
+      const dw = dataplaneWrites(snapshot, desired, dataplanes.list());
+      const r = await applyDataplaneWrites(this.client, dw, this.log, () => this.mayWrite());
+      result.attempted += dw.length;
+      result.failed += r.failed;
+      result.conflicts += r.conflicts;
+      result.succeeded += dw.length - r.failed - r.conflicts;
+    }
     const outcome: PassResult = result.conflicts > 0 ? 'conflict' : result.failed > 0 || result.deferred > 0 ? 'error' : 'ok';
     if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(desired.metrics);
     const durationMs = performance.now() - started;

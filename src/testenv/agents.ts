@@ -16,6 +16,8 @@ export interface AgentProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal?: NodeJS.Signals): void;
   alive(): boolean;
+  /** Resolves once the agent has logged that it started (its signal handlers are in place by then). */
+  readonly started: Promise<void>;
 }
 
 export interface AgentsOptions {
@@ -48,6 +50,20 @@ export class Agents {
     child.stdout?.pipe(out, { end: false });
     child.stderr?.pipe(out, { end: false });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+    // The agent logs (JSON, pino) on stderr.
+    const started = new Promise<void>((resolve, reject) => {
+      let seen = '';
+      const onData = (d: Buffer) => {
+        seen = (seen + d.toString()).slice(-4096);
+        if (seen.includes('"msg":"agent started"')) {
+          child.stderr?.off('data', onData);
+          resolve();
+        }
+      };
+      child.stderr?.on('data', onData);
+      void exited.then(({ code, signal }) => reject(new Error(`agent ${node.name} exited (${signal ?? code}) before it started`)));
+    });
+    started.catch(() => undefined);
     let gone = false;
     void exited.then(() => (gone = true));
     return {
@@ -58,6 +74,7 @@ export class Agents {
         if (!gone) process.kill(child.pid!, signal);
       },
       alive: () => !gone,
+      started,
     };
   }
 

@@ -3,6 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { poll } from './poll.ts';
 
 const HELPER = fileURLToPath(new URL('./traffic-helper.ts', import.meta.url));
 
@@ -115,5 +116,50 @@ export class Traffic {
     const timer = setTimeout(() => this.#child.kill('SIGKILL'), 3000);
     await exited;
     clearTimeout(timer);
+  }
+}
+
+let nextPort = 20_000;
+/** A fresh UDP/TCP port for one check (helpers live for a whole test file). */
+export function freshPort(): number {
+  return nextPort++;
+}
+
+/**
+ * The source addresses `sink` sees for a fresh datagram stream from `from` to `dst` (waits for `n`
+ * datagrams). What the "internet" observes: the VIP, an interface's IP, or a node's IP.
+ */
+export async function sourcesSeen(sink: Traffic, from: Traffic, dst: string, n = 3, timeoutMs = 15_000): Promise<string[]> {
+  const port = freshPort();
+  const id = `s${port}`;
+  await sink.udpListen(id, port);
+  await from.udpStream(id, dst, port, 20);
+  try {
+    const got = await poll(`${n} datagrams from ${from.ns} at ${dst}`, () => sink.received(id).length >= n && sink.received(id), timeoutMs);
+    return [...new Set(got.map((e) => e.from))];
+  } finally {
+    await from.stop(id);
+    await sink.stop(id);
+  }
+}
+
+/**
+ * How many datagrams of a stream from `from` reach `dst` while a control stream from `control` (same
+ * destination, same start) delivers 20: the "never" of a negative check, bounded by traffic that does
+ * arrive. 0 means blocked.
+ */
+export async function deliveredBesideControl(sink: Traffic, from: Traffic, control: Traffic, dst: string): Promise<number> {
+  const port = freshPort();
+  const id = `b${port}`;
+  await sink.udpListen(id, port);
+  await from.udpStream(`${id}a`, dst, port, 10);
+  await control.udpStream(`${id}c`, dst, port, 10);
+  try {
+    await poll('the control stream', () => sink.received(id, `${id}c:`).length >= 20, 15_000);
+    return sink.received(id, `${id}a:`).length;
+  } finally {
+    await from.stop(`${id}a`);
+    await control.stop(`${id}c`);
+    await sink.stop(id);
   }
 }

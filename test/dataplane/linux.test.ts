@@ -12,7 +12,7 @@ import { createRunner, jsonElements, jsonNames } from '../../src/agent/dataplane
 import { DataplaneUnavailable, LinuxDataplane } from '../../src/agent/dataplane/linux.ts';
 import { Network, assertNetnsSupported, type NetNode } from '../../src/testenv/netns.ts';
 import { POD_CIDR, SERVICE_CIDR, addPodNet, type PodNet, type PodNs } from '../../src/testenv/podnet.ts';
-import { Traffic } from '../../src/testenv/traffic.ts';
+import { Traffic, deliveredBesideControl, freshPort, sourcesSeen as seen } from '../../src/testenv/traffic.ts';
 import { poll } from '../../src/testenv/poll.ts';
 
 const VIP = '198.18.0.100';
@@ -30,7 +30,6 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
   let inet: Traffic;
   const traffic: Traffic[] = [];
   const planes = new Map<string, LinuxDataplane>();
-  let port = 5000;
 
   const plane = (n: NetNode) => planes.get(n.name)!;
   const podObj = (p: PodNs, labels: Record<string, string>): DataplanePod => ({
@@ -63,39 +62,18 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
   const applyAll = async (gateways: EgressGatewayDataplane[], pods: DataplanePod[]) => {
     for (const n of lab.nodes) await plane(n).apply(model(n, gateways, pods));
   };
-  const podTraffic = async (p: PodNs) => {
-    const t = await Traffic.start((ns, cmd, args) => lab.spawnIn(ns, cmd, args), p.ns);
-    traffic.push(t);
+  const helpers = new Map<string, Traffic>();
+  const podTraffic = async (p: PodNs): Promise<Traffic> => {
+    let t = helpers.get(p.ns);
+    if (!t) {
+      t = await Traffic.start((ns, cmd, args) => lab.spawnIn(ns, cmd, args), p.ns);
+      helpers.set(p.ns, t);
+      traffic.push(t);
+    }
     return t;
   };
-  /** Sources the internet host sees for a fresh datagram stream from `p` to `dst` (waits for `n`). */
-  const sourcesSeen = async (p: PodNs, dst: string, n = 3): Promise<string[]> => {
-    const id = `s${++port}`;
-    await inet.udpListen(id, port);
-    const t = await podTraffic(p);
-    await t.udpStream(id, dst, port, 20);
-    const got = await poll(`${n} datagrams from ${p.name} at ${dst}`, () => inet.received(id).length >= n && inet.received(id), 10_000);
-    await t.stop(id);
-    await inet.stop(id);
-    return [...new Set(got.map((e) => e.from))];
-  };
-  /**
-   * Nothing from `p` reaches `dst` while a control stream from `control` (same destination, same start)
-   * delivers 20 datagrams: the "never" of a negative check, bounded by traffic that does arrive.
-   */
-  const blocked = async (p: PodNs, control: PodNs, dst: string): Promise<number> => {
-    const id = `b${++port}`;
-    await inet.udpListen(id, port);
-    const a = await podTraffic(p);
-    const c = await podTraffic(control);
-    await a.udpStream(`${id}a`, dst, port, 10);
-    await c.udpStream(`${id}c`, dst, port, 10);
-    await poll('the control stream', () => inet.received(id, `${id}c:`).length >= 20, 10_000);
-    await a.stop(`${id}a`);
-    await c.stop(`${id}c`);
-    await inet.stop(id);
-    return inet.received(id, `${id}a:`).length;
-  };
+  const sourcesSeen = async (p: PodNs, dst: string): Promise<string[]> => seen(inet, await podTraffic(p), dst);
+  const blocked = async (p: PodNs, control: PodNs, dst: string): Promise<number> => deliveredBesideControl(inet, await podTraffic(p), await podTraffic(control), dst);
 
   before(async () => {
     await assertNetnsSupported(); // fails (not skips) without root: required in CI
@@ -201,7 +179,8 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
   it('failover: the route follows the new node; a UDP stream and a TCP connection keep flowing from the VIP', async () => {
     const pods = [podObj(pod1, { app: 'web' })];
     await applyAll([gateway({ active: gwA, policies: [webPolicy] })], pods);
-    const id = `f${++port}`;
+    const port = freshPort();
+    const id = `f${port}`;
     await inet.udpListen(id, port);
     await inet.tcpListen(`${id}t`, port);
     const t = await podTraffic(pod1);

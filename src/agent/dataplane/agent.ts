@@ -103,7 +103,11 @@ export class DataplaneAgent {
       void this.#nodeEvent('DataplaneUnavailable', this.#unavailableReason);
       return;
     }
-    for (const inf of [this.#dataplanes, this.#pods, this.#namespaces]) (inf as Informer<{ metadata?: { name?: string } }>).start();
+    for (const inf of [this.#dataplanes, this.#pods, this.#namespaces] as Array<Informer<{ metadata?: { name?: string } }>>) {
+      inf.start();
+      // Events before the sync are not applied (a partial view would drop pods it has not listed yet).
+      inf.waitForSync().then(() => this.#schedule(), () => undefined);
+    }
     this.#timer = setInterval(() => {
       this.#verify = true;
       this.#schedule();

@@ -7,7 +7,8 @@
 //   → {"seq":4,"cmd":"tcpListen","id":"echo","port":7000}        ← {"ev":"accept","id":"echo","from":…,"fromPort":…}
 //   → {"seq":5,"cmd":"tcpConnect","id":"c1","host":"…","port":7000,"intervalMs":50}
 //        ← {"ev":"connected","id":"c1","localPort":…}  then a line every interval, echoed by the server;
-//        ← {"ev":"echo","id":"c1","n":…} every 10 echoes, {"ev":"closed","id":"c1","error":"…"} when it ends
+//        ← {"ev":"echo","id":"c1","n":…} every 10 echoes, {"ev":"closed","id":"c1","error":"…","stopped":false} when it
+//          ends (stopped: by our own stop command)
 //   → {"seq":6,"cmd":"stop","id":"s1"}                           (stream, listener or connection)
 //   ← {"ev":"ready"}  {"ev":"ok","seq":1}  {"ev":"error","seq":1,"message":"…"}
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
@@ -101,15 +102,17 @@ async function handle(c: Command): Promise<void> {
         }
       });
       let closed = false;
+      let stopped = false;
       const close = (error?: string) => {
         if (closed) return;
         closed = true;
         clearInterval(timer);
-        emit({ ev: 'closed', id, echoed, error, t: now() });
+        emit({ ev: 'closed', id, echoed, error, stopped, t: now() });
       };
       sock.on('error', (e) => close(e.message));
       sock.on('close', () => close());
       stoppers.set(id, () => {
+        stopped = true;
         clearInterval(timer);
         sock.destroy();
       });

@@ -27,6 +27,8 @@ export interface TcpEvent {
   n?: number;
   echoed?: number;
   error?: string;
+  /** closed: by our own stop command (not by the network or the peer). */
+  stopped?: boolean;
 }
 
 /** Starts a process inside a namespace (the test environment's spawnIn). */

@@ -1,4 +1,4 @@
-// `npm run bench [-- --only controller|failover] [--quick] [--skip-failover] [--node-options "<flags>"]`
+// `npm run bench [-- --only controller|failover|dataplane] [--quick] [--skip-failover] [--node-options "<flags>"]`
 //
 // Runs the controller bench and the failover bench (end-to-end test environment; needs root and
 // `ip netns`), writes bench/results/{controller,failover,summary}.json and prints the tables with the
@@ -46,8 +46,8 @@ const { values } = parseArgs({
   allowPositionals: false,
 });
 const only = values.only;
-if (only !== undefined && only !== 'controller' && only !== 'failover') {
-  process.stderr.write(`--only must be controller or failover, not ${only}\n`);
+if (only !== undefined && only !== 'controller' && only !== 'failover' && only !== 'dataplane') {
+  process.stderr.write(`--only must be controller, failover or dataplane, not ${only}\n`);
   process.exit(2);
 }
 const quick = values.quick ?? false;
@@ -245,6 +245,8 @@ interface Summary {
   failover?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
   /** The same failover bench with a 1.5 s heartbeat lease (agent --lease-duration 1500ms): what tuning buys. */
   failoverTuned?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
+  /** The Linux data plane (bench/dataplane.ts). */
+  dataplane?: { skipped?: string; error?: string; throughputRatio?: number; throughputTarget?: number; tcpSurvivedShare?: number };
 }
 
 const summary: Summary = {
@@ -317,6 +319,34 @@ if (only === undefined || only === 'failover') {
   }
 } else summary.failover = { skipped: `--only ${only}` };
 
+if (only === undefined || only === 'dataplane') {
+  const why = values['skip-failover'] ? '--skip-failover' : canRunTestEnv();
+  if (why) {
+    summary.dataplane = { skipped: why };
+    out('');
+    out(`dataplane bench skipped: ${why}`);
+  } else {
+    try {
+      const { runDataplaneBench, dataplaneTables } = await import('./dataplane.ts');
+      const r = await runDataplaneBench({ rounds: values.rounds !== undefined ? Number(values.rounds) : quick ? 2 : 20, quick, log });
+      const file = write('dataplane.json', r);
+      out('');
+      out(dataplaneTables(r));
+      out(`(written to ${file})`);
+      const open = r.failover.rounds.reduce((a, x) => a + x.tcpOpen, 0);
+      summary.dataplane = {
+        throughputRatio: r.failover.throughput.ratio,
+        throughputTarget: r.targets.throughputRatio,
+        tcpSurvivedShare: open === 0 ? undefined : r.failover.rounds.reduce((a, x) => a + x.tcpSurvived, 0) / open,
+      };
+    } catch (err) {
+      crashed = true;
+      summary.dataplane = { error: String((err as Error)?.stack ?? err) };
+      out(`dataplane bench FAILED to run: ${String(err)}`);
+    }
+  }
+} else summary.dataplane = { skipped: `--only ${only}` };
+
 out('');
 const rows: string[][] = [];
 const c = summary.controller;
@@ -335,6 +365,11 @@ if (ft?.targets) {
   rows.push(['failover, lease 1.5 s: p50', ms(ft.totalP50Ms ?? NaN), `≤ ${ft.targets.p50TotalMs} ms`, mark((ft.totalP50Ms ?? Infinity) <= ft.targets.p50TotalMs)]);
   rows.push(['failover, lease 1.5 s: p99', ms(ft.totalP99Ms ?? NaN), `≤ ${ft.targets.p99TotalMs} ms`, mark((ft.totalP99Ms ?? Infinity) <= ft.targets.p99TotalMs)]);
 }
+const d = summary.dataplane;
+if (d?.throughputRatio !== undefined) {
+  rows.push(['dataplane: throughput tunnel + SNAT / direct', d.throughputRatio.toFixed(2), `≥ ${d.throughputTarget}`, mark(d.throughputRatio >= (d.throughputTarget ?? 0))]);
+  rows.push(['dataplane: TCP connections surviving a hard failover', d.tcpSurvivedShare === undefined ? '-' : `${(d.tcpSurvivedShare * 100).toFixed(1)} %`, '', '']);
+} else rows.push(['dataplane', d?.skipped ? `skipped (${d.skipped})` : 'FAILED', '', '']);
 out(renderTable(['summary', 'observed', 'target', ''], rows));
 const missed = rows.filter((r) => r[3] === 'MISSED').length;
 if (missed > 0) out(`\n${missed} target(s) MISSED (reported, not asserted: exit status stays 0).`);

@@ -23,7 +23,7 @@ import type { TestCluster } from './apiserver.ts';
 import { Cleanups } from './cleanups.ts';
 import { startControlPlane } from './controlplane.ts';
 import { Network, type NetNode } from './netns.ts';
-import { POD_CIDR, SERVICE_CIDR, addPodNet, type PodNet, type PodNs } from './podnet.ts';
+import { POD_CIDR, SERVICE_CIDR, addPodNet, setUplink, type PodNet, type PodNs } from './podnet.ts';
 import { Traffic } from './traffic.ts';
 import { createRunner, jsonElements, jsonNames } from '../agent/dataplane/exec.ts';
 import { LinuxDataplane } from '../agent/dataplane/linux.ts';
@@ -95,6 +95,8 @@ export interface DataplaneEnv {
   putPod(pod: PodNs, namespace: string, labels: Record<string, string>): Promise<void>;
   deletePod(pod: PodNs, namespace: string): Promise<void>;
   putNamespace(name: string, labels?: Record<string, string>): Promise<void>;
+  /** A node's uplink down, or up again with its routes restored (podnet.ts setUplink). */
+  setUplink(node: DataplaneNode, state: 'up' | 'down'): Promise<void>;
   startAgent(node: DataplaneNode, extraArgs?: string[]): AgentProcess;
   restartAgent(node: DataplaneNode, extraArgs?: string[]): Promise<AgentProcess>;
   stop(): Promise<void>;
@@ -192,6 +194,7 @@ export async function startDataplaneEnv(opts: DataplaneEnvOptions = {}): Promise
         await client.deleteIfExists(PODS(namespace), pod.name);
       },
       putNamespace,
+      setUplink: (node, state) => setUplink(net, podNet, node, state),
       startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs)),
       async restartAgent(node, extraArgs) {
         await Agents.kill(node.agent);

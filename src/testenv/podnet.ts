@@ -10,7 +10,7 @@
 //     node's veth, as Calico does), node route 198.18.(16+K).(10+J)/32 dev <veth>
 //
 // Cluster CIDRs: pods 198.18.16.0/20, services 198.18.48.0/24. All TEST-NET addresses.
-import type { Network, NetNode } from './netns.ts';
+import { ROUTER_IP, type Network, type NetNode } from './netns.ts';
 
 export const POD_CIDR = '198.18.16.0/20';
 export const SERVICE_CIDR = '198.18.48.0/24';
@@ -37,6 +37,20 @@ export interface PodNet {
 
 function nodeIndex(n: NetNode): number {
   return Number(/(\d+)$/.exec(n.name)?.[1]);
+}
+
+/**
+ * Sets a node's uplink (eth0) down or up. Setting a link down makes the kernel drop its routes and IPv6
+ * addresses; on up they are put back, as a node's network manager would, so the node works again.
+ */
+export async function setUplink(lab: Network, podNet: PodNet, n: NetNode, state: 'up' | 'down'): Promise<void> {
+  await lab.setLink(n.ns, 'eth0', state);
+  if (state === 'down') return;
+  await lab.ip(n.ns, ['addr', 'replace', `${n.ip6}/64`, 'dev', 'eth0', 'nodad']);
+  await lab.ip(n.ns, ['route', 'replace', 'default', 'via', ROUTER_IP]);
+  for (const other of lab.nodes) {
+    if (other !== n) await lab.ip(n.ns, ['route', 'replace', podNet.podCIDRs.get(other.name)!, 'via', other.ip]);
+  }
 }
 
 /** Adds the internet host, pod CIDRs and routes on every node, and `podsPerNode[name]` pods. */

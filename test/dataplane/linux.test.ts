@@ -11,7 +11,7 @@ import { DEFAULT_DATAPLANE_SETTINGS } from '../../src/dataplane/render.ts';
 import { createRunner, jsonElements, jsonNames } from '../../src/agent/dataplane/exec.ts';
 import { DataplaneUnavailable, LinuxDataplane } from '../../src/agent/dataplane/linux.ts';
 import { Network, assertNetnsSupported, type NetNode } from '../../src/testenv/netns.ts';
-import { POD_CIDR, SERVICE_CIDR, addPodNet, type PodNet, type PodNs } from '../../src/testenv/podnet.ts';
+import { POD_CIDR, SERVICE_CIDR, addPodNet, setUplink, type PodNet, type PodNs } from '../../src/testenv/podnet.ts';
 import { Traffic, deliveredBesideControl, freshPort, sourcesSeen as seen } from '../../src/testenv/traffic.ts';
 import { poll } from '../../src/testenv/poll.ts';
 
@@ -188,7 +188,7 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     await t.tcpConnect(`${id}c`, net.internet.ip, port, 20);
     await poll('TCP echoes through gateway A', () => t.tcp.some((e) => e.ev === 'echo' && e.id === `${id}c` && e.n! >= 20), 10_000);
     // Hard failure of A's uplink; the VIP moves to B (the agent's part, by hand here), the route follows.
-    await lab.setLink(gwA.ns, 'eth0', 'down');
+    await setUplink(lab, net, gwA, 'down');
     await lab.ip(gwB.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
     await lab.ip(lab.router.ns, ['neigh', 'flush', 'to', VIP]);
     await applyAll([gateway({ active: gwB, policies: [webPolicy] })], pods);
@@ -204,7 +204,7 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     assert.deepEqual(t.tcp.filter((e) => e.ev === 'closed' && !e.stopped), []);
     await t.stop(id);
     await t.stop(`${id}c`);
-    await lab.setLink(gwA.ns, 'eth0', 'up');
+    await setUplink(lab, net, gwA, 'up');
     await lab.ip(gwB.ns, ['addr', 'del', `${VIP}/32`, 'dev', 'eth0']);
   });
 

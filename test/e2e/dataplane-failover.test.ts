@@ -74,7 +74,7 @@ describe('Linux data plane: hard failover with traffic flowing', { concurrency: 
         old.agent.kill('SIGKILL');
         await old.agent.exited;
       } else {
-        await env.net.setLink(old.ns, 'eth0', 'down');
+        await env.setUplink(old, 'down');
       }
       const next = await poll('another active node', async () => {
         const n = await active();
@@ -101,7 +101,7 @@ describe('Linux data plane: hard failover with traffic flowing', { concurrency: 
 
       // Bring the failed node back (it stays standby: no failback).
       if (kind.includes('SIGKILL')) await env.startAgent(old).started;
-      else await env.net.setLink(old.ns, 'eth0', 'up');
+      else await env.setUplink(old, 'up');
     });
   }
 });

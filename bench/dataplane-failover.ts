@@ -1,0 +1,225 @@
+// Linux data plane under hard failovers, and its throughput (`npm run bench -- --only dataplane`), in the
+// netns cluster of src/testenv/dataplane-env.ts (3 gateway nodes, 2 workers with 2 pods each, all four
+// pods selected by one VIP-mode policy).
+//
+// Each round fails the active gateway node hard — its agent SIGKILLed, or its uplink set down — while
+//  - pod 1 sends a UDP datagram every 10 ms to the internet host: the loss window is the longest gap
+//    between two datagrams arriving there, minus the 10 ms interval;
+//  - 50 TCP connections (spread over the four pods, a line each way every 200 ms) are open: a connection
+//    survives when it never breaks and carries echoes again after the failover;
+//  - `ip monitor route` on both workers stamps when their gateway route points at the new node (time from
+//    the failure; the later of the two workers).
+// The failed node is then repaired (agent restarted / link up) and stays standby; the next round fails
+// the new active node.
+//
+// Throughput: iperf3 (TCP, 5 s) from a selected pod through tunnel + SNAT, and from an unselected pod on
+// the same node routed directly (the CNI's masquerade), alternately, 3 runs each; the ratio of medians.
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { API_VERSION, MODE_VIP } from '../src/api/names.ts';
+import type { EgressGatewayDataplane } from '../src/api/types.ts';
+import { DATAPLANES } from '../src/kube/resources.ts';
+import { kernelView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode } from '../src/testenv/dataplane-env.ts';
+import type { PodNs } from '../src/testenv/podnet.ts';
+import { poll } from '../src/testenv/poll.ts';
+import { GATEWAY_NODE_LABEL, TEST_VIP, applyObjects } from '../src/testenv/seed.ts';
+import { freshPort, type Traffic } from '../src/testenv/traffic.ts';
+import { dist, median, type Dist } from './stats.ts';
+
+export type FailureKind = 'agent-sigkill' | 'uplink-down';
+
+export interface DataplaneRound {
+  kind: FailureKind;
+  from: string;
+  to: string;
+  lossWindowMs: number;
+  routeSwitchMs: number;
+  tcpOpen: number;
+  tcpSurvived: number;
+  /** Datagrams that arrived from anything but the VIP (a leak): must be 0. */
+  foreignSources: number;
+}
+
+export interface DataplaneFailoverResults {
+  rounds: DataplaneRound[];
+  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; tcpSurvivedShare: number; tcpOpen: number; foreignSources: number }>;
+  throughput: { tunnelGbps: number[]; directGbps: number[]; ratio: number };
+}
+
+const TCP_CONNECTIONS = 50;
+const WAIT = 30_000;
+
+/** `ip -o monitor route` in a namespace: the arrival time of every line that names our table and endpoint. */
+function routeMonitor(env: DataplaneEnv, n: DataplaneNode) {
+  const child = env.net.spawnIn(n.ns, 'ip', ['-o', 'monitor', 'route']);
+  const lines: Array<{ t: number; line: string }> = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => lines.push({ t: Date.now(), line }));
+  return {
+    /** When the route to `endpoint` in one of our tables appeared after `since`. */
+    switchedAt: (endpoint: string, since: number) => lines.find((l) => l.t >= since && /table 260\d\d/.test(l.line) && l.line.includes(`dst ${endpoint} `))?.t,
+    stop: () => child.kill('SIGKILL'),
+  };
+}
+
+async function iperf(env: DataplaneEnv, from: PodNs, seconds: number): Promise<number> {
+  const port = freshPort();
+  const server = env.net.spawnIn(env.podNet.internet.ns, 'iperf3', ['-s', '-1', '--forceflush', '-p', String(port)]);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let text = '';
+      server.stdout!.on('data', (d: Buffer) => {
+        text += d.toString();
+        if (text.includes('Server listening')) resolve();
+      });
+      server.once('exit', (code) => reject(new Error(`iperf3 server exited ${code}`)));
+    });
+    const out = await new Promise<string>((resolve, reject) => {
+      const c = spawn('ip', ['netns', 'exec', from.ns, 'iperf3', '-c', env.podNet.internet.ip, '-p', String(port), '-t', String(seconds), '-J']);
+      let text = '';
+      c.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      c.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`iperf3 client exited ${code}: ${text.slice(0, 300)}`))));
+    });
+    const j = JSON.parse(out) as { end?: { sum_received?: { bits_per_second?: number } } };
+    return (j.end?.sum_received?.bits_per_second ?? 0) / 1e9;
+  } finally {
+    server.kill('SIGKILL');
+  }
+}
+
+export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: string) => void } = {}): Promise<DataplaneFailoverResults> {
+  const roundsPerKind = o.rounds ?? 20;
+  const log = o.log ?? (() => undefined);
+  const env = await startDataplaneEnv({ keepLogs: process.env.EGRESSGW_KEEP_LOGS === '1' });
+  if (process.env.EGRESSGW_KEEP_LOGS === '1') log(`logs: ${env.logDir}`);
+  const monitors: Array<ReturnType<typeof routeMonitor>> = [];
+  try {
+    const inet = await env.traffic(env.podNet.internet.ns);
+    await env.putNamespace('bench');
+    for (const p of env.pods) await env.putPod(p, 'bench', { app: 'web' });
+    await applyObjects(env.client, [
+      { apiVersion: API_VERSION, kind: 'EgressGateway', metadata: { name: 'vip-gw' }, spec: { nodeSelector: { [GATEWAY_NODE_LABEL]: '' }, sourceIP: { mode: MODE_VIP, virtualIPAddress: { ip: TEST_VIP } } } },
+      { apiVersion: API_VERSION, kind: 'EgressGatewayPolicy', metadata: { name: 'web' }, spec: { egressGatewayName: 'vip-gw', destinationCIDRs: ['203.0.113.0/24'], selectors: [{ podSelector: { matchLabels: { app: 'web' } } }] } },
+    ]);
+    const active = async (not?: DataplaneNode): Promise<DataplaneNode> => {
+      const d = await poll('an active node', async () => {
+        const x = await env.client.tryGet<EgressGatewayDataplane>(DATAPLANES, 'vip-gw');
+        return x?.spec?.activeNodeName && x.spec.activeNodeName !== not?.name ? x : undefined;
+      }, WAIT);
+      return env.nodes.find((n) => n.name === d.spec!.activeNodeName)!;
+    };
+    for (const w of env.workers) monitors.push(routeMonitor(env, w));
+    const senders = await Promise.all(env.pods.map((p) => env.traffic(p.ns)));
+    const streamer = senders[0]!;
+
+    const rounds: DataplaneRound[] = [];
+    const kinds: FailureKind[] = [];
+    for (let i = 0; i < roundsPerKind; i++) kinds.push('agent-sigkill', 'uplink-down');
+    for (const [r, kind] of kinds.entries()) {
+      const old = await active();
+      const port = freshPort();
+      const id = `r${port}`;
+      await inet.udpListen(id, port);
+      await inet.tcpListen(`${id}t`, port);
+      await poll('the VIP path works', async () => {
+        await streamer.udpSend(env.podNet.internet.ip, port, `${id}probe`);
+        return inet.received(id, `${id}probe`).some((e) => e.from === TEST_VIP);
+      }, WAIT, { intervalMs: 200 });
+      const conns: Array<{ t: Traffic; cid: string }> = [];
+      for (let c = 0; c < TCP_CONNECTIONS; c++) {
+        const t = senders[c % senders.length]!;
+        const cid = `${id}c${c}`;
+        await t.tcpConnect(cid, env.podNet.internet.ip, port, 200);
+        conns.push({ t, cid });
+      }
+      const echoes = (t: Traffic, cid: string) => Math.max(0, ...t.tcp.filter((e) => e.id === cid && e.ev === 'echo').map((e) => e.n!));
+      await poll('every connection echoes', () => conns.every(({ t, cid }) => echoes(t, cid) >= 10), WAIT);
+      await streamer.udpStream(id, env.podNet.internet.ip, port, 10);
+      await poll('the stream flows', () => inet.received(id, `${id}:`).length >= 50, WAIT);
+      const before = new Map(conns.map(({ t, cid }) => [cid, echoes(t, cid)]));
+
+      const tFail = Date.now();
+      if (kind === 'agent-sigkill') {
+        old.agent.kill('SIGKILL');
+        await old.agent.exited;
+      } else {
+        await env.setUplink(old, 'down');
+      }
+      const next = await active(old);
+      const switched = await poll('both workers route to the new node', () => {
+        const ts = monitors.map((m) => m.switchedAt(next.ip, tFail));
+        return ts.every((t) => t !== undefined) && Math.max(...(ts as number[]));
+      }, WAIT);
+      // Long enough for every connection to echo again (TCP retransmission backs off to seconds).
+      const settled = await poll('the connections settle', () => {
+        const done = conns.every(({ t, cid }) => echoes(t, cid) >= before.get(cid)! + 10 || t.tcp.some((e) => e.id === cid && e.ev === 'closed'));
+        return done || (Date.now() - switched > 20_000 && 'timeout');
+      }, 40_000, { intervalMs: 100 });
+      try {
+        await poll('the stream arrives after the switch', () => inet.received(id, `${id}:`).some((e) => e.t > switched + 500), WAIT);
+      } catch (err) {
+        for (const n of env.nodes) log(`${n.name}: ${JSON.stringify(await kernelView(n.ns))} ${await env.net.ip(n.ns, ['-br', 'addr'])}`);
+        throw err;
+      }
+      await streamer.stop(id);
+      const arrivals = inet.received(id, `${id}:`).map((e) => e.t).sort((a, b) => a - b);
+      let gap = 0;
+      for (let k = 1; k < arrivals.length; k++) gap = Math.max(gap, arrivals[k]! - arrivals[k - 1]!);
+      const survived = conns.filter(({ t, cid }) => echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)).length;
+      for (const { t, cid } of conns) await t.stop(cid);
+      const round: DataplaneRound = {
+        kind,
+        from: old.name,
+        to: next.name,
+        lossWindowMs: Math.max(0, gap - 10),
+        routeSwitchMs: switched - tFail,
+        tcpOpen: conns.length,
+        tcpSurvived: survived,
+        foreignSources: inet.received(id, `${id}:`).filter((e) => e.from !== TEST_VIP).length,
+      };
+      rounds.push(round);
+      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms, TCP ${survived}/${conns.length}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
+      await inet.stop(id);
+      await inet.stop(`${id}t`);
+      if (kind === 'agent-sigkill') await env.startAgent(old).started;
+      else await env.setUplink(old, 'up');
+    }
+
+    // Throughput: a selected pod (tunnel + SNAT) and an unselected one on the same node (direct).
+    const [tunnelPod, directPod] = env.pods.filter((p) => p.node === env.workers[0]!.name) as [PodNs, PodNs];
+    await env.putPod(directPod, 'bench', { app: 'direct' });
+    await poll('the direct pod is no longer selected', async () => {
+      const v = await kernelView(env.workers[0]!.ns);
+      return v.selected.includes(tunnelPod.ip) && !v.selected.includes(directPod.ip);
+    }, WAIT);
+    const tunnelGbps: number[] = [];
+    const directGbps: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      tunnelGbps.push(await iperf(env, tunnelPod, 5));
+      directGbps.push(await iperf(env, directPod, 5));
+      log(`iperf3 ${k + 1}/3: tunnel ${tunnelGbps[k]!.toFixed(2)} Gbit/s, direct ${directGbps[k]!.toFixed(2)} Gbit/s`);
+    }
+    const byKind = {} as DataplaneFailoverResults['byKind'];
+    for (const kind of ['agent-sigkill', 'uplink-down'] as FailureKind[]) {
+      const rs = rounds.filter((x) => x.kind === kind);
+      const open = rs.reduce((a, x) => a + x.tcpOpen, 0);
+      byKind[kind] = {
+        lossWindowMs: dist(rs.map((x) => x.lossWindowMs)),
+        routeSwitchMs: dist(rs.map((x) => x.routeSwitchMs)),
+        tcpSurvivedShare: open === 0 ? Number.NaN : rs.reduce((a, x) => a + x.tcpSurvived, 0) / open,
+        tcpOpen: open,
+        foreignSources: rs.reduce((a, x) => a + x.foreignSources, 0),
+      };
+    }
+    return { rounds, byKind, throughput: { tunnelGbps, directGbps, ratio: median(tunnelGbps) / median(directGbps) } };
+  } finally {
+    for (const m of monitors) m.stop();
+    await env.stop();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const rounds = Number(process.argv[2] ?? 20);
+  const r = await runDataplaneFailoverBench({ rounds, log: (l) => process.stderr.write(`${l}\n`) });
+  process.stdout.write(`${JSON.stringify({ byKind: r.byKind, throughput: r.throughput }, null, 2)}\n`);
+}

@@ -17,9 +17,10 @@ RUN npm ci --omit=dev --no-audit --no-fund \
  && rm -rf build/Release/obj.target build/Release/.deps
 
 FROM node:24-slim
-# The agent manages addresses through iproute2 (`ip -json`).
+# The agent manages addresses through iproute2 (`ip -json`); the Linux data plane (--dataplane linux) also
+# runs nft (nftables) and sysctl (procps).
 RUN apt-get update -q \
- && apt-get install -y -q --no-install-recommends iproute2 \
+ && apt-get install -y -q --no-install-recommends iproute2 nftables procps \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

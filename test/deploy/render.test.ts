@@ -92,3 +92,33 @@ describe('overrides', () => {
     for (const k of ['PodDisruptionBudget', 'PrometheusRule', 'ConfigMap', 'CustomResourceDefinition']) assert.ok(!kinds.has(k), k);
   });
 });
+
+describe('--dataplane linux', () => {
+  const ms = renderManifests({ dataplane: 'linux', linux: { podCIDRs: ['10.0.0.0/16'], serviceCIDRs: ['10.96.0.0/12'] } });
+  const cilium = renderManifests();
+
+  test('the controller renders dataplane objects; the agent runs on every node with the cluster CIDRs', () => {
+    const c = find(ms, 'Deployment', 'egressgw-controller').spec.template.spec.containers[0];
+    assert.ok(c.args.includes('--dataplane=linux'));
+    const pod = find(ms, 'DaemonSet', 'egress-gateway-agent').spec.template.spec;
+    assert.equal(pod.nodeSelector, undefined, 'every node, not only members');
+    const a = pod.containers[0];
+    for (const arg of ['--dataplane=linux', '--pod-cidr=10.0.0.0/16', '--service-cidr=10.96.0.0/12', '--daemonset=$(POD_NAMESPACE)/egress-gateway-agent']) assert.ok(a.args.includes(arg), arg);
+    assert.equal(a.securityContext.privileged, true);
+  });
+
+  test('RBAC: the controller writes the dataplane objects, the agent reads them and its node\'s pods', () => {
+    const rules = (name: string): Obj[] => find(ms, 'ClusterRole', name).rules;
+    assert.ok(rules('d8:cni-cilium:egressgw-controller').some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('patch') && r.verbs.includes('delete')));
+    const agent = rules('d8:cni-cilium:egress-gateway-agent');
+    assert.ok(agent.some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('watch')));
+    assert.ok(agent.some((r) => r.resources.includes('pods') && r.verbs.includes('list')));
+    assert.ok(find(ms, 'Role', 'egress-gateway-agent-heartbeat').rules.some((r: Obj) => r.resources.includes('daemonsets') && r.verbs.includes('get')));
+  });
+
+  test('the Cilium install is untouched by the option\'s existence', () => {
+    const pod = find(cilium, 'DaemonSet', 'egress-gateway-agent').spec.template.spec;
+    assert.deepEqual(pod.nodeSelector, { 'egress-gateway.network.deckhouse.io/member': '' });
+    assert.ok(!find(cilium, 'ClusterRole', 'd8:cni-cilium:egress-gateway-agent').rules.some((r: Obj) => r.resources.includes('pods')));
+  });
+});

@@ -1,38 +1,32 @@
-# One image for both parts: `docker run IMG controller` / `docker run IMG agent` (the Deployment and the
-# DaemonSet pass the subcommand as args). Node 24 runs the TypeScript sources directly, so there is no
-# compile step; the only thing built is the AF_PACKET N-API addon (binding.gyp at the package root).
+# The image of `npm run image`, for people who build with Docker: the build stage runs the same script
+# (scripts/build-image.ts) with --rootfs-dir, and the image is that root filesystem and nothing else.
+# Without Docker, `npm run image` writes the same image as an OCI archive (out/image/egressgw.oci.tar).
+#
+#   docker build --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) -t ghcr.io/deckhouse/egressgw:0.1.0 .
+#
+# Run: `controller` (the default) or `agent` as arguments, as the Deployment and the DaemonSet pass them.
 
-FROM node:24-slim AS build
+FROM debian:bookworm AS build
+# mmdebstrap extracts the image's Debian packages and builds the AF_PACKET addon against them; npm
+# installs our dependencies, and with them the node binary the image runs (the `node` package).
 RUN apt-get update -q \
- && apt-get install -y -q --no-install-recommends python3 make g++ \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap ca-certificates nodejs npm \
  && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
-# Use the image's own headers instead of downloading them during node-gyp.
-ENV npm_config_nodedir=/usr/local
-COPY package.json package-lock.json binding.gyp ./
-COPY native ./native
-# Production dependencies only; npm runs `node-gyp rebuild` for the root package because of binding.gyp.
-RUN npm ci --omit=dev --no-audit --no-fund \
- && test -f build/Release/egressgw_packet.node \
- && rm -rf build/Release/obj.target build/Release/.deps
+WORKDIR /src
+COPY . .
+# --ignore-scripts: the root package's node-gyp build is not needed here (the script compiles the addon
+# for the image's glibc itself); the `node` package's installer is run on its own.
+RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild node
+ARG SOURCE_DATE_EPOCH
+RUN test -n "$SOURCE_DATE_EPOCH" || { echo 'build with --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)'; exit 1; } \
+ && node_modules/.bin/node scripts/build-image.ts --rootfs-dir /rootfs
 
-FROM node:24-slim
-# The agent manages addresses through iproute2 (`ip -json`); the Linux data plane (--dataplane linux) also
-# runs nft (nftables) and sysctl (procps).
-RUN apt-get update -q \
- && apt-get install -y -q --no-install-recommends iproute2 nftables procps \
- && rm -rf /var/lib/apt/lists/*
+FROM scratch
+COPY --from=build /rootfs/ /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin NODE_ENV=production
 WORKDIR /app
-ENV NODE_ENV=production
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/build/Release/egressgw_packet.node ./build/Release/egressgw_packet.node
-COPY package.json ./
-COPY bin ./bin
-COPY src ./src
-# `egressgw manifests` renders the install from this tree.
-COPY deploy ./deploy
 # The controller runs as this uid (the Deployment sets runAsNonRoot); the agent's pod spec runs it as root
 # with NET_ADMIN and NET_RAW only.
 USER 64535:64535
-ENTRYPOINT ["node", "bin/egressgw.js"]
+ENTRYPOINT ["/usr/local/bin/node", "/app/bin/egressgw.js"]
 CMD ["controller"]

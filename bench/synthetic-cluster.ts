@@ -19,6 +19,8 @@ import type {
 } from '../src/api/types.ts';
 import {
   API_VERSION,
+  DEFAULT_CILIUM_AGENT_SELECTOR,
+  DEFAULT_CILIUM_NAMESPACE,
   DEFAULT_NAMESPACE,
   KIND_GATEWAY,
   KIND_POLICY,
@@ -27,6 +29,7 @@ import {
   MOVE_TO_ANNOTATION,
   UPLINKS_ANNOTATION,
   heartbeatLeaseName,
+  selectorLabels,
 } from '../src/api/names.ts';
 import type { Write } from '../src/core/types.ts';
 import { HeartbeatTracker, SnapshotBuilder, sourcesFromCaches } from '../src/controller/snapshot.ts';
@@ -244,7 +247,7 @@ export function buildCluster(size: ClusterSize, now: number): Cluster {
     caches.nodes.set(n);
     caches.ciliumNodes.set({ metadata: { name: n.metadata.name, labels: { ...n.metadata.labels } } });
     caches.ciliumAgentPods.set(
-      makePod(`cilium-agent-${pad(i, 5)}`, DEFAULT_NAMESPACE, n.metadata.name, { app: 'agent', module: 'cni-cilium' }, 'quay.io/cilium/cilium:v1.17.4', podSeq++),
+      makePod(`cilium-agent-${pad(i, 5)}`, DEFAULT_CILIUM_NAMESPACE, n.metadata.name, selectorLabels(DEFAULT_CILIUM_AGENT_SELECTOR), 'quay.io/cilium/cilium:v1.17.4', podSeq++),
     );
     // Every node is in some pool that gateways select, so every node is a member and runs an agent.
     caches.agentPods.set(

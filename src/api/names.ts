@@ -54,8 +54,38 @@ export const LEASE_DURATION_MS_ANNOTATION = `${ANNOTATION_PREFIX}lease-duration-
 export const MODE_VIP = 'VirtualIPAddress';
 export const MODE_PRIMARY_IP = 'PrimaryIPFromEgressGatewayNodeInterface';
 
-export const DEFAULT_NAMESPACE = 'd8-cni-cilium';
-export const DEFAULT_CILIUM_AGENT_SELECTOR = 'app=agent,module=cni-cilium';
+/**
+ * Install profiles (`egressgw manifests --profile NAME`, deploy/profiles/NAME): the namespace egressgw runs
+ * in (controller, agents, their Leases) and where the controller finds cilium-agent pods.
+ * - cilium: upstream Cilium as its Helm chart installs it (agents in kube-system, `k8s-app=cilium`).
+ * - deckhouse: Deckhouse's cni-cilium module (everything in d8-cni-cilium, Deckhouse's labels).
+ * The controller's and the agent's built-in defaults are the cilium profile's.
+ */
+export interface InstallProfile {
+  namespace: string;
+  ciliumNamespace: string;
+  ciliumSelector: string;
+}
+export const PROFILES: Readonly<Record<'cilium' | 'deckhouse', Readonly<InstallProfile>>> = Object.freeze({
+  cilium: Object.freeze({ namespace: 'egressgw-system', ciliumNamespace: 'kube-system', ciliumSelector: 'k8s-app=cilium' }),
+  deckhouse: Object.freeze({ namespace: 'd8-cni-cilium', ciliumNamespace: 'd8-cni-cilium', ciliumSelector: 'app=agent,module=cni-cilium' }),
+});
+export type ProfileName = keyof typeof PROFILES;
+export const DEFAULT_PROFILE: ProfileName = 'cilium';
+
+export const DEFAULT_NAMESPACE = PROFILES[DEFAULT_PROFILE].namespace;
+export const DEFAULT_CILIUM_NAMESPACE = PROFILES[DEFAULT_PROFILE].ciliumNamespace;
+export const DEFAULT_CILIUM_AGENT_SELECTOR = PROFILES[DEFAULT_PROFILE].ciliumSelector;
+
+/** The labels an equality selector such as `app=agent,module=cni-cilium` asks for (what a matching pod carries). */
+export function selectorLabels(selector: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of selector.split(',')) {
+    const m = /^\s*([^=!\s]+)\s*==?\s*(\S*)\s*$/.exec(part);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
 export const DEFAULT_AGENT_SELECTOR = 'app=egress-gateway-agent';
 export const AGENT_PROBE_PORT = 9870;
 

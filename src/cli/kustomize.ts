@@ -2,7 +2,7 @@
 // `egressgw manifests` works without a kustomize binary and deploy/ stays the one source of truth.
 // Anything outside that subset is an error rather than a silent difference from real kustomize.
 
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 
@@ -19,8 +19,30 @@ interface ImageRule {
   digest?: string;
 }
 
+/** kustomize's `labels` entry: `pairs` on every object's metadata, and with includeTemplates on pod templates. */
+interface LabelRule {
+  pairs: Record<string, string>;
+  includeSelectors?: boolean;
+  includeTemplates?: boolean;
+}
+
+/** kustomize's `patches` entry, in the one form we render: an inline JSON 6902 patch on a kind + name. */
+interface PatchRule {
+  target?: { kind?: string; name?: string; group?: string; version?: string; namespace?: string };
+  patch?: string;
+  path?: string;
+}
+
+interface JsonPatchOp {
+  op: string;
+  path: string;
+  value?: unknown;
+}
+
 interface Kustomization {
   resources?: string[];
+  labels?: LabelRule[];
+  patches?: PatchRule[];
   namespace?: string;
   images?: ImageRule[];
   replicas?: Array<{ name: string; count: number }>;
@@ -32,7 +54,7 @@ interface Kustomization {
   }>;
 }
 
-const SUPPORTED_KEYS = new Set(['apiVersion', 'kind', 'resources', 'namespace', 'images', 'replicas', 'configMapGenerator']);
+const SUPPORTED_KEYS = new Set(['apiVersion', 'kind', 'resources', 'namespace', 'images', 'replicas', 'configMapGenerator', 'labels', 'patches']);
 
 /** Kinds that are not namespaced, among those an install can contain. */
 const CLUSTER_SCOPED = new Set([
@@ -68,14 +90,13 @@ export function readManifests(file: string, text = readFileSync(file, 'utf8')): 
   return out;
 }
 
+/** The file names kustomize accepts for a kustomization, in its order. */
+const KUSTOMIZATION_FILES = ['kustomization.yaml', 'kustomization.yml', 'Kustomization'];
+
 function readKustomization(dir: string): Kustomization {
-  const file = join(dir, 'kustomization.yaml');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    throw new Error(`${dir}: a directory resource needs a kustomization.yaml`);
-  }
+  const file = KUSTOMIZATION_FILES.map((f) => join(dir, f)).find((f) => existsSync(f));
+  if (!file) throw new Error(`${dir}: a directory resource needs a kustomization.yaml`);
+  const text = readFileSync(file, 'utf8');
   const docs = parseAllDocuments(text);
   const k = (docs[0]?.toJS() ?? {}) as Kustomization & Record<string, unknown>;
   const unknown = Object.keys(k).filter((key) => !SUPPORTED_KEYS.has(key));
@@ -130,6 +151,64 @@ export function setNamespace(manifests: Manifest[], ns: string): void {
   }
 }
 
+/** The `labels` transformer (without includeSelectors: selectors of Deployments are immutable). */
+export function setLabels(manifests: Manifest[], rule: LabelRule, where: string): void {
+  if (rule.includeSelectors) throw new Error(`${where}: labels with includeSelectors are not rendered (src/cli/kustomize.ts)`);
+  if (typeof rule.pairs !== 'object' || rule.pairs === null) throw new Error(`${where}: labels entry without pairs`);
+  for (const m of manifests) {
+    m.metadata.labels = { ...m.metadata.labels, ...rule.pairs };
+    const template = (m as { spec?: { template?: { metadata?: { labels?: Record<string, string> } } } }).spec?.template;
+    if (rule.includeTemplates && template) template.metadata = { ...template.metadata, labels: { ...template.metadata?.labels, ...rule.pairs } };
+  }
+}
+
+/** `/a/b~1c/0` → ['a', 'b/c', '0'] (RFC 6901). */
+function pointer(path: string, where: string): string[] {
+  if (!path.startsWith('/')) throw new Error(`${where}: patch path "${path}" must start with /`);
+  return path.slice(1).split('/').map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+/** RFC 6902 add, replace and remove (what an overlay needs to change args and names). */
+export function applyJsonPatch(target: unknown, ops: JsonPatchOp[], where: string): void {
+  for (const o of ops) {
+    const tokens = pointer(o.path, where);
+    const last = tokens.pop();
+    if (last === undefined) throw new Error(`${where}: patch path "${o.path}" names the whole object`);
+    let parent: unknown = target;
+    for (const t of tokens) {
+      parent = Array.isArray(parent) ? parent[Number(t)] : (parent as Record<string, unknown> | undefined)?.[t];
+      if (typeof parent !== 'object' || parent === null) throw new Error(`${where}: patch path "${o.path}" does not exist`);
+    }
+    if (Array.isArray(parent)) {
+      const i = last === '-' ? parent.length : Number(last);
+      if (!Number.isInteger(i) || i < 0 || i > parent.length || (o.op !== 'add' && i >= parent.length)) throw new Error(`${where}: patch path "${o.path}": no such index`);
+      if (o.op === 'add') parent.splice(i, 0, structuredClone(o.value));
+      else if (o.op === 'replace') parent[i] = structuredClone(o.value);
+      else if (o.op === 'remove') parent.splice(i, 1);
+      else throw new Error(`${where}: patch op "${o.op}" is not rendered (add, replace, remove)`);
+    } else {
+      const obj = parent as Record<string, unknown>;
+      if (o.op !== 'add' && !(last in obj)) throw new Error(`${where}: patch path "${o.path}" does not exist`);
+      if (o.op === 'add' || o.op === 'replace') obj[last] = structuredClone(o.value);
+      else if (o.op === 'remove') delete obj[last];
+      else throw new Error(`${where}: patch op "${o.op}" is not rendered (add, replace, remove)`);
+    }
+  }
+}
+
+function applyPatches(manifests: Manifest[], rules: PatchRule[], dir: string): void {
+  for (const [i, r] of rules.entries()) {
+    const where = `${join(dir, 'kustomization.yaml')}: patches[${i}]`;
+    if (r.path !== undefined || typeof r.patch !== 'string') throw new Error(`${where}: only inline JSON 6902 patches (patch: |-) are rendered`);
+    if (!r.target?.kind || !r.target.name) throw new Error(`${where}: target needs kind and name`);
+    const ops = parseAllDocuments(r.patch)[0]?.toJS() as unknown;
+    if (!Array.isArray(ops)) throw new Error(`${where}: only JSON 6902 patches (a list of operations) are rendered`);
+    const targets = manifests.filter((m) => m.kind === r.target!.kind && m.metadata.name === r.target!.name);
+    if (targets.length === 0) throw new Error(`${where}: no ${r.target.kind} named ${r.target.name}`);
+    for (const m of targets) applyJsonPatch(m, ops as JsonPatchOp[], where);
+  }
+}
+
 function generateConfigMaps(dir: string, k: Kustomization): Manifest[] {
   return (k.configMapGenerator ?? []).map((g) => {
     if (g.options?.disableNameSuffixHash !== true) {
@@ -175,7 +254,10 @@ export function build(dir: string, origins?: Map<Manifest, string>): Manifest[] 
     origins?.set(m, dir);
     out.push(m);
   }
+  // kustomize's order: patches, then the namespace, then labels, then images.
+  if (k.patches) applyPatches(out, k.patches, dir);
   if (k.namespace) setNamespace(out, k.namespace);
+  for (const rule of k.labels ?? []) setLabels(out, rule, join(dir, 'kustomization.yaml'));
   if (k.images) setImages(out, k.images);
   for (const r of k.replicas ?? []) {
     const target = out.find((m) => m.metadata.name === r.name && (m.kind === 'Deployment' || m.kind === 'StatefulSet'));

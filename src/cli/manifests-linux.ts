@@ -24,7 +24,19 @@ function containers(m: Manifest): Array<Obj & { name?: string; args?: string[]; 
   return ((m.spec as { template?: { spec?: { containers?: Obj[] } } } | undefined)?.template?.spec?.containers ?? []) as Array<Obj & { args?: string[] }>;
 }
 
+/** The ClusterRole bound to a ServiceAccount (profiles rename the roles, not the accounts). */
+function roleOf(manifests: readonly Manifest[], serviceAccount: string): string | undefined {
+  for (const b of manifests) {
+    if (b.kind !== 'ClusterRoleBinding') continue;
+    const x = b as unknown as { subjects?: Array<{ kind?: string; name?: string }>; roleRef?: { name?: string } };
+    if (x.subjects?.some((s) => s.kind === 'ServiceAccount' && s.name === serviceAccount)) return x.roleRef?.name;
+  }
+  return undefined;
+}
+
 export function applyLinuxDataplane(manifests: Manifest[], o: LinuxDataplaneOptions): void {
+  const controllerRole = roleOf(manifests, 'egressgw-controller');
+  const agentRole = roleOf(manifests, AGENT);
   for (const m of manifests) {
     if (m.kind === 'Deployment' && m.metadata.name === 'egressgw-controller') {
       for (const c of containers(m)) if (c.name === 'controller') c.args = [...(c.args ?? []), '--dataplane=linux'];
@@ -45,10 +57,10 @@ export function applyLinuxDataplane(manifests: Manifest[], o: LinuxDataplaneOpti
       }
     }
     const rules = (m as { rules?: Obj[] }).rules;
-    if (m.kind === 'ClusterRole' && m.metadata.name === 'd8:cni-cilium:egressgw-controller' && rules) {
+    if (m.kind === 'ClusterRole' && m.metadata.name === controllerRole && rules) {
       rules.push({ apiGroups: [INTERNAL_GROUP], resources: [PLURAL_DATAPLANES], verbs: ['list', 'watch', 'create', 'patch', 'delete'] });
     }
-    if (m.kind === 'ClusterRole' && m.metadata.name === 'd8:cni-cilium:egress-gateway-agent' && rules) {
+    if (m.kind === 'ClusterRole' && m.metadata.name === agentRole && rules) {
       rules.push(
         { apiGroups: [INTERNAL_GROUP], resources: [PLURAL_DATAPLANES], verbs: ['list', 'watch'] },
         // Its own node's pods only, by field selector (RBAC cannot express that; the kubelet's own pattern).

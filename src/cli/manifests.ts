@@ -1,9 +1,11 @@
-// `egressgw manifests`: the install YAML, rendered from deploy/ (the kustomize tree) with a few overrides.
+// `egressgw manifests`: the install YAML, rendered from deploy/profiles/<profile> (the kustomize tree) with
+// a few overrides.
 
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { DATAPLANE_MODES, DEFAULT_NAMESPACE, type DataplaneMode } from '../api/names.ts';
+import { DATAPLANE_MODES, DEFAULT_PROFILE, PROFILES, type DataplaneMode, type ProfileName } from '../api/names.ts';
 import { parseCIDR4 } from '../dataplane/ranges.ts';
 import { applyLinuxDataplane, type LinuxDataplaneOptions } from './manifests-linux.ts';
 import { UsageError, parseFlags } from '../term/errors.ts';
@@ -14,11 +16,15 @@ export const DEPLOY_DIR = fileURLToPath(new URL('../../deploy/', import.meta.url
 const HELP = `Usage: egressgw manifests [flags]
 
 Prints the install YAML (CRDs, RBAC, controller Deployment, agent DaemonSet, Services, PrometheusRule,
-Grafana dashboard), rendered from the kustomize tree in deploy/. Apply it with
+Grafana dashboard), rendered from the kustomize tree in deploy/profiles/<profile>. Apply it with
   egressgw manifests | kubectl apply --server-side -f -
 
 Flags:
-  --namespace NS      namespace of the controller, the agents and their Leases (default ${DEFAULT_NAMESPACE})
+  --profile NAME      cilium (default): upstream Cilium; egressgw in ${PROFILES.cilium.namespace}, cilium-agent pods
+                        found in ${PROFILES.cilium.ciliumNamespace} by ${PROFILES.cilium.ciliumSelector}
+                      deckhouse: Deckhouse's cni-cilium layout; everything in ${PROFILES.deckhouse.namespace}, cilium-agent
+                        pods found there by ${PROFILES.deckhouse.ciliumSelector}
+  --namespace NS      namespace of the controller, the agents and their Leases (default: the profile's)
   --image IMG         container image of the controller and the agent (default: the one in deploy/kustomization.yaml)
   --replicas N        controller replicas (default 2; with 1 the PodDisruptionBudget is left out, it would block drains)
   --no-monitoring     leave out the PrometheusRule and the dashboard (clusters without prometheus-operator)
@@ -30,6 +36,7 @@ Flags:
   -h, --help          this help`;
 
 export interface RenderOptions {
+  profile?: ProfileName;
   namespace?: string;
   image?: string;
   replicas?: number;
@@ -42,10 +49,14 @@ export interface RenderOptions {
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+export const isProfile = (name: string): name is ProfileName => Object.hasOwn(PROFILES, name);
+
 /** The install manifests, in apply order. */
 export function renderManifests(opts: RenderOptions = {}, deployDir = DEPLOY_DIR): Manifest[] {
   const origins = new Map<Manifest, string>();
-  let manifests = build(deployDir, origins);
+  const profileDir = join(deployDir, 'profiles', opts.profile ?? DEFAULT_PROFILE);
+  if (!existsSync(profileDir)) throw new Error(`install profile ${opts.profile}: ${profileDir} does not exist`);
+  let manifests = build(profileDir, origins);
   if (opts.monitoring === false) manifests = manifests.filter((m) => origins.get(m) !== join(deployDir, 'monitoring'));
   if (opts.crds === false) manifests = manifests.filter((m) => m.kind !== 'CustomResourceDefinition');
   if (opts.namespace !== undefined) setNamespace(manifests, opts.namespace);
@@ -75,6 +86,7 @@ export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(
     argv,
     {
+      profile: { type: 'string' },
       namespace: { type: 'string' },
       image: { type: 'string' },
       replicas: { type: 'string' },
@@ -89,6 +101,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!parsed) return 0;
   const v = parsed.values;
   const opts: RenderOptions = { monitoring: !v['no-monitoring'], crds: !v['no-crds'] };
+  if (v.profile !== undefined) {
+    if (!isProfile(v.profile)) throw new UsageError(`--profile: "${v.profile}" is not a profile (${Object.keys(PROFILES).join(', ')})`);
+    opts.profile = v.profile;
+  }
   if (v.namespace !== undefined) {
     if (!DNS_LABEL.test(v.namespace) || v.namespace.length > 63) throw new UsageError(`--namespace: "${v.namespace}" is not a valid namespace name`);
     opts.namespace = v.namespace;

@@ -104,6 +104,8 @@ class Controller {
   private resyncTimer: NodeJS.Timeout | undefined;
   /** `Snapshot.now` of the last pass: expiries up to it have been seen by the core. */
   private lastPassNow = 0;
+  /** Whether the last pass saw no cilium-agent pod on any node (logged once per change). */
+  private noCiliumAgents = false;
 
   constructor(opts: ControllerOptions, kc: KubeConfig, log: Logger, metrics: ControllerMetrics, deps: RunControllerDeps) {
     this.opts = opts;
@@ -112,8 +114,12 @@ class Controller {
     this.deps = deps;
     this.client = new KubeClient(kc);
     const linux = opts.dataplane === 'linux';
-    // The Linux data plane needs no Cilium: its agents are the only node-side requirement.
-    this.coreOptions = { handoverTimeoutMs: opts.handoverTimeoutMs, requireCiliumAgent: !linux };
+    this.coreOptions = {
+      handoverTimeoutMs: opts.handoverTimeoutMs,
+      // The Linux data plane needs no Cilium: its agents are the only node-side requirement.
+      requireCiliumAgent: !linux,
+      ciliumAgentSource: `namespace ${opts.ciliumNamespace}, selector ${opts.ciliumSelector}`,
+    };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
     // Every cache keeps only what the controller reads (trim.ts): most of a real object is not.
     const inf = <T extends { metadata?: { name?: string } }>(o: InformerOptions<T>) => new Informer<T>(this.client, { ...o, logger: log });
@@ -264,12 +270,29 @@ class Controller {
     }, Math.max(0, at - now));
   }
 
+  /**
+   * No cilium-agent pod on any node almost always means the controller looks in the wrong place (an install
+   * profile that does not match the cluster): say where it looked, once, instead of leaving every gateway
+   * to report its nodes one by one (the core's reason is CiliumAgentNotFound).
+   */
+  private checkCiliumAgents(pods: readonly PodLike[]): void {
+    const none = !pods.some((p) => typeof p.spec?.nodeName === 'string' && p.spec.nodeName !== '');
+    if (none === this.noCiliumAgents) return;
+    this.noCiliumAgents = none;
+    const where = { namespace: this.opts.ciliumNamespace, selector: this.opts.ciliumSelector };
+    if (none) {
+      this.log.warn(where, `no cilium-agent pod found in namespace ${where.namespace} with selector ${where.selector}: no node is eligible for any gateway; ` +
+        'set --cilium-namespace and --cilium-selector to where Cilium runs its agents (egressgw manifests --profile deckhouse for Deckhouse)');
+    } else this.log.info(where, 'cilium-agent pods found');
+  }
+
   private async pass(): Promise<PassResult> {
     if (!this.synced || !this.mayWrite()) return 'ok';
     const started = performance.now();
     const now = Date.now();
     this.lastPassNow = now;
     const snapshot = this.snapshots.build(now);
+    this.checkCiliumAgents(snapshot.ciliumAgentPods);
     let desired: Desired;
     let writes: Write[];
     try {

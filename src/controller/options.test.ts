@@ -2,12 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseControllerArgs, parseDuration, parseListenAddr } from './options.ts';
 
-test('defaults match the reference deployment', () => {
+test('defaults follow the cilium install profile: cilium-agent pods as upstream Cilium runs them', () => {
   const o = parseControllerArgs([]);
-  assert.equal(o.ciliumNamespace, 'd8-cni-cilium');
-  assert.equal(o.ciliumSelector, 'app=agent,module=cni-cilium');
+  assert.equal(o.ciliumNamespace, 'kube-system');
+  assert.equal(o.ciliumSelector, 'k8s-app=cilium');
+  assert.equal(o.agentNamespace, 'egressgw-system');
   assert.equal(o.agentSelector, 'app=egress-gateway-agent');
-  assert.equal(o.heartbeatNamespace, 'd8-cni-cilium');
+  assert.equal(o.heartbeatNamespace, 'egressgw-system');
+  assert.equal(o.leaderElectNamespace, 'egressgw-system');
   assert.equal(o.heartbeatDurationMs, 2000);
   assert.equal(o.handoverTimeoutMs, 5000);
   assert.equal(o.leaderElect, true);

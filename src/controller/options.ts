@@ -3,7 +3,7 @@
 
 import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
-import { DATAPLANE_MODES, DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_NAMESPACE, type DataplaneMode } from '../api/names.ts';
+import { DATAPLANE_MODES, DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE, type DataplaneMode } from '../api/names.ts';
 import { isLogLevel } from '../kube/log.ts';
 import { validateLeaderElectionConfig, type LeaderElectionConfig } from '../kube/leader.ts';
 
@@ -42,8 +42,9 @@ elects active nodes; writes labels, instances, CiliumEgressGatewayPolicies, stat
 
 Flags:
   --kubeconfig PATH                   kubeconfig (default: $KUBECONFIG, else in-cluster)
-  --cilium-namespace NS               namespace of cilium-agent pods (default ${DEFAULT_NAMESPACE})
-  --cilium-selector SEL               label selector of cilium-agent pods (default ${DEFAULT_CILIUM_AGENT_SELECTOR})
+  --cilium-namespace NS               namespace of cilium-agent pods (default ${DEFAULT_CILIUM_NAMESPACE}; Deckhouse: d8-cni-cilium)
+  --cilium-selector SEL               label selector of cilium-agent pods (default ${DEFAULT_CILIUM_AGENT_SELECTOR};
+                                      Deckhouse: app=agent,module=cni-cilium)
   --agent-namespace NS                namespace of egressgw agent pods (default ${DEFAULT_NAMESPACE})
   --agent-selector SEL                label selector of egressgw agent pods (default ${DEFAULT_AGENT_SELECTOR})
   --heartbeat-namespace NS            namespace of the agents' heartbeat Leases (default ${DEFAULT_NAMESPACE})
@@ -155,7 +156,7 @@ export function parseControllerArgs(argv: string[]): ControllerOptions {
   const heartbeatNamespace = values['heartbeat-namespace'] ?? DEFAULT_NAMESPACE;
   const opts: ControllerOptions = {
     kubeconfig: values.kubeconfig,
-    ciliumNamespace: values['cilium-namespace'] ?? DEFAULT_NAMESPACE,
+    ciliumNamespace: values['cilium-namespace'] ?? DEFAULT_CILIUM_NAMESPACE,
     ciliumSelector: validSelector('cilium-selector', values['cilium-selector'] ?? DEFAULT_CILIUM_AGENT_SELECTOR),
     agentNamespace: values['agent-namespace'] ?? DEFAULT_NAMESPACE,
     agentSelector: validSelector('agent-selector', values['agent-selector'] ?? DEFAULT_AGENT_SELECTOR),

@@ -20,6 +20,7 @@ export function resolveOptions(options?: Partial<CoreOptions>): CoreOptions {
     o.handoverTimeoutMs = options.handoverTimeoutMs;
   }
   if (options && typeof options.requireCiliumAgent === 'boolean') o.requireCiliumAgent = options.requireCiliumAgent;
+  if (options && typeof options.ciliumAgentSource === 'string') o.ciliumAgentSource = options.ciliumAgentSource;
   return o;
 }
 
@@ -282,7 +283,7 @@ export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions
     // A reused plan whose status needed no write has the same outcome (it did not depend on the time).
     let out = plan.reused ? plan.outcome : undefined;
     if (!out) {
-      out = gatewayOutcome(plan, nodes, nowIso);
+      out = gatewayOutcome(plan, nodes, nowIso, opts.ciliumAgentSource);
       if (cache && out.status === (g.gateway as { status?: unknown }).status) plan.outcome = out;
     }
     gateways.set(g.name, out.decision);

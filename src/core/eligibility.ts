@@ -7,7 +7,8 @@ import type { GatewayInfo } from './validate.ts';
 import { isBeingDeleted, isNodeCordoned, isNodeReady, isObject, isPodReady, labelsOf, nameOf, podNodeName } from './util.ts';
 import { sameItems, type CoreCache, type ListMemo } from './cache.ts';
 
-export type PodState = 'none' | 'ok' | 'bad';
+/** 'notFound': there is no such pod on any node at all (the controller's namespace or selector is wrong). */
+export type PodState = 'none' | 'ok' | 'bad' | 'notFound';
 export type HeartbeatState = 'absent' | 'live' | 'expired';
 
 export interface NodeState {
@@ -26,6 +27,7 @@ export interface NodeState {
 export const REASON_ORDER: readonly IneligibleReason[] = [
   'NodeNotReady',
   'Cordoned',
+  'CiliumAgentNotFound',
   'CiliumAgentNotReady',
   'AgentMissing',
   'HeartbeatExpired',
@@ -77,7 +79,8 @@ function nodeState(
   now: number,
   prev: NodeState | undefined,
 ): NodeState {
-  const ciliumAgent = cilium.get(name) ?? 'none';
+  // No cilium-agent pod anywhere is a configuration problem, not every node's: it gets its own reason.
+  const ciliumAgent = cilium.get(name) ?? (cilium.size === 0 ? 'notFound' : 'none');
   const agent = agents.get(name) ?? 'none';
   const heartbeat: HeartbeatState = hb ? (heartbeatLive(hb, now) ? 'live' : 'expired') : 'absent';
   const uplinks = hb && isObject(hb.uplinks) ? hb.uplinks : undefined;
@@ -193,7 +196,7 @@ export function ineligibleReasons(g: GatewayInfo, st: NodeState, opts: CoreOptio
   const r: IneligibleReason[] = [];
   if (!st.ready) r.push('NodeNotReady');
   if (st.cordoned) r.push('Cordoned');
-  if (opts.requireCiliumAgent && st.ciliumAgent !== 'ok') r.push('CiliumAgentNotReady');
+  if (opts.requireCiliumAgent && st.ciliumAgent !== 'ok') r.push(st.ciliumAgent === 'notFound' ? 'CiliumAgentNotFound' : 'CiliumAgentNotReady');
   if (g.mode === MODE_VIP) {
     // VIP mode needs a live agent: it holds and announces the VIP.
     if (st.heartbeat === 'absent') r.push('AgentMissing');
@@ -220,6 +223,7 @@ export function ineligibleReasons(g: GatewayInfo, st: NodeState, opts: CoreOptio
 const REASON_TEXT: Record<IneligibleReason, string> = {
   NodeNotReady: 'NotReady',
   Cordoned: 'cordoned',
+  CiliumAgentNotFound: 'no cilium-agent pod found',
   CiliumAgentNotReady: 'cilium-agent not Ready',
   AgentMissing: 'agent missing',
   HeartbeatExpired: 'agent heartbeat expired',

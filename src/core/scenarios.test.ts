@@ -88,6 +88,31 @@ describe('R2 membership without agents', () => {
     assert.equal(st?.readyNodes, 0);
     assert.equal(st?.activeNodeName, '');
     assert.equal(st?.conditions?.[0]?.status, 'False');
+    // No cilium-agent pod anywhere: the reason says so rather than "not Ready" on every node.
+    assert.equal(st?.conditions?.[0]?.reason, 'CiliumAgentNotFound');
+    assert.equal(
+      st?.conditions?.[0]?.message,
+      "no cilium-agent pod found; check the controller's --cilium-namespace and --cilium-selector (the install profile): no eligible node: 1 matches the selector: 1 no cilium-agent pod found",
+    );
+    const events = ofKind(writes, 'event').map((w) => w.reason);
+    assert.ok(events.includes('CiliumAgentNotFound'), `events: ${events.join(', ')}`);
+  });
+
+  it('says where the controller looked (namespace, selector) when the shell tells the core', () => {
+    const s = cluster([{ name: 'frontend-1', labels: EGRESS, healthy: false }], { gateways: [eggDev()] });
+    const st = ofKind(reconcile(s, { ciliumAgentSource: 'namespace kube-system, selector k8s-app=cilium' }).writes, 'gatewayStatus')[0]?.status;
+    assert.match(st?.conditions?.[0]?.message ?? '', /^no cilium-agent pod found \(namespace kube-system, selector k8s-app=cilium\); /);
+  });
+
+  it('a node without a cilium-agent while other nodes have one is "not Ready", not "not found"', () => {
+    const s = cluster(
+      [
+        { name: 'frontend-1', labels: EGRESS, healthy: false },
+        { name: 'frontend-2', labels: { 'node-role': 'ingress' } },
+      ],
+      { gateways: [eggDev()] },
+    );
+    const st = ofKind(run(s).writes, 'gatewayStatus')[0]?.status;
     assert.equal(st?.conditions?.[0]?.reason, 'NoEligibleNode');
     assert.equal(st?.conditions?.[0]?.message, 'no eligible node: 1 matches the selector: 1 cilium-agent not Ready');
   });
@@ -295,7 +320,8 @@ describe('R9 VIP mode requires the egress agent', () => {
 
 describe('R10 no eligible node: nothing half-rendered', () => {
   it('no instance, Ready=False, and the active-for label is removed (fixes D13)', () => {
-    const s = cluster([{ name: 'frontend-1', labels: { ...EGRESS, [M]: '', [A]: '' }, healthy: false }], { gateways: [eggDev()] });
+    // frontend-2 (not a gateway node) runs a cilium-agent, so frontend-1's is missing, not all of them.
+    const s = cluster([{ name: 'frontend-1', labels: { ...EGRESS, [M]: '', [A]: '' }, healthy: false }, { name: 'frontend-2', labels: { 'node-role': 'ingress' } }], { gateways: [eggDev()] });
     const { writes } = run(s);
     assert.equal(ofKind(writes, 'createInstance').length, 0);
     const end = settle(s);

@@ -54,7 +54,7 @@ export interface GatewayOutcome {
   failover?: { from: string; to: string; reason: string };
 }
 
-export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>, nowIso: string): GatewayOutcome {
+export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, NodeState>, nowIso: string, ciliumAgentSource?: string): GatewayOutcome {
   const g = plan.info;
   const prevStatus: unknown = (g.gateway as { status?: unknown }).status;
   const prev = isObject(prevStatus) ? (prevStatus as EgressGatewayStatus) : undefined;
@@ -73,8 +73,12 @@ export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, Nod
   } else if (plan.target === '') {
     phase = 'NoEligibleNode';
     status = 'False';
-    reason = 'NoEligibleNode';
     message = noEligibleMessage(plan.candidates.map((v) => v.reasons));
+    // No cilium-agent pod at all: say so, and where the controller looked, rather than "not Ready" per node.
+    if (plan.candidates.some((v) => v.reasons.includes('CiliumAgentNotFound'))) {
+      reason = 'CiliumAgentNotFound';
+      message = `no cilium-agent pod found${ciliumAgentSource ? ` (${ciliumAgentSource})` : ''}; check the controller's --cilium-namespace and --cilium-selector (the install profile): ${message}`;
+    } else reason = 'NoEligibleNode';
   } else if (g.mode === MODE_PRIMARY_IP) {
     phase = 'Active';
     status = 'True';
@@ -120,7 +124,7 @@ export function gatewayOutcome(plan: GatewayPlan, nodes: ReadonlyMap<string, Nod
     }
   }
   if (prevCond?.reason !== reason) {
-    if (reason === 'NoEligibleNode' || reason === 'InvalidSpec' || reason === 'DuplicateVIP') {
+    if (reason === 'NoEligibleNode' || reason === 'CiliumAgentNotFound' || reason === 'InvalidSpec' || reason === 'DuplicateVIP') {
       events.push({ regarding: ref, type: 'Warning', reason, note: message });
     }
   }

@@ -57,6 +57,8 @@ export interface CoreOptions {
   handoverTimeoutMs: number;
   /** Require a Ready cilium-agent pod on a node (the reference does). */
   requireCiliumAgent: boolean;
+  /** Where the shell looks for cilium-agent pods ("namespace kube-system, selector k8s-app=cilium"), for messages. */
+  ciliumAgentSource?: string;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = Object.freeze({
@@ -68,6 +70,8 @@ export const DEFAULT_CORE_OPTIONS: CoreOptions = Object.freeze({
 export type IneligibleReason =
   | 'NodeNotReady'
   | 'Cordoned'
+  /** No cilium-agent pod on any node matches the controller's namespace and selector. */
+  | 'CiliumAgentNotFound'
   | 'CiliumAgentNotReady'
   | 'AgentNotReady'
   | 'AgentMissing'
@@ -156,6 +160,7 @@ export type EventReason =
   | 'Elected'
   | 'FailedOver'
   | 'NoEligibleNode'
+  | 'CiliumAgentNotFound'
   | 'VIPAnnounced'
   | 'GatewayNotFound'
   | 'DuplicateVIP'

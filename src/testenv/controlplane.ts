@@ -10,14 +10,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { DEFAULT_NAMESPACE } from '../api/names.ts';
 import { runController, type PassInfo } from '../controller/controller.ts';
 import { parseControllerArgs } from '../controller/options.ts';
 import { KubeClient, type KubeConfig } from '../kube/client.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { startTestCluster, type TestCluster } from './apiserver.ts';
 import { Cleanups } from './cleanups.ts';
-import { seedCluster, setNodeReady, type SeedNode } from './seed.ts';
+import { SEED_NAMESPACES, seedCluster, setNodeReady, type SeedNode } from './seed.ts';
 
 export interface ControllerOptions {
   /** Extra flags (parsed by parseControllerArgs after `--no-leader-elect --metrics-addr=`). */
@@ -102,7 +101,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   };
   try {
     const cluster = await startTestCluster({
-      namespaces: [DEFAULT_NAMESPACE],
+      namespaces: SEED_NAMESPACES,
       ...(opts.bindAddress ? { bindAddress: opts.bindAddress, extraSANs: [opts.bindAddress] } : {}),
     });
     cleanups.push(() => cluster.stop());

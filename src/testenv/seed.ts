@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { DEFAULT_NAMESPACE, MODE_VIP } from '../api/names.ts';
+import { DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE, MODE_VIP, selectorLabels } from '../api/names.ts';
 import { isStatus, type KubeClient, type ResourceRef } from '../kube/client.ts';
 import { rfc3339 } from '../kube/time.ts';
 import { CILIUM_NODES, GATEWAYS, NODES, pods, namespaces } from '../kube/resources.ts';
@@ -24,6 +24,8 @@ import { REPO } from './paths.ts';
 export const GATEWAY_NODE_LABEL = 'egressgw.lab/gateway-node';
 /** The VIP tests use on the environment's LAN (198.18.0.0/24, TEST-NET). */
 export const TEST_VIP = '198.18.0.100';
+/** egressgw's namespace (agents' Leases) and Cilium's (its agent pods), as the default install profile has them. */
+export const SEED_NAMESPACES = [DEFAULT_NAMESPACE, DEFAULT_CILIUM_NAMESPACE];
 
 /** A node as the API sees it: its name and InternalIP. */
 export interface SeedNode {
@@ -134,19 +136,20 @@ export async function seedCluster(
 ): Promise<void> {
   await cluster.applyCRDs(join(REPO, 'deploy', 'crds'));
   await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
-  await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEFAULT_NAMESPACE } });
+  for (const ns of SEED_NAMESPACES) await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
   for (const n of nodes) {
     const role = n.gateway === false ? {} : { [GATEWAY_NODE_LABEL]: '' };
     await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { ...extraNodeLabels, ...role, 'kubernetes.io/hostname': n.name } } });
     await setNodeReady(client, n, true);
     await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n.name }, spec: {} });
     const pod = `cilium-agent-${n.name}`;
-    await ensure(client, pods(DEFAULT_NAMESPACE), {
+    // Where and how upstream Cilium's chart runs its agents (the controller's defaults).
+    await ensure(client, pods(DEFAULT_CILIUM_NAMESPACE), {
       apiVersion: 'v1',
       kind: 'Pod',
-      metadata: { name: pod, namespace: DEFAULT_NAMESPACE, labels: { app: 'agent', module: 'cni-cilium' } },
+      metadata: { name: pod, namespace: DEFAULT_CILIUM_NAMESPACE, labels: selectorLabels(DEFAULT_CILIUM_AGENT_SELECTOR) },
       spec: { nodeName: n.name, containers: [{ name: 'cilium-agent', image: 'lab.invalid/cilium:none' }] },
     });
-    await client.mergePatch(pods(DEFAULT_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
+    await client.mergePatch(pods(DEFAULT_CILIUM_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
   }
 }

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION } from '../../src/api/names.ts';
+import { DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION, selectorLabels } from '../../src/api/names.ts';
 import type { EgressGateway } from '../../src/api/types.ts';
 import { runController } from '../../src/controller/controller.ts';
 import { parseControllerArgs } from '../../src/controller/options.ts';
@@ -30,11 +30,11 @@ describe('status and move against a live cluster', () => {
   before(async () => {
     cluster = await startTestCluster({
       crds: [join(ROOT, 'deploy', 'crds'), join(ROOT, 'test', 'fixtures', 'crds', 'cilium')],
-      namespaces: [DEFAULT_NAMESPACE, 'shop'],
+      namespaces: [DEFAULT_NAMESPACE, DEFAULT_CILIUM_NAMESPACE, 'shop'],
     });
     client = new KubeClient(cluster.kubeConfig);
     kubeconfig = cluster.kubeconfigPath;
-    for (const ns of [DEFAULT_NAMESPACE, 'shop']) {
+    for (const ns of [DEFAULT_NAMESPACE, DEFAULT_CILIUM_NAMESPACE, 'shop']) {
       await client.create(namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }).catch(() => undefined);
     }
     for (const n of NODE_NAMES) {
@@ -42,12 +42,12 @@ describe('status and move against a live cluster', () => {
       await client.mergePatch(NODES, n, { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: '', lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }] } }, 'status');
       await client.create(CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n }, spec: {} });
       const pod = `cilium-${n}`;
-      await client.create(pods(DEFAULT_NAMESPACE), {
+      await client.create(pods(DEFAULT_CILIUM_NAMESPACE), {
         apiVersion: 'v1', kind: 'Pod',
-        metadata: { name: pod, namespace: DEFAULT_NAMESPACE, labels: { app: 'agent', module: 'cni-cilium' } },
+        metadata: { name: pod, namespace: DEFAULT_CILIUM_NAMESPACE, labels: selectorLabels(DEFAULT_CILIUM_AGENT_SELECTOR) },
         spec: { nodeName: n, containers: [{ name: 'cilium-agent', image: 'test.invalid/cilium' }] },
       });
-      await client.mergePatch(pods(DEFAULT_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
+      await client.mergePatch(pods(DEFAULT_CILIUM_NAMESPACE), pod, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } }, 'status');
     }
     // Workload pods: two selected by the policy, one not.
     for (const [name, app] of [['web-1', 'web'], ['web-2', 'web'], ['db-1', 'db']]) {

@@ -12,7 +12,7 @@ import { KubeClient, isStatus, type KubeConfig, type ResourceRef } from '../../s
 import { CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, CEGPS, leases, namespaces, pods } from '../../src/kube/resources.ts';
 import { microTime, rfc3339 } from '../../src/kube/time.ts';
 import { createLogger, silentLogger, type Logger } from '../../src/kube/log.ts';
-import { heartbeatLeaseName, DEFAULT_NAMESPACE, activeForLabel } from '../../src/api/names.ts';
+import { heartbeatLeaseName, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE, activeForLabel, selectorLabels } from '../../src/api/names.ts';
 import type { EgressGateway, EgressGatewayInstance, NodeLike } from '../../src/api/types.ts';
 import { runController, type PassInfo } from '../../src/controller/controller.ts';
 import { ControllerMetrics } from '../../src/controller/metrics.ts';
@@ -20,6 +20,7 @@ import { parseControllerArgs } from '../../src/controller/options.ts';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
 export const NS = DEFAULT_NAMESPACE;
+export const CILIUM_NS = DEFAULT_CILIUM_NAMESPACE;
 
 export function testLogger(name: string): Logger {
   return process.env.EGRESSGW_TEST_LOG ? createLogger(process.env.EGRESSGW_TEST_LOG, name) : silentLogger;
@@ -45,13 +46,15 @@ export class Fixture {
   }
 
   static async start(): Promise<Fixture> {
-    const cluster = await startTestCluster({ namespaces: [NS] });
+    const cluster = await startTestCluster({ namespaces: [NS, CILIUM_NS] });
     const f = new Fixture(cluster);
     try {
       await cluster.applyCRDs([join(repoRoot, 'deploy', 'crds'), join(repoRoot, 'test', 'fixtures', 'crds', 'cilium')]);
-      await f.ensure(namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
-      // Pods need their service account when the ServiceAccount admission plugin runs.
-      await f.ensure({ group: '', version: 'v1', plural: 'serviceaccounts', namespace: NS }, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default' } });
+      for (const ns of [NS, CILIUM_NS]) {
+        await f.ensure(namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+        // Pods need their service account when the ServiceAccount admission plugin runs.
+        await f.ensure({ group: '', version: 'v1', plural: 'serviceaccounts', namespace: ns }, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default' } });
+      }
       await waitFor('CRDs served', async () => {
         for (const r of [GATEWAYS, POLICIES, INSTANCES, CEGPS, CILIUM_NODES]) await f.client.list(r);
         return true;
@@ -112,25 +115,26 @@ export class Fixture {
     await this.client.mergePatch(NODES, name, { metadata: { labels } });
   }
 
-  private async pod(name: string, node: string, labels: Record<string, string>, ready: boolean): Promise<void> {
-    await this.client.create(pods(NS), {
+  private async pod(name: string, node: string, labels: Record<string, string>, ready: boolean, ns = NS): Promise<void> {
+    await this.client.create(pods(ns), {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: { name, labels },
       spec: { nodeName: node, automountServiceAccountToken: false, containers: [{ name: 'c', image: 'example.invalid/none' }] },
     });
-    await this.setPodReady(name, ready);
+    await this.setPodReady(name, ready, ns);
   }
 
-  async setPodReady(name: string, ready: boolean): Promise<void> {
+  async setPodReady(name: string, ready: boolean, ns = name.startsWith('cilium-') ? CILIUM_NS : NS): Promise<void> {
     const now = rfc3339(Date.now());
-    await this.client.mergePatch(pods(NS), name, {
+    await this.client.mergePatch(pods(ns), name, {
       status: { phase: 'Running', conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: now }] },
     }, 'status');
   }
 
   ciliumAgent(node: string, ready = true): Promise<void> {
-    return this.pod(`cilium-${node}`, node, { app: 'agent', module: 'cni-cilium' }, ready);
+    // As upstream Cilium's chart runs them (the controller's default --cilium-namespace/--cilium-selector).
+    return this.pod(`cilium-${node}`, node, selectorLabels(DEFAULT_CILIUM_AGENT_SELECTOR), ready, CILIUM_NS);
   }
 
   agentPod(node: string, ready = true): Promise<void> {

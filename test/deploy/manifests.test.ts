@@ -90,8 +90,10 @@ describe('egressgw manifests against the API server', () => {
   });
 
   for (const [name, args] of [
-    ['defaults', []],
+    ['defaults (profile cilium)', []],
+    ['profile deckhouse', ['--profile', 'deckhouse']],
     ['another namespace, one replica, another image', ['--namespace', 'egress-system', '--replicas', '1', '--image', 'registry.example.com/egressgw:v9@sha256:' + 'a'.repeat(64)]],
+    ['profile deckhouse, no monitoring', ['--profile', 'deckhouse', '--no-monitoring']],
   ] as Array<[string, string[]]>) {
     test(`${name}: every manifest passes strict server-side apply`, async () => {
       const manifests = await render(args);
@@ -139,7 +141,9 @@ describe('egressgw manifests against the API server', () => {
   });
 
   test('dry run creates nothing', async () => {
-    const dep = await client.tryGet({ group: 'apps', version: 'v1', plural: 'deployments', namespace: 'd8-cni-cilium' }, 'egressgw-controller');
-    assert.equal(dep, undefined);
+    for (const namespace of ['egressgw-system', 'd8-cni-cilium', 'egress-system']) {
+      const dep = await client.tryGet({ group: 'apps', version: 'v1', plural: 'deployments', namespace }, 'egressgw-controller');
+      assert.equal(dep, undefined, namespace);
+    }
   });
 });

@@ -5,7 +5,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderManifests } from '../../src/cli/manifests.ts';
-import type { Manifest } from '../../src/cli/kustomize.ts';
+import { applyJsonPatch, build, type Manifest } from '../../src/cli/kustomize.ts';
+import { PROFILES, type ProfileName } from '../../src/api/names.ts';
+import { parseControllerArgs } from '../../src/controller/options.ts';
+import { AGENT_FLAGS, buildAgentOptions } from '../../src/agent/options.ts';
+import { parseArgs } from 'node:util';
+import { containerRun } from './pod-args.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -20,7 +25,7 @@ describe('default install', () => {
 
   test('CRDs and the namespace come first', () => {
     assert.equal(ms[0]?.kind, 'Namespace');
-    assert.equal(ms[0]?.metadata.name, 'd8-cni-cilium');
+    assert.equal(ms[0]?.metadata.name, 'egressgw-system');
     const firstOther = ms.findIndex((m) => m.kind !== 'Namespace' && m.kind !== 'CustomResourceDefinition');
     assert.equal(ms.filter((m) => m.kind === 'CustomResourceDefinition').length, 4);
     assert.ok(ms.slice(firstOther).every((m) => m.kind !== 'CustomResourceDefinition'));
@@ -93,6 +98,70 @@ describe('overrides', () => {
   });
 });
 
+describe('install profiles', () => {
+  const namespaced = (m: Manifest): boolean => !['Namespace', 'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding'].includes(m.kind);
+
+  for (const name of Object.keys(PROFILES) as ProfileName[]) {
+    const profile = PROFILES[name];
+    test(`${name}: the rendered controller and agent look where the profile says (${profile.namespace}; cilium-agent pods in ${profile.ciliumNamespace}, ${profile.ciliumSelector})`, () => {
+      const ms = renderManifests({ profile: name });
+      assert.equal(find(ms, 'Namespace').metadata.name, profile.namespace);
+      for (const m of ms.filter(namespaced)) assert.equal(m.metadata.namespace, profile.namespace, `${m.kind}/${m.metadata.name}`);
+      // The controller's options from exactly the Deployment's args, expanded as the kubelet would.
+      const pod = { namespace: profile.namespace, name: 'egressgw-controller-0', nodeName: 'n1' };
+      const c = parseControllerArgs(containerRun(find(ms, 'Deployment', 'egressgw-controller'), 'controller', pod).args.slice(1));
+      assert.deepEqual(
+        [c.ciliumNamespace, c.ciliumSelector, c.agentNamespace, c.heartbeatNamespace, c.leaderElectNamespace],
+        [profile.ciliumNamespace, profile.ciliumSelector, profile.namespace, profile.namespace, profile.namespace],
+      );
+      const agentRun = containerRun(find(ms, 'DaemonSet', 'egress-gateway-agent'), 'agent', pod);
+      const { values } = parseArgs({ args: agentRun.args.slice(1), options: AGENT_FLAGS, strict: true });
+      assert.equal(buildAgentOptions(values, Object.fromEntries(agentRun.env)).heartbeatNamespace, profile.namespace);
+      // Both refer to the same ServiceAccounts, bound in the same namespace.
+      for (const b of ms.filter((m) => m.kind === 'RoleBinding' || m.kind === 'ClusterRoleBinding')) {
+        for (const s of (b as Obj).subjects as Obj[]) assert.equal(s.namespace, profile.namespace, `${b.kind}/${b.metadata.name}`);
+        const ref = (b as Obj).roleRef as Obj;
+        assert.ok(ms.some((r) => r.kind === ref.kind && r.metadata.name === ref.name), `${b.kind}/${b.metadata.name} → ${ref.kind}/${ref.name}`);
+      }
+    });
+  }
+
+  test('cilium (the default): its own namespace and labels, the controller passes no --cilium-* flags (its defaults are this profile)', () => {
+    const ms = renderManifests();
+    assert.deepEqual(ms.map((m) => m.metadata.name), renderManifests({ profile: 'cilium' }).map((m) => m.metadata.name));
+    const args: string[] = find(ms, 'Deployment').spec.template.spec.containers[0].args;
+    assert.deepEqual(args.filter((a) => a.startsWith('--cilium-')), []);
+    for (const m of ms.filter((x) => x.kind !== 'CustomResourceDefinition')) {
+      assert.equal(m.metadata.labels?.['app.kubernetes.io/part-of'], 'egressgw', `${m.kind}/${m.metadata.name}`);
+      assert.equal(m.metadata.labels?.heritage, undefined, `${m.kind}/${m.metadata.name}`);
+    }
+    assert.deepEqual(ms.filter((m) => m.kind === 'ClusterRole').map((m) => m.metadata.name).sort(), ['egressgw-agent', 'egressgw-controller']);
+  });
+
+  test("deckhouse: today's layout, Deckhouse's labels on objects and pod templates, Deckhouse's cluster-role names", () => {
+    const ms = renderManifests({ profile: 'deckhouse' });
+    for (const m of ms) assert.equal(m.metadata.labels?.module, 'cni-cilium', `${m.kind}/${m.metadata.name}`);
+    for (const kind of ['Deployment', 'DaemonSet']) assert.equal(find(ms, kind).spec.template.metadata.labels.heritage, 'deckhouse');
+    assert.deepEqual(ms.filter((m) => m.kind === 'ClusterRole').map((m) => m.metadata.name).sort(), ['d8:cni-cilium:egress-gateway-agent', 'd8:cni-cilium:egressgw-controller']);
+  });
+});
+
+describe('kustomize subset: labels and JSON 6902 patches', () => {
+  test('add (append with -), replace and remove; a missing path or an unknown op is an error naming the patch', () => {
+    const o = { spec: { args: ['a'], name: 'x', gone: 1 } };
+    applyJsonPatch(o, [{ op: 'add', path: '/spec/args/-', value: 'b' }, { op: 'replace', path: '/spec/name', value: 'y' }, { op: 'remove', path: '/spec/gone' }], 'here');
+    assert.deepEqual(o, { spec: { args: ['a', 'b'], name: 'y' } });
+    assert.throws(() => applyJsonPatch(o, [{ op: 'replace', path: '/spec/nope', value: 1 }], 'here'), /here: patch path "\/spec\/nope" does not exist/);
+    assert.throws(() => applyJsonPatch(o, [{ op: 'move', path: '/spec/name' }], 'here'), /here: patch op "move"/);
+  });
+
+  test('the profiles build with only the supported fields (a kustomize binary renders the same tree)', () => {
+    for (const name of Object.keys(PROFILES)) assert.ok(build(join(ROOT, 'deploy', 'profiles', name)).length > 10, name);
+    // deploy/ itself is the default profile, for `kubectl apply -k deploy/`.
+    assert.deepEqual(build(join(ROOT, 'deploy')).map((m) => `${m.kind}/${m.metadata.name}`), build(join(ROOT, 'deploy', 'profiles', 'cilium')).map((m) => `${m.kind}/${m.metadata.name}`));
+  });
+});
+
 describe('--dataplane linux', () => {
   const ms = renderManifests({ dataplane: 'linux', linux: { podCIDRs: ['10.0.0.0/16'], serviceCIDRs: ['10.96.0.0/12'] } });
   const cilium = renderManifests();
@@ -109,8 +178,8 @@ describe('--dataplane linux', () => {
 
   test('RBAC: the controller writes the dataplane objects, the agent reads them and its node\'s pods', () => {
     const rules = (name: string): Obj[] => find(ms, 'ClusterRole', name).rules;
-    assert.ok(rules('d8:cni-cilium:egressgw-controller').some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('patch') && r.verbs.includes('delete')));
-    const agent = rules('d8:cni-cilium:egress-gateway-agent');
+    assert.ok(rules('egressgw-controller').some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('patch') && r.verbs.includes('delete')));
+    const agent = rules('egressgw-agent');
     assert.ok(agent.some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('watch')));
     assert.ok(agent.some((r) => r.resources.includes('pods') && r.verbs.includes('list')));
     assert.ok(find(ms, 'Role', 'egress-gateway-agent-heartbeat').rules.some((r: Obj) => r.resources.includes('daemonsets') && r.verbs.includes('get')));
@@ -119,6 +188,6 @@ describe('--dataplane linux', () => {
   test('the Cilium install is untouched by the option\'s existence', () => {
     const pod = find(cilium, 'DaemonSet', 'egress-gateway-agent').spec.template.spec;
     assert.deepEqual(pod.nodeSelector, { 'egress-gateway.network.deckhouse.io/member': '' });
-    assert.ok(!find(cilium, 'ClusterRole', 'd8:cni-cilium:egress-gateway-agent').rules.some((r: Obj) => r.resources.includes('pods')));
+    assert.ok(!find(cilium, 'ClusterRole', 'egressgw-agent').rules.some((r: Obj) => r.resources.includes('pods')));
   });
 });

@@ -4,6 +4,7 @@
 // `netns` runs everything inside a network namespace (`ip netns exec`), for tests and the lab.
 
 import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 
 export class CommandFailed extends Error {
   readonly command: string;
@@ -22,6 +23,11 @@ export class CommandFailed extends Error {
 export interface Runner {
   /** Runs `cmd args…` (inside the namespace, if any), feeding `input` on stdin; resolves stdout. */
   run(cmd: string, args: readonly string[], input?: string): Promise<string>;
+  /**
+   * Writes a sysctl given as its /proc/sys path components (a device name may contain dots). In our own
+   * namespace a file write (the image carries no sysctl binary); in another, `sysctl` through `ip netns exec`.
+   */
+  sysctl(path: readonly string[], value: string): Promise<void>;
 }
 
 export interface RunnerOptions {
@@ -34,6 +40,18 @@ export interface RunnerOptions {
 export function createRunner(o: RunnerOptions = {}): Runner {
   const timeout = o.timeoutMs ?? 30_000;
   return {
+    async sysctl(path, value) {
+      if (o.netns !== undefined) {
+        await this.run('sysctl', ['-qw', `${path.map((p) => p.replace(/\./g, '/')).join('.')}=${value}`]);
+        return;
+      }
+      const file = `/proc/sys/${path.join('/')}`;
+      try {
+        await writeFile(file, value);
+      } catch (err) {
+        throw new CommandFailed(`write ${file}`, (err as Error).message, false);
+      }
+    },
     run(cmd, args, input) {
       const bin = o.binaries?.[cmd] ?? cmd;
       const [file, argv] = o.netns === undefined ? [bin, [...args]] : ['ip', ['netns', 'exec', o.netns, bin, ...args]];

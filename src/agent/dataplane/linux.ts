@@ -227,7 +227,7 @@ export class LinuxDataplane {
     await this.#ip(['addr', 'replace', TUNNEL_DEVICE_ADDRESS, 'dev', s.device, 'scope', 'link']);
     await this.#ip(['link', 'set', s.device, 'up']);
     // Decapsulated packets carry pod sources that this node reaches through the cluster network, not egw0.
-    await this.#run.run('sysctl', ['-qw', `net.ipv4.conf.${s.device}.rp_filter=2`]);
+    await this.#run.sysctl(['net', 'ipv4', 'conf', s.device, 'rp_filter'], '2');
   }
 
   async #uplinkMtu(): Promise<number> {

@@ -4,10 +4,17 @@ import assert from 'node:assert/strict';
 import { ETH_P_ALL, ETH_P_ARP, PacketSocket, canSendFrames, ifNameToIndex, loadAddon } from './packet.ts';
 import { arpRequestFrame } from './frames.ts';
 import { assertUnprivileged } from './packet-eperm.check.ts';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const isRoot = process.getuid?.() === 0;
+
+/** Why a child process failed, including when it never started (then there is no status and no output). */
+function childOutcome(r: SpawnSyncReturns<string>): string {
+  if (r.error) return `could not run it: ${r.error.message}`;
+  const how = r.signal ? `killed by ${r.signal}` : `exit status ${r.status}`;
+  return `${how}; stdout: ${r.stdout || '(empty)'}; stderr: ${r.stderr || '(empty)'}`;
+}
 
 describe('PacketSocket', () => {
   it('loads the addon (built by node-gyp from binding.gyp)', () => {
@@ -37,14 +44,16 @@ describe('PacketSocket', () => {
       assertUnprivileged();
       return;
     }
-    // As root (CI), prove it in a child process running as nobody, which has no CAP_NET_RAW.
-    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url).replace(/packet\.test\.ts$/, 'packet-eperm.check.ts')], {
-      uid: 65534,
-      gid: 65534,
+    // As root (CI), prove it in a child process that is still root but has CAP_NET_RAW removed from its
+    // bounding and inheritable sets (setpriv, util-linux), so it cannot regain it at exec. Staying root
+    // matters: an unprivileged uid such as nobody cannot even start when the checkout sits under a
+    // directory only root may enter (a clone in /root, or in a mktemp -d directory).
+    const check = fileURLToPath(new URL('./packet-eperm.check.ts', import.meta.url));
+    const child = spawnSync('setpriv', ['--bounding-set=-net_raw', '--inh-caps=-net_raw', '--', process.execPath, check], {
       encoding: 'utf8',
       timeout: 30_000,
     });
-    assert.equal(child.status, 0, `unprivileged check failed: ${child.stdout}${child.stderr}`);
+    assert.equal(child.status, 0, `unprivileged check (${check}) failed: ${childOutcome(child)}`);
     assert.match(child.stdout, /EPERM/);
   });
 

@@ -168,7 +168,9 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
       return c?.status === 'False' && c;
     }, WAIT);
     assert.match(`${gcond.reason} ${gcond.message}`, /eth9|uplink|interface/i);
-    assert.equal((await dataplane('bad-if'))?.spec?.activeNodeName, '');
+    // Written in the same pass as the status, just after it.
+    const badIf = await poll('bad-if\'s dataplane object', () => dataplane('bad-if'), WAIT);
+    assert.equal(badIf.spec?.activeNodeName, '');
     assert.ok(!JSON.stringify((await dataplane('vip-gw'))?.spec?.policies).includes('2001:db8'), 'the invalid policy is not in the data plane');
     assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'the other policies still work');
     await env.client.deleteIfExists(POLICIES, 'v6');

@@ -39,15 +39,21 @@ export interface DataplaneRound {
   tcpSurvived: number;
   /** Datagrams that arrived from anything but the VIP (a leak): must be 0. */
   foreignSources: number;
+  /** How the connections that did not survive ended (socket error, or 'stalled'). */
+  tcpFailures: string[];
+  /** Per surviving connection: failure → its 10th echo after it, ms. */
+  tcpResumedMs: number[];
 }
 
 export interface DataplaneFailoverResults {
   rounds: DataplaneRound[];
-  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; tcpSurvivedShare: number; tcpOpen: number; foreignSources: number }>;
+  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; tcpSurvivedShare: number; tcpOpen: number; tcpResumedMs: Dist; foreignSources: number }>;
   throughput: { tunnelGbps: number[]; directGbps: number[]; ratio: number };
 }
 
 const TCP_CONNECTIONS = 50;
+/** A connection that has not carried 10 echoes again this long after the switch counts as stalled (lost). */
+const SETTLE_MS = 60_000;
 const WAIT = 30_000;
 
 /** `ip -o monitor route` in a namespace: the arrival time of every line that names our table and endpoint. */
@@ -150,11 +156,16 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         const ts = monitors.map((m) => m.switchedAt(next.ip, tFail));
         return ts.every((t) => t !== undefined) && Math.max(...(ts as number[]));
       }, WAIT);
-      // Long enough for every connection to echo again (TCP retransmission backs off to seconds).
+      // Long enough for every connection to echo again: TCP's retransmission timer backs off (0.2, 0.4,
+      // 0.8 … s), so a connection can stay quiet for seconds after the path is back and still be alive.
+      const resumed = new Map<string, number>();
       const settled = await poll('the connections settle', () => {
-        const done = conns.every(({ t, cid }) => echoes(t, cid) >= before.get(cid)! + 10 || t.tcp.some((e) => e.id === cid && e.ev === 'closed'));
-        return done || (Date.now() - switched > 20_000 && 'timeout');
-      }, 40_000, { intervalMs: 100 });
+        for (const { t, cid } of conns) {
+          if (!resumed.has(cid) && echoes(t, cid) >= before.get(cid)! + 10) resumed.set(cid, Date.now() - tFail);
+        }
+        const done = conns.every(({ t, cid }) => resumed.has(cid) || t.tcp.some((e) => e.id === cid && e.ev === 'closed'));
+        return done || (Date.now() - switched > SETTLE_MS && 'timeout');
+      }, SETTLE_MS + WAIT, { intervalMs: 100 });
       try {
         await poll('the stream arrives after the switch', () => inet.received(id, `${id}:`).some((e) => e.t > switched + 500), WAIT);
       } catch (err) {
@@ -166,6 +177,9 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       let gap = 0;
       for (let k = 1; k < arrivals.length; k++) gap = Math.max(gap, arrivals[k]! - arrivals[k - 1]!);
       const survived = conns.filter(({ t, cid }) => echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)).length;
+      const tcpFailures = conns
+        .filter(({ t, cid }) => !(echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)))
+        .map(({ t, cid }) => t.tcp.find((e) => e.id === cid && e.ev === 'closed')?.error ?? 'stalled');
       for (const { t, cid } of conns) await t.stop(cid);
       const round: DataplaneRound = {
         kind,
@@ -176,9 +190,11 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         tcpOpen: conns.length,
         tcpSurvived: survived,
         foreignSources: inet.received(id, `${id}:`).filter((e) => e.from !== TEST_VIP).length,
+        tcpFailures,
+        tcpResumedMs: [...resumed.values()],
       };
       rounds.push(round);
-      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms, TCP ${survived}/${conns.length}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
+      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms, TCP ${survived}/${conns.length}${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
       await inet.stop(id);
       await inet.stop(`${id}t`);
       if (kind === 'agent-sigkill') await env.startAgent(old).started;
@@ -208,6 +224,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         routeSwitchMs: dist(rs.map((x) => x.routeSwitchMs)),
         tcpSurvivedShare: open === 0 ? Number.NaN : rs.reduce((a, x) => a + x.tcpSurvived, 0) / open,
         tcpOpen: open,
+        tcpResumedMs: dist(rs.flatMap((x) => x.tcpResumedMs)),
         foreignSources: rs.reduce((a, x) => a + x.foreignSources, 0),
       };
     }

@@ -34,6 +34,8 @@ export const GATEWAY_NODES = 3;
 export const WORKER_NODES = 2;
 
 export interface DataplaneEnvOptions {
+  /** Run the controller in this process (default true; the RBAC audit runs its own, as its ServiceAccount). */
+  controller?: boolean;
   agentArgs?: string[];
   controllerArgs?: string[];
   onPass?: (info: PassInfo) => void;
@@ -125,6 +127,7 @@ export async function startDataplaneEnv(opts: DataplaneEnvOptions = {}): Promise
     const cp = await startControlPlane({
       nodes: net.nodes.map((n, i) => ({ name: n.name, ip: n.ip, gateway: isGateway(i) })),
       bindAddress: net.mgmt!.hostIp,
+      controller: opts.controller,
       controllerArgs: ['--dataplane', 'linux', ...(opts.controllerArgs ?? [])],
       onPass: opts.onPass,
       logDir,

@@ -13,16 +13,11 @@
 //   ← {"ev":"ready"}  {"ev":"ok","seq":1}  {"ev":"error","seq":1,"message":"…"}
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { createInterface } from 'node:readline';
+import { emit, serveCommands, type Command } from './helper-process.ts';
 
-type Command = { seq: number; cmd: string; [k: string]: unknown };
 
 const stoppers = new Map<string, () => void>();
 const now = (): number => performance.timeOrigin + performance.now();
-
-function emit(msg: object): void {
-  process.stdout.write(`${JSON.stringify(msg)}\n`);
-}
 
 let sender: UdpSocket | undefined;
 function udpSender(): UdpSocket {
@@ -127,19 +122,4 @@ async function handle(c: Command): Promise<void> {
   }
 }
 
-const rl = createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  let c: Command;
-  try {
-    c = JSON.parse(line) as Command;
-  } catch {
-    emit({ ev: 'error', seq: 0, message: `bad JSON: ${line}` });
-    return;
-  }
-  handle(c).then(
-    () => emit({ ev: 'ok', seq: c.seq }),
-    (err: Error) => emit({ ev: 'error', seq: c.seq, message: err.message }),
-  );
-});
-rl.on('close', () => process.exit(0));
-emit({ ev: 'ready' });
+serveCommands(handle);

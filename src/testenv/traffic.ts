@@ -1,8 +1,8 @@
 // Parent side of traffic-helper.ts: real UDP/TCP traffic sent and received inside a namespace, recorded
 // as events (who the receiver saw as the source, when). Await effects with poll().
 import type { ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { HelperProcess } from './helper-process.ts';
 import { poll } from './poll.ts';
 
 const HELPER = fileURLToPath(new URL('./traffic-helper.ts', import.meta.url));
@@ -35,51 +35,25 @@ export interface TcpEvent {
 export type SpawnIn = (ns: string, cmd: string, args: string[]) => ChildProcess;
 
 export class Traffic {
-  readonly ns: string;
   readonly udp: UdpEvent[] = [];
   readonly tcp: TcpEvent[] = [];
-  readonly #child: ChildProcess;
-  readonly #pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  #seq = 0;
-  #stderr = '';
+  #process!: HelperProcess;
 
-  private constructor(ns: string, child: ChildProcess) {
-    this.ns = ns;
-    this.#child = child;
+  get ns(): string {
+    return this.#process.ns;
   }
 
   static async start(spawnIn: SpawnIn, ns: string): Promise<Traffic> {
-    const child = spawnIn(ns, process.execPath, [HELPER]);
-    const h = new Traffic(ns, child);
-    child.stderr!.on('data', (d: Buffer) => (h.#stderr += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      child.once('exit', (code) => {
-        const err = new Error(`traffic helper in ${ns} exited with ${code}: ${h.#stderr.trim()}`);
-        reject(err);
-        for (const p of h.#pending.values()) p.reject(err);
-        h.#pending.clear();
-      });
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const m = JSON.parse(line) as { ev: string; seq?: number; message?: string };
-        if (m.ev === 'ready') resolve();
-        else if (m.ev === 'udp') h.udp.push(m as UdpEvent);
-        else if (m.ev === 'ok' || m.ev === 'error') {
-          const p = h.#pending.get(m.seq!);
-          h.#pending.delete(m.seq!);
-          if (m.ev === 'ok') p?.resolve();
-          else p?.reject(new Error(`${ns}: ${m.message}`));
-        } else h.tcp.push(m as TcpEvent);
-      });
+    const h = new Traffic();
+    h.#process = await HelperProcess.start(ns, spawnIn(ns, process.execPath, [HELPER]), 'traffic helper', (m) => {
+      if (m.ev === 'udp') h.udp.push(m as unknown as UdpEvent);
+      else h.tcp.push(m as unknown as TcpEvent);
     });
     return h;
   }
 
   command(cmd: string, args: Record<string, unknown> = {}): Promise<void> {
-    const seq = ++this.#seq;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(seq, { resolve, reject });
-      this.#child.stdin!.write(`${JSON.stringify({ ...args, seq, cmd })}\n`);
-    });
+    return this.#process.command(cmd, args);
   }
 
   udpListen(id: string, port: number): Promise<void> {
@@ -111,13 +85,8 @@ export class Traffic {
     return this.udp.filter((e) => e.id === id && e.data.startsWith(prefix));
   }
 
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
-    this.#child.stdin!.end();
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+  close(): Promise<void> {
+    return this.#process.close();
   }
 }
 

@@ -4,6 +4,7 @@
 // latest state wins. Nothing is applied before every cache has synced, so an agent restart keeps the
 // previous table (and the traffic) until the new one is ready.
 
+import { readFile } from 'node:fs/promises';
 import { MODE_PRIMARY_IP, MODE_VIP } from '../../api/names.ts';
 import type { EgressGatewayDataplane } from '../../api/types.ts';
 import { buildNodeDataplane, type DataplanePod, type InterfaceView, type NodeDataplane, type Problem, type SlotAssignment } from '../../dataplane/model.ts';
@@ -96,6 +97,7 @@ export class DataplaneAgent {
       const version = await this.#d.plane.preflight();
       this.#available = true;
       this.#log.info({ nft: version, settings: this.#d.plane.settings }, 'Linux data plane available');
+      await this.#checkLoosePickup();
     } catch (err) {
       this.#available = false;
       this.#unavailableReason = (err as Error).message;
@@ -113,6 +115,20 @@ export class DataplaneAgent {
       this.#schedule();
     }, this.#o.resyncMs ?? 30_000);
     this.#schedule();
+  }
+
+  /**
+   * Established TCP connections survive a failover because the new gateway node's conntrack picks them up
+   * mid-stream (docs/dataplane.md). That is the kernel's default; a host-wide setting we do not change, so
+   * say so clearly when it is off.
+   */
+  async #checkLoosePickup(): Promise<void> {
+    try {
+      const v = (await readFile('/proc/sys/net/netfilter/nf_conntrack_tcp_loose', 'utf8')).trim();
+      if (v === '0') this.#log.warn('net.netfilter.nf_conntrack_tcp_loose is 0: established TCP connections will not survive a gateway failover (set it to 1, the kernel default)');
+    } catch {
+      // conntrack not loaded yet: the kernel default (1) applies when it is
+    }
   }
 
   /** Stops watching. The kernel state stays (an agent restart must not interrupt traffic). */

@@ -55,12 +55,15 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   if (linux) {
     plane = new LinuxDataplane(o.dataplaneSettings, createRunner({ binaries: { nft: o.nftPath } }));
     const events = new EventRecorder(client, { reportingController: REPORTING_AGENT, reportingInstance: `egressgw-agent-${o.nodeName}`, logger });
+    // Its own Node: the member label gates the VIP part; the labels tell the data plane which gateways it is
+    // a candidate of.
+    membership = new Informer<NodeLike>(client, { resource: NODES, fieldSelector: `metadata.name=${o.nodeName}`, logger, minBackoffMs: 250, maxBackoffMs: 5000 });
+    const own = membership;
     dataplane = new DataplaneAgent(
       { nodeName: o.nodeName, podCIDRs: o.podCIDRs, serviceCIDRs: o.serviceCIDRs },
-      { client, plane, addresses, metrics: createDataplaneMetrics(metrics.registry), events, log: logger },
+      { client, plane, addresses, metrics: createDataplaneMetrics(metrics.registry), events, log: logger, nodeLabels: () => own.get(o.nodeName)?.metadata.labels },
     );
     await dataplane.start();
-    membership = new Informer<NodeLike>(client, { resource: NODES, fieldSelector: `metadata.name=${o.nodeName}`, logger, minBackoffMs: 250, maxBackoffMs: 5000 });
     const follow = () => {
       vipQueue = vipQueue.then(async () => {
         if (signal.aborted) return;
@@ -77,7 +80,10 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
         }
       }).catch((err: unknown) => logger.error(errFields(err), 'following the member label failed'));
     };
-    membership.onEvent(follow);
+    membership.onEvent(() => {
+      follow();
+      dataplane?.nodeChanged();
+    });
     membership.start();
   } else {
     vip = newVipAgent();

@@ -193,6 +193,8 @@ export interface EgressGatewayDataplaneSpec {
   tunnelEndpoint?: string;
   /** Where the gateway node SNATs to: the VIP, or the primary IPv4 of an interface. */
   sourceIP?: { mode: string; ip?: string; interfaceName?: string };
+  /** The gateway's nodeSelector: a candidate node's agent reports what it lacks (a missing interface). */
+  nodeSelector?: Record<string, string>;
   policies?: DataplanePolicy[];
 }
 

@@ -113,6 +113,8 @@ export function renderDataplanes(i: DataplaneInputs): Map<string, EgressGatewayD
       sourceIP: sourceIPOf(g),
       policies: policies.get(name) ?? [],
     };
+    const sel = g.spec?.nodeSelector;
+    if (sel && typeof sel === 'object' && Object.keys(sel).length > 0) spec.nodeSelector = { ...sel };
     const md: EgressGatewayDataplane['metadata'] = { name, labels: { ...OWNED_LABELS } };
     if (typeof g.metadata.uid === 'string' && g.metadata.uid !== '') {
       md.ownerReferences = [{ apiVersion: API_VERSION, kind: KIND_GATEWAY, name, uid: g.metadata.uid, controller: true, blockOwnerDeletion: true }];
@@ -129,7 +131,8 @@ export function dataplaneUpToDate(observed: EgressGatewayDataplane, desired: Egr
   const o = observed.spec ?? {};
   const d = desired.spec ?? {};
   return o.tunnelID === d.tunnelID && (o.activeNodeName ?? '') === (d.activeNodeName ?? '') && (o.tunnelEndpoint ?? '') === (d.tunnelEndpoint ?? '')
-    && jsonEqual(o.sourceIP ?? {}, d.sourceIP ?? {}) && jsonEqual(normalisedPolicies(o.policies), normalisedPolicies(d.policies));
+    && jsonEqual(o.sourceIP ?? {}, d.sourceIP ?? {}) && jsonEqual(o.nodeSelector ?? {}, d.nodeSelector ?? {})
+    && jsonEqual(normalisedPolicies(o.policies), normalisedPolicies(d.policies));
 }
 
 function normalisedPolicies(list: readonly DataplanePolicy[] | undefined): unknown {

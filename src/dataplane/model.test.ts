@@ -158,6 +158,14 @@ describe('buildNodeDataplane: gateway side', () => {
     assert.deepEqual(dp.ingress, []);
     assert.deepEqual(dp.problems, [{ gateway: 'prim', message: 'interface eth9 does not exist on this node: tunnelled traffic is dropped' }]);
   });
+
+  it('so is one on a candidate node (its labels match the gateway\'s nodeSelector), not on other nodes', () => {
+    const g = gateway('prim', { id: 9, iface: 'eth9', active: '' });
+    g.spec!.nodeSelector = { role: 'egress' };
+    assert.equal(build({ node: 'gw2', gateways: [g], nodeLabels: { role: 'egress' } }).problems.length, 1);
+    assert.deepEqual(build({ node: 'w1', gateways: [g], nodeLabels: { role: 'worker' } }).problems, []);
+    assert.deepEqual(build({ node: 'w1', gateways: [g] }).problems, [], 'labels unknown: not reported');
+  });
 });
 
 describe('buildNodeDataplane: bad input loses nothing else', () => {

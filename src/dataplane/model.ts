@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { DataplanePolicy, EgressGatewayDataplane, PodLike } from '../api/types.ts';
-import { NAMESPACE_PSEUDO_LABEL, podSelected, type PodSelectionView } from '../core/selectors.ts';
+import { NAMESPACE_PSEUDO_LABEL, matchesNodeSelector, podSelected, type PodSelectionView } from '../core/selectors.ts';
 import { flattenLpm, mergeRanges, parseCIDR4, parseIPv4, type LpmEntry, type Range } from './ranges.ts';
 
 /** Source-side slots are 1…127 (routing), tunnel-in slots 128…255 (SNAT choice): see docs/dataplane.md. */
@@ -46,6 +46,8 @@ export interface ModelInput {
   namespaces: ReadonlyMap<string, Readonly<Record<string, string>>>;
   /** This node's interfaces by name (PrimaryIP mode resolves its SNAT address here). */
   interfaces: ReadonlyMap<string, InterfaceView>;
+  /** This node's labels (a candidate of a gateway reports a missing interface); undefined: unknown. */
+  nodeLabels?: Readonly<Record<string, string>>;
   /** Slots of the previously applied model: kept while the gateway stays, never reused in the same update. */
   previous?: SlotAssignment;
 }
@@ -113,6 +115,7 @@ interface Gw {
   mode: string;
   vip: string | undefined;
   interfaceName: string | undefined;
+  nodeSelector: Readonly<Record<string, string>> | undefined;
   policies: Array<{ policy: DataplanePolicy; entries: Array<Omit<LpmEntry<string>, 'rank'>> }>;
 }
 
@@ -234,7 +237,7 @@ export function buildNodeDataplane(input: ModelInput): NodeDataplane {
     const link = input.interfaces.get(ifname);
     const primary = link?.ipv4[0];
     if (primary !== undefined) snatOf.set(g.name, primary);
-    else if (g.activeNode === input.node) {
+    else if (g.activeNode === input.node || (input.nodeLabels !== undefined && matchesNodeSelector(input.nodeLabels, g.nodeSelector))) {
       problems.push({ gateway: g.name, message: link ? `interface ${ifname} has no IPv4 address to SNAT to: tunnelled traffic is dropped` : `interface ${ifname} does not exist on this node: tunnelled traffic is dropped` });
     }
   }
@@ -358,7 +361,8 @@ function parseGateways(objects: readonly EgressGatewayDataplane[], problems: Pro
       }
       policies.push({ policy: p, entries });
     }
-    out.push({ name, tunnelID: id, endpoint, activeNode, mode, vip, interfaceName, policies });
+    const sel = spec?.nodeSelector;
+    out.push({ name, tunnelID: id, endpoint, activeNode, mode, vip, interfaceName, nodeSelector: sel && typeof sel === 'object' ? sel : undefined, policies });
   }
   return out;
 }

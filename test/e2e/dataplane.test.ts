@@ -171,6 +171,12 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     // Written in the same pass as the status, just after it.
     const badIf = await poll('bad-if\'s dataplane object', () => dataplane('bad-if'), WAIT);
     assert.equal(badIf.spec?.activeNodeName, '');
+    // The gateway nodes' agents say what they lack, each as a Warning on its Node (and in its log).
+    const ev = await poll('a DataplaneRejected event about eth9 on a gateway node', async () => {
+      const list = await env.client.list<{ reason?: string; note?: string; regarding?: { kind?: string; name?: string } }>(EVENTS('default'));
+      return list.items.find((e) => e.reason === 'DataplaneRejected' && e.regarding?.kind === 'Node' && env.gateways.some((g) => g.name === e.regarding?.name) && /eth9/.test(e.note ?? ''));
+    }, WAIT);
+    assert.match(ev.note ?? '', /gateway bad-if: interface eth9 does not exist on this node: tunnelled traffic is dropped/);
     assert.ok(!JSON.stringify((await dataplane('vip-gw'))?.spec?.policies).includes('2001:db8'), 'the invalid policy is not in the data plane');
     assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'the other policies still work');
     await env.client.deleteIfExists(POLICIES, 'v6');

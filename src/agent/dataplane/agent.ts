@@ -33,6 +33,8 @@ export interface DataplaneAgentDeps {
   metrics: DataplaneMetrics;
   events?: EventRecorder;
   log: Logger;
+  /** This node's labels (its own Node, watched by the caller); undefined while unknown. */
+  nodeLabels?: () => Readonly<Record<string, string>> | undefined;
 }
 
 interface NamespaceLike {
@@ -148,6 +150,11 @@ export class DataplaneAgent {
     return { ok: true };
   }
 
+  /** The node's labels changed (a candidate of other gateways now). */
+  nodeChanged(): void {
+    this.#schedule();
+  }
+
   get programmed(): boolean {
     return this.#programmed;
   }
@@ -181,6 +188,7 @@ export class DataplaneAgent {
       pods: this.#pods.list(),
       namespaces: new Map(this.#namespaces.list().map((n) => [n.metadata.name, n.metadata.labels ?? {}])),
       interfaces: await this.#interfaces(gateways),
+      nodeLabels: this.#d.nodeLabels?.(),
       previous: this.#slots,
     });
     const key = renderNft(dp, this.#d.plane.settings) + JSON.stringify([desiredRoutes(dp, this.#d.plane.settings), desiredRules(dp, this.#d.plane.settings)]);

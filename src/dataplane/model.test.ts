@@ -52,7 +52,7 @@ function build(o: Partial<ModelInput>): NodeDataplane {
 /** The class each pod IP is in, as "ranges → verdict" lines. */
 function routes(dp: NodeDataplane): Record<string, string[]> {
   const out: Record<string, string[]> = {};
-  for (const c of dp.classes) for (const ip of c.pods) out[ip] = c.ranges.map((r) => `${formatRange(r)} ${r.verdict === 'drop' ? 'drop' : `slot${r.verdict}`}`);
+  for (const c of dp.classes) for (const ip of c.pods) out[ip] = c.ranges.map((r) => `${formatRange(r)} ${r.verdict}`);
   return out;
 }
 
@@ -70,7 +70,7 @@ describe('buildNodeDataplane: source side', () => {
       ],
     });
     assert.deepEqual(dp.known, ['198.18.16.5', '198.18.16.6']);
-    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 slot1'] });
+    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 gw_1'] });
     assert.deepEqual(dp.egress, [{ slot: 1, gateway: 'gw-a', tunnelID: 7, endpoint: '198.18.0.11' }]);
     assert.deepEqual(dp.problems, []);
     assert.deepEqual(dp.cluster.map(formatRange), ['198.18.16.0/20', '198.18.48.0/24']);
@@ -88,7 +88,7 @@ describe('buildNodeDataplane: source side', () => {
       pods: [pod('team-a', 'x', '198.18.16.5'), pod('team-b', 'y', '198.18.16.6'), pod('team-c', 'z', '198.18.16.7')],
       namespaces: new Map([['team-b', { egress: 'yes' }], ['team-c', { egress: 'no' }]]),
     });
-    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 slot1'], '198.18.16.6': ['198.51.100.0/24 slot1'] });
+    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 gw_1'], '198.18.16.6': ['198.51.100.0/24 gw_1'] });
   });
 
   it('a gateway with no active node fails closed: its ranges drop', () => {
@@ -109,8 +109,8 @@ describe('buildNodeDataplane: source side', () => {
       pods: [pod('prod', 'both', '198.18.16.5', { app: 'web', team: 'x' }), pod('prod', 'only-a', '198.18.16.6', { app: 'web' })],
     });
     assert.deepEqual(routes(dp), {
-      '198.18.16.5': ['0.0.0.0-9.255.255.255 slot1', '10.1.0.0/16 slot2', '11.0.0.0-255.255.255.255 slot1'],
-      '198.18.16.6': ['0.0.0.0-9.255.255.255 slot1', '11.0.0.0-255.255.255.255 slot1'],
+      '198.18.16.5': ['0.0.0.0-9.255.255.255 gw_1', '10.1.0.0/16 gw_2', '11.0.0.0-255.255.255.255 gw_1'],
+      '198.18.16.6': ['0.0.0.0-9.255.255.255 gw_1', '11.0.0.0-255.255.255.255 gw_1'],
     });
     assert.equal(dp.classes.length, 2);
     assert.deepEqual(dp.vips, ['198.18.0.100', '198.18.0.101']);
@@ -136,6 +136,19 @@ describe('buildNodeDataplane: source side', () => {
       'p/a: pod IP 10.9.9.9 is outside the pod CIDRs: its traffic is not redirected',
       'p/c: pod IP 198.18.16.5 is also p/b\'s; classified once',
     ]);
+  });
+});
+
+describe('buildNodeDataplane: a gateway active on this node', () => {
+  it('its pods are SNATed here, without the tunnel (no egress slot, no route)', () => {
+    const dp = build({
+      node: 'gw1',
+      gateways: [gateway('gw-a', { active: 'gw1', policies: [policy('p1', { app: 'web' }, ['203.0.113.0/24'])] })],
+      pods: [pod('p', 'a', '198.18.16.5', { app: 'web' }, { node: 'gw1' })],
+    });
+    assert.deepEqual(dp.ingress, [{ slot: 128, gateway: 'gw-a', tunnelID: 7, snat: '198.18.0.100' }]);
+    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 in_128'] });
+    assert.deepEqual(dp.egress, []);
   });
 });
 
@@ -174,7 +187,7 @@ describe('buildNodeDataplane: bad input loses nothing else', () => {
       gateways: [gateway('gw-a', { policies: [policy('bad', { app: 'web' }, ['2001:db8::/32']), policy('good', { app: 'web' }, ['203.0.113.0/24'])] })],
       pods: [pod('p', 'a', '198.18.16.5', { app: 'web' })],
     });
-    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 slot1'] });
+    assert.deepEqual(routes(dp), { '198.18.16.5': ['203.0.113.0/24 gw_1'] });
     assert.deepEqual(dp.problems, [{
       gateway: 'gw-a', policy: 'bad',
       message: 'policy left out of the data plane: destinationCIDRs[0]: IPv6 CIDR "2001:db8::/32" is not supported by the Linux data plane (IPv4 only)',
@@ -191,7 +204,7 @@ describe('buildNodeDataplane: bad input loses nothing else', () => {
       pods: [pod('p', 'a', '198.18.16.5', { app: 'a' }), pod('p', 'b', '198.18.16.6', { app: 'b' }), pod('p', 'c', '198.18.16.7', { app: 'c' })],
     });
     assert.deepEqual(routes(dp), {
-      '198.18.16.5': ['203.0.113.0/24 slot1'],
+      '198.18.16.5': ['203.0.113.0/24 gw_1'],
       '198.18.16.6': ['203.0.113.0/24 drop'],
       '198.18.16.7': ['203.0.113.0/24 drop'],
     });

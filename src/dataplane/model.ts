@@ -57,8 +57,12 @@ export interface SlotAssignment {
   ingress: ReadonlyMap<string, number>;
 }
 
-/** Where a range of destinations goes: a gateway's egress slot, or 'drop' (no active node, or no slot). */
-export type Verdict = number | 'drop';
+/**
+ * Where a range of destinations goes, as the chain that sends it: `gw_<slot>` (mark for the tunnel to the
+ * active node), `in_<slot>` (the gateway is active on this node: mark for SNAT here), or 'drop' (no active
+ * node, or no slot).
+ */
+export type Verdict = `gw_${number}` | `in_${number}` | 'drop';
 
 export interface PodClass {
   /** Stable name from the set of policies (`c_` + 12 hex of its sha256): chain and map names. */
@@ -184,43 +188,6 @@ export function buildNodeDataplane(input: ModelInput): NodeDataplane {
     else classMembers.set(key, { policies: matched, pods: [ip] });
   }
 
-  // Egress slots for the gateways that some class sends to (with an active node).
-  const prevEgress = input.previous?.egress ?? new Map<string, number>();
-  const usedGateways = new Set<string>();
-  for (const { policies } of classMembers.values()) for (const i of policies) usedGateways.add(policyEntries[i]!.gw.name);
-  const egressGws = usable.filter((g) => usedGateways.has(g.name) && g.endpoint !== undefined && g.tunnelID !== undefined);
-  const egressSlots = assignSlots(egressGws.map((g) => g.name), prevEgress, 1, MAX_EGRESS_SLOT);
-  for (const g of egressGws) {
-    if (!egressSlots.has(g.name)) problems.push({ gateway: g.name, message: `more than ${MAX_EGRESS_SLOT} gateways in use on this node: its traffic is dropped` });
-  }
-
-  const classes: PodClass[] = [];
-  for (const [key, { policies, pods }] of classMembers) {
-    const entries: LpmEntry<string>[] = [];
-    for (const i of policies) {
-      const pe = policyEntries[i]!;
-      for (const e of pe.entries) entries.push({ ...e, rank: i });
-    }
-    const ranges = flattenLpm(entries).map((r) => {
-      const slot = egressSlots.get(r.value);
-      return { first: r.first, last: r.last, verdict: slot ?? ('drop' as const) };
-    });
-    // Adjacent ranges of two gateways that both fail closed collapse into one drop range.
-    const joined: PodClass['ranges'] = [];
-    for (const r of ranges) {
-      const prev = joined[joined.length - 1];
-      if (prev && prev.verdict === r.verdict && prev.last + 1 === r.first) prev.last = r.last;
-      else joined.push({ ...r });
-    }
-    classes.push({ id: `c_${createHash('sha256').update(key).digest('hex').slice(0, 12)}`, policies: key.split('\n'), pods, ranges: joined });
-  }
-  classes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-
-  const egress: EgressSlot[] = egressGws
-    .filter((g) => egressSlots.has(g.name))
-    .map((g) => ({ slot: egressSlots.get(g.name)!, gateway: g.name, tunnelID: g.tunnelID!, endpoint: g.endpoint! }))
-    .sort((a, b) => a.slot - b.slot);
-
   // Gateway side: SNAT for every gateway whose source address this node can resolve.
   const vips = new Set<string>();
   const snatOf = new Map<string, string>();
@@ -255,6 +222,49 @@ export function buildNodeDataplane(input: ModelInput): NodeDataplane {
     ingress.push({ slot, gateway: g.name, tunnelID: g.tunnelID, snat });
   }
   ingress.sort((a, b) => a.slot - b.slot);
+
+
+  // Egress slots for the gateways that some class sends to (with an active node).
+  const prevEgress = input.previous?.egress ?? new Map<string, number>();
+  const usedGateways = new Set<string>();
+  for (const { policies } of classMembers.values()) for (const i of policies) usedGateways.add(policyEntries[i]!.gw.name);
+  // A gateway active on this very node needs no tunnel: its pods' packets are SNATed here (local).
+  const isLocal = (g: Gw) => g.activeNode === input.node && ingressSlots.has(g.name);
+  const egressGws = usable.filter((g) => usedGateways.has(g.name) && g.endpoint !== undefined && g.tunnelID !== undefined && !isLocal(g));
+  const egressSlots = assignSlots(egressGws.map((g) => g.name), prevEgress, 1, MAX_EGRESS_SLOT);
+  for (const g of egressGws) {
+    if (!egressSlots.has(g.name)) problems.push({ gateway: g.name, message: `more than ${MAX_EGRESS_SLOT} gateways in use on this node: its traffic is dropped` });
+  }
+
+  const classes: PodClass[] = [];
+  for (const [key, { policies, pods }] of classMembers) {
+    const entries: LpmEntry<string>[] = [];
+    for (const i of policies) {
+      const pe = policyEntries[i]!;
+      for (const e of pe.entries) entries.push({ ...e, rank: i });
+    }
+    const byName = new Map(usable.map((g) => [g.name, g]));
+    const ranges = flattenLpm(entries).map((r) => {
+      const g = byName.get(r.value)!;
+      const slot = egressSlots.get(r.value);
+      const verdict: Verdict = isLocal(g) ? `in_${ingressSlots.get(g.name)!}` : slot !== undefined ? `gw_${slot}` : 'drop';
+      return { first: r.first, last: r.last, verdict };
+    });
+    // Adjacent ranges of two gateways that both fail closed collapse into one drop range.
+    const joined: PodClass['ranges'] = [];
+    for (const r of ranges) {
+      const prev = joined[joined.length - 1];
+      if (prev && prev.verdict === r.verdict && prev.last + 1 === r.first) prev.last = r.last;
+      else joined.push({ ...r });
+    }
+    classes.push({ id: `c_${createHash('sha256').update(key).digest('hex').slice(0, 12)}`, policies: key.split('\n'), pods, ranges: joined });
+  }
+  classes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
+  const egress: EgressSlot[] = egressGws
+    .filter((g) => egressSlots.has(g.name))
+    .map((g) => ({ slot: egressSlots.get(g.name)!, gateway: g.name, tunnelID: g.tunnelID!, endpoint: g.endpoint! }))
+    .sort((a, b) => a.slot - b.slot);
 
   return {
     cluster: clusterMerged,

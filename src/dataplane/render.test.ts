@@ -17,7 +17,7 @@ const ONE: NodeDataplane = {
   cluster: [r('198.18.16.0', '198.18.31.255')],
   podNets: [r('198.18.16.0', '198.18.31.255')],
   known: ['198.18.16.5', '198.18.16.6'],
-  classes: [{ id: 'c_0123456789ab', policies: ['p1', 'p2'], pods: ['198.18.16.5'], ranges: [{ ...r('203.0.113.0', '203.0.113.255'), verdict: 3 }, { ...r('198.51.100.0', '198.51.100.255'), verdict: 'drop' }] }],
+  classes: [{ id: 'c_0123456789ab', policies: ['p1', 'p2'], pods: ['198.18.16.5'], ranges: [{ ...r('203.0.113.0', '203.0.113.255'), verdict: 'gw_3' }, { ...r('198.51.100.0', '198.51.100.255'), verdict: 'drop' }] }],
   egress: [{ slot: 3, gateway: 'gw-a', tunnelID: 7, endpoint: '198.18.0.11' }],
   ingress: [{ slot: 128, gateway: 'gw-a', tunnelID: 7, snat: '198.18.0.100' }],
   vips: ['198.18.0.100'],
@@ -47,7 +47,8 @@ describe('renderNft', () => {
       'udp dport 4790 fib daddr type local meta mark set @th,96,24 map @tunnel_in4',
       'iifname "egw0" meta mark & 0xff000000 != { 0x80000000 } counter drop comment "tunnelled traffic of no gateway served here"',
       'meta mark & 0xff000000 0x01000000-0x7f000000 counter drop comment "a redirected packet never leaves any other way"',
-      'iifname "egw0" snat ip to meta mark & 0xff000000 map @snat4',
+      'meta mark & 0xff000000 != 0 snat ip to meta mark & 0xff000000 map @snat4',
+      'meta mark set meta mark & 0x00ffffff | 0x80000000',
     ]) assert.ok(text.includes(line), `missing: ${line}\n${text}`);
   });
 

@@ -64,7 +64,7 @@ function rangeElements(ranges: readonly Range[]): string[] {
 }
 
 function verdictText(v: Verdict): string {
-  return v === 'drop' ? 'drop' : `jump gw_${v}`;
+  return v === 'drop' ? 'drop' : `jump ${v}`;
 }
 
 /**
@@ -98,6 +98,11 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
     L.push(`\tchain gw_${e.slot} {`, `\t\tcomment ${JSON.stringify(`gateway ${e.gateway} via ${e.endpoint}, tunnel id ${e.tunnelID}`)}`);
     L.push(`\t\tmeta mark set meta mark & ${keep} | ${hex(slotMark(e.slot, mask))}`, '\t}');
   }
+  for (const i of dp.ingress) {
+    // A gateway active on this node: its pods' packets get the tunnel-in mark directly (SNAT here, no tunnel).
+    L.push(`\tchain in_${i.slot} {`, `\t\tcomment ${JSON.stringify(`gateway ${i.gateway} active here`)}`);
+    L.push(`\t\tmeta mark set meta mark & ${keep} | ${hex(slotMark(i.slot, mask))}`, '\t}');
+  }
   L.push('\tchain tunnel_in {', '\t\ttype filter hook prerouting priority raw; policy accept;');
   L.push(`\t\tudp dport ${s.tunnelPort} fib daddr type local meta mark set @th,96,24 map @tunnel_in4`, '\t}');
   L.push('\tchain prerouting {', '\t\ttype filter hook prerouting priority mangle + 10; policy accept;');
@@ -118,7 +123,9 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   L.push(`\t\tmeta mark & ${hex(mask)} ${egressLow}-${egressHigh} counter drop comment "a redirected packet never leaves any other way"`, '\t}');
   L.push('\tchain nat_out {', '\t\ttype nat hook postrouting priority srcnat - 1; policy accept;');
   L.push(`\t\toifname ${dev} snat ip to ip saddr comment "keep the pod address: no later masquerade rule may rewrite it"`);
-  L.push(`\t\tiifname ${dev} snat ip to meta mark & ${hex(mask)} map @snat4`, '\t}');
+  // Decapsulated packets and those of this node's own pods of a gateway active here: their mark (the only
+  // one left: out_guard cleared or dropped the tunnel marks) picks the source address.
+  L.push(`\t\tmeta mark & ${hex(mask)} != 0 snat ip to meta mark & ${hex(mask)} map @snat4`, '\t}');
   L.push('}');
   return `${L.join('\n')}\n`;
 }

@@ -27,6 +27,8 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
   let pod1: PodNs;
   let pod2: PodNs;
   let pod3: PodNs;
+  /** A pod on the active gateway node itself: its traffic goes through the tunnel to its own node. */
+  let podOnGw: PodNs;
   let inet: Traffic;
   const traffic: Traffic[] = [];
   const planes = new Map<string, LinuxDataplane>();
@@ -79,8 +81,9 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     await assertNetnsSupported(); // fails (not skips) without root: required in CI
     lab = await Network.create({ nodes: 3, prefix: 'egd' });
     [worker, gwA, gwB] = lab.nodes as [NetNode, NetNode, NetNode];
-    net = await addPodNet(lab, { [worker.name]: 3 });
-    [pod1, pod2, pod3] = net.pods as [PodNs, PodNs, PodNs];
+    net = await addPodNet(lab, { [worker.name]: 3, [gwA.name]: 1 });
+    [pod1, pod2, pod3] = net.pods.filter((p) => p.node === worker.name) as [PodNs, PodNs, PodNs];
+    podOnGw = net.pods.find((p) => p.node === gwA.name)!;
     for (const n of lab.nodes) planes.set(n.name, new LinuxDataplane(S, createRunner({ netns: n.ns })));
     inet = await Traffic.start((ns, cmd, args) => lab.spawnIn(ns, cmd, args), net.internet.ns);
     traffic.push(inet);
@@ -109,6 +112,12 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     assert.deepEqual(await sourcesSeen(pod1, net.internet.ip), [VIP]);
     assert.deepEqual(await sourcesSeen(pod2, net.internet.ip), [worker.ip]);
     assert.deepEqual(await sourcesSeen(pod1, net.internet.otherIp), [worker.ip], 'outside destinationCIDRs');
+  });
+
+  it('a selected pod on the active gateway node itself leaves with the VIP too', async () => {
+    const pods = [podObj(pod1, { app: 'web' }), podObj(podOnGw, { app: 'web' })];
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], pods);
+    assert.deepEqual(await sourcesSeen(podOnGw, net.internet.ip), [VIP]);
   });
 
   it('excluded CIDRs leave with the node IP', async () => {

@@ -126,6 +126,10 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   // Decapsulated packets and those of this node's own pods of a gateway active here: their mark (the only
   // one left: out_guard cleared or dropped the tunnel marks) picks the source address.
   L.push(`\t\tmeta mark & ${hex(mask)} != 0 snat ip to meta mark & ${hex(mask)} map @snat4`, '\t}');
+  // After NAT: a packet meant for SNAT that was not SNATed (its connection's entry predates a change of
+  // path and kept an older, identity binding) never leaves with a pod's address.
+  L.push('\tchain snat_guard {', '\t\ttype filter hook postrouting priority srcnat + 1; policy accept;');
+  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct status & snat == 0 counter drop comment "meant for SNAT, not SNATed"`, '\t}');
   L.push('}');
   return `${L.join('\n')}\n`;
 }

@@ -120,6 +120,30 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     assert.deepEqual(await sourcesSeen(podOnGw, net.internet.ip), [VIP]);
   });
 
+  it('a flow of a gateway node\'s pod that changes path (tunnel → local SNAT) never leaves with the pod\'s address', async () => {
+    // Through the tunnel first (B active), then A becomes active: the flow's conntrack entry on A kept the
+    // tunnel leg's identity binding; the guard drops what would otherwise leave un-SNATed.
+    const pods = [podObj(pod1, { app: 'web' }), podObj(podOnGw, { app: 'web' })];
+    await lab.ip(gwA.ns, ['addr', 'del', `${VIP}/32`, 'dev', 'eth0']);
+    await lab.ip(gwB.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
+    await applyAll([gateway({ active: gwB, policies: [webPolicy] })], pods);
+    const port = freshPort();
+    const id = `p${port}`;
+    await inet.udpListen(id, port);
+    const t = await podTraffic(podOnGw);
+    await t.udpStream(id, net.internet.ip, port, 10);
+    await poll('the flow through B', () => inet.received(id).length >= 10, 10_000);
+    await lab.ip(gwB.ns, ['addr', 'del', `${VIP}/32`, 'dev', 'eth0']);
+    await lab.ip(gwA.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
+    await lab.ip(lab.router.ns, ['neigh', 'flush', 'to', VIP]);
+    await applyAll([gateway({ active: gwA, policies: [webPolicy] })], pods);
+    // A fresh flow of the same pod takes the local path; the old one is dropped, not leaked.
+    assert.deepEqual(await sourcesSeen(podOnGw, net.internet.ip), [VIP]);
+    await t.stop(id);
+    await inet.stop(id);
+    assert.deepEqual([...new Set(inet.received(id).map((e) => e.from))], [VIP]);
+  });
+
   it('excluded CIDRs leave with the node IP', async () => {
     const pods = [podObj(pod1, { app: 'web' })];
     const p: DataplanePolicy = { ...webPolicy, destinationCIDRs: ['0.0.0.0/0'], excludedCIDRs: ['198.51.100.0/24'] };

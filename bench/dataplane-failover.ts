@@ -17,9 +17,9 @@
 
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { API_VERSION, MODE_VIP } from '../src/api/names.ts';
-import type { EgressGatewayDataplane } from '../src/api/types.ts';
-import { DATAPLANES } from '../src/kube/resources.ts';
+import { API_VERSION, DEFAULT_NAMESPACE, MODE_VIP, heartbeatLeaseName } from '../src/api/names.ts';
+import type { EgressGateway, EgressGatewayDataplane, LeaseLike } from '../src/api/types.ts';
+import { DATAPLANES, GATEWAYS, leases as leases_ } from '../src/kube/resources.ts';
 import { kernelView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode } from '../src/testenv/dataplane-env.ts';
 import type { PodNs } from '../src/testenv/podnet.ts';
 import { poll } from '../src/testenv/poll.ts';
@@ -97,7 +97,8 @@ async function iperf(env: DataplaneEnv, from: PodNs, seconds: number): Promise<n
 export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: string) => void } = {}): Promise<DataplaneFailoverResults> {
   const roundsPerKind = o.rounds ?? 20;
   const log = o.log ?? (() => undefined);
-  const env = await startDataplaneEnv({ keepLogs: process.env.EGRESSGW_KEEP_LOGS === '1' });
+  const debug = process.env.EGRESSGW_KEEP_LOGS === '1';
+  const env = await startDataplaneEnv({ keepLogs: debug, agentArgs: debug ? ['--log-level', 'debug'] : [] });
   if (process.env.EGRESSGW_KEEP_LOGS === '1') log(`logs: ${env.logDir}`);
   const monitors: Array<ReturnType<typeof routeMonitor>> = [];
   try {
@@ -109,11 +110,23 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       { apiVersion: API_VERSION, kind: 'EgressGatewayPolicy', metadata: { name: 'web' }, spec: { egressGatewayName: 'vip-gw', destinationCIDRs: ['203.0.113.0/24'], selectors: [{ podSelector: { matchLabels: { app: 'web' } } }] } },
     ]);
     const active = async (not?: DataplaneNode): Promise<DataplaneNode> => {
-      const d = await poll('an active node', async () => {
-        const x = await env.client.tryGet<EgressGatewayDataplane>(DATAPLANES, 'vip-gw');
-        return x?.spec?.activeNodeName && x.spec.activeNodeName !== not?.name ? x : undefined;
-      }, WAIT);
-      return env.nodes.find((n) => n.name === d.spec!.activeNodeName)!;
+      try {
+        const d = await poll('an active node', async () => {
+          const x = await env.client.tryGet<EgressGatewayDataplane>(DATAPLANES, 'vip-gw');
+          return x?.spec?.activeNodeName && x.spec.activeNodeName !== not?.name ? x : undefined;
+        }, WAIT);
+        return env.nodes.find((n) => n.name === d.spec!.activeNodeName)!;
+      } catch (err) {
+        // Why: the gateway's condition says which nodes are out and for what.
+        const g = await env.client.get<EgressGateway>(GATEWAYS, 'vip-gw').catch(() => undefined);
+        log(`no active node: ${JSON.stringify(g?.status?.conditions)}`);
+        const leases = await env.client.list<LeaseLike>(leases_(DEFAULT_NAMESPACE)).catch(() => ({ items: [] as LeaseLike[] }));
+        for (const n of env.gateways) {
+          const l = leases.items.find((x) => x.metadata.name === heartbeatLeaseName(n.name));
+          log(`  ${n.name}: agent ${n.agent.alive() ? `alive (pid ${n.agent.pid})` : 'gone'}, lease renewed ${l?.spec?.renewTime ?? 'never'}`);
+        }
+        throw err;
+      }
     };
     for (const w of env.workers) monitors.push(routeMonitor(env, w));
     const senders = await Promise.all(env.pods.map((p) => env.traffic(p.ns)));

@@ -1,17 +1,19 @@
-// Controller benchmark: the controller's per-event work (build the snapshot from the informer caches,
-// run the core, plan the writes) on a large synthetic cluster, in this process:
+// Controller benchmark: the controller's per-event work (the planner's informer handlers, then a pass:
+// plan again what the events touched, settle, plan the writes) on a large synthetic cluster, in this
+// process:
 //
 //   5,000 nodes (100 pools of 50), 1,000 gateways (half VIP, half PrimaryIP; 10 per pool, so they share
 //   nodes), 10,000 policies, 100,000 pods resident in the process. Of those pods the controller caches
 //   only what it watches: one cilium-agent pod and one egressgw agent pod per node (10,000); the other
-//   90,000 workload pods sit in a separate cache the snapshot never reads (the controller does not watch
+//   90,000 workload pods sit in a separate cache the planner never sees (the controller does not watch
 //   them), so they count in RSS but not in pass time. Heartbeats are live (5,000 Leases through the
 //   controller's HeartbeatTracker) and every gateway is settled before measuring.
 //
 // Measured (process.hrtime.bigint, after warm-up):
 //   failure   one gateway's active node fails — alternately its Node turns NotReady and its heartbeat
-//             expires — then one pass: buildSnapshot + reconcile (which plans the writes). That is what
-//             the shell does between the watch event (or expiry timer) and issuing the first write; the
+//             expires — then one pass: the planner's handlers for the events since the last pass + its pass
+//             (which plans the writes). That is what the shell does between the watch event (or expiry
+//             timer) and issuing the first write; the
 //             writes themselves are API round-trips, measured by the failover bench, not here. The
 //             writes are then applied to the caches (timed separately) and the cluster is settled again.
 //   confirm   VIP gateways only: the pass after the new node's agent confirmed its instance (moves the
@@ -20,17 +22,17 @@
 //   resync    a full pass over the unchanged cluster; it must issue 0 writes.
 //   memory    RSS and heap at each stage, after a full GC.
 //
-// The snapshot goes through the controller's real code (src/controller/snapshot.ts buildSnapshot and
-// HeartbeatTracker) over client-node's own cache maps, listed as ListWatch.list() lists them.
+// The events go through the controller's real code (src/controller/planner and HeartbeatTracker) from
+// client-node's own cache maps, each cache change delivered as the informer delivers it.
 
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { ACTIVE_FOR_PREFIX, MODE_VIP } from '../src/api/names.ts';
-import { createCore, type Core } from '../src/core/index.ts';
+import { Planner, WATCHED } from '../src/controller/planner/planner.ts';
 import type { CoreOptions, Write } from '../src/core/types.ts';
-import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, snapshotOf, type Cluster, type ClusterSize } from './synthetic-cluster.ts';
+import { addWorkloadPods, advance, agentsAct, applyToCaches, buildCluster, setNodeReady, type Cluster, type ClusterSize } from './synthetic-cluster.ts';
 import { dist, mb, median, msSince, type Dist } from './stats.ts';
 
 export interface ControllerBenchOptions {
@@ -50,8 +52,10 @@ export type FailureKind = 'NodeNotReady' | 'HeartbeatExpired';
 
 export interface PassTimes {
   total: Dist;
-  snapshot: Dist;
-  reconcile: Dist;
+  /** The planner's informer handlers for the events since the last pass. */
+  handlers: Dist;
+  /** The planner's pass. */
+  pass: Dist;
   /** Writes per pass, events excluded (API object writes). */
   writesMedian: number;
   writesMax: number;
@@ -64,6 +68,11 @@ export interface PassTimes {
   /** Diagnostic: V8 GC pause time that fell inside each measured pass, and the pass time without it. */
   gcInPass: Dist;
   totalExcludingGc: Dist;
+  /**
+   * Diagnostic: the process's CPU time (user + system, all threads) during the planner's pass. On a
+   * shared machine the wall time includes waiting for a core; this does not.
+   */
+  passCpu: Dist;
 }
 
 export interface ControllerBenchResults {
@@ -90,7 +99,7 @@ export interface ControllerBenchResults {
   failure: PassTimes & { samples: number; byKind: Record<FailureKind, Dist>; byMode: Record<string, Dist>; settlePassesMax: number };
   confirm: PassTimes & { samples: number };
   recover: PassTimes & { samples: number };
-  resync: { samples: number; total: Dist; snapshot: Dist; reconcile: Dist; writesMax: number; writeKinds: Record<string, number>; gcInPass: Dist };
+  resync: { samples: number; total: Dist; handlers: Dist; pass: Dist; passCpu: Dist; writesMax: number; writeKinds: Record<string, number>; gcInPass: Dist };
   memory: {
     gcExposed: boolean;
     stages: Array<{ stage: string; rssMB: number; heapUsedMB: number; heapTotalMB: number; externalMB: number }>;
@@ -140,8 +149,9 @@ function getGc(): { gc: () => void; exposed: boolean } {
 }
 
 interface PassSample {
-  snapMs: number;
-  coreMs: number;
+  handlerMs: number;
+  passMs: number;
+  passCpuMs: number;
   totalMs: number;
   writes: Write[];
   /** performance.now() window of the pass, to attribute GC pauses to it afterwards. */
@@ -149,17 +159,36 @@ interface PassSample {
   to: number;
 }
 
-/** The controller's long-lived core (one per bench run, as one per controller process). */
-let core: Core = createCore(CORE_OPTIONS);
+/** The controller's planner (one per bench run, as one per controller process), fed by the caches' events. */
+let planner = new Planner(CORE_OPTIONS);
+/** Time spent in the planner's handlers since the last pass. */
+let handlerNs = 0n;
+
+/** Feed the planner what the caches hold (an informer's initial list), then every change, as the controller's informers do. */
+function wire(c: Cluster): void {
+  planner = new Planner(CORE_OPTIONS);
+  handlerNs = 0n;
+  for (const list of WATCHED) {
+    const cache = c.caches[list];
+    for (const o of cache.list()) planner.handle(list, 'add', o as never);
+    cache.onEvent((type, o) => {
+      const t = process.hrtime.bigint();
+      planner.handle(list, type, o as never);
+      handlerNs += process.hrtime.bigint() - t;
+    });
+  }
+}
 
 function pass(c: Cluster): PassSample {
   const from = performance.now();
+  const handlerMs = Number(handlerNs) / 1e6;
+  handlerNs = 0n;
+  const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
-  const snap = snapshotOf(c);
-  const t1 = process.hrtime.bigint();
-  const { writes } = core.reconcile(snap);
-  const t2 = process.hrtime.bigint();
-  return { snapMs: msSince(t0, t1), coreMs: msSince(t1, t2), totalMs: msSince(t0, t2), writes, from, to: performance.now() };
+  const { writes } = planner.pass(c.now, c.heartbeats.heartbeats());
+  const passMs = msSince(t0);
+  const cpu = process.cpuUsage(cpu0);
+  return { handlerMs, passMs, passCpuMs: (cpu.user + cpu.system) / 1000, totalMs: handlerMs + passMs, writes, from, to: performance.now() };
 }
 
 /** GC pauses as V8 reports them; entries arrive asynchronously, so the bench yields between samples. */
@@ -236,8 +265,8 @@ class Recorder {
     for (const k of Object.keys(all)) all[k] = Math.round(((all[k] as number) / (s.length || 1)) * 100) / 100;
     return {
       total: dist(s.map((x) => x.totalMs)),
-      snapshot: dist(s.map((x) => x.snapMs)),
-      reconcile: dist(s.map((x) => x.coreMs)),
+      handlers: dist(s.map((x) => x.handlerMs)),
+      pass: dist(s.map((x) => x.passMs)),
       writesMedian: median(api),
       writesMax: Math.max(0, ...api),
       writesWithEventsMedian: median(s.map((x) => x.writes.length)),
@@ -245,6 +274,7 @@ class Recorder {
       applyToCaches: dist(this.applyMs),
       gcInPass: dist(gcMs),
       totalExcludingGc: dist(s.map((x, i) => x.totalMs - (gcMs[i] ?? 0))),
+      passCpu: dist(s.map((x) => x.passCpuMs)),
     };
   }
 }
@@ -280,8 +310,8 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
 
   mem('baseline (modules loaded, no cluster)');
   log(`controller bench: ${size.nodes} nodes, ${size.gateways} gateways, ${size.policies} policies, ${size.pods} pods${quick ? ' (quick)' : ''}`);
-  core = createCore(CORE_OPTIONS);
   const c = buildCluster(size, Date.parse('2026-01-01T00:00:00.000Z'));
+  wire(c);
   mem('controller caches built (unsettled)');
   const workload = addWorkloadPods(c, size.pods);
   mem(`+ ${workload.size} unwatched workload pods`);
@@ -412,10 +442,10 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
       workloadPodsNotWatched: workload.size,
     },
     notes: [
-      'The controller watches only cilium-agent pods and egressgw agent pods (one of each per node); the remaining pods are workload pods it never caches. They are held in this process (RSS includes them) but the snapshot never reads them.',
-      'Times are one pass: buildSnapshot (src/controller/snapshot.ts) + reconcile (core: computeDesired + planWrites). API round-trips for the writes are not included (see the failover bench).',
+      'The controller watches only cilium-agent pods and egressgw agent pods (one of each per node); the remaining pods are workload pods it never caches. They are held in this process (RSS includes them) but the planner never sees them.',
+      'Times are one pass: the planner\'s handlers for the events since the last pass + planner.pass (src/controller/planner: plans again what the events touched, settles the elections, plans the writes). API round-trips for the writes are not included (see the failover bench).',
       'Objects are built API-shaped (no managedFields, no node images list) and every cached object, including the unwatched workload pods, then goes through the controller\'s informer transform (src/controller/trim.ts), as in the controller.',
-      'The core is one long-lived createCore() instance, as in the controller.',
+      'The planner is one long-lived instance fed by the caches\' events, as in the controller.',
       `Node/V8 flags of this process: ${process.execArgv.join(' ') || 'none (V8 defaults)'}.`,
       'The RSS target is judged on the peak (getrusage maxRSS, the conservative reading); the steady state after a full GC is the last memory stage.',
       exposed ? 'Memory is read after a full GC.' : 'gc was not available: memory is read without a forced GC.',
@@ -434,8 +464,9 @@ export async function runControllerBench(opts: ControllerBenchOptions = {}): Pro
     resync: {
       samples: resync.length,
       total: dist(resync.map((x) => x.totalMs)),
-      snapshot: dist(resync.map((x) => x.snapMs)),
-      reconcile: dist(resync.map((x) => x.coreMs)),
+      handlers: dist(resync.map((x) => x.handlerMs)),
+      pass: dist(resync.map((x) => x.passMs)),
+      passCpu: dist(resync.map((x) => x.passCpuMs)),
       writesMax: Math.max(0, ...resync.map((x) => x.writes.length)),
       writeKinds: resyncKinds,
       gcInPass: dist(resync.map((x) => gcLog.within(x.from, x.to))),

@@ -47,6 +47,7 @@ export class Cache<T extends { metadata: { name: string; namespace?: string } }>
   private rv = 0;
   private changes = 0;
   private readonly transform: (obj: T) => T;
+  private readonly listeners: Array<(type: 'add' | 'update' | 'delete', obj: T) => void> = [];
 
   /** `transform`: the controller's informer transform for this resource (src/controller/trim.ts). */
   constructor(transform: (obj: T) => T) {
@@ -58,13 +59,21 @@ export class Cache<T extends { metadata: { name: string; namespace?: string } }>
     // (client-node ignores an update whose resourceVersion equals the cached one), and it goes through
     // the same transform as in the controller's informer before it is cached.
     const stored = this.transform({ ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } });
+    const type = this.get(obj.metadata.name, obj.metadata.namespace) ? 'update' : 'add';
     addOrUpdateObject(this.objects, stored as unknown as KubernetesObject);
     this.changes++;
+    for (const l of this.listeners) l(type, stored);
   }
 
   delete(obj: T): void {
     deleteObject(this.objects, obj as unknown as KubernetesObject);
     this.changes++;
+    for (const l of this.listeners) l('delete', obj);
+  }
+
+  /** As Informer.onEvent: called for every add, update and delete. */
+  onEvent(cb: (type: 'add' | 'update' | 'delete', obj: T) => void): void {
+    this.listeners.push(cb);
   }
 
   /** As Informer.version: moves with every change. */

@@ -1,14 +1,16 @@
-// The controller shell: informers → snapshot → core → writes. Every replica keeps its caches warm;
-// only the leader runs passes that write, so a takeover needs no relist. Passes are level-triggered
-// (the whole cache each time) and come from watch events, from timers at the moment a heartbeat
-// expires or a handover times out (expiry is noticed at lease precision without any watch event),
-// and from a periodic resync.
+// The controller shell: informers → planner (the core's plans, kept up to date from the informers'
+// events) → writes. Every replica keeps its caches and its planner fed; only the leader runs passes
+// that write, so a takeover needs no relist. A pass plans again what the events since the last pass
+// touched and reuses every other plan (its result is the core's whole reconcile of the caches, see
+// planner.ts). Passes come from watch events, from timers at the moment a heartbeat expires or a
+// handover times out (expiry is noticed at lease precision without any watch event), and from a
+// periodic resync (which re-issues whatever the plans still want written).
 
 import type {
+  EgressGatewayDataplane,
   CiliumEgressGatewayPolicy,
   CiliumNodeLike,
   EgressGateway,
-  EgressGatewayDataplane,
   EgressGatewayInstance,
   EgressGatewayPolicy,
   LeaseLike,
@@ -16,7 +18,6 @@ import type {
   PodLike,
 } from '../api/types.ts';
 import { OWNED_LABELS } from '../api/names.ts';
-import { createCore, type Core } from '../core/index.ts';
 import type { CoreOptions, Desired, Write } from '../core/types.ts';
 import { KubeClient, loadKubeConfig, type KubeConfig } from '../kube/client.ts';
 import { EventRecorder } from '../kube/events.ts';
@@ -29,9 +30,9 @@ import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
-import { HeartbeatTracker, SnapshotBuilder, nextHandoverTimeout, sourcesFromCaches } from './snapshot.ts';
+import { HeartbeatTracker, nextHandoverTimeout } from './snapshot.ts';
+import { Planner, WATCHED, type PassOutput } from './planner/planner.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimNodeWithAddress, trimPod, trimPolicy } from './trim.ts';
-import { applyDataplaneWrites, dataplaneWrites, withoutCEGPs } from './dataplane.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
 
@@ -94,9 +95,8 @@ class Controller {
   private readonly queue: ReconcileQueue;
   private readonly elector: LeaderElector | undefined;
   private readonly coreOptions: CoreOptions;
-  /** The core with its memory of earlier passes (a pass costs what changed). */
-  private readonly core: Core;
-  private readonly snapshots: SnapshotBuilder;
+  /** The core's plans of the cluster, kept up to date from the informers' events (see planner.ts). */
+  private readonly planner: Planner;
   private leading = false;
   private synced = false;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -119,11 +119,13 @@ class Controller {
       // The Linux data plane needs no Cilium: its agents are the only node-side requirement.
       requireCiliumAgent: !linux,
       ciliumAgentSource: `namespace ${opts.ciliumNamespace}, selector ${opts.ciliumSelector}`,
+      ...(linux ? { dataplane: 'linux' as const } : {}),
     };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
     // Every cache keeps only what the controller reads (trim.ts): most of a real object is not.
     const inf = <T extends { metadata?: { name?: string } }>(o: InformerOptions<T>) => new Informer<T>(this.client, { ...o, logger: log });
     this.caches = {
+      // The Linux data plane's objects carry the active node's InternalIP.
       nodes: inf({ resource: NODES, transform: linux ? trimNodeWithAddress : trimNode }),
       ciliumNodes: inf({ resource: CILIUM_NODES, optional: true, transform: trimCiliumNode }),
       ciliumAgentPods: inf({ resource: pods(opts.ciliumNamespace), labelSelector: opts.ciliumSelector, transform: trimPod }),
@@ -135,8 +137,7 @@ class Controller {
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
       ...(linux ? { dataplanes: inf<EgressGatewayDataplane>({ resource: DATAPLANES }) } : {}),
     };
-    this.core = createCore(this.coreOptions);
-    this.snapshots = new SnapshotBuilder(sourcesFromCaches(this.caches, this.heartbeats));
+    this.planner = new Planner(this.coreOptions);
     this.recorder = new EventRecorder(this.client, {
       reportingController: REPORTING_CONTROLLER,
       reportingInstance: opts.leaderElectIdentity,
@@ -158,10 +159,12 @@ class Controller {
   }
 
   private wireEvents(): void {
-    const trigger = () => this.queue.enqueue();
-    for (const [name, informer] of Object.entries(this.caches) as Array<[keyof Caches, Informer<never>]>) {
-      if (name === 'leases') continue;
-      informer.onEvent(trigger);
+    // Every replica feeds its planner (a new leader's first pass then plans what its caches hold).
+    for (const list of [...WATCHED, ...(this.caches.dataplanes ? (['dataplanes'] as const) : [])]) {
+      (this.caches[list] as unknown as Informer<{ metadata?: { name?: string } }>).onEvent((type, o) => {
+        this.planner.handle(list, type, o as never);
+        this.queue.enqueue();
+      });
     }
     this.caches.leases.onEvent((type: InformerEvent, lease: LeaseLike) => {
       const matters = type === 'delete' ? this.heartbeats.forget(lease) : this.heartbeats.observe(lease, Date.now());
@@ -291,21 +294,18 @@ class Controller {
     const started = performance.now();
     const now = Date.now();
     this.lastPassNow = now;
-    const snapshot = this.snapshots.build(now);
-    this.checkCiliumAgents(snapshot.ciliumAgentPods);
-    let desired: Desired;
-    let writes: Write[];
+    this.checkCiliumAgents(this.caches.ciliumAgentPods.list());
+    let out: PassOutput;
     try {
-      ({ desired, writes } = this.core.reconcile(snapshot));
+      out = this.planner.pass(now, this.heartbeats.heartbeats(), { desired: this.deps.onPass !== undefined });
     } catch (err) {
       // A core bug must not take the process down; it is retried with backoff and is visible.
       this.log.error(errFields(err), 'core reconcile failed');
       this.metrics.reconciles.inc({ result: 'error' });
       return 'error';
     }
-    this.metrics.observePass(desired.metrics);
-    const dataplanes = this.caches.dataplanes;
-    if (dataplanes) writes = withoutCEGPs(writes);
+    const { writes } = out;
+    this.metrics.observePass(out.metrics);
     const result = await applyWrites(
       {
         client: this.client,
@@ -321,16 +321,8 @@ class Controller {
       },
       writes,
     );
-    if (dataplanes && !result.aborted) {
-      const dw = dataplaneWrites(snapshot, desired, dataplanes.list());
-      const r = await applyDataplaneWrites(this.client, dw, this.log, () => this.mayWrite());
-      result.attempted += dw.length;
-      result.failed += r.failed;
-      result.conflicts += r.conflicts;
-      result.succeeded += dw.length - r.failed - r.conflicts;
-    }
     const outcome: PassResult = result.conflicts > 0 ? 'conflict' : result.failed > 0 || result.deferred > 0 ? 'error' : 'ok';
-    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(desired.metrics);
+    if (outcome === 'ok' && !result.aborted) this.metrics.countFailovers(out.metrics);
     const durationMs = performance.now() - started;
     this.metrics.reconcileDuration.observe(durationMs / 1000);
     this.metrics.reconciles.inc({ result: outcome });
@@ -341,7 +333,7 @@ class Controller {
     }
     this.armWakeTimer();
     try {
-      this.deps.onPass?.({ at: now, durationMs, desired, writes, result });
+      if (out.desired) this.deps.onPass?.({ at: now, durationMs, desired: out.desired, writes, result });
     } catch (err) {
       this.log.warn(errFields(err), 'onPass hook failed');
     }

@@ -4,7 +4,7 @@
 // of the controller's memory. Informer transforms pass such parts through an Interner, which hands
 // back one shared instance per distinct value.
 //
-// Sound because cached objects are never mutated (see src/core/cache.ts): sharing a part between
+// Sound because cached objects are never mutated (the core and the planner only read them): sharing a part between
 // objects is then invisible. Only small parts are shared (a large part is usually unique, and its key
 // would cost as much as it saves); the table is bounded, and when full it starts over, which loses
 // sharing for a while, never correctness.

@@ -58,7 +58,7 @@ Flags:
   --leader-elect-renew-deadline DUR   (default 10s)
   --leader-elect-retry-period DUR     (default 2s)
   --metrics-addr ADDR                 /metrics, /healthz, /readyz (default :8080; "0" or "" disables)
-  --resync DUR                        periodic full reconcile (default 30s)
+  --resync DUR                        periodic pass: writes again what is still not as planned (default 30s)
   --log-level LEVEL                   fatal|error|warn|info|debug|trace (default info)
   --dataplane cilium|linux            cilium (default): render CiliumEgressGatewayPolicies; linux: render the
                                       per-gateway SDNInternalEgressGatewayDataplane objects the agents program

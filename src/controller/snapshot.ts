@@ -229,7 +229,7 @@ function sortedCopy<T extends Named>(list: readonly T[]): readonly T[] {
 /**
  * Builds the core's Snapshot, remembering each sorted list: a cache whose version did not move (or,
  * without versions, whose list holds the same objects in the same order) gives the same array as the
- * last pass. The arrays handed out are never mutated (the core relies on that: see core/cache.ts).
+ * last pass. The arrays handed out are never mutated (the core only reads them).
  */
 export class SnapshotBuilder {
   private readonly src: SnapshotSources;

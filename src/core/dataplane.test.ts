@@ -1,108 +1,104 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MODE_PRIMARY_IP, MODE_VIP, OWNED_LABELS, activeForLabel } from '../api/names.ts';
-import type { CiliumEgressGatewayPolicy, EgressGateway, EgressGatewayDataplane, NodeLike } from '../api/types.ts';
-import { MAX_TUNNEL_ID, allocateTunnelIDs, nodeTunnelEndpoint, planDataplaneWrites, renderDataplanes } from './dataplane.ts';
+import type { EgressGatewayDataplane, NodeLike } from '../api/types.ts';
+import { MAX_TUNNEL_ID, nodeTunnelEndpoint, proposedTunnelID, settleTunnelIDs } from './dataplane.ts';
+import { reconcile } from './reconcile.ts';
+import { cluster, policy, primaryGateway, settleWith, update, vipGateway } from './testing.ts';
+import type { Snapshot, Write } from './types.ts';
 
-const node = (name: string, ip?: string): NodeLike => ({
-  metadata: { name },
-  status: { addresses: [{ type: 'Hostname', address: name }, ...(ip ? [{ type: 'InternalIP', address: ip }] : [])] } as NodeLike['status'],
-});
-const vipGw = (name: string, vip: string): EgressGateway => ({
-  metadata: { name, uid: `uid-${name}` },
-  spec: { nodeSelector: {}, sourceIP: { mode: MODE_VIP, virtualIPAddress: { ip: vip } } },
-});
-const primGw = (name: string, iface: string): EgressGateway => ({
-  metadata: { name, uid: `uid-${name}` },
-  spec: { sourceIP: { mode: MODE_PRIMARY_IP, primaryIPFromEgressGatewayNodeInterface: { interfaceName: iface } } },
-});
-const cegp = (policy: string, gateway: string, dest: string[], excluded?: string[]): CiliumEgressGatewayPolicy => ({
-  metadata: { name: `d8.${policy}` },
-  spec: {
-    selectors: [{ podSelector: { matchLabels: { app: policy } } }],
-    destinationCIDRs: dest,
-    ...(excluded ? { excludedCIDRs: excluded } : {}),
-    egressGateway: { nodeSelector: { matchLabels: { [activeForLabel(gateway)]: '' } }, egressIP: '198.18.0.100' },
-  },
-});
+const LINUX = { dataplane: 'linux' as const, requireCiliumAgent: false };
+const run = (s: Snapshot) => reconcile(s, LINUX);
 
-describe('nodeTunnelEndpoint', () => {
-  it('is the first IPv4 InternalIP', () => {
-    assert.equal(nodeTunnelEndpoint(node('n1', '198.18.0.11')), '198.18.0.11');
-    assert.equal(nodeTunnelEndpoint(node('n1')), undefined);
-    assert.equal(nodeTunnelEndpoint({ metadata: { name: 'x' }, status: { addresses: [{ type: 'InternalIP', address: '2001:db8::1' }, { type: 'InternalIP', address: '198.18.0.9' }] } as NodeLike['status'] }), '198.18.0.9');
-    assert.equal(nodeTunnelEndpoint(undefined), undefined);
-  });
-});
+/** Nodes with InternalIPs 198.18.0.1N (the Linux data plane needs them). */
+function withAddresses(s: Snapshot): Snapshot {
+  return { ...s, nodes: s.nodes.map((n, i) => ({ ...n, status: { ...n.status, addresses: [{ type: 'InternalIP', address: `198.18.0.${11 + i}` }] } as NodeLike['status'] })) };
+}
 
-describe('allocateTunnelIDs', () => {
-  it('keeps observed ids, gives new gateways unique ones, and is deterministic', () => {
-    const a = allocateTunnelIDs(['a', 'b', 'c'], new Map([['b', 7]]));
-    assert.equal(a.get('b'), 7);
-    assert.equal(new Set(a.values()).size, 3);
-    assert.deepEqual(allocateTunnelIDs(['c', 'b', 'a'], new Map([['b', 7]])), a);
-    for (const id of a.values()) assert.ok(id >= 1 && id <= MAX_TUNNEL_ID);
-  });
+const dataplaneOf = (s: Snapshot, name: string): EgressGatewayDataplane | undefined => s.dataplanes?.find((o) => o.metadata.name === name);
+const kinds = (ws: readonly Write[]) => ws.map((w) => w.kind);
 
-  it('two gateways observed with one id: the first in name order keeps it', () => {
-    const a = allocateTunnelIDs(['x', 'y'], new Map([['x', 5], ['y', 5]]));
-    assert.equal(a.get('x'), 5);
-    assert.notEqual(a.get('y'), 5);
-  });
+describe('the Linux data plane in the core (--dataplane linux)', () => {
+  const base = () =>
+    withAddresses(cluster(
+      [{ name: 'n1', labels: { role: 'egress' } }, { name: 'n2', labels: { role: 'egress' } }, { name: 'w1' }],
+      { gateways: [vipGateway('vip', '198.18.0.100', { role: 'egress' }), primaryGateway('prim', 'eth1', { role: 'egress' })], policies: [policy('web', 'vip', { excluded: ['10.0.0.0/8'] }), policy('api', 'prim', { cidrs: ['203.0.113.0/24'] })] },
+    ));
 
-  it('ignores ids out of range', () => {
-    const a = allocateTunnelIDs(['x'], new Map([['x', 0]]));
-    assert.ok(a.get('x')! >= 1);
-    assert.notEqual(allocateTunnelIDs(['x'], new Map([['x', MAX_TUNNEL_ID + 1]])).get('x'), MAX_TUNNEL_ID + 1);
-  });
-});
-
-describe('renderDataplanes', () => {
-  const nodes = [node('gw1', '198.18.0.11'), node('gw2', '198.18.0.12'), node('noip')];
-  it('one object per gateway with its active node, endpoint, source IP and rendered policies', () => {
-    const out = renderDataplanes({
-      gateways: [vipGw('vip', '198.18.0.100'), primGw('prim', 'eth1'), vipGw('idle', '198.18.0.101')],
-      nodes,
-      observed: [{ metadata: { name: 'vip' }, spec: { tunnelID: 9 } }],
-      decisions: new Map([['vip', { active: 'gw1' }], ['prim', { active: 'gw2' }], ['idle', { active: '' }]]),
-      cegps: new Map([['d8.web', cegp('web', 'vip', ['0.0.0.0/0'], ['10.0.0.0/8'])], ['d8.api', cegp('api', 'vip', ['203.0.113.0/24'])], ['d8.orphan', cegp('orphan', 'gone', ['0.0.0.0/0'])]]),
-    });
-    assert.deepEqual([...out.keys()].sort(), ['idle', 'prim', 'vip']);
-    const vip = out.get('vip')!;
+  it('renders one object per gateway with its active node\'s address and policies, and writes no CEGP', () => {
+    const s = settleWith(run, base());
+    assert.deepEqual(s.cegps, []);
+    const vip = dataplaneOf(s, 'vip')!;
     assert.deepEqual(vip.metadata.labels, { ...OWNED_LABELS });
-    assert.deepEqual(vip.metadata.ownerReferences, [{ apiVersion: 'network.deckhouse.io/v1alpha1', kind: 'EgressGateway', name: 'vip', uid: 'uid-vip', controller: true, blockOwnerDeletion: true }]);
-    assert.deepEqual(vip.spec, {
-      tunnelID: 9,
-      activeNodeName: 'gw1',
-      tunnelEndpoint: '198.18.0.11',
-      sourceIP: { mode: MODE_VIP, ip: '198.18.0.100' },
-      policies: [
-        { name: 'api', selectors: [{ podSelector: { matchLabels: { app: 'api' } } }], destinationCIDRs: ['203.0.113.0/24'] },
-        { name: 'web', selectors: [{ podSelector: { matchLabels: { app: 'web' } } }], destinationCIDRs: ['0.0.0.0/0'], excludedCIDRs: ['10.0.0.0/8'] },
-      ],
-    });
-    assert.deepEqual(out.get('prim')!.spec!.sourceIP, { mode: MODE_PRIMARY_IP, interfaceName: 'eth1' });
-    assert.equal(out.get('prim')!.spec!.tunnelEndpoint, '198.18.0.12');
-    assert.deepEqual([out.get('idle')!.spec!.activeNodeName, out.get('idle')!.spec!.tunnelEndpoint], ['', '']);
+    assert.equal(vip.metadata.ownerReferences?.[0]?.name, 'vip');
+    const active = s.nodes.find((n) => n.metadata.labels?.[activeForLabel('vip')] !== undefined)!;
+    assert.equal(vip.spec?.activeNodeName, active.metadata.name);
+    assert.equal(vip.spec?.tunnelEndpoint, nodeTunnelEndpoint(active));
+    assert.deepEqual(vip.spec?.sourceIP, { mode: MODE_VIP, ip: '198.18.0.100' });
+    assert.deepEqual(vip.spec?.nodeSelector, { role: 'egress' });
+    assert.deepEqual(vip.spec?.policies, [{ name: 'web', selectors: [{ podSelector: { matchLabels: { app: 'web' } } }], destinationCIDRs: ['0.0.0.0/0'], excludedCIDRs: ['10.0.0.0/8'] }]);
+    assert.deepEqual(dataplaneOf(s, 'prim')?.spec?.sourceIP, { mode: MODE_PRIMARY_IP, interfaceName: 'eth1' });
+    assert.notEqual(vip.spec?.tunnelID, dataplaneOf(s, 'prim')?.spec?.tunnelID);
+    assert.deepEqual(run(s).writes, [], 'a settled cluster: nothing to write');
   });
 
-  it('an active node without an InternalIP fails closed', () => {
-    const out = renderDataplanes({ gateways: [vipGw('g', '198.18.0.100')], nodes, observed: [], decisions: new Map([['g', { active: 'noip' }]]), cegps: new Map() });
-    assert.deepEqual([out.get('g')!.spec!.activeNodeName, out.get('g')!.spec!.tunnelEndpoint], ['', '']);
+  it('a failover rewrites the object with the new node and its address (after the label moved)', () => {
+    let s = settleWith(run, base());
+    const old = dataplaneOf(s, 'vip')!.spec!.activeNodeName!;
+    s = { ...s, heartbeats: s.heartbeats.filter((h) => h.node !== old) };
+    s = settleWith(run, s);
+    const now = dataplaneOf(s, 'vip')!;
+    assert.notEqual(now.spec?.activeNodeName, old);
+    assert.equal(now.spec?.tunnelEndpoint, nodeTunnelEndpoint(s.nodes.find((n) => n.metadata.name === now.spec?.activeNodeName)));
+    assert.equal(now.spec?.tunnelID, dataplaneOf(settleWith(run, base()), 'vip')?.spec?.tunnelID, 'the tunnel id stays');
+  });
+
+  it('no eligible node: the object says so (the agents drop its traffic); the gateway deleted: its object goes', () => {
+    let s = settleWith(run, base());
+    s = { ...s, heartbeats: [] };
+    s = settleWith(run, s);
+    assert.deepEqual([dataplaneOf(s, 'vip')?.spec?.activeNodeName, dataplaneOf(s, 'vip')?.spec?.tunnelEndpoint], ['', '']);
+    s = { ...s, gateways: s.gateways.filter((g) => g.metadata.name !== 'vip') };
+    const { writes } = run(s);
+    assert.ok(kinds(writes).includes('deleteDataplane'));
+    s = settleWith(run, s);
+    assert.equal(dataplaneOf(s, 'vip'), undefined);
+  });
+
+  it('a policy change is a write of its gateway\'s object only', () => {
+    let s = settleWith(run, base());
+    s = { ...s, policies: update(s.policies, 'web', (p) => (p.spec!.destinationCIDRs = ['198.51.100.0/24'])) };
+    const applies = run(s).writes.filter((w) => w.kind === 'applyDataplane');
+    assert.deepEqual(applies.map((w) => w.kind === 'applyDataplane' && w.object.metadata.name), ['vip']);
+  });
+
+  it('a dataplane object of no gateway is deleted; the Cilium data plane ignores dataplane objects', () => {
+    const stray: EgressGatewayDataplane = { metadata: { name: 'gone' }, spec: { tunnelID: 5 } };
+    const s = { ...settleWith(run, base()), dataplanes: [...(settleWith(run, base()).dataplanes ?? []), stray] };
+    assert.deepEqual(run(s).writes, [{ kind: 'deleteDataplane', name: 'gone' }]);
+    assert.ok(!kinds(reconcile(s).writes).some((k) => k === 'deleteDataplane' || k === 'applyDataplane'));
   });
 });
 
-describe('planDataplaneWrites', () => {
-  it('writes what differs, deletes what no gateway wants, and nothing on an unchanged resync', () => {
-    const want = renderDataplanes({ gateways: [vipGw('a', '198.18.0.100'), vipGw('b', '198.18.0.101')], nodes: [node('gw1', '198.18.0.11')], observed: [], decisions: new Map([['a', { active: 'gw1' }]]), cegps: new Map() });
-    const first = planDataplaneWrites(want, [{ metadata: { name: 'stale' } }]);
-    assert.deepEqual(first.applies.map((w) => w.kind === 'applyDataplane' && w.object.metadata.name), ['a', 'b']);
-    assert.deepEqual(first.deletes, [{ kind: 'deleteDataplane', name: 'stale' }]);
-    // What the API server returns: the applied object plus server fields, and no excludedCIDRs when empty.
-    const observed: EgressGatewayDataplane[] = [...want.values()].map((o) => ({ ...structuredClone(o), metadata: { ...o.metadata, resourceVersion: '7', uid: 'x' } }));
-    assert.deepEqual(planDataplaneWrites(want, observed), { applies: [], deletes: [] });
-    const moved = new Map(want);
-    moved.set('a', { ...want.get('a')!, spec: { ...want.get('a')!.spec, activeNodeName: 'gw2', tunnelEndpoint: '198.18.0.12' } });
-    assert.deepEqual(planDataplaneWrites(moved, observed).applies.map((w) => w.kind === 'applyDataplane' && w.object.spec?.tunnelEndpoint), ['198.18.0.12']);
+describe('tunnel ids', () => {
+  it('a gateway keeps the id its object carries; a new one proposes its name\'s hash', () => {
+    assert.equal(proposedTunnelID('g', { metadata: { name: 'g' }, spec: { tunnelID: 42 } }), 42);
+    const h = proposedTunnelID('g', undefined);
+    assert.ok(h >= 1 && h <= MAX_TUNNEL_ID);
+    assert.equal(proposedTunnelID('g', { metadata: { name: 'g' }, spec: { tunnelID: 0 } }), h, 'an invalid id is not kept');
+  });
+
+  it('settled unique: ids on the wire first, then the fresh ones probing upwards, in name order', () => {
+    assert.deepEqual([...settleTunnelIDs([{ name: 'b', id: 7, observed: false }, { name: 'a', id: 7, observed: true }])], [['a', 7], ['b', 8]]);
+    assert.deepEqual([...settleTunnelIDs([{ name: 'x', id: 5, observed: true }, { name: 'y', id: 5, observed: true }])], [['x', 5], ['y', 6]]);
+    assert.deepEqual([...settleTunnelIDs([{ name: 'z', id: MAX_TUNNEL_ID, observed: true }, { name: 'zz', id: MAX_TUNNEL_ID, observed: false }])], [['z', MAX_TUNNEL_ID], ['zz', 1]]);
+  });
+
+  it('two gateways whose names hash to one id get different ids in the pass that renders them', () => {
+    // Force a collision: observed ids that two gateways both claim.
+    let s = withAddresses(cluster([{ name: 'n1', labels: { role: 'egress' } }], { gateways: [vipGateway('a', '198.18.0.100', { role: 'egress' }), vipGateway('b', '198.18.0.101', { role: 'egress' })] }));
+    s = { ...s, dataplanes: [{ metadata: { name: 'a' }, spec: { tunnelID: 9 } }, { metadata: { name: 'b' }, spec: { tunnelID: 9 } }] };
+    s = settleWith(run, s);
+    assert.deepEqual([dataplaneOf(s, 'a')?.spec?.tunnelID, dataplaneOf(s, 'b')?.spec?.tunnelID], [9, 10]);
   });
 });

@@ -1,26 +1,33 @@
-// Per-node facts, computed once per pass, and the per-gateway eligibility verdict (design §3).
+// Per-node facts (NodeState) and the per-gateway eligibility verdict (design §3).
+//
+// A NodeState is what every gateway needs to know about one node at one moment: its labels, readiness,
+// the cilium-agent and egressgw agent pods on it, and its heartbeat. It is derived from the node's own
+// objects and the time only, so the shell can recompute it for the nodes an event touched.
 
+import { nodeTunnelEndpoint } from './dataplane.ts';
 import type { NodeLike, PodLike } from '../api/types.ts';
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
-import type { CoreOptions, Heartbeat, IneligibleReason, Snapshot, UplinkState } from './types.ts';
+import type { CoreOptions, Heartbeat, IneligibleReason, NodeVerdict, Snapshot, UplinkState } from './types.ts';
 import type { GatewayInfo } from './validate.ts';
-import { isBeingDeleted, isNodeCordoned, isNodeReady, isObject, isPodReady, labelsOf, nameOf, podNodeName } from './util.ts';
-import { sameItems, type CoreCache, type ListMemo } from './cache.ts';
+import { isBeingDeleted, isNodeCordoned, isNodeReady, isObject, isPodReady, labelsOf, nameOf, podNodeName, sameLabels } from './util.ts';
 
 /** 'notFound': there is no such pod on any node at all (the controller's namespace or selector is wrong). */
 export type PodState = 'none' | 'ok' | 'bad' | 'notFound';
 export type HeartbeatState = 'absent' | 'live' | 'expired';
 
 export interface NodeState {
-  name: string;
-  node: NodeLike;
-  labels: Readonly<Record<string, string>>;
-  ready: boolean;
-  cordoned: boolean;
-  ciliumAgent: PodState;
-  agent: PodState;
-  heartbeat: HeartbeatState;
-  uplinks: Readonly<Record<string, UplinkState>> | undefined;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly ready: boolean;
+  readonly cordoned: boolean;
+  readonly ciliumAgent: PodState;
+  readonly agent: PodState;
+  readonly heartbeat: HeartbeatState;
+  readonly uplinks: Readonly<Record<string, UplinkState>> | undefined;
+  /** Its first IPv4 InternalIP: the tunnel endpoint of the Linux data plane (undefined when it has none). */
+  readonly address: string | undefined;
+  /** This node's verdict where nothing disqualifies it: one (frozen) object for every gateway it serves. */
+  readonly eligible: NodeVerdict;
 }
 
 /** Order in which reasons are reported (and the one that classifies a node in the "no eligible node" counts). */
@@ -36,27 +43,24 @@ export const REASON_ORDER: readonly IneligibleReason[] = [
   'HandoverTimedOut',
 ];
 
-function podStates(pods: readonly PodLike[]): Map<string, PodState> {
+/** One node's pods (of one kind): any Ready, not-terminating pod makes it healthy (a rollout briefly runs two). */
+export function podStateOf(pods: Iterable<PodLike>): PodState {
+  let state: PodState = 'none';
+  for (const pod of pods) {
+    if (isPodReady(pod) && !isBeingDeleted(pod)) return 'ok';
+    state = 'bad';
+  }
+  return state;
+}
+
+/** Every node's pod state (of one kind of pod). */
+export function podStates(pods: readonly PodLike[]): Map<string, PodState> {
   const m = new Map<string, PodState>();
   for (const pod of pods) {
     if (!isObject(pod)) continue;
     const node = podNodeName(pod);
-    if (node === '') continue;
-    // Any Ready, not-terminating pod makes the node healthy (a rollout briefly runs two).
-    const ok = isPodReady(pod) && !isBeingDeleted(pod);
-    if (ok) m.set(node, 'ok');
-    else if (!m.has(node)) m.set(node, 'bad');
-  }
-  return m;
-}
-
-function heartbeatIndex(hbs: readonly Heartbeat[]): Map<string, Heartbeat> {
-  const m = new Map<string, Heartbeat>();
-  for (const hb of hbs) {
-    if (!isObject(hb) || typeof hb.node !== 'string') continue;
-    const prev = m.get(hb.node);
-    // Several Leases for one node should not happen; the freshest decides, independent of input order.
-    if (!prev || hb.observedAt + hb.durationMs > prev.observedAt + prev.durationMs) m.set(hb.node, hb);
+    if (node === '' || m.get(node) === 'ok') continue;
+    m.set(node, podStateOf([pod]));
   }
   return m;
 }
@@ -65,116 +69,66 @@ export function heartbeatLive(hb: Heartbeat, now: number): boolean {
   return Number.isFinite(hb.observedAt) && Number.isFinite(hb.durationMs) && now - hb.observedAt < hb.durationMs;
 }
 
-function podStatesMemo(pods: readonly PodLike[], memo: ListMemo<PodLike, Map<string, PodState>> | undefined): ListMemo<PodLike, Map<string, PodState>> {
-  return memo && sameItems(memo.items, pods) ? memo : { items: pods, result: podStates(pods) };
+/** Several Leases for one node should not happen; the freshest decides, independent of input order. */
+export function fresher(a: Heartbeat | undefined, b: Heartbeat): Heartbeat {
+  return !a || b.observedAt + b.durationMs > a.observedAt + a.durationMs ? b : a;
 }
 
-/** The node's state from this pass's inputs, or `prev` itself when nothing in it changed. */
-function nodeState(
+/** Node name → its freshest heartbeat. */
+export function heartbeatsByNode(hbs: readonly Heartbeat[]): Map<string, Heartbeat> {
+  const m = new Map<string, Heartbeat>();
+  for (const hb of hbs) {
+    if (isObject(hb) && typeof hb.node === 'string') m.set(hb.node, fresher(m.get(hb.node), hb));
+  }
+  return m;
+}
+
+/** What a node's state takes from its heartbeat at `now`. */
+export function heartbeatFacts(hb: Heartbeat | undefined, now: number): { heartbeat: HeartbeatState; uplinks: NodeState['uplinks'] } {
+  if (!hb) return { heartbeat: 'absent', uplinks: undefined };
+  return { heartbeat: heartbeatLive(hb, now) ? 'live' : 'expired', uplinks: isObject(hb.uplinks) ? hb.uplinks : undefined };
+}
+
+export function nodeState(
   name: string,
   node: NodeLike,
-  hb: Heartbeat | undefined,
-  cilium: ReadonlyMap<string, PodState>,
-  agents: ReadonlyMap<string, PodState>,
-  now: number,
-  prev: NodeState | undefined,
+  ciliumAgent: PodState,
+  agent: PodState,
+  hb: { heartbeat: HeartbeatState; uplinks: NodeState['uplinks'] },
 ): NodeState {
-  // No cilium-agent pod anywhere is a configuration problem, not every node's: it gets its own reason.
-  const ciliumAgent = cilium.get(name) ?? (cilium.size === 0 ? 'notFound' : 'none');
-  const agent = agents.get(name) ?? 'none';
-  const heartbeat: HeartbeatState = hb ? (heartbeatLive(hb, now) ? 'live' : 'expired') : 'absent';
-  const uplinks = hb && isObject(hb.uplinks) ? hb.uplinks : undefined;
-  if (prev && prev.node === node && prev.ciliumAgent === ciliumAgent && prev.agent === agent && prev.heartbeat === heartbeat && prev.uplinks === uplinks) return prev;
-  return { name, node, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat, uplinks };
+  const eligible = Object.freeze(verdict(name, NO_REASONS)) as NodeVerdict;
+  return { name, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat: hb.heartbeat, uplinks: hb.uplinks, address: nodeTunnelEndpoint(node), eligible };
 }
 
-/**
- * Heartbeats in strictly increasing node order (as the controller's tracker gives them) can be joined
- * with the nodes (also in name order) without building an index: `at(name)` must then be called with
- * increasing names. Any other input gets the index.
- */
-function heartbeatLookup(hbs: readonly Heartbeat[]): (name: string) => Heartbeat | undefined {
-  let sorted = true;
-  for (let i = 0; i < hbs.length; i++) {
-    const hb = hbs[i] as Heartbeat;
-    if (!isObject(hb) || typeof hb.node !== 'string' || (i > 0 && !((hbs[i - 1] as Heartbeat).node < hb.node))) {
-      sorted = false;
-      break;
-    }
-  }
-  if (!sorted) {
-    const m = heartbeatIndex(hbs);
-    return (name) => m.get(name);
-  }
-  let j = 0;
-  let last = '';
-  return (name) => {
-    // Names not increasing (not a sorted node list): start the scan over.
-    if (name < last) j = 0;
-    last = name;
-    while (j < hbs.length && (hbs[j] as Heartbeat).node < name) j++;
-    const hb = hbs[j];
-    return hb !== undefined && hb.node === name ? hb : undefined;
-  };
+/** Equal states: every gateway decides the same with either. */
+export function sameNodeState(a: NodeState | undefined, b: NodeState | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  return (
+    a.name === b.name &&
+    a.ready === b.ready &&
+    a.cordoned === b.cordoned &&
+    a.ciliumAgent === b.ciliumAgent &&
+    a.agent === b.agent &&
+    a.heartbeat === b.heartbeat &&
+    a.uplinks === b.uplinks &&
+    a.address === b.address &&
+    sameLabels(a.labels, b.labels)
+  );
 }
 
-/**
- * One NodeState per node. With a cache, an unchanged node (same object, same pod and heartbeat states)
- * keeps its NodeState object, and the map itself is kept from pass to pass (see below), so with a
- * cache the returned map must be treated as read-only and not kept beyond the pass.
- */
-export function buildNodeStates(snapshot: Snapshot, cache?: CoreCache): Map<string, NodeState> {
-  let cilium: Map<string, PodState>;
-  let agents: Map<string, PodState>;
-  if (cache) {
-    cache.ciliumPods = podStatesMemo(snapshot.ciliumAgentPods ?? [], cache.ciliumPods);
-    cache.agentPods = podStatesMemo(snapshot.agentPods ?? [], cache.agentPods);
-    cilium = cache.ciliumPods.result;
-    agents = cache.agentPods.result;
-  } else {
-    cilium = podStates(snapshot.ciliumAgentPods ?? []);
-    agents = podStates(snapshot.agentPods ?? []);
-  }
-  const list = snapshot.nodes ?? [];
-  const hbs = snapshot.heartbeats ?? [];
-  const map = cache?.nodeStates;
-  if (cache && map && list.length === map.size) {
-    // The same names in strictly increasing order (so no duplicates, no node added or gone): the map is
-    // kept and only the entries whose state changed are replaced, in place; the changes are recorded
-    // for the later stages (label index, node labels), which then look at those nodes only.
-    const hbAt = heartbeatLookup(hbs);
-    const changes: Array<{ old: NodeState; now: NodeState }> = [];
-    let same = true;
-    let last = '';
-    for (const node of list) {
-      const name = nameOf(node);
-      const prev = name > last ? map.get(name) : undefined;
-      last = name;
-      if (!prev) {
-        same = false;
-        break;
-      }
-      const now = nodeState(name, node, hbAt(name), cilium, agents, snapshot.now, prev);
-      if (now !== prev) changes.push({ old: prev, now });
-    }
-    if (same) {
-      for (const c of changes) map.set(c.now.name, c.now);
-      if (changes.length > 0) cache.nodesVersion++;
-      cache.nodeChanges = changes;
-      return map;
-    }
-  }
-  const hbAt = heartbeatLookup(hbs);
+/** One NodeState per node (first object of a name) of a whole snapshot. */
+export function buildNodeStates(snapshot: Snapshot): Map<string, NodeState> {
+  const cilium = podStates(snapshot.ciliumAgentPods ?? []);
+  const agents = podStates(snapshot.agentPods ?? []);
+  const hbs = heartbeatsByNode(snapshot.heartbeats ?? []);
   const out = new Map<string, NodeState>();
-  for (const node of list) {
+  for (const node of snapshot.nodes ?? []) {
     const name = nameOf(node);
     if (name === '' || out.has(name)) continue;
-    out.set(name, nodeState(name, node, hbAt(name), cilium, agents, snapshot.now, map?.get(name)));
-  }
-  if (cache) {
-    cache.nodeStates = out;
-    cache.nodesVersion++;
-    cache.nodeChanges = 'all';
+    // No cilium-agent pod anywhere is a configuration problem, not every node's: it gets its own reason.
+    const ciliumAgent = cilium.get(name) ?? (cilium.size === 0 ? 'notFound' : 'none');
+    out.set(name, nodeState(name, node, ciliumAgent, agents.get(name) ?? 'none', heartbeatFacts(hbs.get(name), snapshot.now)));
   }
   return out;
 }
@@ -218,6 +172,13 @@ export function ineligibleReasons(g: GatewayInfo, st: NodeState, opts: CoreOptio
   }
   if (timedOut) r.push('HandoverTimedOut');
   return r;
+}
+
+/** Shared by every eligible verdict (never mutated: verdicts are replaced, not changed). */
+const NO_REASONS: IneligibleReason[] = Object.freeze([]) as unknown as IneligibleReason[];
+
+export function verdict(node: string, reasons: IneligibleReason[]): NodeVerdict {
+  return { node, eligible: reasons.length === 0, reasons: reasons.length === 0 ? NO_REASONS : reasons };
 }
 
 const REASON_TEXT: Record<IneligibleReason, string> = {

@@ -77,6 +77,25 @@ export function ownerRef(inst: EgressGatewayInstance): OwnerReference | undefine
   return md.ownerReferences.find((r) => isObject(r) && r.kind === KIND_GATEWAY);
 }
 
+/**
+ * The gateway (by name) an instance belongs to: the gateway with the reference's uid, else the gateway
+ * the reference names when the reference has no uid or that gateway has none (uid-less fixtures).
+ * `gatewayByUid`: the gateway holding a uid; `uidOf`: a gateway's uid ('' none), undefined when no such gateway.
+ */
+export function ownerOf(inst: EgressGatewayInstance, gatewayByUid: (uid: string) => string | undefined, uidOf: (name: string) => string | undefined): string | undefined {
+  const ref = ownerRef(inst);
+  if (!ref) return undefined;
+  const byUid = typeof ref.uid === 'string' && ref.uid !== '' ? gatewayByUid(ref.uid) : undefined;
+  if (byUid !== undefined) return byUid;
+  const uid = typeof ref.name === 'string' ? uidOf(ref.name) : undefined;
+  return uid !== undefined && (!ref.uid || uid === '') ? ref.name : undefined;
+}
+
+/** The gateway whose instance name this could be (`<gateway>-<10 hex>`, see instanceName), or undefined. */
+export function gatewayOfInstanceName(name: string): string | undefined {
+  return /^.+-[0-9a-f]{10}$/.test(name) ? name.slice(0, -11) : undefined;
+}
+
 function sourceIPEqual(a: SourceIP | undefined, b: SourceIP | undefined): boolean {
   if (!a || !b) return a === b;
   if (a.mode !== b.mode) return false;
@@ -101,17 +120,18 @@ export function isConfirmed(f: InstanceFacts, g: GatewayInfo): boolean {
 }
 
 /**
- * The instance we want for (gateway, node). `observed`: the existing one we adopt (its name and, unless
- * the spec changes, its assigned-at annotation are kept).
+ * The assigned-at time an instance for (gateway, node) keeps from the observed one: its annotation,
+ * while the spec stays the same (a spec change, such as a new VIP or interfaces, restarts the clock,
+ * since the agent must confirm the new spec). Undefined → it is assigned now.
  */
-export function desiredInstance(g: GatewayInfo, node: string, name: string, observed: InstanceFacts | undefined, nowIso: string): EgressGatewayInstance {
-  let assignedAt = nowIso;
-  if (observed && specMatches(observed.instance, node, g)) {
-    const a = annotationsOf(observed.instance)[ASSIGNED_AT_ANNOTATION];
-    // Keep the time the current spec was assigned, so the handover timeout is measured from it; a spec
-    // change (new VIP, interfaces) restarts the clock, since the agent must confirm the new spec.
-    if (typeof a === 'string' && a !== '') assignedAt = a;
-  }
+export function keptAssignedAt(g: GatewayInfo, node: string, observed: InstanceFacts | undefined): string | undefined {
+  if (!observed || !specMatches(observed.instance, node, g)) return undefined;
+  const a = annotationsOf(observed.instance)[ASSIGNED_AT_ANNOTATION];
+  return typeof a === 'string' && a !== '' ? a : undefined;
+}
+
+/** The instance we want for (gateway, node), named `name`, its current spec assigned at `assignedAt`. */
+export function desiredInstance(g: GatewayInfo, node: string, name: string, assignedAt: string): EgressGatewayInstance {
   const ref: OwnerReference = { apiVersion: API_VERSION, kind: KIND_GATEWAY, name: g.name, uid: g.uid, controller: true, blockOwnerDeletion: true };
   const sip = g.sourceIP;
   return {

@@ -1,34 +1,51 @@
-// One full pass: snapshot → desired state → writes.
+// One whole pass: snapshot → the plans of every gateway and node → desired state and writes.
 //
-// `createCore()` is a core with a memory: it remembers, per object, what it derived from the objects
-// it was given (see cache.ts), so a pass over a large, mostly unchanged cluster costs what changed.
-// The controller keeps one for its lifetime. Its results are exactly those of a cold core (a property
-// test compares them over random sequences of changes); only the time differs. Its Desired is valid
-// until its next pass (parts of it are updated in place: see cache.ts). `reconcile()` is a
-// cold core for one pass: no state survives the call (the CLI's `plan`, tests).
+//   snapshot ─partition─▶ GatewayInputs per gateway name ─planGateway─▶ GatewayPlan ─┐
+//                                                              settleElections (load) │
+//            NodeInputs per node ◀─nodeLabelInputs (member, active-for)──────────────┘
+//            ─planNode─▶ NodePlan ─▶ assembleWrites → Write[]   desiredOf → Desired
+//
+// The controller does the same incrementally (src/controller/planner.ts): it plans again only the
+// gateways and nodes an event touched and reuses the others' plans. No state survives a call here.
 
 import type { CoreOptions, Desired, Snapshot, Write } from './types.ts';
-import { computeDesired, resolveOptions } from './desired.ts';
-import { planWrites } from './plan.ts';
-import { CoreCache } from './cache.ts';
+import { DEFAULT_CORE_OPTIONS } from './types.ts';
+import type { NodeState } from './eligibility.ts';
+import { agentCanAct, assembleWrites, desiredOf, nodeLabelInputs, planInOrder } from './combine.ts';
+import type { GatewayPlan } from './gateway.ts';
+import { planNode, type NodePlan } from './labels.ts';
+import { partition } from './partition.ts';
 
-export interface Core {
-  readonly options: CoreOptions;
-  reconcile(snapshot: Snapshot): { desired: Desired; writes: Write[] };
+export function resolveOptions(options?: Partial<CoreOptions>): CoreOptions {
+  const o: CoreOptions = { ...DEFAULT_CORE_OPTIONS };
+  if (options && typeof options.handoverTimeoutMs === 'number' && Number.isFinite(options.handoverTimeoutMs)) {
+    o.handoverTimeoutMs = options.handoverTimeoutMs;
+  }
+  if (options && typeof options.requireCiliumAgent === 'boolean') o.requireCiliumAgent = options.requireCiliumAgent;
+  if (options && typeof options.ciliumAgentSource === 'string') o.ciliumAgentSource = options.ciliumAgentSource;
+  if (options?.dataplane === 'linux') o.dataplane = 'linux';
+  return o;
 }
 
-export function createCore(options?: Partial<CoreOptions>): Core {
-  const opts = resolveOptions(options);
-  const cache = new CoreCache();
-  return {
-    options: opts,
-    reconcile(snapshot: Snapshot) {
-      const desired = computeDesired(snapshot, opts, cache);
-      return { desired, writes: planWrites(snapshot, desired, cache) };
-    },
-  };
+/** Every node's plan (Nodes and CiliumNodes) from all gateway plans. */
+export function planNodes(nodeStates: ReadonlyMap<string, NodeState>, ciliumNodes: ReadonlyMap<string, { metadata?: unknown }>, plans: readonly GatewayPlan[]): Map<string, NodePlan> {
+  const { selected, active } = nodeLabelInputs(plans);
+  const out = new Map<string, NodePlan>();
+  for (const name of new Set([...nodeStates.keys(), ...ciliumNodes.keys()])) {
+    out.set(name, planNode({ name, state: nodeStates.get(name), ciliumNode: ciliumNodes.get(name), selected: selected.has(name), active: active.get(name) ?? [] }));
+  }
+  return out;
 }
 
 export function reconcile(snapshot: Snapshot, options?: Partial<CoreOptions>): { desired: Desired; writes: Write[] } {
-  return createCore(options).reconcile(snapshot);
+  const w = partition(snapshot, resolveOptions(options));
+  const plans = planInOrder(w.gateways);
+  const nodes = planNodes(w.nodeStates, w.ciliumNodes, plans);
+  const writes = assembleWrites(plans, nodes.values(), w.leftovers, (n) => agentCanAct(w.nodeStates.get(n), nodes.get(n)));
+  return { desired: desiredOf(plans, nodes.values(), w.duplicateVIPs), writes };
+}
+
+/** The desired state of a snapshot (`reconcile` without the writes). */
+export function computeDesired(snapshot: Snapshot, options?: Partial<CoreOptions>): Desired {
+  return reconcile(snapshot, options).desired;
 }

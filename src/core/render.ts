@@ -4,10 +4,10 @@
 import type { CiliumEgressGatewayPolicy, EgressGatewayPolicyStatus } from '../api/types.ts';
 import { API_VERSION, CILIUM_GROUP, CILIUM_VERSION, KIND_CEGP, KIND_POLICY, OWNED_LABELS, activeForLabel, cegpName } from '../api/names.ts';
 import type { CoreEvent, ObjectRef } from './types.ts';
-import { readyCondition, readyConditionOf } from './status.ts';
+import { NO_EVENTS, readyCondition, readyConditionOf } from './status.ts';
 import { cegpUpToDate, statusEqual } from './compare.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
-import { isObject } from './util.ts';
+import { isObject, labelsOf, nameOf } from './util.ts';
 
 /** What a policy needs to know about its gateway after the election. */
 export interface GatewayView {
@@ -17,9 +17,6 @@ export interface GatewayView {
   message: string;
   /** Shared by the gateway's policies (desired objects are never mutated). */
   egressGateway?: EgressGatewaySpec;
-  /** Memo keys, computed once per gateway per pass. */
-  egressKey?: string;
-  statusKey?: string;
 }
 
 export interface PolicyOutcome {
@@ -28,6 +25,8 @@ export interface PolicyOutcome {
   status: EgressGatewayPolicyStatus;
   events: CoreEvent[];
   orphan: boolean;
+  /** The status differs from the observed one: it carries `nowIso` (see readyCondition). */
+  changed: boolean;
 }
 
 /** The `egressGateway` part shared by every policy of a gateway (built once per gateway per pass). */
@@ -69,21 +68,12 @@ export function renderCEGP(p: PolicyInfo, gw: GatewayView, observed: CiliumEgres
 
 const CEGP_API_VERSION = `${CILIUM_GROUP}/${CILIUM_VERSION}`;
 
-
-/** Everything of the gateway that a rendered CEGP depends on (only reached for renderable gateways). */
-function egressKey(gw: GatewayView): string {
-  if (gw.egressKey === undefined) {
-    const e = gw.egressGateway;
-    gw.egressKey = `${gw.info.name}\u0000${gw.info.egress.kind}\u0000${e?.egressIP ?? ''}\u0000${e?.interface ?? ''}`;
-  }
-  return gw.egressKey;
-}
-
-/** Everything of the gateway that a policy's status depends on. */
-function statusKey(gw: GatewayView | undefined): string {
-  if (!gw) return '';
-  if (gw.statusKey === undefined) gw.statusKey = `${egressKey(gw)}\u0000${gw.valid}\u0000${gw.active}\u0000${gw.message}`;
-  return gw.statusKey;
+/** Is this one of our CEGPs (OWNED_LABELS and a `d8.` name)? Only those are ever deleted. */
+export function isOurCEGP(c: CiliumEgressGatewayPolicy): boolean {
+  if (!nameOf(c).startsWith('d8.')) return false;
+  const l = labelsOf(c);
+  for (const [k, v] of Object.entries(OWNED_LABELS)) if (l[k] !== v) return false;
+  return true;
 }
 
 
@@ -93,84 +83,58 @@ export function policyRef(p: PolicyInfo): ObjectRef {
   return ref;
 }
 
-export function policyOutcome(
-  p: PolicyInfo,
-  gw: GatewayView | undefined,
-  observed: CiliumEgressGatewayPolicy | undefined,
-  nowIso: string,
-): PolicyOutcome {
-  const prevStatus: unknown = (p.policy as { status?: unknown }).status;
-  // The status depends only on the policy analysis and the gateway's view: a remembered match skips
-  // building and comparing it (10,000 policies per pass).
-  const gwKey = statusKey(gw);
-  // The policy's status is part of the policy object, so the remembered match is per PolicyInfo.
-  const memoHit = isObject(prevStatus) && p.statusSeen === gwKey;
-  let cegp: CiliumEgressGatewayPolicy | undefined;
-  let status: 'True' | 'False' = 'False';
-  let reason: string;
-  let message: string;
-  let orphan = false;
-  const st: EgressGatewayPolicyStatus = {};
-  if (p.generation !== undefined) st.observedGeneration = p.generation;
+/** What a policy is: its CEGP (rendered, kept or none) and what its Ready condition says. */
+interface PolicyState {
+  cegp: CiliumEgressGatewayPolicy | undefined;
+  ready: boolean;
+  reason: string;
+  message: string;
+  orphan: boolean;
+  /** The status fields besides the condition. */
+  fields: Pick<EgressGatewayPolicyStatus, 'activeNodeName' | 'egressIP' | 'interface'>;
+}
 
+function policyState(p: PolicyInfo, gw: GatewayView | undefined, observed: CiliumEgressGatewayPolicy | undefined): PolicyState {
   if (p.gatewayName !== '' && !gw) {
     // Orphan: no CEGP (the pods' traffic is not redirected), a condition, an event and a metric.
-    orphan = true;
-    reason = 'GatewayNotFound';
-    message = `EgressGateway ${p.gatewayName} not found`;
-    st.activeNodeName = '';
-  } else if (p.errors.length > 0 || !gw) {
+    return { cegp: undefined, ready: false, reason: 'GatewayNotFound', message: `EgressGateway ${p.gatewayName} not found`, orphan: true, fields: { activeNodeName: '' } };
+  }
+  if (p.errors.length > 0 || !gw) {
     // Bad input loses nothing: keep whatever CEGP is there, untouched.
-    cegp = observed;
-    reason = 'InvalidSpec';
-    message = p.errors.join('; ');
-    st.activeNodeName = gw?.active ?? '';
-  } else if (gw.info.egress.kind === 'unrenderable') {
-    cegp = observed;
-    reason = 'InvalidSpec';
-    message = `EgressGateway ${gw.info.name}: ${gw.info.egress.message}`;
-    st.activeNodeName = gw.active;
-  } else {
-    // Keep the observed object when it already is what we want: planWrites then sees identity, and
-    // the pass retains no new object for it. A match is remembered per (observed object, policy
-    // analysis, gateway egress); all three are immutable, so a resync skips rendering altogether.
-    const key = egressKey(gw);
-    const seen = p.cegpSeen;
-    if (observed && seen && seen.observed === observed && seen.egress === key) cegp = observed;
-    else {
-      cegp = renderCEGP(p, gw, observed);
-      if (observed && cegpUpToDate(observed, cegp)) {
-        cegp = observed;
-        p.cegpSeen = { observed, egress: key };
-      }
-    }
-    st.activeNodeName = gw.active;
-    if (gw.valid) {
-      const e = gw.info.egress;
-      if (e.kind === 'ok' && e.egressIP !== undefined) st.egressIP = e.egressIP;
-      if (e.kind === 'ok' && e.interface !== undefined) st.interface = e.interface;
-    }
-    if (!gw.valid) {
-      reason = 'NoActiveNode';
-      message = `EgressGateway ${gw.info.name} is invalid: ${gw.message}`;
-    } else if (gw.active === '') {
-      reason = 'NoActiveNode';
-      message = `EgressGateway ${gw.info.name} has no active node: ${gw.message}`;
-    } else {
-      status = 'True';
-      reason = 'GatewayActive';
-      message = `EgressGateway ${gw.info.name} is active on node ${gw.active}`;
-    }
+    return { cegp: observed, ready: false, reason: 'InvalidSpec', message: p.errors.join('; '), orphan: false, fields: { activeNodeName: gw?.active ?? '' } };
   }
-  if (memoHit) return { cegp, status: prevStatus as EgressGatewayPolicyStatus, events: [], orphan };
-  const prevCond = readyConditionOf(prevStatus);
-  st.conditions = [readyCondition(prevCond, status, reason, message, p.generation, nowIso)];
-  const same = statusEqual(prevStatus, st);
-  if (same && isObject(prevStatus)) p.statusSeen = gwKey;
+  const g = gw.info;
+  if (g.egress.kind === 'unrenderable') {
+    return { cegp: observed, ready: false, reason: 'InvalidSpec', message: `EgressGateway ${g.name}: ${g.egress.message}`, orphan: false, fields: { activeNodeName: gw.active } };
+  }
+  // Keep the observed object when it already is what we want: the write planning then sees
+  // identity, and the plan retains no new object for it.
+  const rendered = renderCEGP(p, gw, observed);
+  const cegp = observed && cegpUpToDate(observed, rendered) ? observed : rendered;
+  const fields: PolicyState['fields'] = { activeNodeName: gw.active };
+  if (gw.valid && g.egress.kind === 'ok') {
+    if (g.egress.egressIP !== undefined) fields.egressIP = g.egress.egressIP;
+    if (g.egress.interface !== undefined) fields.interface = g.egress.interface;
+  }
+  const s = { cegp, orphan: false, fields };
+  if (!gw.valid) return { ...s, ready: false, reason: 'NoActiveNode', message: `EgressGateway ${g.name} is invalid: ${gw.message}` };
+  if (gw.active === '') return { ...s, ready: false, reason: 'NoActiveNode', message: `EgressGateway ${g.name} has no active node: ${gw.message}` };
+  return { ...s, ready: true, reason: 'GatewayActive', message: `EgressGateway ${g.name} is active on node ${gw.active}` };
+}
 
+/** A policy's CEGP, status and events, given its gateway's view (undefined: no gateway of that name). */
+export function policyOutcome(p: PolicyInfo, gw: GatewayView | undefined, observed: CiliumEgressGatewayPolicy | undefined, nowIso: string): PolicyOutcome {
+  const prevStatus: unknown = (p.policy as { status?: unknown }).status;
+  const ps = policyState(p, gw, observed);
+  const st: EgressGatewayPolicyStatus = {};
+  if (p.generation !== undefined) st.observedGeneration = p.generation;
+  Object.assign(st, ps.fields);
+  const prevCond = readyConditionOf(prevStatus);
+  st.conditions = [readyCondition(prevCond, ps.ready ? 'True' : 'False', ps.reason, ps.message, p.generation, nowIso)];
+  const same = statusEqual(prevStatus, st);
   const events: CoreEvent[] = [];
-  if (prevCond?.reason !== reason && (reason === 'GatewayNotFound' || reason === 'InvalidSpec')) {
-    events.push({ regarding: policyRef(p), type: 'Warning', reason, note: message });
+  if (!same && prevCond?.reason !== ps.reason && (ps.reason === 'GatewayNotFound' || ps.reason === 'InvalidSpec')) {
+    events.push({ regarding: policyRef(p), type: 'Warning', reason: ps.reason, note: ps.message });
   }
-  return { cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: same ? [] : events, orphan };
+  return { cegp: ps.cegp, status: same ? (prevStatus as EgressGatewayPolicyStatus) : st, events: events.length > 0 ? events : NO_EVENTS, orphan: ps.orphan, changed: !same };
 }

@@ -105,92 +105,44 @@ export function validateLabelSelector(sel: unknown, path: string): string[] {
 }
 
 /**
- * Nodes indexed by label so that matching a selector costs the size of its smallest label bucket, not
- * the number of nodes. Buckets are built lazily, per key, the first time a selector uses that key; all
- * results are in node-name order and memoised per selector (many gateways share one).
+ * Nodes indexed by label, so that matching a selector costs the size of its smallest label bucket, not
+ * the number of nodes. Built once, then read only; results are in node-name order.
  */
 export class NodeLabelIndex {
   readonly #names: readonly string[];
-  readonly #labels: Map<string, Readonly<Record<string, string>>>;
+  readonly #labels: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  /** label key → value → node names (in name order). */
   readonly #byKey = new Map<string, Map<string, string[]>>();
-  readonly #memo = new Map<string, readonly string[]>();
-  readonly #bySelector = new WeakMap<object, readonly string[]>();
 
   /** `labels`: node name → labels; iteration order does not matter. */
   constructor(labels: ReadonlyMap<string, Readonly<Record<string, string>>>) {
-    this.#labels = new Map(labels);
+    this.#labels = labels;
     this.#names = [...labels.keys()].sort(byString);
-  }
-
-  /** Has any selector looked up one of these keys (so that its results may depend on them)? */
-  looksUpAny(keys: Iterable<string>): boolean {
-    for (const k of keys) if (this.#byKey.has(k)) return true;
-    return false;
-  }
-
-  /**
-   * A node's new labels, when they differ only in keys no selector has looked up (`looksUpAny` is
-   * false for them): every result given so far stays right, and later lookups see the new labels.
-   */
-  relabel(name: string, labels: Readonly<Record<string, string>>): void {
-    if (this.#labels.has(name)) this.#labels.set(name, labels);
+    for (const name of this.#names) {
+      const l = labels.get(name) as Readonly<Record<string, string>>;
+      for (const k in l) {
+        let b = this.#byKey.get(k);
+        if (!b) this.#byKey.set(k, (b = new Map()));
+        const list = b.get(l[k] as string);
+        if (list) list.push(name);
+        else b.set(l[k] as string, [name]);
+      }
+    }
   }
 
   get all(): readonly string[] {
     return this.#names;
   }
 
-  #bucket(key: string): Map<string, string[]> {
-    let b = this.#byKey.get(key);
-    if (!b) {
-      b = new Map();
-      for (const name of this.#names) {
-        const l = this.#labels.get(name);
-        if (l && Object.hasOwn(l, key)) {
-          const v = l[key] as string;
-          const list = b.get(v);
-          if (list) list.push(name);
-          else b.set(v, [name]);
-        }
-      }
-      this.#byKey.set(key, b);
-    }
-    return b;
-  }
-
   /** Node names (sorted) matching an exact-match node selector; empty selector → all nodes. */
   match(selector: Readonly<Record<string, string>>): readonly string[] {
-    // Selectors are immutable parts of immutable objects: the same object gives the same answer.
-    const byObject = this.#bySelector.get(selector);
-    if (byObject) return byObject;
-    const result = this.#match(selector);
-    this.#bySelector.set(selector, result);
-    return result;
-  }
-
-  #match(selector: Readonly<Record<string, string>>): readonly string[] {
-    const keys = Object.keys(selector);
-    if (keys.length === 0) return this.#names;
-    keys.sort(byString);
-    let memoKey = '';
-    for (const k of keys) memoKey += `${k}\u0000${selector[k]}\u0001`;
-    const hit = this.#memo.get(memoKey);
-    if (hit) return hit;
-    let smallest: string[] | undefined;
-    for (const k of keys) {
-      const list = this.#bucket(k).get(selector[k] as string);
-      if (!list) {
-        smallest = [];
-        break;
-      }
+    let smallest: readonly string[] | undefined;
+    for (const k in selector) {
+      const list = this.#byKey.get(k)?.get(selector[k] as string) ?? [];
       if (!smallest || list.length < smallest.length) smallest = list;
     }
-    const result =
-      keys.length === 1 || !smallest || smallest.length === 0
-        ? (smallest ?? [])
-        : smallest.filter((n) => matchesNodeSelector(this.#labels.get(n), selector));
-    this.#memo.set(memoKey, result);
-    return result;
+    if (!smallest) return this.#names;
+    return smallest.filter((n) => matchesNodeSelector(this.#labels.get(n), selector));
   }
 }
 

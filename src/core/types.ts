@@ -1,12 +1,14 @@
 // The contract of the pure core: what it is given (Snapshot), what it decides (Desired), and the
-// writes that turn the observed cluster into the desired one (Write). The controller shell fills a
-// Snapshot from its informer caches, calls `reconcile`, and executes the writes in the order given.
+// writes that turn the observed cluster into the desired one (Write). `reconcile` takes a whole
+// Snapshot (the CLI, tests); the controller keeps the per-gateway plans up to date from its informers'
+// events instead (src/controller/planner) and executes the writes in the order given.
 // Nothing here performs I/O or reads a clock: time is `Snapshot.now`, on the controller's own clock.
 
 import type {
   CiliumEgressGatewayPolicy,
   CiliumNodeLike,
   EgressGateway,
+  EgressGatewayDataplane,
   EgressGatewayInstance,
   EgressGatewayPolicy,
   EgressGatewayPolicyStatus,
@@ -14,6 +16,7 @@ import type {
   NodeLike,
   PodLike,
 } from '../api/types.ts';
+import type { DataplaneMode } from '../api/names.ts';
 
 /** Operational state of one interface on a node, published by the agent with its heartbeat. */
 export interface UplinkState {
@@ -50,6 +53,8 @@ export interface Snapshot {
   instances: readonly EgressGatewayInstance[];
   /** CEGPs carrying our labels (the shell watches only those). */
   cegps: readonly CiliumEgressGatewayPolicy[];
+  /** `--dataplane linux`: the dataplane objects (one per gateway name). */
+  dataplanes?: readonly EgressGatewayDataplane[];
 }
 
 export interface CoreOptions {
@@ -59,6 +64,11 @@ export interface CoreOptions {
   requireCiliumAgent: boolean;
   /** Where the shell looks for cilium-agent pods ("namespace kube-system, selector k8s-app=cilium"), for messages. */
   ciliumAgentSource?: string;
+  /**
+   * cilium (default): render CiliumEgressGatewayPolicies. linux: render one dataplane object per gateway
+   * instead (src/core/dataplane.ts, docs/dataplane.md) and write no CEGPs.
+   */
+  dataplane?: DataplaneMode;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = Object.freeze({
@@ -123,11 +133,13 @@ export interface Desired {
   nodeLabels: Map<string, Set<string>>;
   instances: Map<string, EgressGatewayInstance>;
   cegps: Map<string, CiliumEgressGatewayPolicy>;
+  /** `--dataplane linux`: the dataplane object of every gateway, by gateway name. */
+  dataplanes?: Map<string, EgressGatewayDataplane>;
   gatewayStatuses: Map<string, EgressGatewayStatus>;
   policyStatuses: Map<string, EgressGatewayPolicyStatus>;
   metrics: CoreMetrics;
   /**
-   * Events that record a transition of a gateway's status. `planWrites` emits them only together with
+   * Events that record a transition of a gateway's status. The writes carry them only together with
    * that gateway's status write, so a resync or a new leader (status already written) never re-emits them.
    */
   gatewayEvents?: Map<string, CoreEvent[]>;
@@ -177,7 +189,7 @@ export interface ObjectRef {
 }
 
 /**
- * One write. The shell executes them in the order `planWrites` returns: creations and label additions
+ * One write. The shell executes them in the order `reconcile` returns (see assembleWrites): creations and label additions
  * first, removals and deletions last (add-missing, then remove-stale), so a handover is make-before-break.
  */
 export type Write =
@@ -189,6 +201,9 @@ export type Write =
   | { kind: 'deleteInstance'; name: string; uid?: string }
   /** The instance is being deleted and its node's agent cannot remove the finalizer (node gone/dead). */
   | { kind: 'releaseFinalizer'; name: string }
+  /** `--dataplane linux`: create or update (server-side apply) a gateway's dataplane object. */
+  | { kind: 'applyDataplane'; object: EgressGatewayDataplane }
+  | { kind: 'deleteDataplane'; name: string }
   /** Create or update (server-side apply) a CEGP. */
   | { kind: 'applyCEGP'; object: CiliumEgressGatewayPolicy }
   | { kind: 'deleteCEGP'; name: string }

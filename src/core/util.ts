@@ -176,20 +176,22 @@ export function forEachByName<T>(items: readonly T[], fn: (name: string, item: T
   return false;
 }
 
-/**
- * The objects that differ between two lists holding the same names at the same places, by name
- * (empty when none); undefined when the lists are not like that.
- */
-export function changedByPosition<T>(before: readonly T[], after: readonly T[]): Map<string, T> | undefined {
-  if (before.length !== after.length) return undefined;
-  const out = new Map<string, T>();
-  for (let i = 0; i < after.length; i++) {
-    const a = after[i] as T;
-    const b = before[i] as T;
-    if (a === b) continue;
-    const n = nameOf(a);
-    if (n === '' || n !== nameOf(b)) return undefined;
-    out.set(n, a);
+/** Shallow equality of two label maps. */
+export function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  if (a === b) return true;
+  let n = 0;
+  for (const k in a) {
+    if (a[k] !== b[k] || !Object.hasOwn(b, k)) return false;
+    n++;
   }
-  return out;
+  for (const _ in b) n--;
+  return n === 0;
+}
+
+/** The same strings in the same order. */
+export function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

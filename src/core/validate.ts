@@ -44,7 +44,7 @@ export interface GatewayInfo {
   sourceIP: SourceIP | undefined;
   /** Field-path messages; non-empty → the gateway is Invalid (InvalidSpec). */
   errors: string[];
-  /** Set when the gateway must not be elected: InvalidSpec, or DuplicateVIP (set by `markDuplicateVIPs`). */
+  /** Set when the gateway must not be elected: InvalidSpec, or DuplicateVIP (see `withDuplicateVIPs`). */
   invalid?: { reason: 'InvalidSpec' | 'DuplicateVIP'; message: string };
   egress: EgressField;
   /** Trimmed move-to annotation; undefined when absent. */
@@ -59,7 +59,14 @@ export function isIPv4(ip: string): boolean {
   return ipaddr.IPv4.isValidFourPartDecimal(ip);
 }
 
+/** A gateway's analysis: its fields, normalised, and InvalidSpec when its spec has errors. */
 export function analyseGateway(gw: EgressGateway): GatewayInfo {
+  const info = readGateway(gw);
+  if (info.errors.length > 0) info.invalid = { reason: 'InvalidSpec', message: info.errors.join('; ') };
+  return info;
+}
+
+function readGateway(gw: EgressGateway): GatewayInfo {
   const name = nameOf(gw);
   const md = (isObject(gw.metadata) ? gw.metadata : {}) as EgressGateway['metadata'];
   const errors: string[] = [];
@@ -106,65 +113,65 @@ export function analyseGateway(gw: EgressGateway): GatewayInfo {
   }
   const mode = sip['mode'];
   info.mode = typeof mode === 'string' ? mode : '';
-  if (info.mode === MODE_VIP) {
-    const v = sip['virtualIPAddress'];
-    if (!isObject(v)) {
-      errors.push('spec.sourceIP.virtualIPAddress: required in mode VirtualIPAddress');
-      return info;
-    }
-    const ip = v['ip'];
-    if (typeof ip !== 'string' || ip === '') {
-      errors.push('spec.sourceIP.virtualIPAddress.ip: required');
-    } else {
-      info.vip = ip;
-      if (isIPv4(ip)) info.egress = { kind: 'ok', egressIP: ip };
-      else {
-        const msg = `spec.sourceIP.virtualIPAddress.ip: ${describeIP(ip)}`;
-        errors.push(msg);
-        info.egress = { kind: 'unrenderable', message: msg };
-      }
-    }
-    const ifs = v['interfaces'];
-    if (ifs !== undefined && ifs !== null) {
-      if (!Array.isArray(ifs) || ifs.some((x) => typeof x !== 'string')) {
-        errors.push('spec.sourceIP.virtualIPAddress.interfaces: must be a list of strings');
-      } else {
-        info.interfaces = [...(ifs as string[])];
-        ifs.forEach((x: string, i: number) => {
-          if (!IFNAME.test(x)) errors.push(`spec.sourceIP.virtualIPAddress.interfaces[${i}]: "${x}" is not a valid interface name`);
-        });
-      }
-    }
-    info.sourceIP = { mode: MODE_VIP, virtualIPAddress: { ip: info.vip, interfaces: info.interfaces } };
-  } else if (info.mode === MODE_PRIMARY_IP) {
-    const p = sip['primaryIPFromEgressGatewayNodeInterface'];
-    const ifn = isObject(p) ? p['interfaceName'] : undefined;
-    if (typeof ifn !== 'string' || ifn === '') {
-      errors.push('spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: required in mode PrimaryIPFromEgressGatewayNodeInterface');
-    } else if (!IFNAME.test(ifn)) {
-      errors.push(`spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: "${ifn}" is not a valid interface name`);
-    } else {
-      info.interfaceName = ifn;
-      info.egress = { kind: 'ok', interface: ifn };
-    }
-  } else {
-    errors.push(`spec.sourceIP.mode: must be ${MODE_VIP} or ${MODE_PRIMARY_IP}, got "${info.mode}"`);
-  }
+  if (info.mode === MODE_VIP) readVIP(sip['virtualIPAddress'], info);
+  else if (info.mode === MODE_PRIMARY_IP) readPrimaryIP(sip['primaryIPFromEgressGatewayNodeInterface'], info);
+  else errors.push(`spec.sourceIP.mode: must be ${MODE_VIP} or ${MODE_PRIMARY_IP}, got "${info.mode}"`);
   return info;
 }
 
-/** Finalise validity: errors → InvalidSpec. Call before `markDuplicateVIPs`. */
-export function markInvalid(info: GatewayInfo): void {
-  if (info.errors.length > 0 && !info.invalid) info.invalid = { reason: 'InvalidSpec', message: info.errors.join('; ') };
+/** `spec.sourceIP.virtualIPAddress` into `info` (VIP, interfaces, egress, sourceIP, errors). */
+function readVIP(v: unknown, info: GatewayInfo): void {
+  const errors = info.errors;
+  if (!isObject(v)) {
+    errors.push('spec.sourceIP.virtualIPAddress: required in mode VirtualIPAddress');
+    return;
+  }
+  const ip = v['ip'];
+  if (typeof ip !== 'string' || ip === '') {
+    errors.push('spec.sourceIP.virtualIPAddress.ip: required');
+  } else {
+    info.vip = ip;
+    if (isIPv4(ip)) info.egress = { kind: 'ok', egressIP: ip };
+    else {
+      const msg = `spec.sourceIP.virtualIPAddress.ip: ${describeIP(ip)}`;
+      errors.push(msg);
+      info.egress = { kind: 'unrenderable', message: msg };
+    }
+  }
+  const ifs = v['interfaces'];
+  if (ifs !== undefined && ifs !== null) {
+    if (!Array.isArray(ifs) || ifs.some((x) => typeof x !== 'string')) {
+      errors.push('spec.sourceIP.virtualIPAddress.interfaces: must be a list of strings');
+    } else {
+      info.interfaces = [...(ifs as string[])];
+      ifs.forEach((x: string, i: number) => {
+        if (!IFNAME.test(x)) errors.push(`spec.sourceIP.virtualIPAddress.interfaces[${i}]: "${x}" is not a valid interface name`);
+      });
+    }
+  }
+  info.sourceIP = { mode: MODE_VIP, virtualIPAddress: { ip: info.vip, interfaces: info.interfaces } };
+}
+
+/** `spec.sourceIP.primaryIPFromEgressGatewayNodeInterface` into `info` (interface, egress, errors). */
+function readPrimaryIP(p: unknown, info: GatewayInfo): void {
+  const ifn = isObject(p) ? p['interfaceName'] : undefined;
+  if (typeof ifn !== 'string' || ifn === '') {
+    info.errors.push('spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: required in mode PrimaryIPFromEgressGatewayNodeInterface');
+  } else if (!IFNAME.test(ifn)) {
+    info.errors.push(`spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName: "${ifn}" is not a valid interface name`);
+  } else {
+    info.interfaceName = ifn;
+    info.egress = { kind: 'ok', interface: ifn };
+  }
 }
 
 /**
  * Two gateways with one VIP (D22): the older (creationTimestamp, then name) keeps it; the others become
  * Invalid with reason DuplicateVIP. Pure: returns the groups for the metric and, per losing gateway,
- * why (the caller decides how to record it; `markDuplicateVIPs` sets `invalid` in place).
+ * why (see `withDuplicateVIPs`).
  */
 export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
-  groups: Array<{ ip: string; gateways: string[] }>;
+  groups: DuplicateVIP[];
   losers: Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>;
 } {
   const byIP = new Map<string, GatewayInfo[]>();
@@ -174,7 +181,7 @@ export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
     if (list) list.push(g);
     else byIP.set(g.vip, [g]);
   }
-  const groups: Array<{ ip: string; gateways: string[] }> = [];
+  const groups: DuplicateVIP[] = [];
   const losers = new Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>();
   for (const [ip, list] of byIP) {
     if (list.length < 2) continue;
@@ -191,11 +198,23 @@ export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
   return { groups, losers };
 }
 
-/** `findDuplicateVIPs`, recording the losers' `invalid` on the infos themselves. */
-export function markDuplicateVIPs(infos: readonly GatewayInfo[]): Array<{ ip: string; gateways: string[] }> {
+export interface DuplicateVIP {
+  ip: string;
+  gateways: string[];
+}
+
+/**
+ * The gateways (in name order) with the duplicate-VIP rule applied: each loser is replaced by a copy
+ * carrying its `invalid` (an analysis is never changed).
+ */
+export function withDuplicateVIPs(infos: readonly GatewayInfo[]): { infos: GatewayInfo[]; duplicateVIPs: DuplicateVIP[] } {
   const { groups, losers } = findDuplicateVIPs(infos);
-  for (const [g, invalid] of losers) g.invalid = invalid;
-  return groups;
+  return { infos: infos.map((g) => duplicateOf(g, losers.get(g))), duplicateVIPs: groups };
+}
+
+/** `g` as a duplicate-VIP loser (`invalid` set), or `g` itself when `invalid` is undefined. */
+export function duplicateOf(g: GatewayInfo, invalid: GatewayInfo['invalid']): GatewayInfo {
+  return invalid ? { ...g, invalid } : g;
 }
 
 export interface PolicyInfo {
@@ -209,14 +228,6 @@ export interface PolicyInfo {
   selectors: PolicySelector[];
   destinationCIDRs: string[];
   excludedCIDRs: string[];
-  /**
-   * What policyOutcome found out about this policy object before (see render.ts): an observed CEGP
-   * that is up to date for a gateway egress, and that the policy's status is current for a gateway
-   * view. Plain fields, not WeakMaps: a major GC processes every WeakMap entry in its pause, and at
-   * 10,000 policies that pause was most of a pass's tail latency.
-   */
-  cegpSeen?: { observed: object; egress: string };
-  statusSeen?: string;
 }
 
 function copySelector(sel: LabelSelector): LabelSelector {
@@ -258,6 +269,36 @@ function cidrList(v: unknown, path: string, required: boolean, errors: string[])
   return out;
 }
 
+/** `spec.selectors`, normalised; problems go to `errors` with their field paths. */
+function readSelectors(sels: readonly unknown[], errors: string[]): PolicySelector[] {
+  const out: PolicySelector[] = [];
+  sels.forEach((s: unknown, i: number) => {
+    const path = `spec.selectors[${i}]`;
+    if (!isObject(s)) {
+      errors.push(`${path}: must be an object`);
+      return;
+    }
+    const sel: PolicySelector = {};
+    const pod = s['podSelector'];
+    const ns = s['namespaceSelector'];
+    if ((pod === undefined || pod === null) && (ns === undefined || ns === null)) {
+      errors.push(`${path}.podSelector: required`);
+      return;
+    }
+    for (const [field, v] of [
+      ['podSelector', pod],
+      ['namespaceSelector', ns],
+    ] as const) {
+      if (v === undefined || v === null) continue;
+      const e = validateLabelSelector(v, `${path}.${field}`);
+      if (e.length > 0) errors.push(...e);
+      else sel[field] = copySelector(v as LabelSelector);
+    }
+    out.push(sel);
+  });
+  return out;
+}
+
 export function analysePolicy(p: EgressGatewayPolicy): PolicyInfo {
   const md = (isObject(p.metadata) ? p.metadata : {}) as EgressGatewayPolicy['metadata'];
   const errors: string[] = [];
@@ -284,33 +325,9 @@ export function analysePolicy(p: EgressGatewayPolicy): PolicyInfo {
   // Missing and empty are the same: normalise to [] (deckhouse/deckhouse#8930); rendered only when non-empty.
   info.excludedCIDRs = cidrList(spec['excludedCIDRs'], 'spec.excludedCIDRs', false, errors);
   const sels = spec['selectors'];
-  if (!Array.isArray(sels) || sels.length === 0) {
-    errors.push('spec.selectors: required (at least one selector)');
-  } else {
-    sels.forEach((s: unknown, i: number) => {
-      const path = `spec.selectors[${i}]`;
-      if (!isObject(s)) {
-        errors.push(`${path}: must be an object`);
-        return;
-      }
-      const out: PolicySelector = {};
-      const pod = s['podSelector'];
-      const ns = s['namespaceSelector'];
-      if ((pod === undefined || pod === null) && (ns === undefined || ns === null)) {
-        errors.push(`${path}.podSelector: required`);
-        return;
-      }
-      for (const [field, v] of [
-        ['podSelector', pod],
-        ['namespaceSelector', ns],
-      ] as const) {
-        if (v === undefined || v === null) continue;
-        const e = validateLabelSelector(v, `${path}.${field}`);
-        if (e.length > 0) errors.push(...e);
-        else out[field] = copySelector(v as LabelSelector);
-      }
-      info.selectors.push(out);
-    });
+  if (!Array.isArray(sels) || sels.length === 0) errors.push('spec.selectors: required (at least one selector)');
+  else {
+    info.selectors = readSelectors(sels, errors);
     // The normalised copy usually equals the input (which informer caches share between objects, see
     // src/controller/intern.ts): then keep the input and let the copy go; 10,000 policies otherwise
     // each hold their own copy.

@@ -19,6 +19,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { API_VERSION, DEFAULT_NAMESPACE, MODE_VIP, heartbeatLeaseName } from '../src/api/names.ts';
 import type { EgressGateway, EgressGatewayDataplane, LeaseLike } from '../src/api/types.ts';
+import { Informer } from '../src/kube/informer.ts';
 import { DATAPLANES, GATEWAYS, leases as leases_ } from '../src/kube/resources.ts';
 import { kernelView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode } from '../src/testenv/dataplane-env.ts';
 import type { PodNs } from '../src/testenv/podnet.ts';
@@ -35,6 +36,8 @@ export interface DataplaneRound {
   to: string;
   lossWindowMs: number;
   routeSwitchMs: number;
+  /** The object's update seen by a watcher → both workers' routes at the new node. */
+  objectToRoutesMs: number;
   tcpOpen: number;
   tcpSurvived: number;
   /** Datagrams that arrived from anything but the VIP (a leak): must be 0. */
@@ -47,7 +50,7 @@ export interface DataplaneRound {
 
 export interface DataplaneFailoverResults {
   rounds: DataplaneRound[];
-  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; tcpSurvivedShare: number; tcpOpen: number; tcpResumedMs: Dist; foreignSources: number }>;
+  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; objectToRoutesMs: Dist; tcpSurvivedShare: number; tcpOpen: number; tcpResumedMs: Dist; foreignSources: number }>;
   throughput: { tunnelGbps: number[]; directGbps: number[]; ratio: number };
 }
 
@@ -101,6 +104,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
   const env = await startDataplaneEnv({ keepLogs: debug, agentArgs: debug ? ['--log-level', 'debug'] : [] });
   if (process.env.EGRESSGW_KEEP_LOGS === '1') log(`logs: ${env.logDir}`);
   const monitors: Array<ReturnType<typeof routeMonitor>> = [];
+  const stops: Array<() => void> = [];
   try {
     const inet = await env.traffic(env.podNet.internet.ns);
     await env.putNamespace('bench');
@@ -129,6 +133,15 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       }
     };
     for (const w of env.workers) monitors.push(routeMonitor(env, w));
+    // When the controller's write of the object is seen (a watcher's event: one watch round trip, as
+    // every agent sees it): the routes' time from there is the agents' share.
+    const seen: Array<{ t: number; active: string }> = [];
+    const watcher = new Informer<EgressGatewayDataplane>(env.client, { resource: DATAPLANES });
+    watcher.onEvent((type, o) => {
+      if (type !== 'delete' && o.metadata.name === 'vip-gw') seen.push({ t: Date.now(), active: o.spec?.activeNodeName ?? '' });
+    });
+    watcher.start();
+    stops.push(() => watcher.stop());
     const senders = await Promise.all(env.pods.map((p) => env.traffic(p.ns)));
     const streamer = senders[0]!;
 
@@ -201,6 +214,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         to: next.name,
         lossWindowMs: Math.max(0, gap - 10),
         routeSwitchMs: switched - tFail,
+        objectToRoutesMs: switched - (seen.find((x) => x.t >= tFail && x.active === next.name)?.t ?? Number.NaN),
         tcpOpen: conns.length,
         tcpSurvived: survived,
         foreignSources: inet.received(id, `${id}:`).filter((e) => e.from !== TEST_VIP).length,
@@ -208,7 +222,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         tcpResumedMs: [...resumed.values()],
       };
       rounds.push(round);
-      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms, TCP ${survived}/${conns.length}${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
+      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms (${round.objectToRoutesMs.toFixed(0)} ms after the object), TCP ${survived}/${conns.length}${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
       await inet.stop(id);
       await inet.stop(`${id}t`);
       if (kind === 'agent-sigkill') await env.startAgent(old).started;
@@ -236,6 +250,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       byKind[kind] = {
         lossWindowMs: dist(rs.map((x) => x.lossWindowMs)),
         routeSwitchMs: dist(rs.map((x) => x.routeSwitchMs)),
+        objectToRoutesMs: dist(rs.map((x) => x.objectToRoutesMs).filter(Number.isFinite)),
         tcpSurvivedShare: open === 0 ? Number.NaN : rs.reduce((a, x) => a + x.tcpSurvived, 0) / open,
         tcpOpen: open,
         tcpResumedMs: dist(rs.flatMap((x) => x.tcpResumedMs)),
@@ -245,6 +260,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
     return { rounds, byKind, throughput: { tunnelGbps, directGbps, ratio: median(tunnelGbps) / median(directGbps) } };
   } finally {
     for (const m of monitors) m.stop();
+    for (const stop of stops) stop();
     await env.stop();
   }
 }

@@ -12,8 +12,10 @@
 // The failed node is then repaired (agent restarted / link up) and stays standby; the next round fails
 // the new active node.
 //
-// Throughput: iperf3 (TCP, 5 s) from a selected pod through tunnel + SNAT, and from an unselected pod on
-// the same node routed directly (the CNI's masquerade), alternately, 3 runs each; the ratio of medians.
+// Throughput: iperf3 (TCP, 4 s) from a selected pod through tunnel + SNAT, from an unselected pod on the
+// same node routed directly (the CNI's masquerade), and from that pod routed through the active gateway
+// node as a plain next hop (same hops as the tunnel, no tunnel, no SNAT), in turn, 5 runs each; ratios of
+// medians.
 
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -51,7 +53,16 @@ export interface DataplaneRound {
 export interface DataplaneFailoverResults {
   rounds: DataplaneRound[];
   byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; objectToRoutesMs: Dist; tcpSurvivedShare: number; tcpOpen: number; tcpResumedMs: Dist; foreignSources: number }>;
-  throughput: { tunnelGbps: number[]; directGbps: number[]; ratio: number };
+  throughput: {
+    tunnelGbps: number[];
+    directGbps: number[];
+    /** The unselected pod routed through the active gateway node, no tunnel, no SNAT there. */
+    viaGatewayGbps: number[];
+    /** tunnel / direct (the issue's ratio). */
+    ratio: number;
+    /** tunnel / via the gateway node: the cost of tunnel + SNAT on the same hops. */
+    ratioSameHops: number;
+  };
 }
 
 const TCP_CONNECTIONS = 50;
@@ -69,6 +80,31 @@ function routeMonitor(env: DataplaneEnv, n: DataplaneNode) {
     /** When the route to `endpoint` in one of our tables appeared after `since`. */
     switchedAt: (endpoint: string, since: number) => lines.find((l) => l.t >= since && /table 260\d\d/.test(l.line) && l.line.includes(`dst ${endpoint} `))?.t,
     stop: () => child.kill('SIGKILL'),
+  };
+}
+
+const THROUGHPUT_RUNS = 5;
+const THROUGHPUT_SECONDS = 4;
+const VIA_GATEWAY_TABLE = '190';
+
+/**
+ * Routes one pod's traffic to the internet host through `gw` as a plain next hop (an ip rule in the worker,
+ * a table of the bench's own; the worker's CNI masquerade still applies, the gateway node only forwards).
+ * The gateway node does not send ICMP redirects for it (in and out through the same interface).
+ */
+function viaGatewayRoute(env: DataplaneEnv, worker: DataplaneNode, pod: PodNs, gw: DataplaneNode) {
+  const rule = ['rule', '%', 'priority', '1900', 'from', pod.ip, 'to', env.podNet.internet.ip, 'lookup', VIA_GATEWAY_TABLE];
+  const set = (verb: 'add' | 'del') => rule.map((x) => (x === '%' ? verb : x));
+  return {
+    async on() {
+      await env.net.exec(gw.ns, 'sysctl', ['-qw', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
+      await env.net.ip(worker.ns, ['route', 'replace', 'default', 'via', gw.ip, 'table', VIA_GATEWAY_TABLE]);
+      await env.net.ip(worker.ns, set('add'));
+    },
+    async off() {
+      await env.net.ip(worker.ns, set('del'));
+      await env.net.ip(worker.ns, ['route', 'flush', 'table', VIA_GATEWAY_TABLE]);
+    },
   };
 }
 
@@ -229,19 +265,28 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       else await env.setUplink(old, 'up');
     }
 
-    // Throughput: a selected pod (tunnel + SNAT) and an unselected one on the same node (direct).
+    // Throughput: a selected pod (tunnel + SNAT), an unselected one on the same node routed directly, and
+    // the same unselected pod routed through the active gateway node without tunnel or SNAT (the same
+    // hops as the tunnel's path). Every hop of this rig shares the machine's CPUs, so the first ratio also
+    // charges the gateway node's extra hop; the second isolates what tunnel + SNAT cost.
     const [tunnelPod, directPod] = env.pods.filter((p) => p.node === env.workers[0]!.name) as [PodNs, PodNs];
     await env.putPod(directPod, 'bench', { app: 'direct' });
     await poll('the direct pod is no longer selected', async () => {
       const v = await kernelView(env.workers[0]!.ns);
       return v.selected.includes(tunnelPod.ip) && !v.selected.includes(directPod.ip);
     }, WAIT);
+    const gwNode = await active();
+    const viaGateway = viaGatewayRoute(env, env.workers[0]!, directPod, gwNode);
     const tunnelGbps: number[] = [];
     const directGbps: number[] = [];
-    for (let k = 0; k < 3; k++) {
-      tunnelGbps.push(await iperf(env, tunnelPod, 5));
-      directGbps.push(await iperf(env, directPod, 5));
-      log(`iperf3 ${k + 1}/3: tunnel ${tunnelGbps[k]!.toFixed(2)} Gbit/s, direct ${directGbps[k]!.toFixed(2)} Gbit/s`);
+    const viaGatewayGbps: number[] = [];
+    for (let k = 0; k < THROUGHPUT_RUNS; k++) {
+      tunnelGbps.push(await iperf(env, tunnelPod, THROUGHPUT_SECONDS));
+      directGbps.push(await iperf(env, directPod, THROUGHPUT_SECONDS));
+      await viaGateway.on();
+      viaGatewayGbps.push(await iperf(env, directPod, THROUGHPUT_SECONDS));
+      await viaGateway.off();
+      log(`iperf3 ${k + 1}/${THROUGHPUT_RUNS}: tunnel ${tunnelGbps[k]!.toFixed(2)}, direct ${directGbps[k]!.toFixed(2)}, via ${gwNode.name} without tunnel ${viaGatewayGbps[k]!.toFixed(2)} Gbit/s`);
     }
     const byKind = {} as DataplaneFailoverResults['byKind'];
     for (const kind of ['agent-sigkill', 'uplink-down'] as FailureKind[]) {
@@ -257,7 +302,17 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         foreignSources: rs.reduce((a, x) => a + x.foreignSources, 0),
       };
     }
-    return { rounds, byKind, throughput: { tunnelGbps, directGbps, ratio: median(tunnelGbps) / median(directGbps) } };
+    return {
+      rounds,
+      byKind,
+      throughput: {
+        tunnelGbps,
+        directGbps,
+        viaGatewayGbps,
+        ratio: median(tunnelGbps) / median(directGbps),
+        ratioSameHops: median(tunnelGbps) / median(viaGatewayGbps),
+      },
+    };
   } finally {
     for (const m of monitors) m.stop();
     for (const stop of stops) stop();

@@ -248,7 +248,7 @@ interface Summary {
   /** The same failover bench with a 1.5 s heartbeat lease (agent --lease-duration 1500ms): what tuning buys. */
   failoverTuned?: { skipped?: string; error?: string; targets?: FailoverBenchResults['targets']; totalP50Ms?: number; totalP99Ms?: number };
   /** The Linux data plane (bench/dataplane.ts). */
-  dataplane?: { skipped?: string; error?: string; throughputRatio?: number; throughputTarget?: number; tcpSurvivedShare?: number };
+  dataplane?: { skipped?: string; error?: string; throughputRatio?: number; throughputRatioSameHops?: number; throughputTarget?: number; tcpSurvivedShare?: number };
 }
 
 const summary: Summary = {
@@ -338,6 +338,7 @@ if (only === undefined || only === 'dataplane') {
       const open = r.failover.rounds.reduce((a, x) => a + x.tcpOpen, 0);
       summary.dataplane = {
         throughputRatio: r.failover.throughput.ratio,
+        throughputRatioSameHops: r.failover.throughput.ratioSameHops,
         throughputTarget: r.targets.throughputRatio,
         tcpSurvivedShare: open === 0 ? undefined : r.failover.rounds.reduce((a, x) => a + x.tcpSurvived, 0) / open,
       };
@@ -370,6 +371,7 @@ if (ft?.targets) {
 const d = summary.dataplane;
 if (d?.throughputRatio !== undefined) {
   rows.push(['dataplane: throughput tunnel + SNAT / direct', d.throughputRatio.toFixed(2), `≥ ${d.throughputTarget}`, mark(d.throughputRatio >= (d.throughputTarget ?? 0))]);
+  if (d.throughputRatioSameHops !== undefined) rows.push(['dataplane: throughput tunnel + SNAT / same hops without them', d.throughputRatioSameHops.toFixed(2), '', '']);
   rows.push(['dataplane: TCP connections surviving a hard failover', d.tcpSurvivedShare === undefined ? '-' : `${(d.tcpSurvivedShare * 100).toFixed(1)} %`, '', '']);
 } else rows.push(['dataplane', d?.skipped ? `skipped (${d.skipped})` : 'FAILED', '', '']);
 out(renderTable(['summary', 'observed', 'target', ''], rows));

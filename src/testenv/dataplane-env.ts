@@ -81,6 +81,25 @@ export async function kernelView(ns: string): Promise<KernelView> {
   };
 }
 
+/**
+ * Everything on a node that is NOT ours, as text to compare before and after: the other nftables tables
+ * (the CNI's masquerade, …; tables named egressgw* are egressgw's own), the ip rules outside our priority,
+ * the main route table and the link names other than the tunnel device. A bad input must leave it as it was.
+ */
+export async function foreignView(ns: string, runner = createRunner({ netns: ns })): Promise<string> {
+  const s = DEFAULT_DATAPLANE_SETTINGS;
+  const ruleset = JSON.parse(await runner.run('nft', ['-j', 'list', 'ruleset'])) as { nftables: Array<Record<string, { table?: string; name?: string }>> };
+  const tableOf = (o: Record<string, { table?: string; name?: string }>) => {
+    const [kind, v] = Object.entries(o)[0]!;
+    return kind === 'table' ? v.name : v.table;
+  };
+  const nft = ruleset.nftables.filter((o) => !('metainfo' in o) && !String(tableOf(o)).startsWith('egressgw'));
+  const rules = (await runner.run('ip', ['-4', 'rule', 'show'])).split('\n').filter((l) => l.trim() !== '' && !l.startsWith(`${s.rulePriority}:`));
+  const routes = (await runner.run('ip', ['-4', 'route', 'show', 'table', 'main'])).trim();
+  const links = (await runner.run('ip', ['-o', 'link', 'show'])).split('\n').map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '').filter((n) => n !== '' && n !== s.device);
+  return JSON.stringify({ nft, rules, routes, links }, null, 1);
+}
+
 export interface DataplaneEnv {
   cluster: TestCluster;
   client: KubeClient;

@@ -9,7 +9,7 @@ import { API_VERSION, MODE_PRIMARY_IP, MODE_VIP } from '../../src/api/names.ts';
 import type { EgressGateway, EgressGatewayDataplane, EgressGatewayPolicy } from '../../src/api/types.ts';
 import { DATAPLANES, GATEWAYS, POLICIES, events as EVENTS } from '../../src/kube/resources.ts';
 import { assertNetnsSupported } from '../../src/testenv/netns.ts';
-import { kernelView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode, type KernelView } from '../../src/testenv/dataplane-env.ts';
+import { foreignView, kernelView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode, type KernelView } from '../../src/testenv/dataplane-env.ts';
 import type { PodNs } from '../../src/testenv/podnet.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { GATEWAY_NODE_LABEL, TEST_VIP, applyObjects } from '../../src/testenv/seed.ts';
@@ -151,7 +151,12 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     assert.deepEqual(await seen(p52, internet()), [w5.ip]);
   });
 
+  /** What is not ours on every node; a bad input must leave it as it was. */
+  const foreignOnNodes = async () => Promise.all(env.nodes.map((n) => foreignView(n.ns)));
+
   it('bad input: a CIDR the data plane cannot take and a missing interface are conditions; nothing else changes', async () => {
+    const before = await foreignOnNodes();
+    const ours = await Promise.all(env.nodes.map((n) => kernelView(n.ns)));
     await applyObjects(env.client, [
       policy('v6', 'vip-gw', [{ podSelector: { matchLabels: { app: 'web' } } }], ['2001:db8::/32']),
       gateway('bad-if', { mode: MODE_PRIMARY_IP, primaryIPFromEgressGatewayNodeInterface: { interfaceName: 'eth9' } }),
@@ -179,6 +184,9 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     assert.match(ev.note ?? '', /gateway bad-if: interface eth9 does not exist on this node: tunnelled traffic is dropped/);
     assert.ok(!JSON.stringify((await dataplane('vip-gw'))?.spec?.policies).includes('2001:db8'), 'the invalid policy is not in the data plane');
     assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'the other policies still work');
+    assert.deepEqual(await foreignOnNodes(), before, 'nothing that is not ours changed on any node');
+    const oursAfter = await Promise.all(env.nodes.map((n) => kernelView(n.ns)));
+    assert.deepEqual(oursAfter.map((v) => [v.known, v.selected, v.routes, v.rules]), ours.map((v) => [v.known, v.selected, v.routes, v.rules]), 'our own pods, routes and rules stayed too');
     await env.client.deleteIfExists(POLICIES, 'v6');
     await env.client.deleteIfExists(GATEWAYS, 'bad-if');
   });
@@ -189,6 +197,7 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     w5.agent.kill('SIGTERM');
     await w5.agent.exited;
     await kernel(w5, 'everything removed by --cleanup', (v) => !v.table && !v.device && v.rules.length === 0 && v.routes.length === 0);
+    const before = await foreignView(w5.ns);
     env.startAgent(w5, ['--nft', '/nonexistent/nft']);
     const ev = await poll('a DataplaneUnavailable event on node5', async () => {
       const list = await env.client.list<{ reason?: string; note?: string; regarding?: { kind?: string; name?: string } }>(EVENTS('default'));
@@ -197,6 +206,7 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     assert.match(ev.note ?? '', /nft is not installed on this node \(package nftables\).*nothing was changed/);
     const v = await kernelView(w5.ns);
     assert.deepEqual([v.table, v.device, v.rules, v.routes], [false, false, [], []]);
+    assert.deepEqual(await foreignView(w5.ns), before, 'nothing else on the node changed');
     await env.restartAgent(w5);
     await kernel(w5, 'programmed by the fixed agent', (x) => x.table && x.selected.length === 1);
   });

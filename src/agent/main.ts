@@ -20,7 +20,9 @@ import { createDataplaneMetrics } from './dataplane/metrics.ts';
 import { startHealthServer, type ReadinessCheck } from './health.ts';
 import { createAgentMetrics } from './metrics.ts';
 import { IpRoute } from './net/iproute.ts';
+import { NftUnavailableError, openNft } from './net/nft.ts';
 import { loadAddon } from './net/packet.ts';
+import { Fence } from './fence.ts';
 import type { AgentOptions } from './options.ts';
 import { WireAnnouncer } from './wire.ts';
 
@@ -32,8 +34,17 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   loadAddon();
   const client = new KubeClient(loadKubeConfig(o.kubeconfig));
   const metrics = createAgentMetrics(o.nodeName);
+  const fence = o.heartbeat ? installFence() : removeFence(logger);
   const addresses = new IpRoute();
-  const announcer = new WireAnnouncer({ addresses, reannounceIntervalMs: o.reannounceIntervalMs, metrics, log: logger.child({ part: 'announcer' }) });
+  // The announcer asks the agent before each frame; the agent needs the announcer first.
+  const ref: { agent?: Agent } = {};
+  const announcer = new WireAnnouncer({
+    addresses,
+    reannounceIntervalMs: o.reannounceIntervalMs,
+    metrics,
+    log: logger.child({ part: 'announcer' }),
+    mayAnswer: (ip) => ref.agent?.mayAnswer(ip) ?? false,
+  });
   await announcer.start();
   const linux = o.dataplane === 'linux';
   // In linux mode the VIP part comes and goes with the member label; the announcer (its sockets) lives as
@@ -44,7 +55,8 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     selfCheck: () => announcer.selfCheck(),
     close: () => undefined,
   };
-  const newVipAgent = () => new Agent(o, { client, addresses, announcer: linux ? shared : announcer, metrics, log: logger });
+  // The wire answers for a VIP only when the current VIP part allows it (ref.agent, the kernel switch's deadline).
+  const newVipAgent = () => (ref.agent = new Agent(o, { client, addresses, announcer: linux ? shared : announcer, metrics, log: logger, ...(fence ? { fence } : {}) }));
 
   let plane: LinuxDataplane | undefined;
   let dataplane: DataplaneAgent | undefined;
@@ -70,13 +82,16 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
         const member = membership!.get(o.nodeName)?.metadata.labels?.[MEMBER_LABEL] !== undefined;
         if (member && !vip) {
           logger.info('this node is a gateway member: starting the heartbeat and the VIP part');
+          // A VIP part that stopped released the kernel switch's tables: a new one starts from them again.
+          fence?.install();
           vip = newVipAgent();
-          vip.start();
+          await vip.start();
         } else if (!member && vip) {
           logger.info('this node is no longer a gateway member: withdrawing VIPs and the heartbeat');
           const v = vip;
           vip = undefined;
           await v.stop();
+          if (ref.agent === v) ref.agent = undefined;
         }
       }).catch((err: unknown) => logger.error(errFields(err), 'following the member label failed'));
     };
@@ -104,8 +119,9 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     addressLifetimeMs: o.addressLifetimeMs,
     refreshIntervalMs: o.refreshIntervalMs,
     fenceAfterMs: o.fenceAfterMs,
+    fence: fence ? 'nftables (arp + inet egressgw_fence)' : 'none (reference mode)',
   }, 'agent started');
-  if (!linux) vip!.start();
+  if (!linux) await vip!.start();
   await new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     else signal.addEventListener('abort', () => resolve(), { once: true });
@@ -119,6 +135,8 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     if (linux) await announcer.close();
     if (plane && (o.cleanup || (await uninstalling(client, o.daemonSet, logger)))) {
       const removed = await plane.cleanup();
+      // The kernel switch's tables too: after an uninstall nothing of ours stays on the node.
+      fence?.uninstall();
       logger.info({ removed }, o.cleanup ? 'removed the data plane (--cleanup)' : 'removed the data plane (the agent DaemonSet is gone: uninstall)');
     }
   } catch (err) {
@@ -144,4 +162,25 @@ export async function uninstalling(client: KubeClient, daemonSet: string, log: L
     log.warn({ ...errFields(err), daemonSet }, 'cannot tell whether this is an uninstall; keeping the data plane');
     return false;
   }
+}
+
+/** The kernel switch, installed before anything else: without it the agent must not hold VIPs at all. */
+function installFence(): Fence {
+  try {
+    const fence = new Fence(openNft());
+    fence.install();
+    return fence;
+  } catch (err) {
+    throw new Error(`cannot install the kernel fence (nftables tables egressgw_fence): ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Reference mode gates nothing: remove a gate a normal-mode agent left, so its VIPs are not kept silent. */
+function removeFence(log: Logger): undefined {
+  try {
+    new Fence(openNft()).uninstall();
+  } catch (err) {
+    if (!(err instanceof NftUnavailableError)) log.warn(errFields(err), 'could not remove the kernel fence tables');
+  }
+  return undefined;
 }

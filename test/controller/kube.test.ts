@@ -4,7 +4,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fixture, NS, waitFor } from './helpers.ts';
-import { isStatus } from '../../src/kube/client.ts';
+import { KubeClient, isStatus } from '../../src/kube/client.ts';
+import { FaultProxy, kubeConfigVia } from '../../src/testenv/faultproxy.ts';
 import { Informer } from '../../src/kube/informer.ts';
 import { LeaderElector } from '../../src/kube/leader.ts';
 import { EventRecorder } from '../../src/kube/events.ts';
@@ -148,4 +149,27 @@ test('events: events.k8s.io/v1 objects, identical ones join a series', async () 
   const warn = mine.find((e) => e.reason === 'NoEligibleNode');
   assert.equal(warn?.series?.count, 2);
   assert.equal(warn?.reportingController, 'network.deckhouse.io/egressgw-test');
+});
+
+test('the client and its informers speak HTTP/1.1 only (no h2 in the TLS ALPN offer)', async () => {
+  // Node's HTTP/2 session was seen spinning in native code while its memory grew (src/kube/client.ts).
+  const u = new URL(f.cluster.server);
+  const proxy = await FaultProxy.start({ host: u.hostname, port: Number(u.port) }, { host: u.hostname });
+  const client = new KubeClient(kubeConfigVia(f.cluster.kubeConfig, proxy.url));
+  const informer = new Informer<NodeLike>(client, { resource: NODES });
+  try {
+    informer.start();
+    await informer.waitForSync();
+    await Promise.all(Array.from({ length: 3 }, () => client.list(NODES)));
+    assert.ok(proxy.firstChunks.length >= 2, `${proxy.firstChunks.length} connection(s)`);
+    const h2 = Buffer.from([0x02, 0x68, 0x32]); // the ALPN protocol name "h2", length-prefixed
+    const h1 = Buffer.from('http/1.1');
+    for (const hello of proxy.firstChunks) {
+      assert.equal(hello.includes(h2), false, 'HTTP/2 offered in a ClientHello');
+      assert.equal(hello.includes(h1), true, 'HTTP/1.1 offered');
+    }
+  } finally {
+    informer.stop();
+    await proxy.close();
+  }
 });

@@ -8,7 +8,7 @@ import type { DataplanePolicy, EgressGatewayDataplane } from '../src/api/types.t
 import { buildNodeDataplane, type DataplanePod } from '../src/dataplane/model.ts';
 import { DEFAULT_DATAPLANE_SETTINGS, renderNft } from '../src/dataplane/render.ts';
 import { formatIPv4, parseIPv4 } from '../src/dataplane/ranges.ts';
-import { createRunner } from '../src/agent/dataplane/exec.ts';
+import { createRunner } from '../src/agent/net/exec.ts';
 import { LinuxDataplane } from '../src/agent/dataplane/linux.ts';
 import { Network } from '../src/testenv/netns.ts';
 import { dist, type Dist } from './stats.ts';

@@ -14,7 +14,7 @@ import { createLogger, errFields, type Logger } from '../kube/log.ts';
 import { NODES } from '../kube/resources.ts';
 import { Agent, type VipAnnouncer } from './agent.ts';
 import { DataplaneAgent } from './dataplane/agent.ts';
-import { createRunner } from './dataplane/exec.ts';
+import { createRunner } from './net/exec.ts';
 import { LinuxDataplane } from './dataplane/linux.ts';
 import { createDataplaneMetrics } from './dataplane/metrics.ts';
 import { startHealthServer, type ReadinessCheck } from './health.ts';
@@ -34,7 +34,11 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   loadAddon();
   const client = new KubeClient(loadKubeConfig(o.kubeconfig));
   const metrics = createAgentMetrics(o.nodeName);
-  const fence = o.heartbeat ? installFence() : removeFence(logger);
+  const linux = o.dataplane === 'linux';
+  // The kernel switch: installed before anything else, except in linux mode, where the agent runs on every
+  // node and installs it when its node becomes a member (before the VIP part starts); a node that never is
+  // one carries no fence tables.
+  let fence = !o.heartbeat ? removeFence(logger) : linux ? undefined : installFence();
   const addresses = new IpRoute();
   // The announcer asks the agent before each frame; the agent needs the announcer first.
   const ref: { agent?: Agent } = {};
@@ -46,7 +50,6 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     mayAnswer: (ip) => ref.agent?.mayAnswer(ip) ?? false,
   });
   await announcer.start();
-  const linux = o.dataplane === 'linux';
   // In linux mode the VIP part comes and goes with the member label; the announcer (its sockets) lives as
   // long as the process, so a stopping VIP part must not close it: main does, at exit.
   const shared: VipAnnouncer = {
@@ -82,8 +85,8 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
         const member = membership!.get(o.nodeName)?.metadata.labels?.[MEMBER_LABEL] !== undefined;
         if (member && !vip) {
           logger.info('this node is a gateway member: starting the heartbeat and the VIP part');
-          // A VIP part that stopped released the kernel switch's tables: a new one starts from them again.
-          fence?.install();
+          // A VIP part that stopped released the kernel switch's tables: a new one installs them again.
+          if (o.heartbeat) fence = installFence();
           vip = newVipAgent();
           await vip.start();
         } else if (!member && vip) {
@@ -119,7 +122,7 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     addressLifetimeMs: o.addressLifetimeMs,
     refreshIntervalMs: o.refreshIntervalMs,
     fenceAfterMs: o.fenceAfterMs,
-    fence: fence ? 'nftables (arp + inet egressgw_fence)' : 'none (reference mode)',
+    fence: !o.heartbeat ? 'none (reference mode)' : linux ? 'nftables (arp + inet egressgw_fence), while a member' : 'nftables (arp + inet egressgw_fence)',
   }, 'agent started');
   if (!linux) await vip!.start();
   await new Promise<void>((resolve) => {
@@ -135,8 +138,8 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     if (linux) await announcer.close();
     if (plane && (o.cleanup || (await uninstalling(client, o.daemonSet, logger)))) {
       const removed = await plane.cleanup();
-      // The kernel switch's tables too: after an uninstall nothing of ours stays on the node.
-      fence?.uninstall();
+      // The kernel switch's tables too (a VIP part that stopped released them already): nothing of ours stays.
+      removeFence(logger);
       logger.info({ removed }, o.cleanup ? 'removed the data plane (--cleanup)' : 'removed the data plane (the agent DaemonSet is gone: uninstall)');
     }
   } catch (err) {

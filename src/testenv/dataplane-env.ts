@@ -25,7 +25,8 @@ import { startControlPlane } from './controlplane.ts';
 import { Network, type NetNode } from './netns.ts';
 import { POD_CIDR, SERVICE_CIDR, addPodNet, setUplink, type PodNet, type PodNs } from './podnet.ts';
 import { Traffic } from './traffic.ts';
-import { createRunner, jsonElements, jsonNames } from '../agent/dataplane/exec.ts';
+import { createRunner } from '../agent/net/exec.ts';
+import { jsonElements, jsonNames } from '../agent/net/nft.ts';
 import { LinuxDataplane } from '../agent/dataplane/linux.ts';
 import { DEFAULT_DATAPLANE_SETTINGS, type RouteSpec, type RuleSpec } from '../dataplane/render.ts';
 

@@ -9,7 +9,8 @@
 
 import type { NodeDataplane } from '../../dataplane/model.ts';
 import { desiredRoutes, desiredRules, isOurTable, renderNft, renderPodDelta, TABLE_FAMILY, TABLE_NAME, withoutPods, type DataplaneSettings, type RouteSpec, type RuleSpec } from '../../dataplane/render.ts';
-import { CommandFailed, createNft, type Nft, type NftJson, type Runner } from './exec.ts';
+import { CommandFailed, type Runner } from '../net/exec.ts';
+import { nftCli, type NftCli, type NftJson } from '../net/nft.ts';
 
 /** Thrown when the node cannot carry the data plane at all (nft or the kernel features are missing). */
 export class DataplaneUnavailable extends Error {
@@ -52,7 +53,7 @@ type State = Omit<KernelState, 'table'> & { link: Record<string, unknown> | unde
 export class LinuxDataplane {
   readonly settings: DataplaneSettings;
   readonly #run: Runner;
-  readonly #nft: Nft;
+  readonly #nft: NftCli;
   /** What the table holds after our last successful transaction (undefined: unknown, replace it whole). */
   #last: { dp: NodeDataplane; script: string; structure: string } | undefined;
   /** MTU of egw0; undefined: derived from the default route's interface. */
@@ -61,7 +62,7 @@ export class LinuxDataplane {
   constructor(settings: DataplaneSettings, runner: Runner, opts: { mtu?: number } = {}) {
     this.settings = settings;
     this.#run = runner;
-    this.#nft = createNft(runner);
+    this.#nft = nftCli(runner);
     this.#mtu = opts.mtu;
   }
 

@@ -219,11 +219,15 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     });
     const args = ['--daemonset', 'd8-cni-cilium/egress-gateway-agent'];
     await (await env.restartAgent(w4, args)).started;
-    await kernel(w4, 'programmed', (v) => v.table && v.selected.length === 2);
+    // The old agent's state is in the kernel already: wait for the new one's own first apply, so that no
+    // apply is in flight at the signal (what the kernel holds at exit is what this agent programmed).
+    await poll('the new agent applied its state', () => w4.agent.logged('data plane applied'), WAIT);
+    const atExit = await kernel(w4, 'programmed', (v) => v.table && v.selected.length === 2 && v.rules.length === 1);
     w4.agent.kill('SIGTERM');
     await w4.agent.exited;
     let v = await kernelView(w4.ns);
-    assert.ok(v.table && v.device && v.rules.length === 1, 'a restart keeps the data plane (traffic flows meanwhile)');
+    assert.ok(v.table && v.device, 'a restart keeps the data plane');
+    assert.deepEqual([v.known, v.selected, v.rules, v.routes], [atExit.known, atExit.selected, atExit.rules, atExit.routes], 'exactly as the agent left it');
     assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'and it still works without its agent');
     await env.startAgent(w4, args).started;
     await env.client.deleteIfExists(ds, 'egress-gateway-agent');

@@ -45,8 +45,10 @@ export interface DataplaneRound {
   tcpSurvived: number;
   /** Datagrams that arrived from anything but the VIP (a leak): must be 0. */
   foreignSources: number;
-  /** How the connections that did not survive ended (socket error, or 'stalled'). */
+  /** How the connections that did not survive ended (socket error, or 'stalled'), and their source port's case. */
   tcpFailures: string[];
+  /** Connections whose pod port was remapped by the first SNAT or is shared with another pod's connection. */
+  portClashes: number;
   /** Per surviving connection: failure → its 10th echo after it, ms. */
   tcpResumedMs: number[];
 }
@@ -245,9 +247,22 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       let gap = 0;
       for (let k = 1; k < arrivals.length; k++) gap = Math.max(gap, arrivals[k]! - arrivals[k - 1]!);
       const survived = conns.filter(({ t, cid }) => echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)).length;
+      // Source ports: the pod's own (connected) and the one the server saw (the first node's SNAT). A
+      // connection the first node had to give another port, or whose pod port another pod's connection
+      // also uses, cannot be picked up with its old mapping on the new node (SNAT keeps the pod's port
+      // when free): those are the connections a failover can break.
+      const localPort = (t: Traffic, cid: string) => t.tcp.find((e) => e.id === cid && e.ev === 'connected')?.localPort;
+      const serverPorts = new Set(inet.tcp.filter((e) => e.id === `${id}t` && e.ev === 'accept').map((e) => e.fromPort));
+      const portUse = new Map<number | undefined, number>();
+      for (const { t, cid } of conns) portUse.set(localPort(t, cid), (portUse.get(localPort(t, cid)) ?? 0) + 1);
+      const portNote = (t: Traffic, cid: string) => {
+        const p = localPort(t, cid);
+        return !serverPorts.has(p) ? 'its port remapped by the first SNAT' : portUse.get(p)! > 1 ? 'its port also used by another pod' : 'its own port';
+      };
+      const portClashes = conns.filter(({ t, cid }) => portNote(t, cid) !== 'its own port').length;
       const tcpFailures = conns
         .filter(({ t, cid }) => !(echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)))
-        .map(({ t, cid }) => t.tcp.find((e) => e.id === cid && e.ev === 'closed')?.error ?? 'stalled');
+        .map(({ t, cid }) => `${t.tcp.find((e) => e.id === cid && e.ev === 'closed')?.error ?? 'stalled'} (${portNote(t, cid)})`);
       for (const { t, cid } of conns) await t.stop(cid);
       const round: DataplaneRound = {
         kind,
@@ -260,10 +275,11 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         tcpSurvived: survived,
         foreignSources: inet.received(id, `${id}:`).filter((e) => e.from !== TEST_VIP).length,
         tcpFailures,
+        portClashes,
         tcpResumedMs: [...resumed.values()],
       };
       rounds.push(round);
-      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms (${round.objectToRoutesMs.toFixed(0)} ms after the object), TCP ${survived}/${conns.length}${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
+      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms (${round.objectToRoutesMs.toFixed(0)} ms after the object), TCP ${survived}/${conns.length}, ${portClashes} on a clashing port${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
       await inet.stop(id);
       await inet.stop(`${id}t`);
       if (kind === 'agent-sigkill') await env.startAgent(old).started;

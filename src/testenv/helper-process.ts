@@ -4,6 +4,7 @@
 // events. `serveCommands` is the child's side, `HelperProcess` the parent's (wire.ts, traffic.ts).
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { endByStdin } from './netns-rpc.ts';
 
 export type Command = { seq: number; cmd: string; [k: string]: unknown };
 
@@ -82,12 +83,7 @@ export class HelperProcess {
   }
 
   /** Ends the helper: closing stdin makes it release its sockets and exit; killed if it does not. */
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
-    this.#child.stdin!.end();
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+  close(): Promise<void> {
+    return endByStdin(this.#child);
   }
 }

@@ -1,4 +1,4 @@
-// `npm run bench [-- --only controller|failover] [--quick] [--skip-failover] [--node-options "<flags>"]
+// `npm run bench [-- --only controller|failover|dataplane] [--quick] [--skip-failover] [--node-options "<flags>"]
 //   [--rounds N] [--rows defaults,tuned,reference,keepalived-1s,keepalived-100ms] [--spike-minutes M]
 //   [--reference-groups N] [--keepalived-groups N] [--observe-ms MS]`
 //
@@ -53,8 +53,8 @@ const { values } = parseArgs({
   allowPositionals: false,
 });
 const only = values.only;
-if (only !== undefined && only !== 'controller' && only !== 'failover') {
-  process.stderr.write(`--only must be controller or failover, not ${only}\n`);
+if (only !== undefined && only !== 'controller' && only !== 'failover' && only !== 'dataplane') {
+  process.stderr.write(`--only must be controller, failover or dataplane, not ${only}\n`);
   process.exit(2);
 }
 const quick = values.quick ?? false;
@@ -259,6 +259,8 @@ interface Summary {
     defaultsWorstP99Ms?: number;
     wallSeconds?: number;
   };
+  /** The Linux data plane (bench/dataplane.ts). */
+  dataplane?: { skipped?: string; error?: string; throughputRatio?: number; throughputRatioSameHops?: number; throughputTarget?: number; tcpSurvivedShare?: number };
 }
 
 const summary: Summary = {
@@ -342,6 +344,35 @@ if (only === undefined || only === 'failover') {
   }
 } else summary.failover = { skipped: `--only ${only}` };
 
+if (only === undefined || only === 'dataplane') {
+  const why = values['skip-failover'] ? '--skip-failover' : canRunTestEnv();
+  if (why) {
+    summary.dataplane = { skipped: why };
+    out('');
+    out(`dataplane bench skipped: ${why}`);
+  } else {
+    try {
+      const { runDataplaneBench, dataplaneTables } = await import('./dataplane.ts');
+      const r = await runDataplaneBench({ rounds: values.rounds !== undefined ? Number(values.rounds) : quick ? 2 : 20, quick, log });
+      const file = write('dataplane.json', r);
+      out('');
+      out(dataplaneTables(r));
+      out(`(written to ${file})`);
+      const open = r.failover.rounds.reduce((a, x) => a + x.tcpOpen, 0);
+      summary.dataplane = {
+        throughputRatio: r.failover.throughput.ratio,
+        throughputRatioSameHops: r.failover.throughput.ratioSameHops,
+        throughputTarget: r.targets.throughputRatio,
+        tcpSurvivedShare: open === 0 ? undefined : r.failover.rounds.reduce((a, x) => a + x.tcpSurvived, 0) / open,
+      };
+    } catch (err) {
+      crashed = true;
+      summary.dataplane = { error: String((err as Error)?.stack ?? err) };
+      out(`dataplane bench FAILED to run: ${String(err)}`);
+    }
+  }
+} else summary.dataplane = { skipped: `--only ${only}` };
+
 out('');
 const rows: string[][] = [];
 const c = summary.controller;
@@ -357,6 +388,12 @@ if (f?.targets) {
   rows.push(['failover, egressgw defaults: dual-owner time', ms(t.defaultsDualOwnerMs), '0 ms', mark(t.defaultsDualOwnerMs === 0)]);
   if (t.defaultsFalseFailovers !== undefined) rows.push(['failover, egressgw defaults: false failovers in the spike window', String(t.defaultsFalseFailovers), '0', mark(t.defaultsFalseFailovers === 0)]);
 } else rows.push(['failover', f?.skipped ? `skipped (${f.skipped})` : 'FAILED', '', '']);
+const d = summary.dataplane;
+if (d?.throughputRatio !== undefined) {
+  rows.push(['dataplane: throughput tunnel + SNAT / direct', d.throughputRatio.toFixed(2), `≥ ${d.throughputTarget}`, mark(d.throughputRatio >= (d.throughputTarget ?? 0))]);
+  if (d.throughputRatioSameHops !== undefined) rows.push(['dataplane: throughput tunnel + SNAT / same hops without them', d.throughputRatioSameHops.toFixed(2), '', '']);
+  rows.push(['dataplane: TCP connections surviving a hard failover', d.tcpSurvivedShare === undefined ? '-' : `${(d.tcpSurvivedShare * 100).toFixed(1)} %`, '', '']);
+} else rows.push(['dataplane', d?.skipped ? `skipped (${d.skipped})` : 'FAILED', '', '']);
 out(renderTable(['summary', 'observed', 'target', ''], rows));
 const missed = rows.filter((r) => r[3] === 'MISSED').length;
 if (missed > 0) out(`\n${missed} target(s) MISSED (reported, not asserted: exit status stays 0).`);

@@ -91,7 +91,11 @@ export class Agent {
   readonly #gated = new Set<string>();
   /** Per-VIP error of the last attempt, reported on its instances. */
   readonly #errors = new Map<string, string>();
-  /** Instances whose finalizer this agent removed: never touched again (their deletion completes). */
+  /**
+   * Instances whose finalizer this agent removed: never touched again (their deletion completes). Keyed by
+   * uid, not name: instance names are per (gateway, node), so the same name comes back for the next
+   * assignment to this node, and a re-list (after fencing) never reports the old one's deletion.
+   */
   readonly #released = new Set<string>();
   #fenced = false;
   /** No VIP is taken before this (monotonic ms): a lease-duration after a chain of renewals (re)started. */
@@ -241,7 +245,7 @@ export class Agent {
       maxBackoffMs: 5000,
     });
     informer.onEvent((type, obj) => {
-      if (type === 'delete') this.#released.delete(obj.metadata.name);
+      if (type === 'delete') this.#released.delete(releaseKey(obj));
       this.#schedule();
     });
     this.#informer = informer;
@@ -423,7 +427,7 @@ export class Agent {
 
     // 4. Deleted instances: the VIP is withdrawn above (it is no longer desired); now release the finalizer.
     for (const inst of all) {
-      if (!isTerminating(inst) || !hasOurFinalizer(inst) || this.#released.has(inst.metadata.name)) continue;
+      if (!isTerminating(inst) || !hasOurFinalizer(inst) || this.#released.has(releaseKey(inst))) continue;
       const ip = inst.spec?.sourceIP?.virtualIPAddress?.ip;
       const stillHeld = [...this.#held.values()].some((h) => h.ip === ip);
       if (stillHeld) continue; // another live instance on this node names the same VIP
@@ -551,11 +555,11 @@ export class Agent {
         { op: 'test', path: `/metadata/finalizers/${idx}`, value: INSTANCE_FINALIZER },
         { op: 'remove', path: `/metadata/finalizers/${idx}` },
       ]);
-      this.#released.add(inst.metadata.name);
+      this.#released.add(releaseKey(inst));
       this.#log.info({ instance: inst.metadata.name }, 'finalizer removed');
     } catch (err) {
       if (isStatus(err, 404)) {
-        this.#released.add(inst.metadata.name);
+        this.#released.add(releaseKey(inst));
         return;
       }
       this.#log.warn({ ...errFields(err), instance: inst.metadata.name }, 'removing the finalizer failed; retrying');
@@ -618,4 +622,9 @@ export class Agent {
     await this.#withdrawAll('fenced');
     this.#d.metrics.vipsHeld.set(this.#held.size);
   }
+}
+
+/** One instance object (not its name: see #released). */
+function releaseKey(inst: EgressGatewayInstance): string {
+  return inst.metadata.uid ?? `${inst.metadata.name}@${inst.metadata.creationTimestamp ?? ''}`;
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { FENCE_MARGIN_MS, trustedLeaseMs } from '../api/fencing.ts';
-import { buildAgentOptions, DEFAULT_AGENT_OPTIONS, parseDuration, parseListenAddress, timingProblems } from './options.ts';
+import { buildAgentOptions, DEFAULT_AGENT_OPTIONS, parseDuration, parseListenAddress, timingProblems, type AgentFlagValues } from './options.ts';
 
 test('durations: ms, s, m and bare milliseconds; garbage is rejected', () => {
   assert.equal(parseDuration('250ms'), 250);
@@ -78,4 +78,25 @@ test('buildAgentOptions: node name from the flag or NODE_NAME, refuses unsafe ti
   assert.equal(o.metricsPort, 9999);
   assert.equal(o.metricsHost, '0.0.0.0');
   assert.equal(o.heartbeat, false);
+});
+
+test('buildAgentOptions: --dataplane linux needs the cluster CIDRs and takes the data plane settings', () => {
+  const o = buildAgentOptions({ 'node-name': 'n', dataplane: 'linux', 'pod-cidr': ['10.0.0.0/16'], 'service-cidr': ['10.96.0.0/12'], 'fwmark-mask': '0x00ff0000', 'route-table-base': '30000', cleanup: true }, {});
+  assert.equal(o.dataplane, 'linux');
+  assert.deepEqual(o.podCIDRs, ['10.0.0.0/16']);
+  assert.equal(o.dataplaneSettings.markMask, 0x00ff0000);
+  assert.equal(o.dataplaneSettings.routeTableBase, 30000);
+  assert.equal(o.cleanup, true);
+  assert.equal(buildAgentOptions({ 'node-name': 'n' }, {}).dataplane, 'cilium');
+  const cases: Array<[AgentFlagValues, RegExp]> = [
+    [{ dataplane: 'bpf' }, /--dataplane: "bpf" is not one of cilium, linux/],
+    [{ dataplane: 'linux', 'service-cidr': ['10.96.0.0/12'] }, /--pod-cidr is required with --dataplane linux/],
+    [{ dataplane: 'linux', 'pod-cidr': ['fd00::/64'], 'service-cidr': ['10.96.0.0/12'] }, /--pod-cidr: IPv6 CIDR "fd00::\/64" is not supported/],
+    [{ dataplane: 'linux', 'pod-cidr': ['10.0.0.0/16'], 'service-cidr': ['10.96.0.0/12'], 'fwmark-mask': '0x3' }, /--fwmark-mask: 0x3 must be at least 8 contiguous bits/],
+    [{ dataplane: 'linux', 'pod-cidr': ['10.0.0.0/16'], 'service-cidr': ['10.96.0.0/12'], 'tunnel-port': 'x' }, /--tunnel-port: "x" is not a number/],
+    [{ cleanup: true }, /--cleanup, --pod-cidr and --service-cidr need --dataplane linux/],
+  ];
+  for (const [values, re] of cases) {
+    assert.throws(() => buildAgentOptions({ 'node-name': 'n', ...values }, {}), re, JSON.stringify(values));
+  }
 });

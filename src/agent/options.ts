@@ -13,7 +13,9 @@
 // controller fails over a healthy one). The VIP's address lifetime is the second line of defence (it
 // works without nftables, in whole seconds) and only needs refresh-interval < address-lifetime.
 
-import { DEFAULT_NAMESPACE, AGENT_PROBE_PORT } from '../api/names.ts';
+import { DEFAULT_NAMESPACE, AGENT_PROBE_PORT, DATAPLANE_MODES, type DataplaneMode } from '../api/names.ts';
+import { parseCIDR4 } from '../dataplane/ranges.ts';
+import { DEFAULT_DATAPLANE_SETTINGS, settingsProblems, type DataplaneSettings } from '../dataplane/render.ts';
 import { FENCE_MARGIN_MS } from '../api/fencing.ts';
 
 export interface AgentOptions {
@@ -35,6 +37,21 @@ export interface AgentOptions {
    * detection is then left to Node NotReady, as in the reference.
    */
   heartbeat: boolean;
+  dataplane: DataplaneMode;
+  /** linux: the cluster's pod CIDRs (IPv4), where this node's pods get their addresses. */
+  podCIDRs: string[];
+  /** linux: the cluster's service CIDRs (IPv4), never redirected. */
+  serviceCIDRs: string[];
+  dataplaneSettings: DataplaneSettings;
+  /** linux: remove everything of ours from the node when the agent exits. */
+  cleanup: boolean;
+  /**
+   * linux: the agent's DaemonSet (namespace/name). When it is gone or being deleted as the agent exits,
+   * that is an uninstall: the agent cleans up as with --cleanup. Empty: never.
+   */
+  daemonSet: string;
+  /** linux: the nft binary (default `nft` from PATH). */
+  nftPath: string;
 }
 
 export const DEFAULT_AGENT_OPTIONS: Omit<AgentOptions, 'nodeName' | 'kubeconfig'> = Object.freeze({
@@ -51,6 +68,13 @@ export const DEFAULT_AGENT_OPTIONS: Omit<AgentOptions, 'nodeName' | 'kubeconfig'
   metricsPort: AGENT_PROBE_PORT,
   logLevel: 'info',
   heartbeat: true,
+  dataplane: 'cilium',
+  podCIDRs: [],
+  serviceCIDRs: [],
+  dataplaneSettings: DEFAULT_DATAPLANE_SETTINGS,
+  cleanup: false,
+  daemonSet: '',
+  nftPath: 'nft',
 });
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
@@ -134,6 +158,20 @@ Flags:
   --log-level LEVEL            pino level (default info)
   --no-heartbeat               reference mode for comparisons: no Lease, no fencing, no kernel switch,
                                a VIP stays on a link that went down
+  --dataplane cilium|linux     who carries the pods' traffic (default cilium). linux: this agent programs
+                               its node's share of the data plane (nftables table inet egressgw, policy
+                               routing, VXLAN-GPE); it runs on every node and heartbeats only while its
+                               Node carries the member label. See docs/dataplane.md.
+  --pod-cidr CIDR              linux: a cluster pod CIDR (IPv4; repeat for several). Required.
+  --service-cidr CIDR          linux: a cluster service CIDR (IPv4; repeat for several). Required.
+  --tunnel-device NAME         linux: the VXLAN-GPE device (default ${DEFAULT_DATAPLANE_SETTINGS.device})
+  --tunnel-port PORT           linux: its UDP port (default ${DEFAULT_DATAPLANE_SETTINGS.tunnelPort})
+  --fwmark-mask HEX            linux: the packet-mark bits we own, at least 8 contiguous (default 0x${DEFAULT_DATAPLANE_SETTINGS.markMask.toString(16)})
+  --route-table-base N         linux: slot s routes through table N+s, s = 1..127 (default ${DEFAULT_DATAPLANE_SETTINGS.routeTableBase})
+  --rule-priority N            linux: priority of our ip rules (default ${DEFAULT_DATAPLANE_SETTINGS.rulePriority})
+  --cleanup                    linux: remove everything of ours from the node when the agent exits
+  --daemonset NS/NAME          linux: the agent's DaemonSet; gone or deleting at exit = uninstall = cleanup
+  --nft PATH                   linux: the nft binary (default nft from PATH)
 Must hold (refused otherwise): fence-after + ${FENCE_MARGIN_MS}ms <= lease-duration (safety), renew-interval <
 fence-after, refresh-interval < address-lifetime. Should hold: renew-interval + the longest API latency
 spike to ride out < fence-after (or the node fences itself) and < lease-duration (or the controller fails
@@ -152,9 +190,21 @@ export const AGENT_FLAGS = {
   'metrics-addr': { type: 'string' },
   'log-level': { type: 'string' },
   'no-heartbeat': { type: 'boolean' },
+  dataplane: { type: 'string' },
+  'pod-cidr': { type: 'string', multiple: true },
+  'service-cidr': { type: 'string', multiple: true },
+  'tunnel-device': { type: 'string' },
+  'tunnel-port': { type: 'string' },
+  'fwmark-mask': { type: 'string' },
+  'route-table-base': { type: 'string' },
+  'rule-priority': { type: 'string' },
+  cleanup: { type: 'boolean' },
+  daemonset: { type: 'string' },
+  nft: { type: 'string' },
 } as const;
 
-export type AgentFlagValues = { [K in keyof typeof AGENT_FLAGS]?: (typeof AGENT_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+type FlagValue<F> = F extends { type: 'boolean' } ? boolean : F extends { multiple: true } ? string[] : string;
+export type AgentFlagValues = { [K in keyof typeof AGENT_FLAGS]?: FlagValue<(typeof AGENT_FLAGS)[K]> };
 
 /** Turns parsed flag values (+ environment) into options, or throws an Error whose message names the flag. */
 export function buildAgentOptions(values: AgentFlagValues, env: Record<string, string | undefined>): AgentOptions {
@@ -193,8 +243,51 @@ export function buildAgentOptions(values: AgentFlagValues, env: Record<string, s
     metricsPort,
     logLevel: values['log-level'] ?? d.logLevel,
     heartbeat: values['no-heartbeat'] !== true,
+    ...dataplaneOptions(values, problems),
   };
   problems.push(...timingProblems(o));
   if (problems.length > 0) throw new Error(problems.join('; '));
   return o;
+}
+
+/** The data plane flags; problems name the flag. */
+function dataplaneOptions(values: AgentFlagValues, problems: string[]): Pick<AgentOptions, 'dataplane' | 'podCIDRs' | 'serviceCIDRs' | 'dataplaneSettings' | 'cleanup' | 'daemonSet' | 'nftPath'> {
+  const d = DEFAULT_AGENT_OPTIONS;
+  const mode = values.dataplane ?? d.dataplane;
+  if (!DATAPLANE_MODES.includes(mode as DataplaneMode)) problems.push(`--dataplane: "${mode}" is not one of ${DATAPLANE_MODES.join(', ')}`);
+  const linux = mode === 'linux';
+  const cidrs = (flag: 'pod-cidr' | 'service-cidr'): string[] => {
+    const list = values[flag] ?? [];
+    for (const c of list) {
+      const p = parseCIDR4(c);
+      if ('error' in p) problems.push(`--${flag}: ${p.error}`);
+    }
+    if (linux && list.length === 0) problems.push(`--${flag} is required with --dataplane linux (the cluster's ${flag === 'pod-cidr' ? 'pod' : 'service'} CIDR, IPv4)`);
+    return [...list];
+  };
+  const int = (flag: 'tunnel-port' | 'fwmark-mask' | 'route-table-base' | 'rule-priority', dflt: number): number => {
+    const raw = values[flag];
+    if (raw === undefined) return dflt;
+    const n = /^(0x[0-9a-f]+|\d+)$/i.test(raw.trim()) ? Number(raw.trim()) : NaN;
+    if (!Number.isSafeInteger(n)) {
+      problems.push(`--${flag}: "${raw}" is not a number`);
+      return dflt;
+    }
+    return n;
+  };
+  const s = d.dataplaneSettings;
+  const settings: DataplaneSettings = {
+    device: values['tunnel-device'] ?? s.device,
+    tunnelPort: int('tunnel-port', s.tunnelPort),
+    markMask: int('fwmark-mask', s.markMask),
+    routeTableBase: int('route-table-base', s.routeTableBase),
+    rulePriority: int('rule-priority', s.rulePriority),
+  };
+  problems.push(...settingsProblems(settings));
+  const daemonSet = values.daemonset ?? '';
+  if (daemonSet !== '' && !/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(daemonSet)) problems.push(`--daemonset: "${daemonSet}" is not NAMESPACE/NAME`);
+  if (!linux && (values.cleanup === true || values['pod-cidr'] !== undefined || values['service-cidr'] !== undefined)) {
+    problems.push('--cleanup, --pod-cidr and --service-cidr need --dataplane linux');
+  }
+  return { dataplane: mode as DataplaneMode, podCIDRs: cidrs('pod-cidr'), serviceCIDRs: cidrs('service-cidr'), dataplaneSettings: settings, cleanup: values.cleanup === true, daemonSet, nftPath: values.nft ?? d.nftPath };
 }

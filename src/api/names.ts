@@ -13,12 +13,14 @@ export const CILIUM_VERSION = 'v2';
 export const PLURAL_GATEWAYS = 'egressgateways';
 export const PLURAL_POLICIES = 'egressgatewaypolicies';
 export const PLURAL_INSTANCES = 'sdninternalegressgatewayinstances';
+export const PLURAL_DATAPLANES = 'sdninternalegressgatewaydataplanes';
 export const PLURAL_CEGPS = 'ciliumegressgatewaypolicies';
 export const PLURAL_CILIUM_NODES = 'ciliumnodes';
 
 export const KIND_GATEWAY = 'EgressGateway';
 export const KIND_POLICY = 'EgressGatewayPolicy';
 export const KIND_INSTANCE = 'SDNInternalEgressGatewayInstance';
+export const KIND_DATAPLANE = 'SDNInternalEgressGatewayDataplane';
 export const KIND_CEGP = 'CiliumEgressGatewayPolicy';
 
 export const LABEL_PREFIX = 'egress-gateway.network.deckhouse.io/';
@@ -97,3 +99,7 @@ export const activeForLabel = (gateway: string): string => `${ACTIVE_FOR_PREFIX}
 export const cegpName = (policy: string): string => `d8.${policy}`;
 /** Heartbeat Lease name for a node (one Lease per node, in the heartbeat namespace). */
 export const heartbeatLeaseName = (node: string): string => `egressgw-agent-${node}`;
+
+/** Which data plane carries the pods' traffic: Cilium's eBPF (design §7) or ours (docs/dataplane.md). */
+export type DataplaneMode = 'cilium' | 'linux';
+export const DATAPLANE_MODES: readonly DataplaneMode[] = ['cilium', 'linux'];

@@ -175,3 +175,36 @@ export interface LeaseLike {
     acquireTime?: string;
   };
 }
+
+/** One policy as the Linux data plane needs it (the valid policies of a gateway, rendered by the core). */
+export interface DataplanePolicy {
+  name: string;
+  selectors: PolicySelector[];
+  destinationCIDRs: string[];
+  excludedCIDRs?: string[];
+}
+
+export interface EgressGatewayDataplaneSpec {
+  /** The gateway's VXLAN-GPE VNI, unique per gateway (1 … 2^24-1). */
+  tunnelID?: number;
+  /** '' or absent: no active node, the policies' traffic is dropped (fail closed). */
+  activeNodeName?: string;
+  /** The active node's tunnel endpoint (its InternalIP). */
+  tunnelEndpoint?: string;
+  /** Where the gateway node SNATs to: the VIP, or the primary IPv4 of an interface. */
+  sourceIP?: { mode: string; ip?: string; interfaceName?: string };
+  /** The gateway's nodeSelector: a candidate node's agent reports what it lacks (a missing interface). */
+  nodeSelector?: Record<string, string>;
+  policies?: DataplanePolicy[];
+}
+
+/**
+ * `SDNInternalEgressGatewayDataplane` (one per gateway, `--dataplane linux`): what every node's agent needs
+ * of the gateway to program its own part of the data plane (docs/dataplane.md).
+ */
+export interface EgressGatewayDataplane {
+  apiVersion?: string;
+  kind?: string;
+  metadata: ObjectMeta;
+  spec?: EgressGatewayDataplaneSpec;
+}

@@ -17,5 +17,8 @@ export async function run(argv: string[]): Promise<number> {
   // Loaded only now: the native addon and the kube client are not needed for `--help` or bad flags.
   const { runAgent } = await import('../agent/main.ts');
   await runUntilSignalled((signal) => runAgent(options, { signal }));
-  return 0;
+  // Shut down completely (VIPs withdrawn, Lease deleted, data plane kept or removed). Sockets of the
+  // aborted watches may sit in the HTTP keep-alive pool for another 30 s, as long as a pod's whole
+  // termination grace period: leave now rather than be killed.
+  process.exit(0);
 }

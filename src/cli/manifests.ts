@@ -5,7 +5,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { DEFAULT_PROFILE, PROFILES, type ProfileName } from '../api/names.ts';
+import { DATAPLANE_MODES, DEFAULT_PROFILE, PROFILES, type DataplaneMode, type ProfileName } from '../api/names.ts';
+import { parseCIDR4 } from '../dataplane/ranges.ts';
+import { applyLinuxDataplane, type LinuxDataplaneOptions } from './manifests-linux.ts';
 import { UsageError, parseFlags } from '../term/errors.ts';
 import { build, setNamespace, sortManifests, type Manifest } from './kustomize.ts';
 
@@ -27,6 +29,10 @@ Flags:
   --replicas N        controller replicas (default 2; with 1 the PodDisruptionBudget is left out, it would block drains)
   --no-monitoring     leave out the PrometheusRule and the dashboard (clusters without prometheus-operator)
   --no-crds           leave out the CustomResourceDefinitions
+  --dataplane MODE    cilium (default: Cilium's egress gateway carries the traffic) or linux (our own data plane
+                      on nftables, policy routing and VXLAN-GPE; the agent runs on every node; docs/dataplane.md)
+  --pod-cidr CIDR     linux: the cluster's pod CIDR (IPv4; repeat for several); required with --dataplane linux
+  --service-cidr CIDR linux: the cluster's service CIDR (IPv4; repeat for several); required with --dataplane linux
   -h, --help          this help`;
 
 export interface RenderOptions {
@@ -36,6 +42,9 @@ export interface RenderOptions {
   replicas?: number;
   monitoring?: boolean;
   crds?: boolean;
+  /** `linux`: the install of the Linux data plane (manifests-linux.ts). */
+  dataplane?: DataplaneMode;
+  linux?: LinuxDataplaneOptions;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -65,6 +74,7 @@ export function renderManifests(opts: RenderOptions = {}, deployDir = DEPLOY_DIR
     }
     if (opts.replicas < 2) manifests = manifests.filter((m) => m.kind !== 'PodDisruptionBudget');
   }
+  if (opts.dataplane === 'linux') applyLinuxDataplane(manifests, opts.linux ?? { podCIDRs: [], serviceCIDRs: [] });
   return sortManifests(manifests);
 }
 
@@ -82,6 +92,9 @@ export async function run(argv: string[]): Promise<number> {
       replicas: { type: 'string' },
       'no-monitoring': { type: 'boolean' },
       'no-crds': { type: 'boolean' },
+      dataplane: { type: 'string' },
+      'pod-cidr': { type: 'string', multiple: true },
+      'service-cidr': { type: 'string', multiple: true },
     },
     HELP,
   );
@@ -104,6 +117,23 @@ export async function run(argv: string[]): Promise<number> {
     const n = Number(v.replicas);
     if (!Number.isInteger(n) || n < 1 || n > 10) throw new UsageError(`--replicas: "${v.replicas}" must be an integer from 1 to 10`);
     opts.replicas = n;
+  }
+  const mode = v.dataplane ?? 'cilium';
+  if (!DATAPLANE_MODES.includes(mode as DataplaneMode)) throw new UsageError(`--dataplane: "${mode}" is not one of ${DATAPLANE_MODES.join(', ')}`);
+  opts.dataplane = mode as DataplaneMode;
+  const podCIDRs = v['pod-cidr'] ?? [];
+  const serviceCIDRs = v['service-cidr'] ?? [];
+  if (mode === 'linux') {
+    for (const [flag, list] of [['--pod-cidr', podCIDRs], ['--service-cidr', serviceCIDRs]] as const) {
+      if (list.length === 0) throw new UsageError(`${flag} is required with --dataplane linux (the agents must know the cluster's ${flag.slice(2, -5)} CIDRs)`);
+      for (const c of list) {
+        const p = parseCIDR4(c);
+        if ('error' in p) throw new UsageError(`${flag}: ${p.error}`);
+      }
+    }
+    opts.linux = { podCIDRs, serviceCIDRs };
+  } else if (podCIDRs.length > 0 || serviceCIDRs.length > 0) {
+    throw new UsageError('--pod-cidr and --service-cidr need --dataplane linux');
   }
   process.stdout.write(toYAML(renderManifests(opts)));
   return 0;

@@ -17,6 +17,7 @@ import {
   INSTANCE_FINALIZER,
   INTERNAL_API_VERSION,
   KIND_CEGP,
+  KIND_DATAPLANE,
   KIND_INSTANCE,
   MOVE_TO_ANNOTATION,
   OWNED_LABELS,
@@ -27,7 +28,7 @@ import { isStatus } from '../kube/client.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { CLEAR_FINALIZERS_PATCH, annotationsPatch, labelsPatch, mergePatchIfExists } from '../kube/patch.ts';
-import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES } from '../kube/resources.ts';
+import { CEGPS, CILIUM_NODES, DATAPLANES, GATEWAYS, INSTANCES, NODES, POLICIES } from '../kube/resources.ts';
 import type { ControllerMetrics } from './metrics.ts';
 
 export const FIELD_MANAGER = 'egressgw-controller';
@@ -58,7 +59,7 @@ export interface ApplyResult {
   aborted: boolean;
 }
 
-const BREAK_KINDS = new Set<Write['kind']>(['removeLabels', 'deleteInstance', 'releaseFinalizer', 'deleteCEGP']);
+const BREAK_KINDS = new Set<Write['kind']>(['removeLabels', 'deleteInstance', 'releaseFinalizer', 'deleteCEGP', 'deleteDataplane']);
 const MAKE_KINDS = new Set<Write['kind']>(['addLabels', 'createInstance', 'updateInstance']);
 
 /** A short description of a write for logs. */
@@ -70,10 +71,12 @@ export function describeWrite(w: Write): string {
     case 'createInstance':
     case 'updateInstance':
     case 'applyCEGP':
+    case 'applyDataplane':
       return `${w.kind} ${w.object.metadata.name}`;
     case 'deleteInstance':
     case 'releaseFinalizer':
     case 'deleteCEGP':
+    case 'deleteDataplane':
     case 'gatewayStatus':
     case 'policyStatus':
       return `${w.kind} ${w.name}`;
@@ -190,6 +193,16 @@ async function applyOne(ctx: ApplyContext, w: Write): Promise<void> {
     }
     case 'deleteCEGP': {
       await c.deleteIfExists(CEGPS, w.name);
+      return;
+    }
+    case 'applyDataplane': {
+      // Server-side apply: the object is ours alone; forced, as a new leader takes over its field manager's fields.
+      const o = w.object;
+      await c.apply(DATAPLANES, o.metadata.name, { apiVersion: INTERNAL_API_VERSION, kind: KIND_DATAPLANE, metadata: o.metadata, spec: o.spec }, { fieldManager: FIELD_MANAGER, force: true });
+      return;
+    }
+    case 'deleteDataplane': {
+      await c.deleteIfExists(DATAPLANES, w.name);
       return;
     }
     case 'gatewayStatus': {

@@ -7,6 +7,7 @@
 // periodic resync (which re-issues whatever the plans still want written).
 
 import type {
+  EgressGatewayDataplane,
   CiliumEgressGatewayPolicy,
   CiliumNodeLike,
   EgressGateway,
@@ -23,7 +24,7 @@ import { EventRecorder } from '../kube/events.ts';
 import { Informer, type InformerEvent, type InformerOptions } from '../kube/informer.ts';
 import { LeaderElector, sleep } from '../kube/leader.ts';
 import { createLogger, errFields, type Logger } from '../kube/log.ts';
-import { CEGPS, CILIUM_NODES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
+import { CEGPS, CILIUM_NODES, DATAPLANES, GATEWAYS, INSTANCES, NODES, POLICIES, leases, pods } from '../kube/resources.ts';
 import { applyWrites, type ApplyResult } from './apply.ts';
 import { startHealthServer, type HealthServer } from './http.ts';
 import { ControllerMetrics } from './metrics.ts';
@@ -32,7 +33,7 @@ import { ReconcileQueue, type PassResult } from './queue.ts';
 import { HeartbeatTracker, nextHandoverTimeout } from './snapshot.ts';
 import { Planner, WATCHED, type PassOutput } from './planner/planner.ts';
 import { WakeTimer } from './wake.ts';
-import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
+import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimNodeWithAddress, trimPod, trimPolicy } from './trim.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
 
@@ -67,6 +68,8 @@ interface Caches {
   policies: Informer<EgressGatewayPolicy>;
   instances: Informer<EgressGatewayInstance>;
   cegps: Informer<CiliumEgressGatewayPolicy>;
+  /** --dataplane linux only. */
+  dataplanes?: Informer<EgressGatewayDataplane>;
 }
 
 const ownedSelector = Object.entries(OWNED_LABELS)
@@ -108,10 +111,13 @@ class Controller {
     this.metrics = metrics;
     this.deps = deps;
     this.client = new KubeClient(kc);
+    const linux = opts.dataplane === 'linux';
     this.coreOptions = {
       handoverTimeoutMs: opts.handoverTimeoutMs,
-      requireCiliumAgent: true,
+      // The Linux data plane needs no Cilium: its agents are the only node-side requirement.
+      requireCiliumAgent: !linux,
       ciliumAgentSource: `namespace ${opts.ciliumNamespace}, selector ${opts.ciliumSelector}`,
+      ...(linux ? { dataplane: 'linux' as const } : {}),
     };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
     this.wake = new WakeTimer({
@@ -125,7 +131,8 @@ class Controller {
     // Every cache keeps only what the controller reads (trim.ts): most of a real object is not.
     const inf = <T extends { metadata?: { name?: string } }>(o: InformerOptions<T>) => new Informer<T>(this.client, { ...o, logger: log });
     this.caches = {
-      nodes: inf({ resource: NODES, transform: trimNode }),
+      // The Linux data plane's objects carry the active node's InternalIP.
+      nodes: inf({ resource: NODES, transform: linux ? trimNodeWithAddress : trimNode }),
       ciliumNodes: inf({ resource: CILIUM_NODES, optional: true, transform: trimCiliumNode }),
       ciliumAgentPods: inf({ resource: pods(opts.ciliumNamespace), labelSelector: opts.ciliumSelector, transform: trimPod }),
       agentPods: inf({ resource: pods(opts.agentNamespace), labelSelector: opts.agentSelector, transform: trimPod }),
@@ -134,6 +141,7 @@ class Controller {
       policies: inf({ resource: POLICIES, transform: trimPolicy }),
       instances: inf({ resource: INSTANCES, transform: trimInstance }),
       cegps: inf({ resource: CEGPS, labelSelector: ownedSelector, optional: true, transform: trimCEGP }),
+      ...(linux ? { dataplanes: inf<EgressGatewayDataplane>({ resource: DATAPLANES }) } : {}),
     };
     this.planner = new Planner(this.coreOptions);
     this.recorder = new EventRecorder(this.client, {
@@ -158,7 +166,7 @@ class Controller {
 
   private wireEvents(): void {
     // Every replica feeds its planner (a new leader's first pass then plans what its caches hold).
-    for (const list of WATCHED) {
+    for (const list of [...WATCHED, ...(this.caches.dataplanes ? (['dataplanes'] as const) : [])]) {
       (this.caches[list] as unknown as Informer<{ metadata?: { name?: string } }>).onEvent((type, o) => {
         this.planner.handle(list, type, o as never);
         this.queue.enqueue();

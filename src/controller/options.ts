@@ -3,7 +3,7 @@
 
 import { parseArgs } from 'node:util';
 import { hostname } from 'node:os';
-import { DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE } from '../api/names.ts';
+import { DATAPLANE_MODES, DEFAULT_AGENT_SELECTOR, DEFAULT_CILIUM_AGENT_SELECTOR, DEFAULT_CILIUM_NAMESPACE, DEFAULT_NAMESPACE, type DataplaneMode } from '../api/names.ts';
 import { isLogLevel } from '../kube/log.ts';
 import { validateLeaderElectionConfig, type LeaderElectionConfig } from '../kube/leader.ts';
 
@@ -28,6 +28,11 @@ export interface ControllerOptions {
   metricsAddr: string;
   resyncMs: number;
   logLevel: string;
+  /**
+   * cilium: render CiliumEgressGatewayPolicies (design §7). linux: render the per-gateway dataplane
+   * objects for the agents' Linux data plane instead, and do not require cilium-agent pods.
+   */
+  dataplane: DataplaneMode;
 }
 
 export const CONTROLLER_HELP = `Usage: egressgw controller [flags]
@@ -55,6 +60,9 @@ Flags:
   --metrics-addr ADDR                 /metrics, /healthz, /readyz (default :8080; "0" or "" disables)
   --resync DUR                        periodic pass: writes again what is still not as planned (default 30s)
   --log-level LEVEL                   fatal|error|warn|info|debug|trace (default info)
+  --dataplane cilium|linux            cilium (default): render CiliumEgressGatewayPolicies; linux: render the
+                                      per-gateway SDNInternalEgressGatewayDataplane objects the agents program
+                                      (docs/dataplane.md), and do not require cilium-agent pods
 
 Durations: 500ms, 2s, 1m, 1m30s, or plain milliseconds.`;
 
@@ -132,6 +140,7 @@ export function parseControllerArgs(argv: string[]): ControllerOptions {
       'metrics-addr': str,
       resync: str,
       'log-level': str,
+      dataplane: str,
     },
   });
   const dur = (name: keyof typeof values, dflt: string): number => {
@@ -164,7 +173,9 @@ export function parseControllerArgs(argv: string[]): ControllerOptions {
     metricsAddr: values['metrics-addr'] ?? ':8080',
     resyncMs: dur('resync', '30s'),
     logLevel: values['log-level'] ?? 'info',
+    dataplane: (values.dataplane ?? 'cilium') as DataplaneMode,
   };
+  if (!DATAPLANE_MODES.includes(opts.dataplane)) throw new Error(`--dataplane: "${opts.dataplane}" is not one of ${DATAPLANE_MODES.join(', ')}`);
   if (!isLogLevel(opts.logLevel)) throw new Error(`--log-level: unknown level "${opts.logLevel}"`);
   if (opts.leaderElect) validateLeaderElectionConfig(leaderElectionConfig(opts));
   parseListenAddr(opts.metricsAddr);

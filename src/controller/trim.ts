@@ -77,6 +77,20 @@ export function trimNode(n: NodeLike): NodeLike {
   return out as unknown as NodeLike;
 }
 
+/**
+ * A Node for the Linux data plane: as trimNode, plus its first IPv4 InternalIP (the tunnel endpoint the
+ * dataplane objects carry).
+ */
+export function trimNodeWithAddress(n: NodeLike): NodeLike {
+  const out = trimNode(n) as { status?: Record<string, unknown> };
+  const addrs = (n as { status?: { addresses?: unknown } }).status?.addresses;
+  const internal = Array.isArray(addrs)
+    ? addrs.find((a): a is { type: string; address: string } => isObj(a) && a['type'] === 'InternalIP' && typeof a['address'] === 'string' && a['address'].includes('.'))
+    : undefined;
+  if (internal) out.status = { ...(out.status ?? {}), addresses: [{ type: 'InternalIP', address: internal.address }] };
+  return out as NodeLike;
+}
+
 /** CiliumNode: labels are all we read and write. */
 export function trimCiliumNode(n: CiliumNodeLike): CiliumNodeLike {
   return { metadata: trimMetadata((n as { metadata?: unknown }).metadata, false, PLAIN_META_FIELDS) } as unknown as CiliumNodeLike;

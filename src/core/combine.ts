@@ -1,11 +1,12 @@
 // What couples the gateways' plans, and the pass's result assembled from them:
 //  - settleElections: the least-loaded election counts the other gateways' choices;
 //  - nodeLabelInputs / agentCanAct: a node's labels depend on every gateway (membership, active-for);
-//  - assembleWrites: every plan's pending writes, in the one safe order (make before break);
+//  - assembleWrites: every plan's pending writes, in the one safe order (make before break), and the
+//    Linux data plane's objects with tunnel ids unique across gateways (dataplaneWrites);
 //  - desiredOf / metricsOf: the Desired view and the metrics of a pass.
 // (Duplicate VIPs couple gateways too; that rule applies before planning: withDuplicateVIPs.)
 
-import type { CiliumEgressGatewayPolicy } from '../api/types.ts';
+import type { CiliumEgressGatewayPolicy, EgressGatewayDataplane } from '../api/types.ts';
 import { MEMBER_LABEL, activeForLabel } from '../api/names.ts';
 import type { CoreEvent, CoreMetrics, Desired, Write } from './types.ts';
 import type { NodeState } from './eligibility.ts';
@@ -14,12 +15,43 @@ import type { InstanceFacts } from './instances.ts';
 import type { NodePlan } from './labels.ts';
 import { isOurCEGP } from './render.ts';
 import type { DuplicateVIP } from './validate.ts';
+import { dataplaneUpToDate, settleTunnelIDs, validTunnelID, withTunnelID } from './dataplane.ts';
 import { byString, nameOf } from './util.ts';
 
-/** Objects no gateway name claims: instances without an owner, CEGPs of policies that do not exist. */
+/**
+ * Objects no gateway name claims: instances without an owner, CEGPs of policies that do not exist (none
+ * with the Linux data plane, which writes no CEGPs), dataplane objects of names no gateway has.
+ */
 export interface Leftovers {
   instances: readonly InstanceFacts[];
   cegps: readonly CiliumEgressGatewayPolicy[];
+  dataplanes?: readonly EgressGatewayDataplane[];
+}
+
+/**
+ * The Linux data plane's objects as the pass wants them: each plan's rendered object with its tunnel id
+ * settled across all gateways (a proposal taken by an object already on the wire moves on). Name order.
+ */
+export function settledDataplanes(plans: Iterable<GatewayPlan>): EgressGatewayDataplane[] {
+  const rendered = [...plans].flatMap((p) => (p.rendered.linux ? [{ p, o: p.rendered.linux }] : []));
+  if (rendered.length === 0) return [];
+  const ids = settleTunnelIDs(rendered.map(({ p, o }) => ({ name: p.name, id: o.spec!.tunnelID!, observed: validTunnelID(p.inputs.dataplane?.spec?.tunnelID) })));
+  return rendered.map(({ p, o }) => (ids.get(p.name) === o.spec!.tunnelID ? o : withTunnelID(o, ids.get(p.name)!)));
+}
+
+/** Applies for the objects that differ from the observed ones, deletes for ours no gateway wants. */
+function dataplaneWrites(plans: readonly GatewayPlan[], leftovers: Leftovers): { applies: Write[]; deletes: Write[] } {
+  const observed = new Map(plans.map((p) => [p.name, p.inputs.dataplane]));
+  const applies: Write[] = [];
+  for (const o of settledDataplanes(plans)) {
+    const have = observed.get(o.metadata.name);
+    if (!have || !dataplaneUpToDate(have, o)) applies.push({ kind: 'applyDataplane', object: o });
+  }
+  const deletes: Write[] = [];
+  for (const p of plans) if (!p.rendered.linux && p.inputs.dataplane) deletes.push({ kind: 'deleteDataplane', name: p.name });
+  for (const o of leftovers.dataplanes ?? []) deletes.push({ kind: 'deleteDataplane', name: o.metadata.name });
+  deletes.sort(byKey((w) => (w.kind === 'deleteDataplane' ? w.name : '')));
+  return { applies, deletes };
 }
 
 function bump(load: Map<string, number>, node: string): void {
@@ -88,11 +120,12 @@ const labelKey = (w: Write): string => (w.kind === 'addLabels' || w.kind === 're
 
 /**
  * The pass's writes, in the order the shell executes them (make before break):
- *   createInstance/updateInstance → addLabels (Node, then CiliumNode) → applyCEGP → removeLabels
- *   → gatewayStatus/policyStatus → clearMoveRequest → deleteInstance → releaseFinalizer → deleteCEGP → events.
+ *   createInstance/updateInstance → addLabels (Node, then CiliumNode) → applyCEGP → applyDataplane
+ *   → removeLabels → gatewayStatus/policyStatus → clearMoveRequest → deleteInstance → releaseFinalizer
+ *   → deleteCEGP → deleteDataplane → events.
  * Each kind in name order. `canAct`: see agentCanAct.
  */
-export function assembleWrites(plans: Iterable<GatewayPlan>, nodes: Iterable<NodePlan>, leftovers: Leftovers, canAct: (node: string) => boolean): Write[] {
+export function assembleWrites(plans: readonly GatewayPlan[], nodes: Iterable<NodePlan>, leftovers: Leftovers, canAct: (node: string) => boolean): Write[] {
   const instances: Write[] = [];
   const applies: Write[] = [];
   const gwStatuses: Array<{ name: string; write: Write; events: readonly CoreEvent[] }> = [];
@@ -135,11 +168,13 @@ export function assembleWrites(plans: Iterable<GatewayPlan>, nodes: Iterable<Nod
   }
   const events: CoreEvent[] = [...gwStatuses.flatMap((s) => s.events), ...polStatuses.flatMap((s) => s.events), ...clears.map((c) => c.event)];
   const byLabel = byKey(labelKey);
+  const dataplane = dataplaneWrites(plans, leftovers);
   return [
     ...instances.sort(byKey(instanceKey)),
     ...label.Node.add.sort(byLabel),
     ...label.CiliumNode.add.sort(byLabel),
     ...applies.sort(byKey(cegpKey)),
+    ...dataplane.applies,
     ...label.Node.remove.sort(byLabel),
     ...label.CiliumNode.remove.sort(byLabel),
     ...gwStatuses.map((s) => s.write),
@@ -148,6 +183,7 @@ export function assembleWrites(plans: Iterable<GatewayPlan>, nodes: Iterable<Nod
     ...deletes,
     ...releases,
     ...cegpDeletes.sort(byKey(cegpKey)),
+    ...dataplane.deletes,
     ...events.map((e): Write => ({ kind: 'event', ...e })),
   ];
 }
@@ -184,7 +220,9 @@ export function desiredOf(plans: readonly GatewayPlan[], nodes: Iterable<NodePla
     gatewayEvents: new Map(),
     policyEvents: new Map(),
     moveRequests: new Map(),
+    dataplanes: new Map(),
   };
+  for (const o of settledDataplanes(plans)) d.dataplanes.set(o.metadata.name, o);
   for (const p of plans) {
     if (p.outcome) {
       d.gateways.set(p.name, p.outcome.decision);

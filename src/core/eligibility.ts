@@ -4,6 +4,7 @@
 // the cilium-agent and egressgw agent pods on it, and its heartbeat. It is derived from the node's own
 // objects and the time only, so the shell can recompute it for the nodes an event touched.
 
+import { nodeTunnelEndpoint } from './dataplane.ts';
 import type { NodeLike, PodLike } from '../api/types.ts';
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { CoreOptions, Heartbeat, IneligibleReason, NodeVerdict, Snapshot, UplinkState } from './types.ts';
@@ -23,6 +24,8 @@ export interface NodeState {
   readonly agent: PodState;
   readonly heartbeat: HeartbeatState;
   readonly uplinks: Readonly<Record<string, UplinkState>> | undefined;
+  /** Its first IPv4 InternalIP: the tunnel endpoint of the Linux data plane (undefined when it has none). */
+  readonly address: string | undefined;
   /** This node's verdict where nothing disqualifies it: one (frozen) object for every gateway it serves. */
   readonly eligible: NodeVerdict;
 }
@@ -94,7 +97,7 @@ export function nodeState(
   hb: { heartbeat: HeartbeatState; uplinks: NodeState['uplinks'] },
 ): NodeState {
   const eligible = Object.freeze(verdict(name, NO_REASONS)) as NodeVerdict;
-  return { name, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat: hb.heartbeat, uplinks: hb.uplinks, eligible };
+  return { name, labels: labelsOf(node), ready: isNodeReady(node), cordoned: isNodeCordoned(node), ciliumAgent, agent, heartbeat: hb.heartbeat, uplinks: hb.uplinks, address: nodeTunnelEndpoint(node), eligible };
 }
 
 /** Equal states: every gateway decides the same with either. */
@@ -109,6 +112,7 @@ export function sameNodeState(a: NodeState | undefined, b: NodeState | undefined
     a.agent === b.agent &&
     a.heartbeat === b.heartbeat &&
     a.uplinks === b.uplinks &&
+    a.address === b.address &&
     sameLabels(a.labels, b.labels)
   );
 }

@@ -1,13 +1,13 @@
 // The core's unit of work: one gateway name — the gateway with that name, if any, and the policies
 // that name it. `planGateway` decides everything about it from its inputs alone (eligibility,
-// election, handover, instances, status, and its policies' CEGPs and statuses) and the writes that
-// bring its own objects there. What couples gateways (the election's load counts, duplicate VIPs,
+// election, handover, instances, status, and its policies' CEGPs and statuses — or, with the Linux data
+// plane, its dataplane object) and the writes that bring its own objects there. What couples gateways (the election's load counts, duplicate VIPs,
 // node labels) is settled in combine.ts.
 //
 // Inputs and plans are immutable: a plan stays valid as long as its inputs do (and the time is within
 // [validFrom, validUntil)), so the shell reuses the plans of the gateways no event touched.
 
-import type { CiliumEgressGatewayPolicy, EgressGatewayInstance } from '../api/types.ts';
+import type { CiliumEgressGatewayPolicy, DataplanePolicy, EgressGatewayDataplane, EgressGatewayInstance } from '../api/types.ts';
 import { MODE_VIP, cegpName } from '../api/names.ts';
 import type { CoreEvent, Write } from './types.ts';
 import { elect, type Election, type ElectionInputs } from './election.ts';
@@ -17,6 +17,7 @@ import { egressGatewaySpec, isOurCEGP, policyOutcome, type GatewayView, type Pol
 import { gatewayOutcome, gatewayRef, type GatewayOutcome } from './status.ts';
 import type { GatewayInfo, PolicyInfo } from './validate.ts';
 import { byString, instanceName, toIso } from './util.ts';
+import { dataplanePolicy, proposedTunnelID, renderGatewayDataplane } from './dataplane.ts';
 
 export interface GatewayInputs extends ElectionInputs {
   name: string;
@@ -30,6 +31,8 @@ export interface GatewayInputs extends ElectionInputs {
   policies: readonly PolicyInfo[];
   /** Observed CEGPs by policy name. */
   cegps: ReadonlyMap<string, CiliumEgressGatewayPolicy>;
+  /** `--dataplane linux`: the observed dataplane object of this name. */
+  dataplane?: EgressGatewayDataplane;
 }
 
 /** What the plan still has to write to its own objects, each list in name order. */
@@ -59,10 +62,12 @@ export interface GatewayPlan {
   /** The policies' outcomes, in the order of `inputs.policies`. */
   readonly policies: readonly PolicyOutcome[];
   /**
-   * The rendered data-plane objects, one entry per data plane (only Cilium's today): what every node
-   * needs for this gateway's traffic.
+   * The rendered data-plane objects, one entry per data plane: what every node needs for this gateway's
+   * traffic. `cilium`: its policies' CEGPs (written in the Cilium data plane only; in the Linux one they
+   * decide which policies render and with what). `linux`: its dataplane object (`--dataplane linux`, when
+   * a gateway has this name), with the tunnel id it proposes (combine.ts makes ids unique).
    */
-  readonly rendered: { readonly cilium: ReadonlyMap<string, CiliumEgressGatewayPolicy> };
+  readonly rendered: { readonly cilium: ReadonlyMap<string, CiliumEgressGatewayPolicy>; readonly linux?: EgressGatewayDataplane };
   readonly writes: GatewayWrites;
   /** The plan holds for a pass at any `now` in [validFrom, validUntil) (and the same inputs). */
   readonly validFrom: number;
@@ -121,6 +126,21 @@ function renderedCEGPs(inputs: GatewayInputs, policies: readonly PolicyOutcome[]
   return out;
 }
 
+/**
+ * The gateway's dataplane object: the node that carries its label after this pass and that node's
+ * address, and exactly the policies that render a CEGP (so both data planes carry the same policies).
+ */
+function renderedDataplane(inputs: GatewayInputs, g: GatewayInfo, active: string, policies: readonly PolicyOutcome[]): EgressGatewayDataplane {
+  const endpoint = active === '' ? undefined : (inputs.refs.get(active) ?? inputs.candidates.find((c) => c.name === active))?.address;
+  const list: DataplanePolicy[] = [];
+  inputs.policies.forEach((p, i) => {
+    const c = policies[i]?.cegp;
+    const d = c ? dataplanePolicy(p.name, c) : undefined;
+    if (d) list.push(d);
+  });
+  return renderGatewayDataplane(g, active, endpoint, proposedTunnelID(g.name, inputs.dataplane), list);
+}
+
 /** The writes that bring the gateway's own objects to the plan (none when they already are). */
 function pendingWrites(
   inputs: GatewayInputs,
@@ -153,6 +173,7 @@ function pendingWrites(
     const name = cegpName(p.name);
     const want = cegps.get(name);
     const have = inputs.cegps.get(p.name);
+    if (inputs.options.dataplane === 'linux') return; // no CEGPs: the dataplane object carries the policies
     if (want && want !== have && (!have || !cegpUpToDate(have, want))) w.applyCEGPs.push({ kind: 'applyCEGP', object: want });
     if (!want && have && isOurCEGP(have)) w.deleteCEGPs.push({ kind: 'deleteCEGP', name });
   });
@@ -170,6 +191,7 @@ export function planGateway(inputs: GatewayInputs, load: ReadonlyMap<string, num
   const desired = g && e?.valid && g.mode === MODE_VIP ? desiredInstances(g, e, inputs.takenNames, nowIso) : { instances: NO_INSTANCES, usesNow: false };
   const policies = inputs.policies.map((p) => policyOutcome(p, view, inputs.cegps.get(p.name), nowIso));
   const cilium = renderedCEGPs(inputs, policies);
+  const linux = g && e && inputs.options.dataplane === 'linux' ? renderedDataplane(inputs, g, e.active, policies) : undefined;
   const move = g && e ? moveRequest(g, e) : undefined;
   // A plan that wrote the time into something it wants holds for this very moment only.
   const usesNow = desired.usesNow || outcome?.changed === true || policies.some((p) => p.changed);
@@ -181,7 +203,7 @@ export function planGateway(inputs: GatewayInputs, load: ReadonlyMap<string, num
     moveRequest: move,
     instances: desired.instances,
     policies,
-    rendered: { cilium },
+    rendered: linux ? { cilium, linux } : { cilium },
     writes: pendingWrites(inputs, outcome, move, desired.instances, policies, cilium),
     validFrom: usesNow ? inputs.now : (e?.clock.from ?? Number.NEGATIVE_INFINITY),
     validUntil: usesNow ? inputs.now + 1 : (e?.clock.until ?? Number.POSITIVE_INFINITY),

@@ -3,7 +3,7 @@
 // inputs up to date from watch events instead (src/controller/planner.ts), and a property test holds
 // the two to the same result.
 
-import type { CiliumEgressGatewayPolicy, CiliumNodeLike, EgressGateway, EgressGatewayPolicy } from '../api/types.ts';
+import type { CiliumEgressGatewayPolicy, CiliumNodeLike, EgressGateway, EgressGatewayDataplane, EgressGatewayPolicy } from '../api/types.ts';
 import { ACTIVE_FOR_PREFIX, cegpName } from '../api/names.ts';
 import type { CoreOptions, Snapshot } from './types.ts';
 import { buildNodeStates, type NodeState } from './eligibility.ts';
@@ -83,6 +83,8 @@ export function partition(snapshot: Snapshot, options: CoreOptions): Partition {
     push(policies, info.gatewayName, info);
   }
   const cegps = byName<CiliumEgressGatewayPolicy>(snapshot.cegps);
+  const linux = options.dataplane === 'linux';
+  const dataplanes = linux ? byName<EgressGatewayDataplane>(snapshot.dataplanes) : new Map<string, EgressGatewayDataplane>();
   const { owned, taken, unowned } = instancesByGateway(snapshot, gateways);
   const labelled = labelledNodes(nodeStates);
   const index = new NodeLabelIndex(new Map([...nodeStates].map(([n, st]) => [n, st.labels])));
@@ -110,9 +112,13 @@ export function partition(snapshot: Snapshot, options: CoreOptions): Partition {
       takenNames: taken.get(name) ?? new Set(),
       policies: own,
       cegps: observedCEGPs(own, cegps),
+      ...(dataplanes.has(name) ? { dataplane: dataplanes.get(name) } : {}),
     };
   });
   const policyNames = new Set([...policies.values()].flat().map((p) => p.name));
-  const leftoverCEGPs = [...cegps].filter(([n]) => n.startsWith('d8.') && !policyNames.has(n.slice(3))).map(([, c]) => c);
-  return { nodeStates, ciliumNodes: byName(snapshot.ciliumNodes), gateways: inputs, leftovers: { instances: unowned, cegps: leftoverCEGPs }, duplicateVIPs };
+  // The Linux data plane writes no CEGPs, and so deletes none either.
+  const leftoverCEGPs = linux ? [] : [...cegps].filter(([n]) => n.startsWith('d8.') && !policyNames.has(n.slice(3))).map(([, c]) => c);
+  const planned = new Set(names);
+  const leftoverDataplanes = [...dataplanes].filter(([n]) => !planned.has(n)).map(([, o]) => o);
+  return { nodeStates, ciliumNodes: byName(snapshot.ciliumNodes), gateways: inputs, leftovers: { instances: unowned, cegps: leftoverCEGPs, dataplanes: leftoverDataplanes }, duplicateVIPs };
 }

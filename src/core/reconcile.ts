@@ -23,6 +23,7 @@ export function resolveOptions(options?: Partial<CoreOptions>): CoreOptions {
   }
   if (options && typeof options.requireCiliumAgent === 'boolean') o.requireCiliumAgent = options.requireCiliumAgent;
   if (options && typeof options.ciliumAgentSource === 'string') o.ciliumAgentSource = options.ciliumAgentSource;
+  if (options?.dataplane === 'linux') o.dataplane = 'linux';
   return o;
 }
 

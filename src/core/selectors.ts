@@ -145,3 +145,35 @@ export class NodeLabelIndex {
     return smallest.filter((n) => matchesNodeSelector(this.#labels.get(n), selector));
   }
 }
+
+/** Cilium's pseudo-label: a podSelector sees the pod's namespace under this key (reference §2.2). */
+export const NAMESPACE_PSEUDO_LABEL = 'io.kubernetes.pod.namespace';
+
+/** What a policy's selectors see of a pod: its labels, its namespace, and its namespace's labels. */
+export interface PodSelectionView {
+  namespace: string;
+  labels: Readonly<Record<string, string>> | undefined;
+  /** The Namespace object's labels (absent when the Namespace is unknown). */
+  namespaceLabels: Readonly<Record<string, string>> | undefined;
+}
+
+/**
+ * Whether any of a policy's selectors matches the pod, as Cilium matches them: the podSelector sees the
+ * pod's labels plus `io.kubernetes.pod.namespace`; a namespaceSelector (ours) must also match the
+ * namespace's labels (plus `kubernetes.io/metadata.name`, which the API server sets). An item with only a
+ * namespaceSelector selects every pod of those namespaces. Used by the CLI's counts and the Linux data plane.
+ */
+export function podSelected(
+  selectors: ReadonlyArray<{ podSelector?: LabelSelector; namespaceSelector?: LabelSelector } | null | undefined> | undefined,
+  pod: PodSelectionView,
+): boolean {
+  if (!Array.isArray(selectors) || selectors.length === 0) return false;
+  const labels = { ...(pod.labels ?? {}), [NAMESPACE_PSEUDO_LABEL]: pod.namespace };
+  let nsLabels: Record<string, string> | undefined;
+  return selectors.some((s) => {
+    if (!matchesLabelSelector(labels, s?.podSelector ?? {})) return false;
+    if (s?.namespaceSelector === undefined) return true;
+    nsLabels ??= { 'kubernetes.io/metadata.name': pod.namespace, ...(pod.namespaceLabels ?? {}) };
+    return matchesLabelSelector(nsLabels, s.namespaceSelector);
+  });
+}

@@ -209,6 +209,12 @@ export function applyWrites(snapshot: Snapshot, writes: readonly Write[]): Snaps
       case 'deleteCEGP':
         s = { ...s, cegps: s.cegps.filter((c) => nameOf(c) !== w.name) };
         break;
+      case 'applyDataplane':
+        s = { ...s, dataplanes: [...(s.dataplanes ?? []).filter((o) => nameOf(o) !== nameOf(w.object)), structuredClone(w.object)] };
+        break;
+      case 'deleteDataplane':
+        s = { ...s, dataplanes: (s.dataplanes ?? []).filter((o) => nameOf(o) !== w.name) };
+        break;
       case 'gatewayStatus':
         s = { ...s, gateways: s.gateways.map((g) => (nameOf(g) === w.name ? { ...g, status: structuredClone(w.status) } : g)) };
         break;

@@ -8,6 +8,7 @@ import type {
   CiliumEgressGatewayPolicy,
   CiliumNodeLike,
   EgressGateway,
+  EgressGatewayDataplane,
   EgressGatewayInstance,
   EgressGatewayPolicy,
   EgressGatewayPolicyStatus,
@@ -15,6 +16,7 @@ import type {
   NodeLike,
   PodLike,
 } from '../api/types.ts';
+import type { DataplaneMode } from '../api/names.ts';
 
 /** Operational state of one interface on a node, published by the agent with its heartbeat. */
 export interface UplinkState {
@@ -51,6 +53,8 @@ export interface Snapshot {
   instances: readonly EgressGatewayInstance[];
   /** CEGPs carrying our labels (the shell watches only those). */
   cegps: readonly CiliumEgressGatewayPolicy[];
+  /** `--dataplane linux`: the dataplane objects (one per gateway name). */
+  dataplanes?: readonly EgressGatewayDataplane[];
 }
 
 export interface CoreOptions {
@@ -60,6 +64,11 @@ export interface CoreOptions {
   requireCiliumAgent: boolean;
   /** Where the shell looks for cilium-agent pods ("namespace kube-system, selector k8s-app=cilium"), for messages. */
   ciliumAgentSource?: string;
+  /**
+   * cilium (default): render CiliumEgressGatewayPolicies. linux: render one dataplane object per gateway
+   * instead (src/core/dataplane.ts, docs/dataplane.md) and write no CEGPs.
+   */
+  dataplane?: DataplaneMode;
 }
 
 export const DEFAULT_CORE_OPTIONS: CoreOptions = Object.freeze({
@@ -124,6 +133,8 @@ export interface Desired {
   nodeLabels: Map<string, Set<string>>;
   instances: Map<string, EgressGatewayInstance>;
   cegps: Map<string, CiliumEgressGatewayPolicy>;
+  /** `--dataplane linux`: the dataplane object of every gateway, by gateway name. */
+  dataplanes?: Map<string, EgressGatewayDataplane>;
   gatewayStatuses: Map<string, EgressGatewayStatus>;
   policyStatuses: Map<string, EgressGatewayPolicyStatus>;
   metrics: CoreMetrics;
@@ -190,6 +201,9 @@ export type Write =
   | { kind: 'deleteInstance'; name: string; uid?: string }
   /** The instance is being deleted and its node's agent cannot remove the finalizer (node gone/dead). */
   | { kind: 'releaseFinalizer'; name: string }
+  /** `--dataplane linux`: create or update (server-side apply) a gateway's dataplane object. */
+  | { kind: 'applyDataplane'; object: EgressGatewayDataplane }
+  | { kind: 'deleteDataplane'; name: string }
   /** Create or update (server-side apply) a CEGP. */
   | { kind: 'applyCEGP'; object: CiliumEgressGatewayPolicy }
   | { kind: 'deleteCEGP'; name: string }

@@ -8,6 +8,7 @@ import {
   INTERNAL_GROUP,
   PLURAL_CEGPS,
   PLURAL_CILIUM_NODES,
+  PLURAL_DATAPLANES,
   PLURAL_GATEWAYS,
   PLURAL_INSTANCES,
   PLURAL_POLICIES,
@@ -20,8 +21,11 @@ export const CILIUM_NODES: ResourceRef = { group: CILIUM_GROUP, version: CILIUM_
 export const GATEWAYS: ResourceRef = { group: GROUP, version: VERSION, plural: PLURAL_GATEWAYS };
 export const POLICIES: ResourceRef = { group: GROUP, version: VERSION, plural: PLURAL_POLICIES };
 export const INSTANCES: ResourceRef = { group: INTERNAL_GROUP, version: VERSION, plural: PLURAL_INSTANCES };
+export const DATAPLANES: ResourceRef = { group: INTERNAL_GROUP, version: VERSION, plural: PLURAL_DATAPLANES };
 export const CEGPS: ResourceRef = { group: CILIUM_GROUP, version: CILIUM_VERSION, plural: PLURAL_CEGPS };
 
+/** Pods of every namespace (the Linux data plane's agent, with a node field selector). */
+export const ALL_PODS: ResourceRef = { group: '', version: 'v1', plural: 'pods' };
 export const pods = (namespace: string): ResourceRef => ({ group: '', version: 'v1', plural: 'pods', namespace });
 export const leases = (namespace: string): ResourceRef => ({ group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespace });
 export const events = (namespace: string): ResourceRef => ({ group: 'events.k8s.io', version: 'v1', plural: 'events', namespace });

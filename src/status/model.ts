@@ -4,11 +4,8 @@
 
 import { MODE_PRIMARY_IP, MODE_VIP } from '../api/names.ts';
 import type { Condition, EgressGateway, EgressGatewayPolicy, LabelSelector, PodLike } from '../api/types.ts';
-import { matchesLabelSelector } from '../core/selectors.ts';
+import { podSelected } from '../core/selectors.ts';
 import { age, painter, renderTable } from '../term/table.ts';
-
-/** Cilium's pseudo-label carrying a pod's namespace; policies select namespaces with it (reference §2.2). */
-export const NAMESPACE_PSEUDO_LABEL = 'io.kubernetes.pod.namespace';
 
 export interface GatewayRow {
   name: string;
@@ -95,14 +92,7 @@ export function countSelectedPods(
   for (const pod of pods) {
     if (!podCounts(pod)) continue;
     const ns = pod.metadata.namespace ?? 'default';
-    const labels = { ...(pod.metadata.labels ?? {}), [NAMESPACE_PSEUDO_LABEL]: ns };
-    const nsLabels = { 'kubernetes.io/metadata.name': ns, ...(namespaces.get(ns) ?? {}) };
-    const selected = selectors.some(
-      (s) =>
-        // An item without podSelector (only a namespaceSelector) selects every pod of those namespaces.
-        matchesLabelSelector(labels, s?.podSelector ?? {}) && (s?.namespaceSelector === undefined || matchesLabelSelector(nsLabels, s.namespaceSelector)),
-    );
-    if (selected) n++;
+    if (podSelected(selectors, { namespace: ns, labels: pod.metadata.labels, namespaceLabels: namespaces.get(ns) })) n++;
   }
   return n;
 }

@@ -17,6 +17,8 @@ export interface AgentProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal?: NodeJS.Signals): void;
   alive(): boolean;
+  /** Resolves once the agent has logged that it started (its signal handlers are in place by then). */
+  readonly started: Promise<void>;
   /** Whether this process has logged a message starting with `msg` (its own log lines, not an earlier agent's). */
   logged(msg: string): boolean;
   /** Of the messages starting with one of `prefixes`, the one this process logged last. */
@@ -68,22 +70,31 @@ export class Agents {
     ]);
     child.stdout?.pipe(out, { end: false });
     child.stderr?.pipe(out, { end: false });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
     // The messages of this process (pino JSON lines on stderr), for waiting on what it reports.
     const messages: string[] = [];
     let partial = '';
+    let onStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve, reject) => {
+      onStarted = resolve;
+      void exited.then(({ code, signal }) => reject(new Error(`agent ${node.name} exited (${signal ?? code}) before it started`)));
+    });
     child.stderr?.on('data', (chunk: Buffer) => {
       const lines = (partial + chunk.toString()).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
         try {
           const msg = (JSON.parse(line) as { msg?: unknown }).msg;
-          if (typeof msg === 'string') messages.push(msg);
+          if (typeof msg !== 'string') continue;
+          messages.push(msg);
+          // Its signal handlers are in place by then.
+          if (msg === 'agent started') onStarted();
         } catch {
           // not a log line
         }
       }
     });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+    started.catch(() => undefined);
     let gone = false;
     void exited.then(() => (gone = true));
     return {
@@ -94,6 +105,7 @@ export class Agents {
         if (!gone) process.kill(child.pid!, signal);
       },
       alive: () => !gone,
+      started,
       logged: (msg) => messages.some((m) => m.startsWith(msg)),
       lastLogged: (prefixes) => messages.findLast((m) => prefixes.some((p) => m.startsWith(p))),
       countLogged: (prefix) => messages.filter((m) => m.startsWith(prefix)).length,
@@ -111,6 +123,7 @@ export class Agents {
       logged: () => false,
       lastLogged: () => undefined,
       countLogged: () => 0,
+      started: Promise.resolve(),
     };
   }
 

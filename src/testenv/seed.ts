@@ -31,6 +31,8 @@ export const SEED_NAMESPACES = [DEFAULT_NAMESPACE, DEFAULT_CILIUM_NAMESPACE];
 export interface SeedNode {
   name: string;
   ip: string;
+  /** Carries GATEWAY_NODE_LABEL (default true); false for a worker node. */
+  gateway?: boolean;
 }
 
 const PLURALS: Record<string, string> = {
@@ -136,7 +138,8 @@ export async function seedCluster(
   await cluster.applyCRDs(join(REPO, 'test', 'fixtures', 'crds', 'cilium'));
   for (const ns of SEED_NAMESPACES) await ensure(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
   for (const n of nodes) {
-    await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { ...extraNodeLabels, [GATEWAY_NODE_LABEL]: '', 'kubernetes.io/hostname': n.name } } });
+    const role = n.gateway === false ? {} : { [GATEWAY_NODE_LABEL]: '' };
+    await ensure(client, NODES, { apiVersion: 'v1', kind: 'Node', metadata: { name: n.name, labels: { ...extraNodeLabels, ...role, 'kubernetes.io/hostname': n.name } } });
     await setNodeReady(client, n, true);
     await ensure(client, CILIUM_NODES, { apiVersion: 'cilium.io/v2', kind: 'CiliumNode', metadata: { name: n.name }, spec: {} });
     const pod = `cilium-agent-${n.name}`;

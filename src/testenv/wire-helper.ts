@@ -14,19 +14,14 @@
 //   ← {"ev":"ready"}  {"ev":"ok","seq":1}  {"ev":"error","seq":1,"message":"…","code":"EPERM"}
 //   ← {"ev":"frame","sock":"a","hex":"…"}  {"ev":"counter","name":"responseSent","ip":"…","ifname":"…"}
 import { createSocket } from 'node:dgram';
-import { createInterface } from 'node:readline';
 import { Announcer } from '../agent/announcer.ts';
 import { IpRoute } from '../agent/net/iproute.ts';
 import { ETH_P_ALL, ETH_P_ARP, ETH_P_IPV6, PacketSocket } from '../agent/net/packet.ts';
+import { emit, serveCommands, type Command } from './helper-process.ts';
 
-type Command = { seq: number; cmd: string; [k: string]: unknown };
 
 const sockets = new Map<string, PacketSocket>();
 let announcer: Announcer | undefined;
-
-function emit(msg: object): void {
-  process.stdout.write(`${JSON.stringify(msg)}\n`);
-}
 
 const PROTOCOLS: Record<string, number> = { arp: ETH_P_ARP, ipv6: ETH_P_IPV6, all: ETH_P_ALL };
 
@@ -93,24 +88,7 @@ function requireAnnouncer(): Announcer {
   return announcer;
 }
 
-const rl = createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  let c: Command;
-  try {
-    c = JSON.parse(line) as Command;
-  } catch {
-    emit({ ev: 'error', seq: -1, message: `bad JSON: ${line}` });
-    return;
-  }
-  handle(c).then(
-    () => emit({ ev: 'ok', seq: c.seq }),
-    (err: unknown) => emit({ ev: 'error', seq: c.seq, message: err instanceof Error ? err.message : String(err), code: (err as { code?: unknown }).code }),
-  );
-});
-// The parent closing stdin means "done": release sockets so the process exits.
-rl.on('close', () => {
+serveCommands(handle, () => {
   announcer?.stop();
   for (const s of sockets.values()) s.close();
-  process.exit(0);
 });
-emit({ ev: 'ready' });

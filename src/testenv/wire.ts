@@ -1,10 +1,8 @@
 // Parent side of wire-helper.ts: packet capture, raw sends and an announcer running inside a
 // namespace (await their effects with poll.ts).
-import type { ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { HelperProcess } from './helper-process.ts';
 import type { Network } from './netns.ts';
-import { endByStdin } from './netns-rpc.ts';
 
 const HELPER = fileURLToPath(new URL('./wire-helper.ts', import.meta.url));
 
@@ -20,56 +18,28 @@ export interface CounterEvent {
 }
 
 export class WireHelper {
-  readonly ns: string;
   readonly frames: CapturedFrame[] = [];
   readonly counters: CounterEvent[] = [];
   readonly errors: string[] = [];
-  readonly #child: ChildProcess;
-  readonly #pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  #seq = 0;
-  #stderr = '';
+  #process!: HelperProcess;
 
-  private constructor(ns: string, child: ChildProcess) {
-    this.ns = ns;
-    this.#child = child;
+  get ns(): string {
+    return this.#process.ns;
   }
 
   /** Starts the helper in `ns` (with the Node binary running us) and waits until it is ready. */
   static async start(net: Network, ns: string): Promise<WireHelper> {
-    const child = net.spawnIn(ns, process.execPath, [HELPER]);
-    const h = new WireHelper(ns, child);
-    child.stderr!.on('data', (d: Buffer) => (h.#stderr += d.toString()));
-    const ready = new Promise<void>((resolve, reject) => {
-      child.once('exit', (code) => {
-        const err = new Error(`wire helper in ${ns} exited with ${code}: ${h.#stderr.trim()}`);
-        reject(err);
-        for (const p of h.#pending.values()) p.reject(err);
-        h.#pending.clear();
-      });
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const m = JSON.parse(line) as { ev: string; seq?: number; sock?: string; hex?: string; message?: string; code?: string; name?: CounterEvent['name']; ip?: string; ifname?: string; context?: string };
-        if (m.ev === 'ready') resolve();
-        else if (m.ev === 'frame') h.frames.push({ sock: m.sock!, frame: Buffer.from(m.hex!, 'hex') });
-        else if (m.ev === 'counter') h.counters.push({ name: m.name!, ip: m.ip!, ifname: m.ifname! });
-        else if (m.ev === 'announcerError') h.errors.push(`${m.context}: ${m.message}`);
-        else if (m.ev === 'ok' || m.ev === 'error') {
-          const p = h.#pending.get(m.seq!);
-          h.#pending.delete(m.seq!);
-          if (m.ev === 'ok') p?.resolve();
-          else p?.reject(Object.assign(new Error(`${ns}: ${m.message}`), { code: m.code }));
-        }
-      });
+    const h = new WireHelper();
+    h.#process = await HelperProcess.start(ns, net.spawnIn(ns, process.execPath, [HELPER]), 'wire helper', (m) => {
+      if (m.ev === 'frame') h.frames.push({ sock: String(m.sock), frame: Buffer.from(String(m.hex), 'hex') });
+      else if (m.ev === 'counter') h.counters.push({ name: m.name as CounterEvent['name'], ip: String(m.ip), ifname: String(m.ifname) });
+      else if (m.ev === 'announcerError') h.errors.push(`${String(m.context)}: ${String(m.message)}`);
     });
-    await ready;
     return h;
   }
 
   command(cmd: string, args: Record<string, unknown> = {}): Promise<void> {
-    const seq = ++this.#seq;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(seq, { resolve, reject });
-      this.#child.stdin!.write(`${JSON.stringify({ ...args, seq, cmd })}\n`);
-    });
+    return this.#process.command(cmd, args);
   }
 
   /** Opens a packet socket named `sock` on `iface`; received frames accumulate in `frames`. */
@@ -87,6 +57,6 @@ export class WireHelper {
 
   /** Ends the helper: closing stdin makes it release its sockets and exit; killed if it does not. */
   close(): Promise<void> {
-    return endByStdin(this.#child);
+    return this.#process.close();
   }
 }

@@ -82,9 +82,14 @@ function columns(v: Version): Map<string, string> {
 const EG = 'network.deckhouse.io_egressgateways.yaml';
 const EGP = 'network.deckhouse.io_egressgatewaypolicies.yaml';
 const EGI = 'internal.network.deckhouse.io_sdninternalegressgatewayinstances.yaml';
+const EGD = 'internal.network.deckhouse.io_sdninternalegressgatewaydataplanes.yaml';
 
-test('deploy/crds holds exactly our three CRDs, one per file', () => {
-  assert.deepEqual(readdirSync(crdDir).filter((f) => f.endsWith('.yaml')).sort(), [EGI, EGP, EG].sort());
+test('deploy/crds holds exactly our four CRDs, one per file', () => {
+  assert.deepEqual(readdirSync(crdDir).filter((f) => f.endsWith('.yaml')).sort(), [EGD, EGI, EGP, EG].sort());
+  const d = load(crdDir, EGD);
+  assert.equal(d.metadata.name, `${d.spec.names.plural}.${d.spec.group}`);
+  assert.equal(d.spec.scope, 'Cluster');
+  assert.equal(only(d).subresources, undefined, 'no status: the agents report through events');
   for (const f of [EG, EGP, EGI]) {
     const docs = parseAllDocuments(readFileSync(join(crdDir, f), 'utf8'));
     assert.equal(docs.length, 1, f);

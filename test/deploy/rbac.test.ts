@@ -5,16 +5,14 @@
 // listed in UNEXERCISED with the reason the scenario cannot reach them.
 //
 // Needs root and `ip netns` (the agents run in network namespaces, via src/testenv/env.ts).
-import { after, before, describe, test } from 'node:test';
-import assert from 'node:assert/strict';
-import { DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION, cegpName } from '../../src/api/names.ts';
+import { after, before, describe } from 'node:test';
+import { MOVE_TO_ANNOTATION, cegpName } from '../../src/api/names.ts';
 import type { EgressGateway, EgressGatewayInstance } from '../../src/api/types.ts';
 import { renderManifests } from '../../src/cli/manifests.ts';
-import type { Manifest } from '../../src/cli/kustomize.ts';
 import { runController } from '../../src/controller/controller.ts';
 import { parseControllerArgs } from '../../src/controller/options.ts';
 import { CEGPS, GATEWAYS, INSTANCES, NODES, POLICIES } from '../../src/kube/resources.ts';
-import type { AuditEvent } from '../../src/testenv/apiserver.ts';
+import { COMPONENTS, auditTests } from './rbac-audit.ts';
 import { startTestEnv, type TestEnv } from '../../src/testenv/env.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { activeInstance } from '../../src/testenv/queries.ts';
@@ -22,12 +20,6 @@ import { TEST_VIP } from '../../src/testenv/seed.ts';
 
 const canRun = process.getuid?.() === 0;
 
-/** The identity each component runs as in a cluster, and the one it has in this test. */
-const COMPONENTS = {
-  controller: { serviceAccount: 'egressgw-controller', user: `system:serviceaccount:${DEFAULT_NAMESPACE}:egressgw-controller` },
-  // The test environment's agents authenticate as this user (src/testenv/env.ts).
-  agent: { serviceAccount: 'egress-gateway-agent', user: 'egressgw-agent' },
-} as const;
 
 /**
  * Grants the scenario cannot exercise, with why they are still needed. Anything else unused fails the test.
@@ -44,59 +36,6 @@ const UNEXERCISED: Record<keyof typeof COMPONENTS, Record<string, string>> = {
   },
   agent: {},
 };
-
-interface Access {
-  verb: string;
-  group: string;
-  resource: string;
-  namespace: string | undefined;
-}
-const key = (a: { verb: string; group: string; resource: string }): string => `${a.verb} ${a.group}/${a.resource}`;
-
-function usedBy(events: AuditEvent[], user: string): Access[] {
-  const seen = new Map<string, Access>();
-  for (const e of events) {
-    if (e.user.username !== user || !e.objectRef?.resource) continue;
-    const resource = e.objectRef.subresource ? `${e.objectRef.resource}/${e.objectRef.subresource}` : e.objectRef.resource;
-    const a: Access = { verb: e.verb, group: e.objectRef.apiGroup ?? '', resource, namespace: e.objectRef.namespace };
-    seen.set(`${key(a)} ${a.namespace ?? ''}`, a);
-  }
-  return [...seen.values()];
-}
-
-interface Rule {
-  apiGroups: string[];
-  resources: string[];
-  verbs: string[];
-}
-interface Grant {
-  verb: string;
-  group: string;
-  resource: string;
-  /** undefined: cluster-wide (ClusterRole through a ClusterRoleBinding). */
-  namespace: string | undefined;
-}
-
-/** What the install grants a ServiceAccount, expanded to single (verb, group, resource) grants. */
-function grantsOf(manifests: Manifest[], serviceAccount: string): Grant[] {
-  const roles = new Map(manifests.filter((m) => m.kind === 'Role' || m.kind === 'ClusterRole').map((m) => [`${m.kind}/${m.metadata.namespace ?? ''}/${m.metadata.name}`, m]));
-  const out: Grant[] = [];
-  for (const b of manifests.filter((m) => m.kind === 'RoleBinding' || m.kind === 'ClusterRoleBinding')) {
-    const subjects = (b.subjects as Array<{ kind: string; name: string }> | undefined) ?? [];
-    if (!subjects.some((s) => s.kind === 'ServiceAccount' && s.name === serviceAccount)) continue;
-    const ref = b.roleRef as { kind: string; name: string };
-    const ns = b.kind === 'RoleBinding' ? b.metadata.namespace : undefined;
-    const role = roles.get(`${ref.kind}/${ref.kind === 'Role' ? (ns ?? '') : ''}/${ref.name}`);
-    assert.ok(role, `${b.kind}/${b.metadata.name} refers to a role in the install`);
-    for (const r of (role.rules as Rule[]) ?? []) {
-      for (const group of r.apiGroups) for (const resource of r.resources) for (const verb of r.verbs) out.push({ verb, group, resource, namespace: ns });
-    }
-  }
-  return out;
-}
-
-const granted = (grants: Grant[], a: Access): boolean =>
-  grants.some((g) => g.verb === a.verb && g.group === a.group && g.resource === a.resource && (g.namespace === undefined || g.namespace === a.namespace));
 
 describe('RBAC of the install is exactly what the components use', { skip: canRun ? false : 'needs root for network namespaces' }, () => {
   let env: TestEnv;
@@ -173,22 +112,5 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
     await env?.stop();
   });
 
-  const manifests = renderManifests();
-  for (const [component, id] of Object.entries(COMPONENTS) as Array<[keyof typeof COMPONENTS, (typeof COMPONENTS)[keyof typeof COMPONENTS]]>) {
-    test(`${component}: every request is granted`, (t) => {
-      const grants = grantsOf(manifests, id.serviceAccount);
-      const used = usedBy(env.cluster.auditEvents(), id.user);
-      t.diagnostic(`${id.user} used: ${[...new Set(used.map(key))].sort().join(', ')}`);
-      assert.ok(used.length > 0, `the audit log has requests of ${id.user}`);
-      const missing = used.filter((a) => !granted(grants, a)).map((a) => `${key(a)}${a.namespace ? ` in ${a.namespace}` : ''}`);
-      assert.deepEqual(missing.sort(), [], 'used but not granted');
-    });
-
-    test(`${component}: every grant is used`, () => {
-      const grants = grantsOf(manifests, id.serviceAccount);
-      const used = new Set(usedBy(env.cluster.auditEvents(), id.user).map(key));
-      const unused = [...new Set(grants.map(key))].filter((k) => !used.has(k) && !(k in UNEXERCISED[component]));
-      assert.deepEqual(unused.sort(), [], 'granted but never used');
-    });
-  }
+  auditTests(renderManifests(), COMPONENTS, UNEXERCISED, () => env.cluster.auditEvents());
 });

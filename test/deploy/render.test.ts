@@ -27,7 +27,7 @@ describe('default install', () => {
     assert.equal(ms[0]?.kind, 'Namespace');
     assert.equal(ms[0]?.metadata.name, 'egressgw-system');
     const firstOther = ms.findIndex((m) => m.kind !== 'Namespace' && m.kind !== 'CustomResourceDefinition');
-    assert.equal(ms.filter((m) => m.kind === 'CustomResourceDefinition').length, 3);
+    assert.equal(ms.filter((m) => m.kind === 'CustomResourceDefinition').length, 4);
     assert.ok(ms.slice(firstOther).every((m) => m.kind !== 'CustomResourceDefinition'));
   });
 
@@ -159,5 +159,35 @@ describe('kustomize subset: labels and JSON 6902 patches', () => {
     for (const name of Object.keys(PROFILES)) assert.ok(build(join(ROOT, 'deploy', 'profiles', name)).length > 10, name);
     // deploy/ itself is the default profile, for `kubectl apply -k deploy/`.
     assert.deepEqual(build(join(ROOT, 'deploy')).map((m) => `${m.kind}/${m.metadata.name}`), build(join(ROOT, 'deploy', 'profiles', 'cilium')).map((m) => `${m.kind}/${m.metadata.name}`));
+  });
+});
+
+describe('--dataplane linux', () => {
+  const ms = renderManifests({ dataplane: 'linux', linux: { podCIDRs: ['10.0.0.0/16'], serviceCIDRs: ['10.96.0.0/12'] } });
+  const cilium = renderManifests();
+
+  test('the controller renders dataplane objects; the agent runs on every node with the cluster CIDRs', () => {
+    const c = find(ms, 'Deployment', 'egressgw-controller').spec.template.spec.containers[0];
+    assert.ok(c.args.includes('--dataplane=linux'));
+    const pod = find(ms, 'DaemonSet', 'egress-gateway-agent').spec.template.spec;
+    assert.equal(pod.nodeSelector, undefined, 'every node, not only members');
+    const a = pod.containers[0];
+    for (const arg of ['--dataplane=linux', '--pod-cidr=10.0.0.0/16', '--service-cidr=10.96.0.0/12', '--daemonset=$(POD_NAMESPACE)/egress-gateway-agent']) assert.ok(a.args.includes(arg), arg);
+    assert.equal(a.securityContext.privileged, true);
+  });
+
+  test('RBAC: the controller writes the dataplane objects, the agent reads them and its node\'s pods', () => {
+    const rules = (name: string): Obj[] => find(ms, 'ClusterRole', name).rules;
+    assert.ok(rules('egressgw-controller').some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('patch') && r.verbs.includes('delete')));
+    const agent = rules('egressgw-agent');
+    assert.ok(agent.some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('watch')));
+    assert.ok(agent.some((r) => r.resources.includes('pods') && r.verbs.includes('list')));
+    assert.ok(find(ms, 'Role', 'egress-gateway-agent-heartbeat').rules.some((r: Obj) => r.resources.includes('daemonsets') && r.verbs.includes('get')));
+  });
+
+  test('the Cilium install is untouched by the option\'s existence', () => {
+    const pod = find(cilium, 'DaemonSet', 'egress-gateway-agent').spec.template.spec;
+    assert.deepEqual(pod.nodeSelector, { 'egress-gateway.network.deckhouse.io/member': '' });
+    assert.ok(!find(cilium, 'ClusterRole', 'egressgw-agent').rules.some((r: Obj) => r.resources.includes('pods')));
   });
 });

@@ -17,9 +17,17 @@
 //
 // Each user owns its tables by name (the fence: `egressgw_fence`; the data plane: `inet egressgw`) and
 // never touches others': no `flush ruleset`.
+//
+// Two transports, one module. In process (openNft): the fence's frequent tiny transactions, which must not
+// fork. As a child process (nftCli: `nft -f -`, `nft -j list`): the Linux data plane's transactions, which
+// replace a whole table of up to ~1 MB (10,000 pods: a quarter to three quarters of a second, seconds for
+// the first) — a synchronous libnftables call would stop the agent's event loop that long, and with it
+// the heartbeat renewals the fence deadline (650 ms) depends on. nftCli also reads and writes another
+// network namespace's tables (tests, bench), which a process cannot do in process.
 
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { CommandFailed, type Runner } from './exec.ts';
 
 interface NativeNftContext {
   run(script: string, json: boolean): { rc: number; output: string; error: string };
@@ -123,4 +131,73 @@ export function setElements(table: readonly NftObject[] | undefined, set: string
     const inner = (e as { elem?: { val?: unknown } }).elem;
     return String(inner?.val ?? '');
   });
+}
+
+// ------------------------------------------------------------------------ the nft command (nftCli)
+
+export interface NftCli {
+  /** Checks that nft can run; throws CommandFailed (`missing` when it is not installed). */
+  version(): Promise<string>;
+  /** One atomic transaction (`nft -f -`). */
+  apply(script: string): Promise<void>;
+  /**
+   * `nft -j list table FAMILY NAME` parsed, or undefined when the table does not exist. `terse` leaves set
+   * and map elements out (a cheap existence check on a large table).
+   */
+  listTable(family: string, name: string, opts?: { terse?: boolean }): Promise<NftJson | undefined>;
+  deleteTable(family: string, name: string): Promise<boolean>;
+}
+
+/** A JSON listing, as `nft -j` prints it and libnftables returns it. */
+export interface NftJson {
+  nftables: NftObject[];
+}
+
+const NO_TABLE = /No such file or directory|does not exist/;
+
+export function nftCli(runner: Runner): NftCli {
+  return {
+    async version() {
+      return (await runner.run('nft', ['--version'])).trim();
+    },
+    async apply(script) {
+      await runner.run('nft', ['-f', '-'], script);
+    },
+    async listTable(family, name, opts) {
+      try {
+        return JSON.parse(await runner.run('nft', [...(opts?.terse ? ['-t'] : []), '-j', 'list', 'table', family, name])) as NftJson;
+      } catch (err) {
+        if (err instanceof CommandFailed && !err.missing && NO_TABLE.test(err.stderr)) return undefined;
+        throw err;
+      }
+    },
+    async deleteTable(family, name) {
+      try {
+        await runner.run('nft', ['delete', 'table', family, name]);
+        return true;
+      } catch (err) {
+        if (err instanceof CommandFailed && !err.missing && NO_TABLE.test(err.stderr)) return false;
+        throw err;
+      }
+    },
+  };
+}
+
+/** Elements of a named set or map in a JSON listing, as nft prints them (strings, prefixes, ranges, pairs). */
+export function jsonElements(listing: NftJson | undefined, kind: 'set' | 'map', name: string): unknown[] {
+  for (const o of listing?.nftables ?? []) {
+    const s = o[kind] as { name?: string; elem?: unknown[] } | undefined;
+    if (s?.name === name) return s.elem ?? [];
+  }
+  return [];
+}
+
+/** Names of the objects of one kind (chain, set, map) in a JSON listing. */
+export function jsonNames(listing: NftJson | undefined, kind: 'chain' | 'set' | 'map'): string[] {
+  const out: string[] = [];
+  for (const o of listing?.nftables ?? []) {
+    const s = o[kind] as { name?: string } | undefined;
+    if (typeof s?.name === 'string') out.push(s.name);
+  }
+  return out.sort();
 }

@@ -27,7 +27,12 @@ function gateway(i: number, vip: boolean, uid?: string) {
 function start(vipMask: number): Snapshot {
   return {
     now: NOW,
-    nodes: NODES.map((n, i) => node(n, { role: role(i) })),
+    // With InternalIPs (all but the last node), which the Linux data plane's objects carry.
+    nodes: NODES.map((n, i) => {
+      const x = node(n, { role: role(i) });
+      if (i < NODES.length - 1) x.status = { ...x.status, addresses: [{ type: 'InternalIP', address: `198.18.0.${11 + i}` }] } as typeof x.status;
+      return x;
+    }),
     ciliumNodes: NODES.map((n, i) => ciliumNode(n, { role: role(i) })),
     ciliumAgentPods: NODES.map((n) => pod(`c-${n}`, n)),
     agentPods: NODES.map((n) => pod(`a-${n}`, n)),
@@ -215,6 +220,7 @@ function feed(p: Planner, before: Snapshot | undefined, after: Snapshot): void {
   events(b('policies'), after.policies, (t, o) => p.policy(t, o));
   events(b('instances'), after.instances, (t, o) => p.instance(t, o));
   events(b('cegps'), after.cegps, (t, o) => p.cegp(t, o));
+  events(b('dataplanes'), after.dataplanes ?? [], (t, o) => p.dataplane(t, o));
 }
 
 /** The planner's pass over `after`, fed with the events since `before`. */
@@ -224,26 +230,28 @@ function step(p: Planner, before: Snapshot | undefined, after: Snapshot) {
 }
 
 describe('planner (incremental shell)', () => {
-  it('gives exactly what a whole recompute gives, after any sequence of changes', () => {
-    fc.assert(
-      fc.property(fc.nat({ max: 15 }), fc.array(change, { minLength: 1, maxLength: 30 }), (vipMask, changes) => {
-        const planner = new Planner();
-        let s = start(vipMask);
-        let out = step(planner, undefined, s);
-        assert.deepEqual(out.writes, reconcile(s).writes);
-        for (const c of changes) {
-          const next = mutate(s, c, out.writes);
-          out = step(planner, s, next);
-          s = next;
-          const whole = reconcile(s);
-          assert.deepEqual(out.writes, whole.writes, `writes after ${c.k}`);
-          assert.deepEqual(out.desired, whole.desired, `desired after ${c.k}`);
-          assert.deepEqual(out.metrics, whole.desired.metrics, `metrics after ${c.k}`);
-        }
-      }),
-      runs,
-    );
-  });
+  for (const [label, options] of [['', undefined], [' (--dataplane linux)', { dataplane: 'linux' as const, requireCiliumAgent: false }]] as const) {
+    it(`gives exactly what a whole recompute gives, after any sequence of changes${label}`, () => {
+      fc.assert(
+        fc.property(fc.nat({ max: 15 }), fc.array(change, { minLength: 1, maxLength: 30 }), (vipMask, changes) => {
+          const planner = new Planner(options);
+          let s = start(vipMask);
+          let out = step(planner, undefined, s);
+          assert.deepEqual(out.writes, reconcile(s, options).writes);
+          for (const c of changes) {
+            const next = mutate(s, c, out.writes);
+            out = step(planner, s, next);
+            s = next;
+            const whole = reconcile(s, options);
+            assert.deepEqual(out.writes, whole.writes, `writes after ${c.k}`);
+            assert.deepEqual(out.desired, whole.desired, `desired after ${c.k}`);
+            assert.deepEqual(out.metrics, whole.desired.metrics, `metrics after ${c.k}`);
+          }
+        }),
+        runs,
+      );
+    });
+  }
 
   it('settles a cluster in the same passes as a whole recompute, then writes nothing and plans nothing again', () => {
     fc.assert(

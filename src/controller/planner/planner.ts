@@ -12,7 +12,7 @@
 //                                                               marked nodes ◀─ contributions ─┘
 //                                                               ─planNode─▶ node plans ─▶ writes
 
-import type { CiliumEgressGatewayPolicy, CiliumNodeLike, EgressGateway, EgressGatewayInstance, EgressGatewayPolicy, NodeLike, PodLike } from '../../api/types.ts';
+import type { CiliumEgressGatewayPolicy, CiliumNodeLike, EgressGateway, EgressGatewayDataplane, EgressGatewayInstance, EgressGatewayPolicy, NodeLike, PodLike } from '../../api/types.ts';
 import { ACTIVE_FOR_PREFIX, activeForLabel, cegpName } from '../../api/names.ts';
 import {
   agentCanAct,
@@ -41,6 +41,7 @@ import {
 } from '../../core/index.ts';
 import { fresher, heartbeatFacts, heartbeatLive, nodeState, sameNodeState, type PodState } from '../../core/eligibility.ts';
 import { gatewayOfInstanceName, instanceFacts, ownerOf, type InstanceFacts } from '../../core/instances.ts';
+import type { Leftovers } from '../../core/combine.ts';
 import { observedCEGPs } from '../../core/partition.ts';
 import { duplicateOf, findDuplicateVIPs, type DuplicateVIP } from '../../core/validate.ts';
 import { byString, isObject, nameOf } from '../../core/util.ts';
@@ -50,7 +51,8 @@ export type Change = 'add' | 'update' | 'delete';
 
 /** The watched lists the planner takes events of (the controller's informer caches, leases aside). */
 export const WATCHED = ['nodes', 'ciliumNodes', 'ciliumAgentPods', 'agentPods', 'gateways', 'policies', 'instances', 'cegps'] as const;
-export type Watched = (typeof WATCHED)[number];
+/** `dataplanes` only with `--dataplane linux` (the shell watches them then). */
+export type Watched = (typeof WATCHED)[number] | 'dataplanes';
 
 export interface PassOutput {
   writes: Write[];
@@ -76,6 +78,7 @@ export class Planner {
     podNodes: new Set<string>(),
     ciliumNodes: new Set<string>(),
     cegps: new Set<string>(),
+    dataplanes: new Set<string>(),
   };
   // The cluster as the plans see it.
   private readonly nodes = new Map<string, NodeLike>();
@@ -92,6 +95,8 @@ export class Planner {
   private readonly policies = new Map<string, PolicyInfo>();
   private readonly instances = new Map<string, InstanceFacts>();
   private readonly cegps = new Map<string, CiliumEgressGatewayPolicy>();
+  /** `--dataplane linux`: our dataplane objects, by (gateway) name. */
+  private readonly dataplanes = new Map<string, EgressGatewayDataplane>();
   // Indexes: from what changed to the gateways and nodes that read it.
   private readonly groups = new SelectorGroups();
   /** gateway → the key of its selector group. */
@@ -146,6 +151,8 @@ export class Planner {
         return this.instance(type, o);
       case 'cegps':
         return this.cegp(type, o);
+      case 'dataplanes':
+        return this.dataplane(type, o);
     }
   }
 
@@ -177,6 +184,12 @@ export class Planner {
   instance(type: Change, o: EgressGatewayInstance): void {
     this.pending.instances.set(nameOf(o), type === 'delete' ? undefined : o);
   }
+  dataplane(type: Change, o: EgressGatewayDataplane): void {
+    const name = nameOf(o);
+    if (type === 'delete') this.dataplanes.delete(name);
+    else this.dataplanes.set(name, o);
+    this.pending.dataplanes.add(name);
+  }
   cegp(type: Change, o: CiliumEgressGatewayPolicy): void {
     const name = nameOf(o);
     if (type === 'delete') this.cegps.delete(name);
@@ -198,6 +211,9 @@ export class Planner {
     this.applyNodes(now, hb, marked, nodeMarks);
     this.applyPolicies(marked);
     this.applyCEGPs(marked);
+    // A dataplane object changed: its gateway's plan compares against it (a name without a plan is a leftover).
+    for (const name of this.pending.dataplanes) marked.add(name);
+    this.pending.dataplanes.clear();
     this.applyInstances(marked);
     for (const [name, p] of this.plans) if (now < p.validFrom || now >= p.validUntil) marked.add(name);
     if (all) {
@@ -214,10 +230,12 @@ export class Planner {
     return out;
   }
 
-  private leftovers(): { instances: InstanceFacts[]; cegps: CiliumEgressGatewayPolicy[] } {
+  private leftovers(): Leftovers {
     const instances = [...this.unowned].map((n) => this.instances.get(n) as InstanceFacts);
-    const cegps = [...this.leftoverCEGPs].map((n) => this.cegps.get(n) as CiliumEgressGatewayPolicy);
-    return { instances, cegps };
+    // The Linux data plane writes no CEGPs, and so deletes none either.
+    const cegps = this.options.dataplane === 'linux' ? [] : [...this.leftoverCEGPs].map((n) => this.cegps.get(n) as CiliumEgressGatewayPolicy);
+    const dataplanes = [...this.dataplanes.values()].filter((o) => !this.plans.has(o.metadata.name));
+    return { instances, cegps, dataplanes };
   }
 
   // Gateways: analyses, selector groups, uids, and the duplicate-VIP rule over all of them.
@@ -450,6 +468,7 @@ export class Planner {
       takenNames: this.taken.has(name) ? new Set(this.taken.get(name)) : NO_NAMES,
       policies,
       cegps: observedCEGPs(policies, this.cegps),
+      ...(this.dataplanes.has(name) ? { dataplane: this.dataplanes.get(name) } : {}),
     };
   }
 

@@ -222,13 +222,18 @@ export class Network {
   }
 
   /**
-   * Starts a long-running process inside a namespace. It is killed (by its PID) at teardown; the caller
-   * may end it earlier with `child.kill()`.
+   * Starts a long-running process inside a namespace. It is killed at teardown; the caller may end it
+   * earlier with `child.kill()`. It leads a process group of its own, and whatever is left of the group
+   * when it exits is killed with it: an agent killed with SIGKILL would otherwise leave its long-lived
+   * `ip monitor` child running, orphaned (in a pod, the container's end takes such children along).
    */
   spawnIn(ns: string, cmd: string, args: string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     this.#children.add(child);
-    child.once('exit', () => this.#children.delete(child));
+    child.once('exit', () => {
+      this.#children.delete(child);
+      killGroup(child, 'SIGKILL');
+    });
     return child;
   }
 
@@ -286,7 +291,7 @@ export class Network {
     if (this.#torndown) return;
     this.#torndown = true;
     liveNetworks.delete(this);
-    for (const child of this.#children) child.kill('SIGKILL');
+    for (const child of this.#children) killGroup(child, 'SIGKILL');
     const errors: string[] = [];
     for (const link of this.#rootLinks) {
       await run('ip', ['link', 'del', link]).catch((e: Error) => {
@@ -305,7 +310,7 @@ export class Network {
     if (this.#torndown) return;
     this.#torndown = true;
     liveNetworks.delete(this);
-    for (const child of this.#children) child.kill('SIGKILL');
+    for (const child of this.#children) killGroup(child, 'SIGKILL');
     for (const link of this.#rootLinks) {
       try {
         execFileSync('ip', ['link', 'del', link], { stdio: 'ignore' });
@@ -321,6 +326,19 @@ export class Network {
       }
     }
     rmSync(join(MARKER_DIR, this.id), { force: true });
+  }
+}
+
+/**
+ * Signals the process group `child` leads (see spawnIn). The group id stays taken while any member
+ * lives, so this never reaches a group we did not start; an empty group is ESRCH, ignored.
+ */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // the group is gone already
   }
 }
 

@@ -1,291 +1,563 @@
-// Failover benchmark: hard failures of the active gateway's agent in the end-to-end test environment
-// (src/testenv/env.ts: real API server, controller, agents in network namespaces, ARP on a bridge), timed
-// from the kill to the first gratuitous ARP of the new owner as seen by the router.
+// Failover benchmark, side by side on one netns LAN (issue 10): egressgw at its defaults, egressgw tuned
+// for speed, the reference path (Node NotReady after the grace period), and keepalived with 1 s and
+// 100 ms adverts. One test environment (src/testenv/env.ts: our API server behind a fault proxy, the
+// controller, agents in node namespaces) holds every group; keepalived runs on extra LAN hosts.
 //
-// Phases (all on one wall clock; the controller runs in this process, agents and captures are children):
-//   detection     kill → the controller pass that creates the new node's instance (it has seen the
-//                 heartbeat expire and elected);
-//   takeover      → the first ARP frame from the new owner for the VIP at the router (the new agent saw
-//                 its instance, added the VIP and announced it): traffic can flow again at this point;
-//   confirmation  → the controller sees the new instance Ready (the agent reports *after* announcing,
-//                 so this comes last; it moves the active-for label, make-before-break).
-// "total" = kill → first GARP at the router.
+// An observer host on the LAN asks "who has VIP?" for every group's VIP (every 20 ms; the reference
+// groups every 100 ms) and records every ARP frame for a VIP: that is where every number comes from
+// (bench/failover/measure.ts):
+//   failure → new owner answering   the first frame for the VIP from another host after the failure;
+//   dual-owner time                 questions answered by two hosts at once × the probe interval,
+//                                   summed over the rounds of a row (failure through recovery);
+//   false failovers                 owner changes during a window of API latency spikes (the fault
+//                                   proxy delays every request by 300 ms for 1 s, every 2–8 s) with no
+//                                   failure injected; for egressgw also the controller's failovers and
+//                                   the agents' fences in that window.
+// Each round: wait until the group is settled (one owner, every standby ready to take over), fail the
+// owner, wait for another host to answer, watch `observeMs` more, recover the failed host, wait until
+// settled again. Failure kinds: kill -9 and SIGSTOP of the agent/daemon, API cut (the node's management
+// link down, its LAN up), uplink down (its LAN link down); keepalived has no API, so no API cut.
 //
-// Reference path (3 trials by default): the reference detects a dead node only by Node NotReady, after
-// the node-monitor grace period (40 s). To measure that honestly with the same datapath, the active
-// node's agent runs with --no-heartbeat and the bench renews that node's Lease on its behalf — standing
-// in for the reference's liveness signal (the agent pod's Ready, which the kubelet of a dead node never
-// withdraws) — until the bench, 40 s after the kill, plays the node lifecycle controller: it stops those
-// renewals and sets the Node's Ready condition to False. Everything after that is our controller and agents.
+// Phases, to bound the wall time: (A) egressgw rows, one round at a time, kinds in rotation;
+// (A2) keepalived 100 ms one at a time, keepalived 1 s groups in parallel (seconds-scale timings);
+// (B) the spike window, with the reference rounds (40 s each) running in parallel groups meanwhile.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_NAMESPACE, heartbeatLeaseName } from '../src/api/names.ts';
+import { pino } from 'pino';
+import { heartbeatLeaseName } from '../src/api/names.ts';
 import type { PassInfo } from '../src/controller/controller.ts';
-import { resourcePath } from '../src/kube/client.ts';
-import { leases } from '../src/kube/resources.ts';
-import { microTime } from '../src/kube/time.ts';
 import { startTestEnv, type TestEnv, type TestEnvNode } from '../src/testenv/env.ts';
-import { settledActive } from '../src/testenv/failover.ts';
-import type { Capture } from '../src/testenv/observe.ts';
+import type { ArpEvent, ArpProbe, Capture } from '../src/testenv/observe.ts';
 import { poll } from '../src/testenv/poll.ts';
-import { heartbeatingNodes } from '../src/testenv/queries.ts';
-import { dist } from './stats.ts';
+import { dist, renderTable, type Dist } from './stats.ts';
+import { EgressgwGroup, FAILURE_KINDS, KIND_LABEL, KeepalivedGroup, ReferenceGroup, type FailoverGroup, type FailureKind } from './failover/groups.ts';
+import { Keepalived, keepalivedAvailable } from './failover/keepalived.ts';
+import { measureRound, ownerChanges, silences } from './failover/measure.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+const now = (): number => performance.timeOrigin + performance.now();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export const ROWS = ['defaults', 'tuned', 'reference', 'keepalived-1s', 'keepalived-100ms'] as const;
+export type RowId = (typeof ROWS)[number];
+
+/** Tuned for speed: detection in 400–500 ms, at the price of riding out API spikes (fence − renew = 300 ms). */
+export const TUNED_ARGS = ['--renew-interval', '100ms', '--fence-after', '400ms', '--lease-duration', '500ms'];
+const REFERENCE_ARGS = ['--no-heartbeat', '--refresh-interval', '900ms', '--address-lifetime', '2s'];
+const GROUP_LABEL = 'egressgw.bench/group';
+const OBSERVER_IP = '198.18.0.250';
 
 export interface FailoverBenchOptions {
-  /** Hard failovers (kill -9 of the active agent), default 20. */
+  /** Failovers per failure kind per row (default 50). */
   rounds?: number;
-  /** Reference-path trials (Node NotReady after the grace period), default 3; 0 skips them. */
-  referenceTrials?: number;
-  /** Simulated node-monitor grace period, default 40 s. */
+  /** Rows to run (default all). */
+  rows?: readonly RowId[];
+  /** Length of the API latency spike window, minutes (default 10; 0 skips it). */
+  spikeMinutes?: number;
+  spikeDelayMs?: number;
+  /** How long a spike lasts (default 1000 ms) and the pause between spikes (default 2000–8000 ms). */
+  spikeDurationMs?: number;
+  spikeGapMs?: { min: number; max: number };
+  /** Parallel groups for the reference rounds (default 12) and the keepalived 1 s rounds (default 4). */
+  referenceGroups?: number;
+  keepalivedGroups?: number;
+  /** Node-monitor grace period of the reference path (default 40 s). */
   referenceGraceMs?: number;
-  nodes?: number;
-  vip?: string;
-  /**
-   * Agent heartbeat lease in ms (default 2000, the design default). Detection takes between
-   * lease − renewInterval and lease after a kill, so `1500` shows what tuning buys.
-   */
-  leaseDurationMs?: number;
+  /** How long a reference round waits for a failover that never comes (uplink down; default 60 s). */
+  referenceUplinkWaitMs?: number;
+  /** How long each round keeps watching after the new owner answered, before recovering (default 1000 ms). */
+  observeMs?: number;
   /** JSON output (default bench/results/failover.json); '' to skip writing. */
   outFile?: string;
   log?: (line: string) => void;
 }
 
-export interface RoundResult {
-  round: number;
+export interface RoundRecord {
+  row: string;
+  group: string;
+  kind: FailureKind;
   from: string;
-  to: string;
-  detectionMs: number;
-  takeoverMs: number;
-  confirmationMs: number;
-  totalMs: number;
-  /** kill → the old node's kernel dropped the VIP (address lifetime; rounded up to whole seconds by the kernel). */
-  oldReleasedMs: number;
-  /** How long the old node still held the VIP after the new owner's first GARP (0 = no overlap). */
-  overlapMs: number;
+  to: string | undefined;
+  /** Failure → the new owner's first frame; undefined: no other host answered within the wait. */
+  failoverMs: number | undefined;
+  /** Failure → the controller pass that elected another node (our controller's rows only). */
+  detectionMs?: number;
+  gapMs: number | undefined;
+  dualOwnerMs: number;
+  lateOldFrames: number;
+  roundMs: number;
 }
 
-export interface PhaseStats {
-  p50: number;
-  p99: number;
-  min: number;
-  max: number;
-  mean: number;
+export interface KindResult {
+  kind: FailureKind;
+  label: string;
+  rounds: number;
+  notDetected: number;
+  failover?: Dist;
+  gap?: Dist;
+  dualOwnerMsSum: number;
+  dualOwnerRounds: number;
+  lateOldFrames: number;
+}
+
+export interface SpikeResult {
+  minutes: number;
+  spikes: number;
+  ownerChanges: number;
+  /** Stretches with nobody answering for the VIP (more than 3 probe intervals), and their total ms. */
+  silences: number;
+  silentMs: number;
+  controllerFailovers?: number;
+  agentFences?: number;
+}
+
+export interface RowResult {
+  row: RowId;
+  label: string;
+  settings: string;
+  probeIntervalMs: number;
+  kinds: KindResult[];
+  spikes?: SpikeResult;
 }
 
 export interface FailoverBenchResults {
   when: string;
-  setup: { nodes: number; vip: string; agent: Record<string, string>; controller: Record<string, string> };
-  rounds: RoundResult[];
-  summary: { detection: PhaseStats; takeover: PhaseStats; confirmation: PhaseStats; total: PhaseStats; oldReleased: PhaseStats; overlapRounds: number };
-  targets: { p50TotalMs: number; p99TotalMs: number; met: boolean };
-  reference: { graceMs: number; method: string; trials: RoundResult[]; total?: PhaseStats; ratioP50?: number };
+  wallSeconds: number;
+  machine: { cpus: number; cpuModel: string; loadAvgStart: number[]; loadAvgEnd: number[]; node: string; keepalived?: string };
+  setup: Record<string, unknown>;
+  rows: RowResult[];
+  /** Heartbeat writes of the default agents, measured in the API server's audit log during the spike window. */
+  apiWrites?: { leaseWritesPerNodePerSecond: number; per100NodesPerSecond: number; overSeconds: number; nodes: number };
+  targets: { p99Ms: number; defaultsP99Met: boolean; defaultsDualOwnerMs: number; defaultsFalseFailovers: number | undefined; met: boolean };
+  rounds: RoundRecord[];
 }
 
-const GW = 'bench-gw';
-
-export function stats(values: readonly number[]): PhaseStats {
-  const { n: _n, ...phase } = dist(values);
-  return phase;
+interface Topology {
+  env: TestEnv;
+  groups: Map<RowId, FailoverGroup[]>;
+  /** Idle groups for the spike window, one per row. */
+  spikeGroups: Map<RowId, FailoverGroup>;
+  daemons: Keepalived[];
+  probeIntervalMs: Map<string, number>;
+  activeByGateway: Map<string, string[]>;
+  /** Controller passes that chose a new target node for a gateway: when (Date.now()) and which node. */
+  electionsByGateway: Map<string, Array<{ at: number; target: string }>>;
+  /** The row a gateway node belongs to. */
+  groupOfNode(n: { name: string }): RowId | undefined;
+  /**
+   * Starts the reference rows' agents and creates their gateways (phase B only: idle, their agents
+   * would load the machine while the other rows are timed).
+   */
+  activateReference(): Promise<void>;
+  close(): Promise<void>;
 }
 
-interface PassRecord {
-  at: number;
-  creates: string[];
-  active: string;
-  confirmed: boolean;
-}
+const ROW_LABEL: Record<RowId, string> = {
+  defaults: 'egressgw defaults',
+  tuned: 'egressgw tuned for speed',
+  reference: 'reference path (Node NotReady)',
+  'keepalived-1s': 'keepalived, 1 s adverts',
+  'keepalived-100ms': 'keepalived, 100 ms adverts',
+};
 
 export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise<FailoverBenchResults> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
-  const rounds = opts.rounds ?? 20;
-  const refTrials = opts.referenceTrials ?? 3;
-  const graceMs = opts.referenceGraceMs ?? 40_000;
-  const vip = opts.vip ?? '198.18.0.100';
-  const leaseMs = opts.leaseDurationMs ?? 2000;
-  const passes: PassRecord[] = [];
-  const env = await startTestEnv({
-    nodes: opts.nodes ?? 3,
-    agentArgs: leaseMs === 2000 ? [] : ['--lease-duration', `${leaseMs}ms`],
-    onPass: (p: PassInfo) => {
-      const g = p.desired.gateways.get(GW);
-      passes.push({
-        at: p.at,
-        creates: p.writes.flatMap((w) => (w.kind === 'createInstance' ? [w.object.spec?.nodeName ?? ''] : [])),
-        active: g?.active ?? '',
-        confirmed: g?.confirmed ?? false,
+  const o = {
+    rounds: opts.rounds ?? 50,
+    rows: opts.rows ?? ROWS,
+    spikeMinutes: opts.spikeMinutes ?? 10,
+    spikeDelayMs: opts.spikeDelayMs ?? 300,
+    spikeDurationMs: opts.spikeDurationMs ?? 1000,
+    spikeGapMs: opts.spikeGapMs ?? { min: 2000, max: 8000 },
+    referenceGroups: opts.referenceGroups ?? 12,
+    keepalivedGroups: opts.keepalivedGroups ?? 4,
+    referenceGraceMs: opts.referenceGraceMs ?? 40_000,
+    referenceUplinkWaitMs: opts.referenceUplinkWaitMs ?? 60_000,
+    observeMs: opts.observeMs ?? 1000,
+  };
+  const started = now();
+  const loadAvgStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  const keepalived = o.rows.some((r) => r.startsWith('keepalived')) ? await keepalivedAvailable() : undefined;
+  const rows = o.rows.filter((r) => !r.startsWith('keepalived') || keepalived !== undefined);
+  if (rows.length < o.rows.length) log('keepalived is not installed (Debian package keepalived): its rows are skipped');
+
+  const topo = await buildTopology(rows, o, log);
+  const records: RoundRecord[] = [];
+  const results: RowResult[] = [];
+  let apiWrites: FailoverBenchResults['apiWrites'];
+  let observer: Awaited<ReturnType<typeof startObserver>> | undefined;
+  try {
+    observer = await startObserver(topo);
+    const round = async (g: FailoverGroup, kind: FailureKind, i: number): Promise<void> => {
+      const r = await runRound(topo, g, kind, o.observeMs);
+      records.push(r);
+      log(`${g.row.padEnd(16)} ${g.name.padEnd(8)} ${KIND_LABEL[kind].padEnd(16)} #${String(i).padStart(2)}: ${r.from} → ${r.to ?? '(none)'}  ` +
+        `${r.failoverMs === undefined ? 'NOT DETECTED' : `${Math.round(r.failoverMs)} ms`}${r.detectionMs !== undefined ? ` (elected +${Math.round(r.detectionMs)})` : ''}  ` +
+        `dual ${r.dualOwnerMs} ms  (round ${Math.round(r.roundMs / 100) / 10} s)`);
+    };
+    const groupsOf = (...rs: RowId[]): FailoverGroup[] => rs.flatMap((r) => topo.groups.get(r) ?? []);
+    // Phase A: egressgw, one round at a time, kinds in rotation (slow drifts of the machine hit all kinds alike).
+    await observer.observe(groupsOf('defaults', 'tuned'));
+    for (const g of groupsOf('defaults', 'tuned')) {
+      for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
+    }
+    // Phase A2: keepalived; 100 ms adverts one at a time, 1 s adverts in parallel groups.
+    await observer.observe(groupsOf('keepalived-100ms', 'keepalived-1s'));
+    for (const g of groupsOf('keepalived-100ms')) for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
+    await inParallel(groupsOf('keepalived-1s'), o.rounds, round);
+    // Phase B: the spike window, and meanwhile the reference rounds in parallel groups.
+    if (rows.includes('reference')) await topo.activateReference();
+    await observer.observe([...groupsOf('reference'), ...topo.spikeGroups.values()]);
+    const reference = inParallel(groupsOf('reference'), o.rounds, round);
+    let spikes: Map<RowId, SpikeResult> | undefined;
+    if (o.spikeMinutes > 0) ({ spikes, apiWrites } = await spikeWindow(topo, o, log));
+    await reference;
+
+    for (const row of rows) {
+      const rowRecords = records.filter((r) => r.row === row);
+      const kinds = (row.startsWith('keepalived') ? ['kill', 'stop', 'uplink'] as FailureKind[] : [...FAILURE_KINDS]).map((kind) => kindResult(kind, rowRecords.filter((r) => r.kind === kind)));
+      results.push({
+        row,
+        label: ROW_LABEL[row],
+        settings: rowSettings(row, o),
+        probeIntervalMs: row === 'reference' ? 100 : 20,
+        kinds,
+        ...(spikes?.get(row) ? { spikes: spikes.get(row)! } : {}),
+      });
+    }
+  } finally {
+    observer?.stop();
+    await topo.close();
+  }
+
+  const defaults = results.find((r) => r.row === 'defaults');
+  const defaultsP99Met = defaults !== undefined && defaults.kinds.every((k) => k.notDetected === 0 && (k.failover?.p99 ?? Infinity) <= 1000);
+  const defaultsDual = defaults?.kinds.reduce((a, k) => a + k.dualOwnerMsSum, 0) ?? NaN;
+  // A false failover is the VIP changing hands, or its owner going silent (fenced) with nothing failed.
+  const defaultsFalse = defaults?.spikes ? Math.max(defaults.spikes.ownerChanges, defaults.spikes.controllerFailovers ?? 0) + defaults.spikes.silences : undefined;
+  const out: FailoverBenchResults = {
+    when: new Date().toISOString(),
+    wallSeconds: Math.round((now() - started) / 1000),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', loadAvgStart, loadAvgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100), node: process.version, ...(keepalived ? { keepalived } : {}) },
+    setup: {
+      roundsPerKindPerRow: o.rounds,
+      observeMsAfterTakeover: o.observeMs,
+      spike: { minutes: o.spikeMinutes, delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs, direction: 'requests (client → API server)' },
+      referenceGroups: o.referenceGroups,
+      keepalivedGroups: o.keepalivedGroups,
+      referenceGraceMs: o.referenceGraceMs,
+      referenceUplinkWaitMs: o.referenceUplinkWaitMs,
+      observer: 'ARP requests for every VIP from a LAN host (20 ms; reference VIPs 100 ms); all API traffic through the bench\'s TCP proxy',
+    },
+    rows: results,
+    ...(apiWrites ? { apiWrites } : {}),
+    targets: {
+      p99Ms: 1000,
+      defaultsP99Met,
+      defaultsDualOwnerMs: defaultsDual,
+      defaultsFalseFailovers: defaultsFalse,
+      met: defaultsP99Met && defaultsDual === 0 && (defaultsFalse === undefined || defaultsFalse === 0),
+    },
+    rounds: records,
+  };
+  const outFile = opts.outFile ?? join(HERE, 'results', 'failover.json');
+  if (outFile !== '') {
+    mkdirSync(dirname(outFile), { recursive: true });
+    writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
+  }
+  log(table(out));
+  return out;
+}
+
+function rowSettings(row: RowId, o: { referenceGraceMs: number }): string {
+  switch (row) {
+    case 'defaults': return 'agent defaults: renew 150 ms, fence-after 650 ms, lease 800 ms';
+    case 'tuned': return `agent ${TUNED_ARGS.join(' ')}`;
+    case 'reference': return `no heartbeat; Node NotReady ${o.referenceGraceMs / 1000} s after the failure (not for uplink down)`;
+    case 'keepalived-1s': return 'VRRPv3, advert_int 1, equal priorities, nopreempt';
+    case 'keepalived-100ms': return 'VRRPv3, advert_int 0.1, equal priorities, nopreempt';
+  }
+}
+
+function kindResult(kind: FailureKind, rs: readonly RoundRecord[]): KindResult {
+  const answered = rs.filter((r) => r.failoverMs !== undefined);
+  return {
+    kind,
+    label: KIND_LABEL[kind],
+    rounds: rs.length,
+    notDetected: rs.length - answered.length,
+    ...(answered.length > 0 ? { failover: dist(answered.map((r) => r.failoverMs!)), gap: dist(answered.map((r) => r.gapMs!)) } : {}),
+    dualOwnerMsSum: rs.reduce((a, r) => a + r.dualOwnerMs, 0),
+    dualOwnerRounds: rs.filter((r) => r.dualOwnerMs > 0).length,
+    lateOldFrames: rs.reduce((a, r) => a + r.lateOldFrames, 0),
+  };
+}
+
+/** Runs `rounds` rounds of every kind on each group, the groups in parallel. */
+async function inParallel(groups: readonly FailoverGroup[], rounds: number, round: (g: FailoverGroup, k: FailureKind, i: number) => Promise<void>): Promise<void> {
+  if (groups.length === 0) return;
+  const jobs: Array<{ kind: FailureKind; i: number }> = [];
+  for (let i = 1; i <= rounds; i++) for (const kind of groups[0]!.kinds) jobs.push({ kind, i });
+  await Promise.all(groups.map(async (g) => {
+    for (let j = jobs.shift(); j !== undefined; j = jobs.shift()) await round(g, j.kind, j.i);
+  }));
+}
+
+async function runRound(topo: Topology, g: FailoverGroup, kind: FailureKind, observeMs: number): Promise<RoundRecord> {
+  const owner = await g.settle(120_000);
+  g.frames.length = 0;
+  await poll(`the observer to hear ${owner.name} answer for ${g.vip}`, () => g.frames.some((f) => f.senderMac === owner.mac), 10_000, { intervalMs: 10 });
+  const tFail = now();
+  await g.fail(owner, kind);
+  const others = new Set(g.members.filter((m) => m.mac !== owner.mac).map((m) => m.mac));
+  const answered = await poll('another host to answer', () => g.frames.some((f) => f.t > tFail && others.has(f.senderMac)), g.answerDeadlineMs(kind), { intervalMs: 5 })
+    .then(() => true, () => false);
+  if (answered) await sleep(observeMs);
+  await g.recover(owner, kind);
+  await g.settle(120_000);
+  const tEnd = now();
+  const m = measureRound(g.frames, { vip: g.vip, oldMac: owner.mac, proberIp: OBSERVER_IP, probeIntervalMs: topo.probeIntervalMs.get(g.vip) ?? 20, tFail, tEnd });
+  const elected = topo.electionsByGateway.get(g.name)?.find((e) => e.at >= tFail - 50 && e.target !== owner.name);
+  return {
+    row: g.row,
+    group: g.name,
+    kind,
+    from: owner.name,
+    to: g.members.find((x) => x.mac === m.newMac)?.name,
+    failoverMs: m.failoverMs,
+    ...(elected ? { detectionMs: elected.at - tFail } : {}),
+    gapMs: m.gapMs,
+    dualOwnerMs: m.dualOwnerMs,
+    lateOldFrames: m.lateOldFrames,
+    roundMs: tEnd - tFail,
+  };
+}
+
+/**
+ * One observer host on the LAN; observe(groups) asks for those groups' VIPs (only: every node's agent
+ * receives each broadcast question, so idle groups are not asked) and routes each frame to its group.
+ */
+async function startObserver(topo: Topology): Promise<{ observe(groups: readonly FailoverGroup[]): Promise<void>; stop(): void }> {
+  const obs = await topo.env.net.addLanHost('observer', OBSERVER_IP);
+  let capture: Capture | undefined;
+  return {
+    async observe(groups) {
+      capture?.stop();
+      const byVip = new Map<string, FailoverGroup[]>();
+      for (const g of groups) byVip.set(g.vip, [...new Set([...(byVip.get(g.vip) ?? []), g])]);
+      const probes: ArpProbe[] = [...byVip.keys()].map((ip) => ({ ip, senderMac: obs.mac, senderIp: obs.ip, intervalMs: topo.probeIntervalMs.get(ip) ?? 20 }));
+      capture = await topo.env.captureArp(obs.ns, obs.ifname, probes, (e: ArpEvent) => {
+        for (const g of byVip.get(e.senderIp) ?? []) g.frames.push(e);
       });
     },
-  });
-  let capture: Capture | undefined;
-  try {
-    await env.createVipGateway(GW, vip, ['eth0']);
-    capture = await env.captureArp(env.router.ns, 'br0');
-    const results: RoundResult[] = [];
-    for (let r = 1; r <= rounds; r++) {
-      const res = await oneFailover(env, capture, passes, vip, r, async (a) => a.agent.kill('SIGKILL'));
-      results.push(res);
-      log(`round ${String(r).padStart(2)}: ${res.from} → ${res.to}  detection ${ms(res.detectionMs)}  takeover ${ms(res.takeoverMs)}  total ${ms(res.totalMs)}  (confirmed +${ms(res.confirmationMs)}; old VIP gone after ${ms(res.oldReleasedMs)})`);
-    }
+    stop: () => capture?.stop(),
+  };
+}
 
-    const reference: RoundResult[] = [];
-    for (let t = 1; t <= refTrials; t++) {
-      const res = await referenceTrial(env, capture, passes, vip, t, graceMs, log);
-      reference.push(res);
-      log(`reference ${t}: ${res.from} → ${res.to}  total ${ms(res.totalMs)} (detection ${ms(res.detectionMs)})`);
+/** The spike window: idle groups, API requests delayed on a schedule; what changed hands meanwhile. */
+async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelayMs: number; spikeDurationMs: number; spikeGapMs: { min: number; max: number } }, log: (l: string) => void):
+  Promise<{ spikes: Map<RowId, SpikeResult>; apiWrites: FailoverBenchResults['apiWrites'] }> {
+  const { env } = topo;
+  const idle = [...topo.spikeGroups.entries()];
+  for (const [, g] of idle) await g.settle(120_000);
+  const defaultsNodes = env.nodes.filter((n) => topo.groupOfNode(n) === 'defaults');
+  const leaseWrites = () => countLeaseWrites(env, defaultsNodes.map((n) => n.name));
+  const writes0 = leaseWrites();
+  const fences0 = new Map(env.nodes.map((n) => [n.name, n.agent.countLogged('fencing:')]));
+  const active0 = new Map([...topo.activeByGateway].map(([gw, seq]) => [gw, seq.length]));
+  for (const [, g] of idle) g.frames.length = 0;
+  const record: Array<{ start: number; end: number; delayMs: number }> = [];
+  const t0 = now();
+  log(`spike window: ${o.spikeMinutes} min of ${o.spikeDelayMs} ms request delays (${o.spikeDurationMs} ms long, every ${o.spikeGapMs.min / 1000}–${o.spikeGapMs.max / 1000} s)`);
+  const stop = env.proxy!.spikes({ delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs }, record);
+  await sleep(o.spikeMinutes * 60_000);
+  stop();
+  const seconds = (now() - t0) / 1000;
+  const writes = leaseWrites() - writes0;
+  const spikes = new Map<RowId, SpikeResult>();
+  for (const [row, g] of idle) {
+    const quiet = silences(g.frames, g.vip, topo.probeIntervalMs.get(g.vip) ?? 20);
+    const r: SpikeResult = { minutes: o.spikeMinutes, spikes: record.length, ownerChanges: ownerChanges(g.frames, g.vip), silences: quiet.count, silentMs: quiet.totalMs };
+    if (row === 'defaults' || row === 'tuned') {
+      const nodes = env.nodes.filter((n) => topo.groupOfNode(n) === row);
+      r.agentFences = nodes.reduce((a, n) => a + n.agent.countLogged('fencing:') - (fences0.get(n.name) ?? 0), 0);
+      r.controllerFailovers = (topo.activeByGateway.get(g.name)?.length ?? 0) - (active0.get(g.name) ?? 0);
     }
-
-    const summary = {
-      detection: stats(results.map((x) => x.detectionMs)),
-      takeover: stats(results.map((x) => x.takeoverMs)),
-      confirmation: stats(results.map((x) => x.confirmationMs)),
-      total: stats(results.map((x) => x.totalMs)),
-      oldReleased: stats(results.map((x) => x.oldReleasedMs)),
-      overlapRounds: results.filter((x) => x.overlapMs > 0).length,
-    };
-    const refTotal = reference.length > 0 ? stats(reference.map((x) => x.totalMs)) : undefined;
-    const out: FailoverBenchResults = {
-      when: new Date().toISOString(),
-      setup: {
-        nodes: env.nodes.length,
-        vip,
-        agent: { renewInterval: '500ms', leaseDuration: `${leaseMs}ms`, addressLifetime: '1s', refreshInterval: '250ms', fenceAfter: '1s' },
-        controller: { heartbeatDuration: `from the Lease (${leaseMs}ms)`, leaderElection: 'off (single in-process controller)' },
-      },
-      rounds: results,
-      summary,
-      targets: { p50TotalMs: 1500, p99TotalMs: 2500, met: summary.total.p50 <= 1500 && summary.total.p99 <= 2500 },
-      reference: {
-        graceMs,
-        method: 'agent --no-heartbeat on the active node; the bench renews its Lease (as the never-withdrawn agent pod Ready of a dead node) until kill+grace, then sets Node Ready=False',
-        trials: reference,
-        ...(refTotal ? { total: refTotal, ratioP50: refTotal.p50 / summary.total.p50 } : {}),
-      },
-    };
-    const outFile = opts.outFile ?? join(HERE, 'results', 'failover.json');
-    if (outFile !== '') {
-      mkdirSync(dirname(outFile), { recursive: true });
-      writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
-    }
-    log(table(out));
-    return out;
-  } finally {
-    capture?.stop();
-    await env.stop();
+    spikes.set(row, r);
+    log(`spike window, ${row}: ${JSON.stringify(r)}`);
   }
-}
-
-function ms(v: number): string {
-  return `${Math.round(v)} ms`;
-}
-
-export function table(r: FailoverBenchResults): string {
-  const row = (name: string, s: PhaseStats) =>
-    `| ${name.padEnd(34)} | ${ms(s.p50).padStart(9)} | ${ms(s.p99).padStart(9)} | ${ms(s.min).padStart(9)} | ${ms(s.max).padStart(9)} |`;
-  const lines = [
-    `Failover, ${r.rounds.length} hard failovers (kill -9 of the active agent), ${r.setup.nodes} nodes, heartbeat lease ${r.setup.agent.leaseDuration}`,
-    '',
-    `| ${'phase'.padEnd(34)} | ${'p50'.padStart(9)} | ${'p99'.padStart(9)} | ${'min'.padStart(9)} | ${'max'.padStart(9)} |`,
-    `|${'-'.repeat(36)}|${'-'.repeat(11)}|${'-'.repeat(11)}|${'-'.repeat(11)}|${'-'.repeat(11)}|`,
-    row('detection (kill → new instance)', r.summary.detection),
-    row('takeover (→ first GARP at router)', r.summary.takeover),
-    row('total (kill → first GARP)', r.summary.total),
-    row('confirmation (GARP → seen Ready)', r.summary.confirmation),
-    row('old owner drops VIP (kill → gone)', r.summary.oldReleased),
-  ];
-  if (r.reference.total) lines.push(row(`reference path (NotReady @ ${r.reference.graceMs / 1000}s)`, r.reference.total));
-  lines.push('', `rounds where the old node still held the VIP after the new owner's first GARP: ${r.summary.overlapRounds}/${r.rounds.length}`);
-  lines.push(`targets p50 ≤ ${r.targets.p50TotalMs} ms, p99 ≤ ${r.targets.p99TotalMs} ms: ${r.targets.met ? 'met' : 'NOT met'}`);
-  if (r.reference.ratioP50) lines.push(`reference / egressgw (p50 total): ${r.reference.ratioP50.toFixed(1)}×`);
-  return lines.join('\n');
-}
-
-/** Waits until one node alone holds the VIP with a Ready instance, every agent runs and every heartbeat is fresh. */
-async function settle(env: TestEnv, vip: string): Promise<TestEnvNode> {
-  const names = env.nodes.map((n) => n.name);
-  return settledActive(env, GW, vip, {
-    deadlineMs: 60_000,
-    intervalMs: 50,
-    // Every standby has a live heartbeat again (a restarted agent needs a renewal or two).
-    also: async () => env.nodes.every((n) => n.agent.alive()) && (await heartbeatingNodes(env.client, names, 1500)).length === names.length,
-  });
-}
-
-async function oneFailover(env: TestEnv, capture: Capture, passes: PassRecord[], vip: string, round: number,
-  fail: (a: TestEnvNode) => Promise<void>, tFailOverride?: () => number): Promise<RoundResult> {
-  const a = await settle(env, vip);
-  await env.udpPoke(env.router.ns, vip);
-  const addrA = await env.monitorAddresses(a.ns);
-  const passIdx = passes.length;
-  const tKill = Date.now();
-  await fail(a);
-  const t0 = tFailOverride?.() ?? tKill;
-  const created = await poll('the new instance', () => passes.slice(passIdx).find((p) => p.creates.some((n) => n !== a.name)), 120_000, { intervalMs: 5 });
-  const to = created.creates.find((n) => n !== a.name)!;
-  const b = env.nodes.find((n) => n.name === to)!;
-  const garp = await poll('the new owner\'s GARP at the router', () => capture.events.find((e) => e.t >= tKill && e.senderMac === b.mac && e.senderIp === vip), 60_000, { intervalMs: 5 });
-  const ready = await poll('the new instance Ready', () => passes.slice(passIdx).find((p) => p.at >= created.at && p.active === to && p.confirmed), 60_000, { intervalMs: 5 });
-  const released = await poll('the old owner to drop the VIP', () => addrA.events.find((e) => e.deleted && e.ip === vip), 60_000, { intervalMs: 5 });
-  addrA.stop();
-  // The next round needs the killed agent back (as a standby: no failback).
-  await a.agent.exited;
-  await env.restartAgent(a);
+  const perNode = defaultsNodes.length > 0 ? writes / seconds / defaultsNodes.length : NaN;
   return {
-    round,
-    from: a.name,
-    to,
-    detectionMs: created.at - t0,
-    takeoverMs: garp.t - created.at,
-    confirmationMs: ready.at - garp.t,
-    totalMs: garp.t - t0,
-    oldReleasedMs: released.t - tKill,
-    overlapMs: Math.max(0, released.t - garp.t),
+    spikes,
+    apiWrites: defaultsNodes.length > 0
+      ? { leaseWritesPerNodePerSecond: Math.round(perNode * 100) / 100, per100NodesPerSecond: Math.round(perNode * 100), overSeconds: Math.round(seconds), nodes: defaultsNodes.length }
+      : undefined,
   };
 }
 
-/** One reference-path trial: detection only by Node NotReady after the grace period (see the file comment). */
-async function referenceTrial(env: TestEnv, capture: Capture, passes: PassRecord[], vip: string, trial: number, graceMs: number,
-  log: (l: string) => void): Promise<RoundResult> {
-  const a = await settle(env, vip);
-  // Stand-in renewals first, so the Lease never lapses while the agent restarts without its heartbeat.
-  let renewing = true;
-  const leasePath = resourcePath(leases(DEFAULT_NAMESPACE), heartbeatLeaseName(a.name));
-  const renew = async () => {
-    while (renewing) {
-      await env.client.request('PATCH', leasePath, { body: { spec: { renewTime: microTime(Date.now()), holderIdentity: a.name } }, contentType: 'application/merge-patch+json' })
-        .catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 500));
-    }
+function countLeaseWrites(env: TestEnv, nodes: readonly string[]): number {
+  const names = new Set(nodes.map(heartbeatLeaseName));
+  return env.cluster.auditEvents().filter((e) => e.stage === 'ResponseComplete' && (e.verb === 'patch' || e.verb === 'update') &&
+    e.objectRef?.resource === 'leases' && names.has(e.objectRef.name ?? '')).length;
+}
+
+async function buildTopology(rows: readonly RowId[], o: { referenceGroups: number; keepalivedGroups: number; referenceGraceMs: number; referenceUplinkWaitMs: number }, log: (l: string) => void): Promise<Topology> {
+  // Gateway nodes: 3 per egressgw row, 2 per reference group (+1 idle group for the spike window).
+  const plan: Array<{ row: RowId; group: string; size: number }> = [];
+  if (rows.includes('defaults')) plan.push({ row: 'defaults', group: 'defaults', size: 3 });
+  if (rows.includes('tuned')) plan.push({ row: 'tuned', group: 'tuned', size: 3 });
+  if (rows.includes('reference')) for (let i = 0; i <= o.referenceGroups; i++) plan.push({ row: 'reference', group: `ref${i}`, size: 2 });
+  const nodeGroup = new Map<string, { row: RowId; group: string }>();
+  let n = 0;
+  for (const p of plan) for (let i = 0; i < p.size; i++) nodeGroup.set(`node${++n}`, { row: p.row, group: p.group });
+  const activeByGateway = new Map<string, string[]>();
+  const electionsByGateway = new Map<string, Array<{ at: number; target: string }>>();
+  log(`failover bench: ${n} gateway nodes, rows ${rows.join(', ')}`);
+  const env = await startTestEnv({
+    nodes: Math.max(n, 1),
+    apiProxy: true,
+    agentArgsFor: (node) => {
+      const row = nodeGroup.get(node.name)?.row;
+      return row === 'tuned' ? TUNED_ARGS : row === 'reference' ? REFERENCE_ARGS : [];
+    },
+    startAgentFor: (node) => nodeGroup.get(node.name)?.row !== 'reference',
+    // The bench follows each gateway's active node, to count the controller's failovers.
+    onPass: (p: PassInfo) => {
+      for (const [gw, g] of p.desired.gateways) {
+        const seq = activeByGateway.get(gw) ?? [];
+        if (g.active && seq.at(-1) !== g.active) seq.push(g.active);
+        activeByGateway.set(gw, seq);
+        const el = electionsByGateway.get(gw) ?? [];
+        if (g.target && el.at(-1)?.target !== g.target) el.push({ at: p.at, target: g.target });
+        electionsByGateway.set(gw, el);
+      }
+    },
+    log: pino({ level: 'silent' }),
+  });
+  const dir = mkdtempSync(join(os.tmpdir(), 'egressgw-keepalived-'));
+  const daemons: Keepalived[] = [];
+  const groups = new Map<RowId, FailoverGroup[]>();
+  const spikeGroups = new Map<RowId, FailoverGroup>();
+  const probeIntervalMs = new Map<string, number>();
+  const referenceGateways: Array<{ group: string; ip: string }> = [];
+  const add = (row: RowId, g: FailoverGroup, interval = 20) => {
+    groups.set(row, [...(groups.get(row) ?? []), g]);
+    probeIntervalMs.set(g.vip, interval);
   };
-  const renewer = renew();
   try {
-    await env.restartAgent(a, ['--no-heartbeat']);
-    await poll('the VIP back on the reference-mode agent', () => env.hasAddress(a, vip), 20_000, { intervalMs: 50 });
-    log(`reference ${trial}: ${a.name} active with --no-heartbeat; killing it, Node NotReady in ${graceMs / 1000}s`);
-    let tKill = 0;
-    let grace: NodeJS.Timeout | undefined;
-    const res = await oneFailover(env, capture, passes, vip, trial, async (x) => {
-      tKill = Date.now();
-      x.agent.kill('SIGKILL');
-      grace = setTimeout(() => {
-        renewing = false;
-        void env.setNodeReady(x.name, false);
-      }, graceMs);
-    }, () => tKill).finally(() => clearTimeout(grace));
-    return res;
-  } finally {
-    renewing = false;
-    await renewer;
-    await env.setNodeReady(a.name, true);
-    // oneFailover restarted the agent in normal mode already.
+    const nodesOf = (group: string): TestEnvNode[] => env.nodes.filter((x) => nodeGroup.get(x.name)?.group === group);
+    for (const x of env.nodes) {
+      const ng = nodeGroup.get(x.name);
+      if (ng) await env.client.mergePatch({ group: '', version: 'v1', plural: 'nodes' }, x.name, { metadata: { labels: { [GROUP_LABEL]: ng.group } } });
+    }
+    let vip = 100;
+    for (const p of plan.filter((q, i, all) => all.findIndex((r) => r.group === q.group) === i)) {
+      const ip = `198.18.0.${vip++}`;
+      if (p.row === 'reference') referenceGateways.push({ group: p.group, ip });
+      else await env.createVipGateway(p.group, ip, ['eth0'], { [GROUP_LABEL]: p.group });
+      if (p.row === 'reference') {
+        const g = new ReferenceGroup(env, p.group, ip, nodesOf(p.group), { graceMs: o.referenceGraceMs, uplinkWaitMs: o.referenceUplinkWaitMs });
+        if (p.group === 'ref0') {
+          spikeGroups.set('reference', g);
+          probeIntervalMs.set(ip, 100);
+        } else add('reference', g, 100);
+      } else {
+        const g = new EgressgwGroup(env, p.row, p.group, ip, nodesOf(p.group));
+        add(p.row, g);
+        spikeGroups.set(p.row, g);
+      }
+    }
+    // keepalived: 2 hosts per group on the LAN, 198.18.0.200 and up; VIPs 198.18.0.150 and up.
+    let host = 200;
+    let kvip = 150;
+    for (const [row, advert, count] of [['keepalived-100ms', 0.1, 1], ['keepalived-1s', 1, o.keepalivedGroups]] as const) {
+      if (!rows.includes(row)) continue;
+      for (let i = 0; i < count; i++) {
+        const ip = `198.18.0.${kvip}`;
+        const ds: Keepalived[] = [];
+        for (let h = 0; h < 2; h++) {
+          const lan = await env.net.addLanHost(`k${host}`, `198.18.0.${host}`);
+          ds.push(new Keepalived(env.net, { name: `k${host}`, ...lan }, { advertSeconds: advert, routerId: kvip, vip: ip, dir }));
+          host++;
+        }
+        kvip++;
+        for (const d of ds) d.start();
+        daemons.push(...ds);
+        const g = new KeepalivedGroup(env, row, `vrrp${kvip - 1}`, ip, ds);
+        add(row, g);
+        if (i === 0) spikeGroups.set(row, g);
+      }
+    }
+  } catch (err) {
+    await env.stop();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
   }
+  return {
+    env,
+    groups,
+    spikeGroups,
+    daemons,
+    probeIntervalMs,
+    activeByGateway,
+    electionsByGateway,
+    groupOfNode: (x) => nodeGroup.get(x.name)?.row,
+    async activateReference() {
+      for (const x of env.nodes) {
+        if (nodeGroup.get(x.name)?.row !== 'reference') continue;
+        await ReferenceGroup.standInLease(env, x.name);
+        env.startAgent(x);
+      }
+      for (const r of referenceGateways) await env.createVipGateway(r.group, r.ip, ['eth0'], { [GROUP_LABEL]: r.group });
+    },
+    async close() {
+      for (const g of [...groups.values()].flat()) g.close();
+      for (const d of daemons) await d.kill().catch(() => undefined);
+      await env.stop();
+      if (!process.env.EGRESSGW_BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
-// `node bench/failover.ts [rounds] [referenceTrials]`
+const fmt = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '—' : `${Math.round(v)}`);
+
+/** The README table: one line per row and failure kind. */
+export function table(r: FailoverBenchResults): string {
+  const lines: string[][] = [];
+  for (const row of r.rows) {
+    const s = row.spikes;
+    const spikeText = s === undefined ? '—'
+      : `${s.ownerChanges}${s.controllerFailovers !== undefined ? ` (controller ${s.controllerFailovers}, fences ${s.agentFences})` : ''}` +
+        `${s.silences > 0 ? `; ${s.silences} silences, ${s.silentMs} ms` : ''}`;
+    row.kinds.forEach((k, i) => {
+      const f = k.failover;
+      lines.push([
+        i === 0 ? row.label : '',
+        k.label,
+        `${k.rounds}`,
+        f ? `${fmt(f.p50)} / ${fmt(f.p99)} / ${fmt(f.max)}` : '—',
+        k.notDetected > 0 ? `${k.notDetected}` : '0',
+        `${fmt(k.dualOwnerMsSum)}${k.dualOwnerRounds > 0 ? ` (${k.dualOwnerRounds} rounds)` : ''}`,
+        i === 0 ? spikeText : '',
+      ]);
+    });
+  }
+  const t = r.targets;
+  return [
+    renderTable(['row', 'failure', 'rounds', 'new owner answering p50 / p99 / max (ms)', 'not detected', 'dual-owner ms (sum)', `false failovers, ${r.rows.find((x) => x.spikes)?.spikes?.minutes ?? 0} min spikes`], lines),
+    '',
+    `targets (egressgw defaults): p99 ≤ ${t.p99Ms} ms for every kind: ${t.defaultsP99Met ? 'met' : 'MISSED'}; dual-owner ${fmt(t.defaultsDualOwnerMs)} ms (target 0); ` +
+      `false failovers ${t.defaultsFalseFailovers ?? '—'} (target 0)`,
+    ...(r.apiWrites ? [`heartbeat writes at the defaults: ${r.apiWrites.leaseWritesPerNodePerSecond}/s per gateway node, ${r.apiWrites.per100NodesPerSecond}/s per 100 (audit log, ${r.apiWrites.overSeconds} s, ${r.apiWrites.nodes} nodes)`] : []),
+    `wall time ${Math.round(r.wallSeconds / 60)} min; load average ${r.machine.loadAvgStart.join(' ')} → ${r.machine.loadAvgEnd.join(' ')}`,
+  ].join('\n');
+}
+
+// `node bench/failover.ts [rounds]`
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [rounds, refs] = process.argv.slice(2).map(Number);
-  await runFailoverBench({ rounds: rounds || undefined, referenceTrials: Number.isFinite(refs) ? refs : undefined });
+  const rounds = Number(process.argv[2]);
+  await runFailoverBench({ rounds: Number.isFinite(rounds) && rounds > 0 ? rounds : undefined });
 }

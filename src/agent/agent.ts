@@ -1,11 +1,19 @@
-// The node agent (design §5, §6): heartbeat, VIPs on the interface with a kernel lifetime, announcements,
-// fencing, instance status and finalizers.
+// The node agent (design §5, §6, §10): heartbeat, VIPs on the interface, the kernel switch that gates
+// every answer for them, announcements, fencing, instance status and finalizers.
 //
-// Safety rule, everywhere below: a VIP is added or refreshed only while the heartbeat is healthy (the
-// last accepted renewal was sent less than fenceAfter ago). When it is not, every VIP is deleted at once
-// (fencing); if the process cannot even do that (killed, frozen), the kernel deletes the address when its
-// lifetime runs out. After fencing, VIPs come back only from a fresh list of the instances, never from a
-// cache that may predate the controller's failover.
+// Safety rules, everywhere below (the timing argument is in src/api/fencing.ts):
+//  - The kernel switch (fence.ts) of every VIP this node holds is open until the fence deadline
+//    (deadline.ts): the send time of the last accepted renewal + fenceAfter, moved only by renewals
+//    answered before it passed. Killed or frozen, nobody moves it, and the kernel stops answering for
+//    the VIPs by itself at the deadline; cut off from the API, no answer moves it either.
+//  - A VIP is added only while the switch is open, and the agent's own frames for it (gratuitous ARP,
+//    replies) go out only while it is open, checked right before each send.
+//  - Once the deadline passed, every VIP is withdrawn (fencing). A renewal answered after that starts a
+//    new chain, and VIPs come back only from a list of the instances made a lease-duration later: by
+//    then the controller has either seen this node alive or failed it over (and deleted its instances).
+//    The same holds at start-up: a restarted agent takes nothing from before its first renewal.
+//  - The address lifetime (whole seconds, refreshed while the switch is open) is the second line of
+//    defence, for a kernel whose nftables gate is gone.
 
 import { INSTANCE_FINALIZER, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
@@ -15,9 +23,11 @@ import { Informer } from '../kube/informer.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { INSTANCES } from '../kube/resources.ts';
 import { rfc3339 } from '../kube/time.ts';
-import type { AddressManager, Link } from './net/iproute.ts';
-import { EXCLUDED_INTERFACE_RE, vipCidr } from './net/iproute.ts';
-import { Heartbeat, type Uplinks } from './heartbeat.ts';
+import type { AddressManager } from './net/iproute.ts';
+import { vipCidr } from './net/iproute.ts';
+import { Heartbeat } from './heartbeat.ts';
+import { FenceDeadline } from './deadline.ts';
+import { UplinkWatcher, isLinkUp } from './uplinks.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { AgentOptions } from './options.ts';
 import { chooseInterface, desiredVips, hasOurFinalizer, instanceStatus, isForNode, isTerminating, type DesiredVip } from './vips.ts';
@@ -41,10 +51,23 @@ interface Held {
   interfaces: string[];
 }
 
+/** What the agent needs from the kernel switch (fence.ts). */
+export interface FenceGate {
+  /** Opens `ips` until `deadline` (monotonic ms); false, opening nothing, when it has passed. */
+  openUntil(ips: readonly string[], deadline: number): boolean;
+  close(ips: readonly string[]): void;
+  /** Stops gating `ips` (their addresses are gone). */
+  forget(ips: readonly string[]): void;
+  /** Removes the gate if nothing is gated any more (graceful shutdown). */
+  release(): void;
+}
+
 export interface AgentDeps {
   client: KubeClient;
   addresses: AddressManager;
   announcer: VipAnnouncer;
+  /** The kernel switch; absent only with the heartbeat off (reference mode: nothing is gated). */
+  fence?: FenceGate;
   metrics: AgentMetrics;
   log: Logger;
   /** Monotonic clock, ms. */
@@ -60,15 +83,22 @@ export class Agent {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #heartbeat: Heartbeat | undefined;
+  readonly #deadline: FenceDeadline;
+  readonly #uplinks: UplinkWatcher;
   #informer: Informer<EgressGatewayInstance> | undefined;
   /** VIPs on an interface right now, by canonical IP. */
   readonly #held = new Map<string, Held>();
+  /** VIPs whose kernel switch the agent keeps open: the held ones and the one being added. */
+  readonly #gated = new Set<string>();
   /** Per-VIP error of the last attempt, reported on its instances. */
   readonly #errors = new Map<string, string>();
   /** Instances whose finalizer this agent removed: never touched again (their deletion completes). */
   readonly #released = new Set<string>();
   #fenced = false;
-  #neverHealthy = true;
+  /** No VIP is taken before this (monotonic ms): a lease-duration after a chain of renewals (re)started. */
+  #holdUntil = Infinity;
+  #holdTimer: NodeJS.Timeout | undefined;
+  #deadlineTimer: NodeJS.Timeout | undefined;
   /** After a fence, reconciling waits for a fresh list (new informer synced). */
   #awaitingFreshList = false;
   #dirty = false;
@@ -78,7 +108,6 @@ export class Agent {
   #retryTimer: NodeJS.Timeout | undefined;
   #refreshing = false;
   #stopped = false;
-  #lastLinks: Link[] = [];
   /**
    * Address changes run one at a time: otherwise a refresh that read the held set before a withdrawal
    * (fence, handover) could re-add the address right after it was deleted, for another lifetime.
@@ -90,15 +119,24 @@ export class Agent {
     this.#d = d;
     this.#log = d.log;
     this.#now = d.monotonic ?? (() => performance.now());
+    this.#deadline = new FenceDeadline(o.fenceAfterMs);
+    // Held VIPs are not uplink addresses, and their lifetime refreshes are not link changes.
+    this.#uplinks = new UplinkWatcher({ addresses: d.addresses, vips: () => new Set([...this.#held.keys(), ...this.#gated]), log: d.log.child({ part: 'uplinks' }) });
+    this.#uplinks.on('changed', () => {
+      this.#heartbeat?.renewNow();
+      this.#schedule(); // a held VIP's interface may have gone down
+    });
     if (o.heartbeat) {
+      if (d.fence === undefined) throw new Error('the agent needs the kernel fence when the heartbeat is on');
       this.#heartbeat = new Heartbeat({
         client: d.client,
         namespace: o.heartbeatNamespace,
         node: o.nodeName,
         renewIntervalMs: o.renewIntervalMs,
         leaseDurationMs: o.leaseDurationMs,
+        fenceAfterMs: o.fenceAfterMs,
         requestTimeoutMs: o.fenceAfterMs,
-        uplinks: () => this.#uplinks(),
+        uplinks: () => this.#uplinks.current(),
         log: d.log.child({ part: 'heartbeat' }),
         monotonic: this.#now,
         onAttempt: (seconds, ok) => {
@@ -106,21 +144,35 @@ export class Agent {
           else d.metrics.renewFailures.inc();
         },
       });
-      this.#heartbeat.on('renewed', () => this.#onRenewed());
+      this.#heartbeat.on('renewed', (sentAt) => this.#onRenewed(sentAt));
+    } else {
+      this.#holdUntil = -Infinity;
     }
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    // The first renewal publishes the uplinks: read them before it.
+    await this.#uplinks.start();
     this.#heartbeat?.start();
     this.#startInformer();
     this.#refreshTimer = setInterval(() => void this.#refreshTick(), this.#o.refreshIntervalMs);
     this.#resyncTimer = setInterval(() => this.#schedule(), RESYNC_MS);
   }
 
-  /** Healthy = allowed to hold VIPs. */
+  /** Healthy = allowed to hold VIPs: the kernel switch is open. */
   healthy(): boolean {
     if (!this.#heartbeat) return true;
-    return !this.#fenced && this.#heartbeat.sinceLastRenewal(this.#now()) < this.#o.fenceAfterMs;
+    return !this.#fenced && this.#deadline.open(this.#now());
+  }
+
+  /** Allowed to take a VIP: healthy, and past the hold after the chain of renewals (re)started. */
+  #mayTake(): boolean {
+    return this.healthy() && this.#now() >= this.#holdUntil && !this.#awaitingFreshList;
+  }
+
+  /** May a frame for `ip` go out from this process right now? (the announcer asks before each send) */
+  mayAnswer(ip: string): boolean {
+    return this.#held.has(ip) && this.healthy();
   }
 
   get fenced(): boolean {
@@ -132,11 +184,16 @@ export class Agent {
   }
 
   readiness(): ReadinessCheck {
+    const now = this.#now();
+    const holding = now < this.#holdUntil
+      ? (Number.isFinite(this.#holdUntil) ? `taking no VIPs for ${Math.round(this.#holdUntil - now)}ms more (hold after the renewals (re)started)` : 'no renewal accepted yet')
+      : this.#awaitingFreshList ? 'taking no VIPs until the instances are listed afresh' : undefined;
     return readiness({
       heartbeatEnabled: this.#heartbeat !== undefined,
-      sinceLastRenewalMs: this.#heartbeat?.sinceLastRenewal(this.#now()) ?? 0,
+      sinceLastRenewalMs: this.#heartbeat?.sinceLastRenewal(now) ?? 0,
       fenceAfterMs: this.#o.fenceAfterMs,
       frames: this.#d.announcer.selfCheck(),
+      ...(holding !== undefined ? { holding } : {}),
     });
   }
 
@@ -147,10 +204,18 @@ export class Agent {
     clearInterval(this.#refreshTimer);
     clearInterval(this.#resyncTimer);
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#holdTimer);
+    clearTimeout(this.#deadlineTimer);
     this.#informer?.stop();
     this.#heartbeat?.stop();
+    this.#uplinks.stop();
     await this.#running?.catch(() => undefined);
     await this.#withdrawAll('shutdown');
+    try {
+      this.#d.fence?.release();
+    } catch (err) {
+      this.#log.warn(errFields(err), 'removing the kernel fence tables failed');
+    }
     await Promise.resolve(this.#d.announcer.close()).catch((err: unknown) => this.#log.warn(errFields(err), 'closing announcer failed'));
     if (this.#heartbeat) {
       try {
@@ -182,26 +247,84 @@ export class Agent {
     informer.start();
     informer.waitForSync().then(() => {
       if (this.#informer !== informer) return;
-      if (this.#awaitingFreshList) this.#log.info('instances re-listed after fencing');
+      if (this.#awaitingFreshList) this.#log.info('instances re-listed after fencing; may take VIPs');
       this.#awaitingFreshList = false;
       this.#schedule();
     }, () => undefined);
   }
 
-  #onRenewed(): void {
+  #onRenewed(sentAt: number): void {
     if (this.#stopped || !this.#heartbeat) return;
+    const now = this.#now();
+    const first = this.#deadline.deadline === -Infinity && this.#holdUntil === Infinity;
+    const r = this.#deadline.accepted(sentAt, now);
     this.#d.metrics.heartbeatHealthy.set(this.healthy() ? 1 : 0);
-    // A renewal sent before a freeze may complete after it: only a renewal recent enough ends the fence.
-    if (this.#fenced && this.#heartbeat.sinceLastRenewal(this.#now()) < this.#o.fenceAfterMs) {
-      this.#log.info('heartbeat renewals succeed again; re-listing instances before taking any VIP back');
-      this.#fenced = false;
-      this.#awaitingFreshList = true;
+    if (r === 'extended') {
+      this.#openGates();
+      this.#armDeadlineTimer();
+      return;
+    }
+    if (r === 'stale') return; // sent before a freeze, answered after the deadline: it proves nothing
+    // 'restarted': a new chain. Whatever was held before went quiet at the old deadline (the kernel
+    // closed the switch); let go of it, and take VIPs again only from a list made a lease-duration from
+    // now, when the controller has either seen this chain or failed this node over.
+    this.#armDeadlineTimer();
+    this.#holdUntil = now + this.#o.leaseDurationMs;
+    clearTimeout(this.#holdTimer);
+    if (first) {
+      this.#log.info({ holdMs: this.#o.leaseDurationMs }, 'first heartbeat renewal accepted; taking VIPs after the hold');
+      this.#holdTimer = setTimeout(() => {
+        this.#endHold();
+        this.#log.info('hold over; may take VIPs');
+        this.#schedule();
+      }, this.#o.leaseDurationMs);
+      return;
+    }
+    this.#log.info({ holdMs: this.#o.leaseDurationMs }, 'heartbeat renewals succeed again; re-listing instances after the hold before taking any VIP back');
+    if (this.#held.size > 0 || !this.#fenced) void this.#fence('the fence deadline passed before this renewal was answered');
+    this.#fenced = false;
+    this.#awaitingFreshList = true;
+    this.#holdTimer = setTimeout(() => {
+      this.#endHold();
       // The watch may have missed the controller's failover while we were cut off: start from a new list.
       this.#startInformer();
-    } else if (!this.#fenced && this.#neverHealthy) {
-      this.#neverHealthy = false;
-      this.#schedule(); // first renewal: instances listed before it may now be taken
+    }, this.#o.leaseDurationMs);
+  }
+
+  /**
+   * The hold's timer fired: the hold is over, even if the timer ran a hair before `#holdUntil` on the
+   * monotonic clock (Node's timers may) — otherwise the reconcile it schedules would still see the hold
+   * and nothing would take the VIP until the next resync.
+   */
+  #endHold(): void {
+    this.#holdUntil = Math.min(this.#holdUntil, this.#now());
+  }
+
+  /** Moves every gated VIP's kernel switch to the current deadline, in one transaction. */
+  #openGates(): void {
+    if (this.#gated.size === 0 || !this.#d.fence) return;
+    try {
+      // False only when the deadline has passed meanwhile: the fence tick withdraws them.
+      this.#d.fence.openUntil([...this.#gated], this.#deadline.deadline);
+    } catch (err) {
+      // Nothing more to do: the switch closes at the previous deadline and the agent fences then.
+      this.#d.metrics.addressErrors.inc({ op: 'fence' });
+      this.#log.error({ ...errFields(err), vips: [...this.#gated] }, 'refreshing the kernel switch failed');
     }
+  }
+
+  /**
+   * Fences right at the deadline (the refresh tick would do it up to a refresh interval later). A timer
+   * that fires a hair early re-arms for the rest; the kernel has closed the switch on time regardless.
+   */
+  #armDeadlineTimer(): void {
+    clearTimeout(this.#deadlineTimer);
+    const ms = this.#deadline.deadline - this.#now();
+    if (!Number.isFinite(ms) || this.#stopped) return;
+    this.#deadlineTimer = setTimeout(() => {
+      if (this.#deadline.open(this.#now())) this.#armDeadlineTimer();
+      else void this.#refreshTick();
+    }, Math.max(0, ms) + 1);
   }
 
   // ---------------------------------------------------------------------------------------- reconcile
@@ -235,7 +358,7 @@ export class Agent {
 
   async #reconcile(): Promise<void> {
     const informer = this.#informer;
-    if (!informer?.hasSynced() || this.#awaitingFreshList) return;
+    if (!informer?.hasSynced() || this.#awaitingFreshList || this.#now() < this.#holdUntil) return;
     const node = this.#o.nodeName;
     const all = informer.list().filter((i) => isForNode(i, node));
     const healthy = this.healthy();
@@ -249,8 +372,8 @@ export class Agent {
     // 1. What must be held, and where.
     const { vips, problems } = desiredVips(all, node);
     for (const p of problems) this.#log.warn(p, 'instance ignored');
-    const links = await this.#d.addresses.listLinks();
-    this.#lastLinks = links;
+    // The uplink watcher follows link changes as they happen: no `ip link` on the takeover path.
+    const links = this.#uplinks.links.length > 0 ? this.#uplinks.links : await this.#d.addresses.listLinks();
     const byName = new Map(links.map((l) => [l.name, l]));
     const placement = new Map<string, { vip: DesiredVip; ifname?: string; error?: string }>();
     for (const vip of vips) {
@@ -261,7 +384,9 @@ export class Agent {
         continue;
       }
       const link = byName.get(choice.ifname);
-      if (!link || !isLinkUp(link)) {
+      // Reference mode (no heartbeat) keeps a VIP on a link that went down, as the reference does: it
+      // has no notion of uplink health (the comparison in the failover bench).
+      if (!link || (!isLinkUp(link) && this.#heartbeat)) {
         placement.set(vip.ip, { vip, error: `interface ${choice.ifname} is down` });
         continue;
       }
@@ -332,12 +457,32 @@ export class Agent {
     return run;
   }
 
-  /** Adds and announces a VIP; returns false (and does nothing) when the heartbeat is not healthy. */
+  /**
+   * Opens the VIP's kernel switch, adds the address and announces it; returns false (and does nothing)
+   * when the agent may not take VIPs now.
+   */
   #add(vip: DesiredVip, ifname: string): Promise<boolean> {
     return this.#locked(async () => {
-      if (!this.healthy() || this.#stopped) return false;
+      if (!this.#mayTake() || this.#stopped) return false;
       const cidr = vipCidr(vip.ip);
-      await this.#d.addresses.replaceAddress(ifname, cidr, this.#lifetimes());
+      // The switch first: an address whose VIP is still gated from an earlier ownership stays silent.
+      if (this.#d.fence) {
+        this.#gated.add(vip.ip);
+        let opened = false;
+        try {
+          opened = this.#d.fence.openUntil([vip.ip], this.#deadline.deadline);
+        } finally {
+          if (!opened) this.#gated.delete(vip.ip);
+        }
+        if (!opened) return false;
+      }
+      try {
+        await this.#d.addresses.replaceAddress(ifname, cidr, this.#lifetimes());
+      } catch (err) {
+        this.#gated.delete(vip.ip);
+        this.#closeGate(vip.ip);
+        throw err;
+      }
       const held: Held = { ip: vip.ip, ifname, cidr, interfaces: vip.interfaces };
       this.#held.set(vip.ip, held);
       this.#d.metrics.vipsHeld.set(this.#held.size);
@@ -354,17 +499,32 @@ export class Agent {
   async #withdrawNow(held: Held, why: string): Promise<void> {
     if (this.#held.get(held.ip) !== held) return;
     this.#held.delete(held.ip);
+    this.#gated.delete(held.ip);
     this.#d.metrics.vipsHeld.set(this.#held.size);
+    // Silent at once, before the slower steps.
+    this.#closeGate(held.ip);
     await Promise.resolve(this.#d.announcer.withdraw(held.ip)).catch((err: unknown) =>
       this.#log.warn({ ...errFields(err), vip: held.ip }, 'announcer withdraw failed'));
     try {
       await this.#d.addresses.deleteAddress(held.ifname, held.cidr);
+      // The address is gone: nothing left to gate (unless it is being taken again meanwhile).
+      if (this.#d.fence && !this.#gated.has(held.ip)) this.#d.fence.forget([held.ip]);
     } catch (err) {
-      // Not refreshed any more, so the kernel removes it within the lifetime anyway.
+      // Not refreshed any more, so the kernel removes it within the lifetime anyway; it stays gated.
       this.#d.metrics.addressErrors.inc({ op: 'delete' });
       this.#log.error({ ...errFields(err), vip: held.ip, ifname: held.ifname }, 'deleting the VIP failed; it expires with its lifetime');
     }
     this.#log.info({ vip: held.ip, ifname: held.ifname, why }, 'VIP withdrawn');
+  }
+
+  #closeGate(ip: string): void {
+    try {
+      this.#d.fence?.close([ip]);
+    } catch (err) {
+      // It still closes at the deadline by itself.
+      this.#d.metrics.addressErrors.inc({ op: 'fence' });
+      this.#log.error({ ...errFields(err), vip: ip }, 'closing the kernel switch failed');
+    }
   }
 
   async #withdrawAll(why: string): Promise<void> {
@@ -417,7 +577,7 @@ export class Agent {
       this.#d.metrics.heartbeatHealthy.set(0);
       const since = this.#heartbeat?.sinceLastRenewal(this.#now()) ?? 0;
       // Before the first renewal there is nothing to fence (nothing was ever added).
-      if (!this.#fenced && Number.isFinite(since)) await this.#fence(`no heartbeat renewal accepted for ${Math.round(since)}ms`);
+      if (!this.#fenced && Number.isFinite(since)) await this.#fence(`fence deadline passed: last accepted renewal sent ${Math.round(since)}ms ago`);
       else if (this.#held.size > 0) await this.#fence('heartbeat unhealthy');
       return;
     }
@@ -452,44 +612,4 @@ export class Agent {
     await this.#withdrawAll('fenced');
     this.#d.metrics.vipsHeld.set(this.#held.size);
   }
-
-  // ---------------------------------------------------------------------------------------- uplinks
-
-  /** Published with the heartbeat: eligible-type interfaces (admin-down ones too, as up=false). */
-  async #uplinks(): Promise<Uplinks> {
-    const links = await this.#d.addresses.listLinks();
-    this.#lastLinks = links;
-    const out: Uplinks = {};
-    const vips = new Set(this.#held.keys());
-    let heldDown = false;
-    for (const link of links) {
-      if (EXCLUDED_INTERFACE_RE.test(link.name) || link.master !== undefined) continue;
-      if (!link.flags.includes('BROADCAST') || link.flags.includes('NOARP')) continue;
-      const up = isLinkUp(link);
-      let addrs: Awaited<ReturnType<AddressManager['addresses']>> = [];
-      try {
-        addrs = await this.#d.addresses.addresses(link.name);
-      } catch {
-        continue; // vanished between the two commands
-      }
-      out[link.name] = {
-        up,
-        ipv4: addrs.filter((a) => a.family === 4 && !vips.has(a.ip)).map((a) => a.ip),
-        ipv6: addrs.filter((a) => a.family === 6 && a.scope === 'global' && !vips.has(a.ip)).map((a) => a.ip),
-      };
-      if (!up && [...this.#held.values()].some((h) => h.ifname === link.name)) heldDown = true;
-    }
-    // A held VIP on an interface that went down: withdraw it now rather than at the next resync.
-    if (heldDown) this.#schedule();
-    return out;
-  }
-
-  get lastLinks(): readonly Link[] {
-    return this.#lastLinks;
-  }
-}
-
-/** Administratively up and with carrier (UNKNOWN is what loopback-like and some virtual links report). */
-export function isLinkUp(link: Link): boolean {
-  return link.flags.includes('UP') && (link.operstate === 'UP' || link.operstate === 'UNKNOWN') && !link.flags.includes('NO-CARRIER');
 }

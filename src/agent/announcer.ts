@@ -222,6 +222,12 @@ export interface AnnouncerOptions {
   /** Socket factory; default opens a PacketSocket (ETH_P_ARP, or ETH_P_IPV6 with the NDP filter). */
   openSocket?: (iface: InterfaceInfo, kind: SocketKind) => FrameSocket;
   hooks?: AnnouncerHooks;
+  /**
+   * Asked right before every frame for `ip` is sent (announcement or reply): false keeps it in. The
+   * agent's kernel switch cannot see these frames (AF_PACKET bypasses netfilter's arp and inet hooks),
+   * so the agent answers this from the same deadline (agent.ts). Default: always send.
+   */
+  mayAnswer?: (ip: string) => boolean;
 }
 
 /** Lists eligible interfaces (R24) with their MAC and addresses. One failing interface is skipped, not fatal. */
@@ -261,7 +267,8 @@ interface OpenInterface {
  */
 export class Announcer {
   readonly table = new AdvertisementTable();
-  readonly #opts: Required<Omit<AnnouncerOptions, 'addressManager' | 'hooks' | 'openSocket'>>;
+  readonly #opts: Required<Omit<AnnouncerOptions, 'addressManager' | 'hooks' | 'openSocket' | 'mayAnswer'>>;
+  readonly #mayAnswer: (ip: string) => boolean;
   readonly #am: AddressManager | undefined;
   readonly #open: (iface: InterfaceInfo, kind: SocketKind) => FrameSocket;
   readonly #hooks: AnnouncerHooks;
@@ -284,6 +291,7 @@ export class Announcer {
     this.#am = opts.addressManager;
     this.#open = opts.openSocket ?? defaultOpenSocket;
     this.#hooks = opts.hooks ?? {};
+    this.#mayAnswer = opts.mayAnswer ?? (() => true);
   }
 
   /** Starts periodic re-announcement and (with an AddressManager) periodic rescans; does a first rescan. */
@@ -409,7 +417,7 @@ export class Announcer {
   #announceOn(entry: OpenInterface, ip: string): void {
     const v4 = ipFamily(ip) === 4;
     const sock = v4 ? entry.arp : entry.ndp;
-    if (sock === undefined) return;
+    if (sock === undefined || !this.#mayAnswer(ip)) return;
     try {
       if (v4) {
         for (const f of gratuitousArpFrames(entry.info.mac, ip)) sock.send(f);
@@ -448,7 +456,7 @@ export class Announcer {
     // A request counts when it is ours to answer, whether we answer it or leave it to the kernel.
     const asked = d.action === 'reply' || d.reason === 'kernel-answers' ? d.ip : undefined;
     if (asked !== undefined) this.#hooks.requestReceived?.(asked, entry.info.name);
-    if (d.action !== 'reply') return;
+    if (d.action !== 'reply' || !this.#mayAnswer(d.ip)) return;
     try {
       sock.send(d.frame);
       this.#hooks.responseSent?.(d.ip, entry.info.name);

@@ -13,6 +13,8 @@ test('readiness needs a recent renewal and the ability to send frames', () => {
   const noFrames = readiness({ heartbeatEnabled: true, sinceLastRenewalMs: 0, fenceAfterMs: 1000, frames: { ok: false, reason: 'EPERM' } });
   assert.equal(noFrames.ok, false);
   assert.match(noFrames.reasons.join(), /EPERM/);
+  const holding = readiness({ heartbeatEnabled: true, sinceLastRenewalMs: 100, fenceAfterMs: 1000, frames: ok, holding: 'taking no VIPs for 300ms more' });
+  assert.deepEqual(holding, { ok: false, reasons: ['heartbeat: taking no VIPs for 300ms more'] });
 });
 
 test('uplinks JSON is independent of key and address order', () => {

@@ -59,13 +59,18 @@ export async function startHealthServer(o: HealthServerOptions): Promise<{ serve
   };
 }
 
-/** The /readyz rule as a pure function: renewal recent (within fenceAfter) and frames can be sent. */
-export function readiness(input: { heartbeatEnabled: boolean; sinceLastRenewalMs: number; fenceAfterMs: number; frames: { ok: boolean; reason?: string } }): ReadinessCheck {
+/**
+ * The /readyz rule as a pure function: renewal recent (within fenceAfter), frames can be sent, and the
+ * agent may take VIPs (not in the hold after its renewals (re)started, agent.ts).
+ */
+export function readiness(input: { heartbeatEnabled: boolean; sinceLastRenewalMs: number; fenceAfterMs: number; frames: { ok: boolean; reason?: string }; holding?: string }): ReadinessCheck {
   const reasons: string[] = [];
   if (input.heartbeatEnabled && !(input.sinceLastRenewalMs < input.fenceAfterMs)) {
     reasons.push(Number.isFinite(input.sinceLastRenewalMs)
       ? `heartbeat: last successful renewal ${Math.round(input.sinceLastRenewalMs)}ms ago (limit ${input.fenceAfterMs}ms)`
       : 'heartbeat: no successful renewal yet');
+  } else if (input.heartbeatEnabled && input.holding !== undefined) {
+    reasons.push(`heartbeat: ${input.holding}`);
   }
   if (!input.frames.ok) reasons.push(`frames: cannot send raw frames: ${input.frames.reason ?? 'unknown'}`);
   return { ok: reasons.length === 0, reasons };

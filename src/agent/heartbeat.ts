@@ -1,9 +1,10 @@
 // The node's heartbeat: a coordination.k8s.io/v1 Lease renewed every renewInterval (design §3).
 //
 // The controller measures expiry on its own clock from when it saw renewTime change, so all this side
-// must do is change renewTime often enough. The fencing decision is the agent's, on a monotonic clock:
-// `healthySince` is the *send* time of the last renewal the server accepted, which is never later than
-// the moment the controller saw it, so "now − lastAcceptedSend < fenceAfter" errs on the safe side.
+// must do is change renewTime often enough. The fencing decision is the agent's, on a monotonic clock,
+// from the *send* time of each renewal the server accepted (never later than the moment the controller
+// saw it): every 'renewed' event carries it, for the fence deadline (deadline.ts). Nothing slow runs
+// between taking that time and writing the request: the uplink state comes from a cache (uplinks.ts).
 
 import { EventEmitter } from 'node:events';
 import type { KubeClient } from '../kube/client.ts';
@@ -11,7 +12,7 @@ import { isStatus, resourcePath } from '../kube/client.ts';
 import { leases } from '../kube/resources.ts';
 import { microTime } from '../kube/time.ts';
 import { errFields, type Logger } from '../kube/log.ts';
-import { heartbeatLeaseName, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION } from '../api/names.ts';
+import { FENCE_AFTER_MS_ANNOTATION, heartbeatLeaseName, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 import type { UplinkState } from '../core/types.ts';
 
@@ -33,10 +34,12 @@ export interface HeartbeatOptions {
   node: string;
   renewIntervalMs: number;
   leaseDurationMs: number;
+  /** Published in an annotation, so the controller can check its lease against it (src/api/fencing.ts). */
+  fenceAfterMs: number;
   /** A renewal older than this is useless for fencing purposes, so requests are aborted after it. */
   requestTimeoutMs: number;
-  /** Current uplink state, published as an annotation; undefined = leave the annotation alone. */
-  uplinks: () => Promise<Uplinks | undefined>;
+  /** Current uplink state (cached, so the send is not delayed), published as an annotation; undefined = leave it alone. */
+  uplinks: () => Uplinks | undefined;
   log: Logger;
   /** Called after every attempt with its latency and outcome (metrics). */
   onAttempt?: (seconds: number, ok: boolean) => void;
@@ -47,7 +50,8 @@ export interface HeartbeatOptions {
 interface HeartbeatEvents {
   /** A renewal succeeded after one or more failures (or the first success). */
   recovered: [];
-  renewed: [];
+  /** The server accepted the renewal sent at `sentAt` (monotonic ms). */
+  renewed: [sentAt: number];
   failed: [err: unknown];
 }
 
@@ -56,7 +60,8 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
   readonly #o: HeartbeatOptions;
   readonly #now: () => number;
   #timer: NodeJS.Timeout | undefined;
-  #inFlight: AbortController | undefined;
+  /** Renewals in flight: one per tick, each aborted at requestTimeoutMs (see #tick). */
+  readonly #inFlight = new Set<AbortController>();
   #lastAcceptedSend: number | undefined;
   #lastOk = false;
   #publishedUplinks: string | undefined;
@@ -77,11 +82,16 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     this.#timer = setInterval(() => void this.#tick(), this.#o.renewIntervalMs);
   }
 
+  /** Renews now, besides the regular ticks (e.g. the uplink state changed). */
+  renewNow(): void {
+    if (!this.#stopped) void this.#tick();
+  }
+
   stop(): void {
     this.#stopped = true;
     clearInterval(this.#timer);
     this.#timer = undefined;
-    this.#inFlight?.abort(new Error('heartbeat stopped'));
+    for (const ctl of this.#inFlight) ctl.abort(new Error('heartbeat stopped'));
   }
 
   /** Monotonic ms since the send time of the last accepted renewal; Infinity before the first. */
@@ -110,21 +120,25 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
   }
 
   async #tick(): Promise<void> {
-    // One renewal at a time: a renewal still in flight is aborted at requestTimeoutMs, then the next goes.
-    if (this.#inFlight || this.#stopped) return;
+    // Every tick sends, even while an earlier renewal is still in flight: with one at a time, a slow
+    // answer (an API latency spike) would also delay the next send, and the fence deadline would have
+    // to cover two slow round trips plus an interval instead of one plus an interval. Each renewal is
+    // aborted at requestTimeoutMs, so at most requestTimeoutMs / renewInterval + 1 are in flight.
+    if (this.#stopped) return;
     const ctl = new AbortController();
-    this.#inFlight = ctl;
+    this.#inFlight.add(ctl);
     const timeout = setTimeout(() => ctl.abort(new Error(`renewal timed out after ${this.#o.requestTimeoutMs}ms`)), this.#o.requestTimeoutMs);
-    const sentAt = this.#now();
+    let sentAt = this.#now();
     try {
-      await this.#renew(ctl.signal);
+      await this.#renew(ctl.signal, (t) => (sentAt = t));
       const wasOk = this.#lastOk;
-      this.#lastAcceptedSend = sentAt;
+      // Answers may come out of order: the latest send counts.
+      this.#lastAcceptedSend = Math.max(this.#lastAcceptedSend ?? -Infinity, sentAt);
       this.#lastOk = true;
       this.#consecutiveFailures = 0;
       this.#o.onAttempt?.((this.#now() - sentAt) / 1000, true);
       if (!wasOk) this.emit('recovered');
-      this.emit('renewed');
+      this.emit('renewed', sentAt);
     } catch (err) {
       this.#lastOk = false;
       this.#consecutiveFailures++;
@@ -136,16 +150,14 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
       this.emit('failed', err);
     } finally {
       clearTimeout(timeout);
-      this.#inFlight = undefined;
+      this.#inFlight.delete(ctl);
     }
   }
 
-  async #renew(signal: AbortSignal): Promise<void> {
+  /** One renewal; `sending(t)` is told the monotonic time right before each request goes out. */
+  async #renew(signal: AbortSignal, sending: (t: number) => void): Promise<void> {
     const o = this.#o;
-    const uplinks = await o.uplinks().catch((err: unknown) => {
-      o.log.debug(errFields(err), 'reading uplinks failed; annotation left as is');
-      return undefined;
-    });
+    const uplinks = o.uplinks();
     const json = uplinks === undefined ? undefined : uplinksJson(uplinks);
     const now = Date.now();
     const spec = {
@@ -158,11 +170,15 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     // when it changed (renewTime changes every time anyway).
     const patch: Record<string, unknown> = { spec };
     const uplinksChanged = json !== undefined && json !== this.#publishedUplinks;
-    const annotations: Record<string, string> = { [LEASE_DURATION_MS_ANNOTATION]: String(o.leaseDurationMs) };
+    const annotations: Record<string, string> = {
+      [LEASE_DURATION_MS_ANNOTATION]: String(o.leaseDurationMs),
+      [FENCE_AFTER_MS_ANNOTATION]: String(o.fenceAfterMs),
+    };
     if (uplinksChanged) annotations[UPLINKS_ANNOTATION] = json;
     patch.metadata = { annotations };
     const path = resourcePath(leases(o.namespace), this.leaseName);
     try {
+      sending(this.#now());
       await o.client.request('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', signal });
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
@@ -175,11 +191,13 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
           labels: { 'app.kubernetes.io/name': 'egressgw-agent', 'app.kubernetes.io/component': 'heartbeat' },
           annotations: {
             [LEASE_DURATION_MS_ANNOTATION]: String(o.leaseDurationMs),
+            [FENCE_AFTER_MS_ANNOTATION]: String(o.fenceAfterMs),
             ...(json !== undefined ? { [UPLINKS_ANNOTATION]: json } : {}),
           },
         },
         spec: { ...spec, acquireTime: microTime(now) },
       };
+      sending(this.#now());
       await o.client.request('POST', resourcePath(leases(o.namespace)), { body: lease, signal });
       o.log.info({ lease: `${o.namespace}/${this.leaseName}` }, 'heartbeat lease created');
       if (json !== undefined) this.#publishedUplinks = json;

@@ -6,7 +6,9 @@ import { Agent } from './agent.ts';
 import { startHealthServer } from './health.ts';
 import { createAgentMetrics } from './metrics.ts';
 import { IpRoute } from './net/iproute.ts';
+import { NftUnavailableError, openNft } from './net/nft.ts';
 import { loadAddon } from './net/packet.ts';
+import { Fence } from './fence.ts';
 import type { AgentOptions } from './options.ts';
 import { WireAnnouncer } from './wire.ts';
 
@@ -16,10 +18,19 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   loadAddon();
   const client = new KubeClient(loadKubeConfig(o.kubeconfig));
   const metrics = createAgentMetrics(o.nodeName);
+  const fence = o.heartbeat ? installFence() : removeFence(logger);
   const addresses = new IpRoute();
-  const announcer = new WireAnnouncer({ addresses, reannounceIntervalMs: o.reannounceIntervalMs, metrics, log: logger.child({ part: 'announcer' }) });
+  // The announcer asks the agent before each frame; the agent needs the announcer first.
+  const ref: { agent?: Agent } = {};
+  const announcer = new WireAnnouncer({
+    addresses,
+    reannounceIntervalMs: o.reannounceIntervalMs,
+    metrics,
+    log: logger.child({ part: 'announcer' }),
+    mayAnswer: (ip) => ref.agent?.mayAnswer(ip) ?? false,
+  });
   await announcer.start();
-  const agent = new Agent(o, { client, addresses, announcer, metrics, log: logger });
+  const agent = (ref.agent = new Agent(o, { client, addresses, announcer, metrics, log: logger, ...(fence ? { fence } : {}) }));
   const health = await startHealthServer({ host: o.metricsHost, port: o.metricsPort, registry: metrics.registry, ready: () => agent.readiness() });
   logger.info({
     metrics: health.address,
@@ -27,8 +38,9 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     addressLifetimeMs: o.addressLifetimeMs,
     refreshIntervalMs: o.refreshIntervalMs,
     fenceAfterMs: o.fenceAfterMs,
+    fence: fence ? 'nftables (arp + inet egressgw_fence)' : 'none (reference mode)',
   }, 'agent started');
-  agent.start();
+  await agent.start();
   await new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     else signal.addEventListener('abort', () => resolve(), { once: true });
@@ -41,4 +53,25 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
   }
   await health.close();
   logger.info('agent stopped');
+}
+
+/** The kernel switch, installed before anything else: without it the agent must not hold VIPs at all. */
+function installFence(): Fence {
+  try {
+    const fence = new Fence(openNft());
+    fence.install();
+    return fence;
+  } catch (err) {
+    throw new Error(`cannot install the kernel fence (nftables tables egressgw_fence): ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Reference mode gates nothing: remove a gate a normal-mode agent left, so its VIPs are not kept silent. */
+function removeFence(log: Logger): undefined {
+  try {
+    new Fence(openNft()).uninstall();
+  } catch (err) {
+    if (!(err instanceof NftUnavailableError)) log.warn(errFields(err), 'could not remove the kernel fence tables');
+  }
+  return undefined;
 }

@@ -20,13 +20,15 @@ export class WireAnnouncer implements VipAnnouncer {
   readonly #log: Logger;
   #check: { at: number; result: { ok: boolean; reason?: string } } | undefined;
 
-  constructor(o: { addresses: AddressManager; reannounceIntervalMs: number; metrics: AgentMetrics; log: Logger }) {
+  /** `mayAnswer`: asked before every frame for a VIP goes out (the agent's kernel-switch deadline). */
+  constructor(o: { addresses: AddressManager; reannounceIntervalMs: number; metrics: AgentMetrics; log: Logger; mayAnswer?: (ip: string) => boolean }) {
     this.#log = o.log;
     this.announcer = new Announcer({
       addressManager: o.addresses,
       reannounceIntervalMs: o.reannounceIntervalMs,
       // Interfaces are also rescanned on demand when a VIP goes on one the announcer does not serve yet.
       rescanIntervalMs: 5000,
+      ...(o.mayAnswer ? { mayAnswer: o.mayAnswer } : {}),
       hooks: {
         announcementSent: (ip) => o.metrics.announcementsSent.inc({ family: ipFamily(ip) === 4 ? 'ipv4' : 'ipv6' }),
         requestReceived: () => o.metrics.requestsReceived.inc(),

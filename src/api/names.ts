@@ -48,6 +48,12 @@ export const UPLINKS_ANNOTATION = `${ANNOTATION_PREFIX}uplinks`;
  * when it is a sane number no larger than `leaseDurationSeconds`, which the agent rounds up.
  */
 export const LEASE_DURATION_MS_ANNOTATION = `${ANNOTATION_PREFIX}lease-duration-ms`;
+/**
+ * On a heartbeat Lease: the agent's --fence-after in milliseconds (its kernel switch closes this long
+ * after the send time of its last accepted renewal). The controller never trusts the heartbeat for less
+ * than this plus FENCE_MARGIN_MS, whatever the Lease's duration says (src/api/fencing.ts).
+ */
+export const FENCE_AFTER_MS_ANNOTATION = `${ANNOTATION_PREFIX}fence-after-ms`;
 
 export const MODE_VIP = 'VirtualIPAddress';
 export const MODE_PRIMARY_IP = 'PrimaryIPFromEgressGatewayNodeInterface';

@@ -31,6 +31,7 @@ import { leaderElectionConfig, type ControllerOptions } from './options.ts';
 import { ReconcileQueue, type PassResult } from './queue.ts';
 import { HeartbeatTracker, nextHandoverTimeout } from './snapshot.ts';
 import { Planner, WATCHED, type PassOutput } from './planner/planner.ts';
+import { WakeTimer } from './wake.ts';
 import { trimCEGP, trimCiliumNode, trimGateway, trimInstance, trimLease, trimNode, trimPod, trimPolicy } from './trim.ts';
 
 export const REPORTING_CONTROLLER = 'network.deckhouse.io/egressgw-controller';
@@ -96,11 +97,8 @@ class Controller {
   private readonly planner: Planner;
   private leading = false;
   private synced = false;
-  private wakeTimer: NodeJS.Timeout | undefined;
-  private wakeAt: number | undefined;
+  private readonly wake: WakeTimer;
   private resyncTimer: NodeJS.Timeout | undefined;
-  /** `Snapshot.now` of the last pass: expiries up to it have been seen by the core. */
-  private lastPassNow = 0;
   /** Whether the last pass saw no cilium-agent pod on any node (logged once per change). */
   private noCiliumAgents = false;
 
@@ -116,6 +114,14 @@ class Controller {
       ciliumAgentSource: `namespace ${opts.ciliumNamespace}, selector ${opts.ciliumSelector}`,
     };
     this.heartbeats = new HeartbeatTracker(opts.heartbeatDurationMs);
+    this.wake = new WakeTimer({
+      nextDue: (since) => {
+        const due = [this.heartbeats.nextExpiry(since), nextHandoverTimeout(this.caches.instances.list(), this.opts.handoverTimeoutMs, since)]
+          .filter((x): x is number => x !== undefined);
+        return due.length > 0 ? Math.min(...due) : undefined;
+      },
+      enqueue: () => this.queue.enqueue(),
+    });
     // Every cache keeps only what the controller reads (trim.ts): most of a real object is not.
     const inf = <T extends { metadata?: { name?: string } }>(o: InformerOptions<T>) => new Informer<T>(this.client, { ...o, logger: log });
     this.caches = {
@@ -164,7 +170,7 @@ class Controller {
       // later, so an armed timer stays a valid (early) check point: it re-arms when it fires. This
       // keeps a renewal O(1) however many nodes heartbeat.
       if (matters) this.queue.enqueue();
-      else if (this.wakeTimer === undefined) this.armWakeTimer();
+      else if (!this.wake.armed) this.armWakeTimer();
     });
   }
 
@@ -206,7 +212,7 @@ class Controller {
     } finally {
       this.log.info('shutting down');
       this.queue.stop();
-      clearTimeout(this.wakeTimer);
+      this.wake.stop();
       clearTimeout(this.resyncTimer);
       // Let a running pass finish its current write rather than cut it mid-request.
       const grace = new AbortController();
@@ -233,36 +239,9 @@ class Controller {
     }, this.opts.resyncMs);
   }
 
-  /**
-   * Arm one timer at the earliest moment something expires without a watch event: a heartbeat (its
-   * Lease stops changing) or an unconfirmed handover. When it fires it re-checks, because renewals
-   * since arming may have pushed the expiry out.
-   */
+  /** Arms the wake timer (wake.ts) while this replica leads and its caches are synced. */
   private armWakeTimer(): void {
-    if (!this.synced || !this.leading) return;
-    const now = Date.now();
-    const candidates = [
-      this.heartbeats.nextExpiry(now),
-      nextHandoverTimeout(this.caches.instances.list(), this.opts.handoverTimeoutMs, now),
-    ].filter((x): x is number => x !== undefined);
-    if (candidates.length === 0) return;
-    // +1 ms: the core counts a heartbeat live while now - observedAt < duration, so expiry is strict.
-    const at = Math.min(...candidates) + 1;
-    if (this.wakeAt !== undefined && this.wakeAt <= at && this.wakeAt > now) return;
-    clearTimeout(this.wakeTimer);
-    this.wakeAt = at;
-    this.wakeTimer = setTimeout(() => {
-      this.wakeTimer = undefined;
-      this.wakeAt = undefined;
-      const t = Date.now();
-      // Did anything expire after the last pass looked? Then a pass; otherwise (renewals pushed the
-      // expiry out) re-arm for the new earliest expiry.
-      const since = this.lastPassNow;
-      const hb = this.heartbeats.nextExpiry(since);
-      const ho = nextHandoverTimeout(this.caches.instances.list(), this.opts.handoverTimeoutMs, since);
-      if ((hb !== undefined && hb < t) || (ho !== undefined && ho < t)) this.queue.enqueue();
-      else this.armWakeTimer();
-    }, Math.max(0, at - now));
+    if (this.synced && this.leading) this.wake.arm();
   }
 
   /**
@@ -285,7 +264,7 @@ class Controller {
     if (!this.synced || !this.mayWrite()) return 'ok';
     const started = performance.now();
     const now = Date.now();
-    this.lastPassNow = now;
+    this.wake.passStarted(now);
     this.checkCiliumAgents(this.caches.ciliumAgentPods.list());
     let out: PassOutput;
     try {

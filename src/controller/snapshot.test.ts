@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { FENCE_MARGIN_MS } from '../api/fencing.ts';
 import { HeartbeatTracker, SnapshotBuilder, buildSnapshot, leaseDurationMs, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
-import { ASSIGNED_AT_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 
 const lease = (node: string, renewTime: string, extra: Partial<LeaseLike['spec']> = {}, annotations?: Record<string, string>): LeaseLike => ({
@@ -147,4 +148,19 @@ test('a millisecond lease duration from the annotation is used when sane, never 
   const t = new HeartbeatTracker(5000);
   t.observe(at('1500', 2), 1000);
   assert.equal(t.heartbeats()[0]?.durationMs, 1500);
+});
+
+test('the controller never trusts a heartbeat for less than the agent\'s fence-after plus the margin', () => {
+  const at = (lease: string | undefined, fence: string | undefined, secs = 1): LeaseLike => ({
+    metadata: {
+      name: heartbeatLeaseName('n1'),
+      annotations: { ...(lease !== undefined ? { [LEASE_DURATION_MS_ANNOTATION]: lease } : {}), ...(fence !== undefined ? { [FENCE_AFTER_MS_ANNOTATION]: fence } : {}) },
+    },
+    spec: { holderIdentity: 'n1', renewTime: '2026-11-24T10:00:00.000000Z', leaseDurationSeconds: secs },
+  });
+  assert.equal(leaseDurationMs(at('800', '600'), 2000), 800, 'a safe pair is taken as it is');
+  assert.equal(leaseDurationMs(at('800', '700'), 2000), 800, 'exactly the margin');
+  assert.equal(leaseDurationMs(at('600', '600'), 2000), 600 + FENCE_MARGIN_MS, 'an unsafe pair is stretched to fence-after + margin');
+  assert.equal(leaseDurationMs(at(undefined, '1500', 1), 2000), 1500 + FENCE_MARGIN_MS, 'beyond leaseDurationSeconds too');
+  assert.equal(leaseDurationMs(at('800', 'soon'), 2000), 800, 'a fence-after that is not a number of ms is ignored');
 });

@@ -12,7 +12,8 @@ import type {
   NodeLike,
   PodLike,
 } from '../api/types.ts';
-import { ASSIGNED_AT_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { trustedLeaseMs } from '../api/fencing.ts';
 import type { Heartbeat, Snapshot, UplinkState } from '../core/types.ts';
 import { parseTime } from '../kube/time.ts';
 
@@ -66,15 +67,27 @@ interface Tracked {
  * How long one renewal of a heartbeat Lease counts. The agent may state it in milliseconds in an
  * annotation (the spec field has whole seconds only); it is trusted when it is a whole number of
  * at least 100 ms and not longer than `leaseDurationSeconds`, which stays the upper bound so a
- * typo cannot make a dead node look alive for longer than the Lease itself says.
+ * typo cannot make a dead node look alive for longer than the Lease itself says. `defaultMs`
+ * (--heartbeat-duration) applies only to a Lease that states no duration at all.
+ *
+ * It is never shorter than the agent's announced fence-after plus the margin (src/api/fencing.ts):
+ * before that, the node's kernel switch may still be open, and electing another node would make two
+ * owners. Our agents refuse to start with such flags; this guards against any other writer.
  */
 export function leaseDurationMs(lease: LeaseLike, defaultMs: number): number {
+  const annotations = lease.metadata?.annotations;
   const secs = lease.spec?.leaseDurationSeconds;
   const fromSpec = typeof secs === 'number' && secs > 0 ? secs * 1000 : defaultMs;
-  const raw = lease.metadata?.annotations?.[LEASE_DURATION_MS_ANNOTATION];
-  if (raw === undefined || !/^\d{3,6}$/.test(raw)) return fromSpec;
+  const stated = msAnnotation(annotations?.[LEASE_DURATION_MS_ANNOTATION]);
+  const lease_ = stated !== undefined && stated <= fromSpec ? stated : fromSpec;
+  return trustedLeaseMs(lease_, msAnnotation(annotations?.[FENCE_AFTER_MS_ANNOTATION]));
+}
+
+/** A whole number of milliseconds, 100 ms to 999 s, as our agents write them; anything else is ignored. */
+function msAnnotation(raw: string | undefined): number | undefined {
+  if (raw === undefined || !/^\d{3,6}$/.test(raw)) return undefined;
   const ms = Number(raw);
-  return ms >= 100 && ms <= fromSpec ? ms : fromSpec;
+  return ms >= 100 ? ms : undefined;
 }
 
 export class HeartbeatTracker {

@@ -127,7 +127,10 @@ export class KubeClient {
     if (fresh) {
       if (!this.dispatcher || Date.now() - this.dispatcherAt > 5 * 60_000) {
         const old = this.dispatcher;
-        this.dispatcher = fresh;
+        // HTTP/1.1 only. undici offers HTTP/2 by default, and Node's HTTP/2 session was seen spinning in
+        // native code (nghttp2 send loop) while its memory grew by 100 MB/s, in an agent whose renewals
+        // were being aborted on a loaded machine: a process that must renew every 150 ms cannot risk it.
+        this.dispatcher = fresh.compose((dispatch) => (opts, handler) => dispatch({ ...opts, allowH2: false } as typeof opts, handler));
         this.dispatcherAt = Date.now();
         // Requests in flight on the old pool finish; then it closes.
         old?.close().catch(() => undefined);

@@ -24,9 +24,10 @@ import { errFields, type Logger } from '../kube/log.ts';
 import { Agents, type AgentProcess } from './agents.ts';
 import type { TestCluster } from './apiserver.ts';
 import { Cleanups } from './cleanups.ts';
-import { startControlPlane } from './controlplane.ts';
+import { startControlPlane, startController } from './controlplane.ts';
+import { FaultProxy, kubeConfigVia } from './faultproxy.ts';
 import { Network, type NetNode, type NetRouter } from './netns.ts';
-import { captureArp, monitorAddresses, monitorNeighbours, udpPoke, type AddrMonitor, type ArpProbe, type Capture, type NeighMonitor } from './observe.ts';
+import { captureArp, monitorAddresses, monitorNeighbours, udpPoke, type AddrMonitor, type ArpEvent, type ArpProbe, type Capture, type NeighMonitor } from './observe.ts';
 import { applyYaml, vipGateway, applyObjects } from './seed.ts';
 
 const execFileAsync = promisify(execFile);
@@ -39,6 +40,10 @@ export interface TestEnvOptions {
   nodes?: number;
   /** Extra flags for every agent (e.g. timings). */
   agentArgs?: string[];
+  /** Further flags for one node's agent (after agentArgs): a topology with groups of different settings. */
+  agentArgsFor?: (node: { name: string }) => string[];
+  /** Which nodes get their agent at start (default all; the others with startAgent() later). */
+  startAgentFor?: (node: { name: string }) => boolean;
   /** Extra flags for the controller (parsed by parseControllerArgs). */
   controllerArgs?: string[];
   /** Run the controller (default true). */
@@ -50,6 +55,11 @@ export interface TestEnvOptions {
   onPass?: (info: PassInfo) => void;
   /** Where progress is logged (default: silent). */
   log?: Logger;
+  /**
+   * Put a fault proxy (faultproxy.ts) between the API server and its clients, the agents and the
+   * controller; `env.proxy` then injects latency or cuts (default false: direct).
+   */
+  apiProxy?: boolean;
 }
 
 export interface TestEnvNode extends NetNode {
@@ -66,20 +76,23 @@ export interface TestEnv {
   router: NetRouter;
   nodes: TestEnvNode[];
   logDir: string;
-  /** Kubeconfig the agents use (server = the management address). */
+  /** Kubeconfig the agents use (server = the management address, or the proxy's). */
   agentKubeconfigPath: string;
+  /** The fault proxy in front of the API server, with `apiProxy`. */
+  proxy: FaultProxy | undefined;
   /** A simple `kubectl apply` of YAML text, a YAML file or objects (seed.ts). */
   applyYaml(input: string | object | object[]): Promise<void>;
+  /** Starts the node's agent; `extraArgs` default: the node's agentArgsFor. */
   startAgent(node: TestEnvNode, extraArgs?: string[]): AgentProcess;
-  /** Kills (SIGKILL) the node's agent if alive and starts a new one. */
+  /** Kills (SIGKILL) the node's agent if alive and starts a new one (`extraArgs` as for startAgent). */
   restartAgent(node: TestEnvNode, extraArgs?: string[]): Promise<AgentProcess>;
-  /** A VIP-mode gateway over the environment's nodes. */
-  createVipGateway(name: string, ip: string, interfaces?: string[]): Promise<void>;
+  /** A VIP-mode gateway over the environment's nodes (or those matching `nodeSelector`). */
+  createVipGateway(name: string, ip: string, interfaces?: string[], nodeSelector?: Record<string, string>): Promise<void>;
   /** The node whose namespace holds `ip` on an interface right now, if any. */
   vipHolder(ip: string): Promise<TestEnvNode | undefined>;
   hasAddress(node: TestEnvNode, ip: string): Promise<boolean>;
   /** observe.ts, in this environment's network. */
-  captureArp(ns: string, ifname: string, probe?: ArpProbe): Promise<Capture>;
+  captureArp(ns: string, ifname: string, probe?: ArpProbe | readonly ArpProbe[], sink?: (e: ArpEvent) => void): Promise<Capture>;
   udpPoke(ns: string, ip: string): Promise<void>;
   monitorNeighbours(ns: string): Promise<NeighMonitor>;
   monitorAddresses(ns: string): Promise<AddrMonitor>;
@@ -103,10 +116,12 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     const mgmt = net.mgmt!;
     log.info({ id: net.id, mgmt: mgmt.hostIp }, 'network namespaces up');
 
+    const viaProxy = opts.apiProxy ?? false;
     const cp = await startControlPlane({
       nodes: net.nodes,
       bindAddress: mgmt.hostIp,
-      controller: opts.controller,
+      // With the proxy, the controller starts below, once the proxy is there.
+      controller: viaProxy ? false : opts.controller,
       controllerArgs: opts.controllerArgs,
       onPass: opts.onPass,
       logDir,
@@ -114,14 +129,27 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     });
     cleanups.push(() => cp.stop());
     const { cluster, client } = cp;
+    let proxy: FaultProxy | undefined;
+    if (viaProxy) {
+      const server = new URL(cluster.server);
+      // Same address as the server (it is in the certificate), another port.
+      proxy = await FaultProxy.start({ host: server.hostname, port: Number(server.port) }, { host: mgmt.hostIp });
+      const p = proxy;
+      cleanups.push(() => p.close());
+      if (opts.controller ?? true) {
+        const controller = await startController(kubeConfigVia(cluster.kubeConfig, proxy.url), { args: opts.controllerArgs, onPass: opts.onPass, logFile: join(logDir, 'controller.log') });
+        cleanups.push(() => controller.stop());
+      }
+    }
 
     // The agents reach the server through the management bridge; the server certificate carries that IP.
     const agentKubeconfigPath = join(logDir, 'agent.kubeconfig');
-    writeFileSync(agentKubeconfigPath, readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
+    const agentConfig = cluster.clientFor('egressgw-agent');
+    writeFileSync(agentKubeconfigPath, proxy ? kubeConfigVia(agentConfig, proxy.url).exportConfig() : readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
     const agents = new Agents(net, { kubeconfigPath: agentKubeconfigPath, logDir, args: opts.agentArgs });
     cleanups.push(() => agents.close());
     const nodes: TestEnvNode[] = net.nodes.map((n) => Object.assign(n, { agent: undefined as unknown as AgentProcess }));
-    for (const n of nodes) n.agent = agents.start(n);
+    for (const n of nodes) n.agent = (opts.startAgentFor?.(n) ?? true) ? agents.start(n, opts.agentArgsFor?.(n) ?? []) : Agents.none();
     cleanups.push(async () => {
       for (const n of nodes) await Agents.kill(n.agent);
     });
@@ -135,19 +163,20 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       nodes,
       logDir,
       agentKubeconfigPath,
+      proxy,
       applyYaml: (input) => applyYaml(client, input),
-      startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs)),
+      startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs ?? opts.agentArgsFor?.(node) ?? [])),
       async restartAgent(node, extraArgs) {
         await Agents.kill(node.agent);
-        return (node.agent = agents.start(node, extraArgs));
+        return (node.agent = agents.start(node, extraArgs ?? opts.agentArgsFor?.(node) ?? []));
       },
-      createVipGateway: (name, ip, interfaces) => applyObjects(client, [vipGateway(name, ip, interfaces)]),
+      createVipGateway: (name, ip, interfaces, nodeSelector) => applyObjects(client, [vipGateway(name, ip, interfaces, nodeSelector)]),
       async vipHolder(ip) {
         for (const n of nodes) if (await hasAddress(n, ip)) return n;
         return undefined;
       },
       hasAddress,
-      captureArp: (ns, ifname, probe) => captureArp(net, ns, ifname, probe),
+      captureArp: (ns, ifname, probe, sink) => captureArp(net, ns, ifname, probe, sink),
       udpPoke: (ns, ip) => udpPoke(net, ns, ip),
       monitorNeighbours: (ns) => monitorNeighbours(net, ns),
       monitorAddresses: (ns) => monitorAddresses(net, ns),

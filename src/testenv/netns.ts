@@ -256,6 +256,20 @@ export class Network {
     return mac.toLowerCase();
   }
 
+  /**
+   * Adds a host on the gateway LAN that is not a gateway node (an observer): namespace `<id>-<name>`,
+   * `eth0` with `ip`/24 on the router's bridge. Removed with the network.
+   */
+  async addLanHost(name: string, ip: string): Promise<{ ns: string; ifname: string; ip: string; mac: string }> {
+    const ns = await this.addNamespace(name);
+    const port = `h${this.#namespaces.length}`;
+    await run('ip', ['link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', port, 'netns', this.router.ns]);
+    await this.ip(this.router.ns, ['link', 'set', port, 'master', this.router.bridge, 'up']);
+    await this.ip(ns, ['addr', 'add', `${ip}/${LAN_PREFIX}`, 'dev', 'eth0']);
+    await this.ip(ns, ['link', 'set', 'eth0', 'up']);
+    return { ns, ifname: 'eth0', ip, mac: await this.macOf(ns, 'eth0') };
+  }
+
   /** Adds a veth pair between two namespaces of this network (removed with them at teardown). */
   async addVeth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
     await run('ip', ['link', 'add', ifA, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);

@@ -92,9 +92,13 @@ function spawnLines(net: Network, ns: string, args: string[], onLine: (line: str
 
 /**
  * Records every ARP frame received on `ifname` in `ns`. With `probe`, the same process also broadcasts
- * an ARP request for `probe.ip` every `probe.intervalMs` (an active prober: whoever holds the IP answers).
+ * an ARP request for `probe.ip` every `probe.intervalMs` (an active prober: whoever holds the IP answers);
+ * several probes (one capture process for many addresses) each keep their own interval.
  */
-export async function captureArp(net: Network, ns: string, ifname: string, probe?: ArpProbe): Promise<Capture> {
+export async function captureArp(net: Network, ns: string, ifname: string, probe?: ArpProbe | readonly ArpProbe[],
+  /** Where events go instead of `events` (a long capture that routes and forgets them). */
+  sink?: (e: ArpEvent) => void): Promise<Capture> {
+  const probes = probe === undefined ? [] : Array.isArray(probe) ? probe : [probe as ArpProbe];
   const events: ArpEvent[] = [];
   const packetUrl = pathToFileURL(join(REPO, 'src', 'agent', 'net', 'packet.ts')).href;
   const framesUrl = pathToFileURL(join(REPO, 'src', 'agent', 'net', 'frames.ts')).href;
@@ -103,9 +107,9 @@ export async function captureArp(net: Network, ns: string, ifname: string, probe
     import { PacketSocket, ETH_P_ARP } from ${JSON.stringify(packetUrl)};
     import { decodeFrame, arpRequestFrame } from ${JSON.stringify(framesUrl)};
     const ifname = process.argv[1];
-    const probe = process.argv[2] ? JSON.parse(process.argv[2]) : undefined;
+    const probes = process.argv[2] ? JSON.parse(process.argv[2]) : [];
     const s = PacketSocket.open(ifname, ETH_P_ARP);
-    if (probe) {
+    for (const probe of probes) {
       const frame = arpRequestFrame({ senderMac: probe.senderMac, senderIp: probe.senderIp, targetIp: probe.ip });
       setInterval(() => { try { s.send(frame); } catch {} }, probe.intervalMs);
     }
@@ -119,9 +123,11 @@ export async function captureArp(net: Network, ns: string, ifname: string, probe
     });
     process.stdout.write('ready\\n');
   `;
-  const child = await spawnLines(net, ns, [process.execPath, '--input-type=module', '-e', script, ifname, ...(probe ? [JSON.stringify(probe)] : [])], (line) => {
+  const child = await spawnLines(net, ns, [process.execPath, '--input-type=module', '-e', script, ifname, ...(probes.length > 0 ? [JSON.stringify(probes)] : [])], (line) => {
     try {
-      events.push(JSON.parse(line) as ArpEvent);
+      const e = JSON.parse(line) as ArpEvent;
+      if (sink) sink(e);
+      else events.push(e);
     } catch {
       // not ours
     }

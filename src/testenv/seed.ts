@@ -84,13 +84,13 @@ export async function applyYaml(client: KubeClient, input: string | object | obj
 }
 
 /** A VIP-mode gateway over the environment's gateway nodes. */
-export function vipGateway(name: string, ip: string, interfaces?: string[]): object {
+export function vipGateway(name: string, ip: string, interfaces?: string[], nodeSelector: Record<string, string> = { [GATEWAY_NODE_LABEL]: '' }): object {
   return {
     apiVersion: GATEWAYS.group + '/' + GATEWAYS.version,
     kind: 'EgressGateway',
     metadata: { name },
     spec: {
-      nodeSelector: { [GATEWAY_NODE_LABEL]: '' },
+      nodeSelector,
       sourceIP: { mode: MODE_VIP, virtualIPAddress: { ip, ...(interfaces ? { interfaces } : {}) } },
     },
   };

@@ -4,6 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Network } from './netns.ts';
+import { endByStdin } from './netns-rpc.ts';
 
 const HELPER = fileURLToPath(new URL('./wire-helper.ts', import.meta.url));
 
@@ -85,12 +86,7 @@ export class WireHelper {
   }
 
   /** Ends the helper: closing stdin makes it release its sockets and exit; killed if it does not. */
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
-    this.#child.stdin!.end();
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+  close(): Promise<void> {
+    return endByStdin(this.#child);
   }
 }

@@ -4,7 +4,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fixture, NS, waitFor } from './helpers.ts';
-import { isStatus } from '../../src/kube/client.ts';
+import { KubeClient, isStatus } from '../../src/kube/client.ts';
+import { FaultProxy, kubeConfigVia } from '../../src/testenv/faultproxy.ts';
 import { Informer } from '../../src/kube/informer.ts';
 import { LeaderElector } from '../../src/kube/leader.ts';
 import { EventRecorder } from '../../src/kube/events.ts';
@@ -148,4 +149,17 @@ test('events: events.k8s.io/v1 objects, identical ones join a series', async () 
   const warn = mine.find((e) => e.reason === 'NoEligibleNode');
   assert.equal(warn?.series?.count, 2);
   assert.equal(warn?.reportingController, 'network.deckhouse.io/egressgw-test');
+});
+
+test('the client speaks HTTP/1.1: concurrent requests go over separate connections, not one HTTP/2 session', async () => {
+  // Node's HTTP/2 session was seen spinning in native code while its memory grew (src/kube/client.ts).
+  const u = new URL(f.cluster.server);
+  const proxy = await FaultProxy.start({ host: u.hostname, port: Number(u.port) }, { host: u.hostname });
+  try {
+    const client = new KubeClient(kubeConfigVia(f.cluster.kubeConfig, proxy.url));
+    await Promise.all(Array.from({ length: 4 }, () => client.list(NODES)));
+    assert.ok(proxy.connections >= 4, `${proxy.connections} connection(s) for 4 concurrent requests`);
+  } finally {
+    await proxy.close();
+  }
 });

@@ -2,24 +2,28 @@
 // namespace, real veths/bridge, real ARP. Needs root and `ip netns`.
 //
 // Every step waits for a condition with a deadline; nothing sleeps to synchronise, and nothing asserts
-// durations (speed is measured by bench/failover.ts). What is asserted is order and causality:
-//  - the old node loses the VIP (kernel lifetime, fencing or withdrawal);
+// durations (speed is measured by bench/failover.ts). What is asserted is order and causality, with the
+// shipped default timings:
+//  - the old node stops answering for the VIP before the new owner's first announcement: an observer on
+//    the LAN asks "who has the VIP?" every 20 ms, and every frame for the VIP from the old node comes
+//    before the first one from the new node — for kill -9, SIGSTOP, API cut (LAN up) and uplink down;
+//  - killed or frozen, the old node goes quiet while the VIP's address is still on its interface: the
+//    kernel switch (nftables), not the address lifetime, silenced it;
 //  - a new node gets the instance and the VIP;
 //  - the router's existing neighbour entry moves to the new MAC because of the new node's gratuitous ARP,
 //    with no ARP request from the router before it (router at default arp_accept=0);
-//  - with only the API cut, the old node withdraws before the controller even creates the new instance,
-//    and the router never hears two MACs for the VIP interleaved.
+//  - with only the API cut, the old node withdraws before the controller even creates the new instance;
+//  - a frozen agent resumed after its lease expired never answers for the VIP it lost.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { DEFAULT_NAMESPACE, heartbeatLeaseName } from '../../src/api/names.ts';
 import type { PassInfo } from '../../src/controller/controller.ts';
 import { leases } from '../../src/kube/resources.ts';
 import { startTestEnv, type TestEnv, type TestEnvNode } from '../../src/testenv/env.ts';
+import { mayTakeVips } from '../../src/testenv/agents.ts';
 import { lanDown, lanUp, settledActive as settled, warmRouter as warm } from '../../src/testenv/failover.ts';
-import type { ArpEvent } from '../../src/testenv/observe.ts';
+import type { ArpEvent, Capture } from '../../src/testenv/observe.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { activeInstance } from '../../src/testenv/queries.ts';
 
@@ -38,6 +42,7 @@ interface PassRecord {
 
 describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
   let env: TestEnv;
+  let observer: { ns: string; ifname: string; ip: string; mac: string };
   const passes: PassRecord[] = [];
 
   before(async () => {
@@ -45,9 +50,31 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       nodes: 3,
       onPass: (p: PassInfo) => passes.push({ at: p.at, target: p.desired.gateways.get(GW)?.target ?? '' }),
     });
+    // A fourth host on the LAN that keeps asking for the VIP: whoever answers is heard, and the
+    // router's own neighbour state is left to what the nodes announce.
+    observer = await env.net.addLanHost('observer', '198.18.0.250');
     // interfaces: [eth0] so that the controller also sees the uplink state the agents publish.
     await env.createVipGateway(GW, VIP, ['eth0']);
   });
+
+  /** The observer's view: every ARP frame for the VIP it hears, while it asks for the VIP every 20 ms. */
+  const watchVip = (): Promise<Capture> => env.captureArp(observer.ns, observer.ifname, { ip: VIP, senderMac: observer.mac, senderIp: observer.ip, intervalMs: 20 });
+  const framesFrom = (c: Capture, mac: string, after = -Infinity): ArpEvent[] => c.events.filter((e) => e.senderMac === mac && e.senderIp === VIP && e.t > after);
+
+  /**
+   * The old node's last frame for the VIP came before the new node's first one: never two owners
+   * answering. Returns both times.
+   */
+  function assertNoOverlap(c: Capture, a: TestEnvNode, b: TestEnvNode, tFail: number): { lastA: number; firstB: number } {
+    const fromA = framesFrom(c, a.mac, tFail);
+    const fromB = framesFrom(c, b.mac, tFail);
+    assert.ok(fromB.length > 0, 'the observer heard the new owner');
+    const lastA = Math.max(...fromA.map((e) => e.t), -Infinity);
+    const firstB = Math.min(...fromB.map((e) => e.t));
+    assert.ok(lastA < firstB, `the old node answered until ${lastA}, after the new owner's first frame at ${firstB}`);
+    assert.deepEqual(c.events.filter((e) => e.senderIp === VIP && e.t > tFail && e.senderMac !== a.mac && e.senderMac !== b.mac), [], 'no third node');
+    return { lastA, firstB };
+  }
 
   after(async () => {
     await env?.stop();
@@ -70,9 +97,12 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     return b;
   };
 
-  /** The active node once the gateway is settled, and the controller's latest decision agrees. */
+  /**
+   * The active node once the gateway is settled, the controller's latest decision agrees, and every
+   * agent may take VIPs (past the hold after a restart: the failover then measures no hold).
+   */
   async function settledActive(): Promise<TestEnvNode> {
-    return settled(env, GW, VIP, { deadlineMs: STEP, also: (inst) => passes.at(-1)?.target === inst.node });
+    return settled(env, GW, VIP, { deadlineMs: STEP, also: (inst) => passes.at(-1)?.target === inst.node && env.nodes.every((n) => mayTakeVips(n.agent)) });
   }
 
   /** The router talks to the VIP, so its neighbour table holds the active node's MAC. */
@@ -81,7 +111,12 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     assert.equal(entry.mac, active.mac, 'router neighbour entry points at the active node before the failure');
   }
 
-  async function failoverScenario(fail: (a: TestEnvNode) => Promise<void>, recover: (a: TestEnvNode) => Promise<void>): Promise<void> {
+  /**
+   * `quietFirst`: the old node keeps the VIP's address after the failure (killed or frozen agent): it must
+   * have gone quiet while the address was still there, i.e. by the kernel switch.
+   */
+  async function failoverScenario(fail: (a: TestEnvNode) => Promise<void>, recover: (a: TestEnvNode, seen: Capture, b: TestEnvNode) => Promise<void>,
+    opts: { quietFirst?: boolean } = {}): Promise<void> {
     const a = await settledActive();
     await warmRouter(a);
     // Where router-originated ARP could be seen: every node's LAN side (broadcast and unicast probes).
@@ -89,7 +124,11 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
     const nodeSides = await Promise.all(env.nodes.map((n) => env.captureArp(n.ns, n.ifname)));
     const neigh = await env.monitorNeighbours(env.router.ns);
     const addrA = await env.monitorAddresses(a.ns);
+    const seen = await watchVip();
+    let owner: TestEnvNode | undefined;
     try {
+      // A answers the observer before the failure (so its silence later means something).
+      await poll('the observer to hear the active node', () => framesFrom(seen, a.mac).length > 0, STEP);
       const tFail = Date.now();
       await fail(a);
 
@@ -98,6 +137,13 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
 
       // Another node gets the instance, confirms it, and holds the VIP.
       const b = await newOwner(a);
+      owner = b;
+      await poll('the observer to hear the new owner', () => framesFrom(seen, b.mac, tFail).length > 0, STEP);
+      const { lastA } = assertNoOverlap(seen, a, b, tFail);
+      if (opts.quietFirst) {
+        const gone = addrA.events.find((e) => e.deleted && e.ip === VIP)?.t ?? Infinity;
+        assert.ok(lastA < gone, `the old node went quiet (last frame ${lastA}) before its address went (${gone}): the kernel switch silenced it`);
+      }
 
       // The router's existing entry moves to B's MAC.
       const change = await poll(`router neighbour entry for ${VIP} to change to ${b.mac}`, () => neigh.events.find((e) => e.ip === VIP && e.mac === b.mac && !e.deleted), STEP);
@@ -132,29 +178,44 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       for (const c of nodeSides) c.stop();
       neigh.stop();
       addrA.stop();
-      await recover(a);
+      try {
+        if (owner) await recover(a, seen, owner);
+      } finally {
+        seen.stop();
+      }
     }
   }
 
-  test('(a) kill -9 of the active agent: lifetime expiry, new owner, GARP moves the router', async () => {
+  test('(a) kill -9 of the active agent: the kernel switch silences the old node, new owner, GARP moves the router', async () => {
     await failoverScenario(
       async (a) => a.agent.kill('SIGKILL'),
       async (a) => {
         await a.agent.exited;
         await env.restartAgent(a);
       },
+      { quietFirst: true },
     );
   });
 
-  test('(b) SIGSTOP of the active agent: a frozen agent loses the VIP by itself', async () => {
+  test('(b) SIGSTOP of the active agent: silenced by the kernel switch; resumed after its lease expired, it never answers for the lost VIP', async () => {
     await failoverScenario(
       async (a) => a.agent.kill('SIGSTOP'),
-      async (a) => {
+      async (a, seen, b) => {
+        const tResume = Date.now();
         a.agent.kill('SIGCONT');
-        // Thawed, it fences (its heartbeat is stale) and must not take the VIP back: it is B's now.
-        await poll(`${a.name} to recover from fencing`, () => readFileSync(join(env.logDir, `agent-${a.name}.log`), 'utf8').includes('instances re-listed after fencing'), STEP);
+        // Thawed, it finds its fence deadline long past: it fences, and takes VIPs again only from a
+        // fresh list made a lease after its renewals resumed. The VIP is B's by then.
+        await poll(`${a.name} to recover from fencing`, () => a.agent.logged('instances re-listed after fencing'), STEP);
+        const tRelisted = Date.now();
+        // The window to watch: from the resume until B has answered 10 more of the observer's questions
+        // after A could take VIPs again (its reconcile of the fresh list runs right then).
+        await poll('10 answers from B after A re-listed', () => framesFrom(seen, b.mac, tRelisted).length >= 10, STEP);
+        assert.deepEqual(framesFrom(seen, a.mac, tResume), [], 'the resumed node never answered for the VIP');
         assert.equal(await env.hasAddress(a, VIP), false, 'the thawed agent did not re-take the VIP');
+        assert.doesNotMatch(await env.net.exec(a.ns, 'nft', ['list', 'set', 'arp', 'egressgw_fence', 'open']), new RegExp(VIP.replaceAll('.', '\\.')),
+          'its kernel switch for the VIP stays closed');
       },
+      { quietFirst: true },
     );
   });
 
@@ -180,11 +241,12 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
   test('fencing: API cut, LAN up: the old node withdraws before the new instance exists, never two MACs at once', async () => {
     const a = await settledActive();
     await warmRouter(a);
-    // An active prober: the router asks for the VIP every 50 ms, so any node holding it answers on the wire.
-    const routerSide = await env.captureArp(env.router.ns, 'br0', { ip: VIP, senderMac: env.router.mac, senderIp: env.router.ip, intervalMs: 50 });
+    // The observer asks for the VIP every 20 ms, so any node holding it answers on the wire.
+    const routerSide = await watchVip();
     const addrA = await env.monitorAddresses(a.ns);
     const passesBefore = passes.length;
     try {
+      await poll('the observer to hear the active node', () => framesFrom(routerSide, a.mac).length > 0, STEP);
       const tCut = Date.now();
       await env.net.setLink(a.ns, 'mgmt0', 'down');
 
@@ -199,19 +261,15 @@ describe('VIP failover, end to end', { skip, timeout: 300_000 }, () => {
       assert.ok(removed.t >= tCut);
 
       // On the wire: frames for the VIP come from A, then from B, never interleaved.
-      await poll('a frame from B at the router', () => routerSide.events.some((e) => e.senderMac === b.mac && e.senderIp === VIP), STEP);
-      const forVip = routerSide.events.filter((e) => e.senderIp === VIP && (e.op === 'reply' || e.gratuitous));
-      const lastA = Math.max(...forVip.filter((e) => e.senderMac === a.mac).map((e) => e.t), -Infinity);
-      const firstB = Math.min(...forVip.filter((e) => e.senderMac === b.mac).map((e) => e.t));
-      assert.ok(lastA < firstB, `no overlap: last frame from A at ${lastA}, first from B at ${firstB}`);
-      assert.deepEqual([...new Set(forVip.map((e) => e.senderMac))].filter((m) => m !== a.mac && m !== b.mac), [], 'no third MAC');
+      await poll('a frame from B at the observer', () => framesFrom(routerSide, b.mac, tCut).length > 0, STEP);
+      assertNoOverlap(routerSide, a, b, tCut);
     } finally {
       routerSide.stop();
       addrA.stop();
       await env.net.setLink(a.ns, 'mgmt0', 'up');
     }
     // Reconnected, A re-lists and stays out: no preemptive failback, no second owner.
-    await poll(`${a.name} to recover from fencing`, () => readFileSync(join(env.logDir, `agent-${a.name}.log`), 'utf8').includes('instances re-listed after fencing'), STEP);
+    await poll(`${a.name} to recover from fencing`, () => a.agent.logged('instances re-listed after fencing'), STEP);
     assert.equal(await env.hasAddress(a, VIP), false);
   });
 });

@@ -5,7 +5,7 @@
 // The VIP is put on the interface with a short valid_lft/preferred_lft and refreshed with
 // `ip addr replace`: when the agent stops refreshing (killed, frozen, fenced) the kernel removes the
 // address by itself — the dead-man's switch of design §6.
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ipFamily, normalizeIp, normalizeMac } from './frames.ts';
 
@@ -61,6 +61,11 @@ export interface AddressManager {
   replaceAddress(ifname: string, cidr: string, opts?: ReplaceAddressOptions): Promise<void>;
   /** Removes `ip/prefix` from the interface; an address that is already gone is not an error. */
   deleteAddress(ifname: string, cidr: string): Promise<void>;
+  /**
+   * A long-lived `ip -o monitor OBJECTS…`: one line per kernel notification on stdout, so changes are
+   * seen when they happen rather than by polling (one process for the agent's lifetime, not one per check).
+   */
+  monitor?(objects: string[]): ChildProcess;
 }
 
 /** Interfaces never used for announcements: Cilium's own devices and pod veths (reference §4.4). */
@@ -229,6 +234,11 @@ export class IpRoute implements AddressManager {
     // while the old owner still answers during make-before-break.
     if (ipFamily(cidr.split('/')[0] ?? '') === 6 && (opts.nodad ?? true)) args.push('nodad');
     await this.run(args);
+  }
+
+  monitor(objects: string[]): ChildProcess {
+    const args = ['-o', 'monitor', ...objects];
+    return spawn(this.#ip, this.netns === undefined ? args : ['-n', this.netns, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   async deleteAddress(ifname: string, cidr: string): Promise<void> {

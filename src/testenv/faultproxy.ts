@@ -16,7 +16,9 @@
 //           the server it is an API latency spike as a client sees one: a request is processed `ms`
 //           later, so its answer, and the watch events it causes, come `ms` later too;
 //   cut     bytes from and to the matched clients are dropped (new connections from them too) — the
-//           path is black-holed, the client's TCP stack sees silence, nothing is reset;
+//           path is black-holed, the client's TCP stack sees silence, nothing is reset. With `hold`,
+//           they are held instead and forwarded, in order, once the rule is removed: a partition that
+//           heals, after which TCP's retransmissions deliver what was sent meanwhile;
 //   refuse  new connections of the matched clients are reset at once (a server that is down);
 //   status  (HTTP mode) a share of the matched clients' requests gets `code` (409, 429, 500, 503…) with a
 //           Kubernetes Status body. By default the request is not forwarded (rejected before it was
@@ -66,7 +68,7 @@ export interface StatusFault {
   random?: () => number;
 }
 
-export type FaultRule = ({ kind: 'delay'; ms: number; direction?: FaultDirection } | { kind: 'cut' } | { kind: 'refuse' } | StatusFault) & FaultScope;
+export type FaultRule = ({ kind: 'delay'; ms: number; direction?: FaultDirection } | { kind: 'cut'; hold?: boolean } | { kind: 'refuse' } | StatusFault) & FaultScope;
 
 /** HTTP mode: the server's certificate chain and key (the proxy presents them) and the CA to verify it. */
 export interface ProxyTLS {
@@ -133,6 +135,8 @@ export class FaultProxy {
   readonly #conns = new Set<Conn>();
   readonly #rules = new Set<FaultRule>();
   readonly #spikeStops = new Set<() => void>();
+  /** One per pump: releases held bytes when no hold-cut applies to it any more. */
+  readonly #kicks = new Set<() => void>();
   readonly #http: { context: SecureContext; agent: HttpsAgent; ca: string | Buffer; server: ReturnType<typeof createHttpServer> } | undefined;
   /** HTTP mode: the connection a TLS socket of the terminator belongs to. */
   readonly #connOf = new WeakMap<object, Conn>();
@@ -191,12 +195,20 @@ export class FaultProxy {
   add(rule: FaultRule): () => void {
     if (rule.kind === 'status' && this.#http === undefined) throw new Error('fault proxy: status rules need HTTP mode');
     this.#rules.add(rule);
-    return () => void this.#rules.delete(rule);
+    return () => {
+      if (this.#rules.delete(rule)) this.#rulesRemoved();
+    };
   }
 
   /** Removes every rule (spike schedules keep running: stop them with their own stop function). */
   clear(): void {
     this.#rules.clear();
+    this.#rulesRemoved();
+  }
+
+  /** Pumps holding bytes look again: what a removed hold-cut held goes out now. */
+  #rulesRemoved(): void {
+    for (const kick of this.#kicks) kick();
   }
 
   /** Resets (TCP RST) every open connection of the matched clients now; returns how many. */
@@ -266,17 +278,22 @@ export class FaultProxy {
     c.upstream.destroy();
   }
 
-  /** What happens to a chunk of `conn` going `direction` that arrives now: dropped, or forwarded after a delay. */
-  #faultFor(conn: Conn, direction: 'toServer' | 'toClient'): { drop: true } | { drop: false; delayMs: number } {
+  /** What happens to a chunk of `conn` going `direction` that arrives now: dropped, held, or forwarded after a delay. */
+  #faultFor(conn: Conn, direction: 'toServer' | 'toClient'): { drop: true } | { drop: false; hold: boolean; delayMs: number } {
     let delayMs = 0;
+    let hold = false;
     for (const r of this.#rules) {
       if (!this.#applies(r, conn)) continue;
-      if (r.kind === 'cut') return { drop: true };
+      if (r.kind === 'cut') {
+        if (!r.hold) return { drop: true };
+        hold = true;
+        continue;
+      }
       if (r.kind !== 'delay') continue;
       const d = r.direction ?? 'toServer';
       if (d === 'both' || d === direction) delayMs = Math.max(delayMs, r.ms);
     }
-    return { drop: false, delayMs };
+    return { drop: false, hold, delayMs };
   }
 
   #accept(client: Socket): void {
@@ -361,11 +378,16 @@ export class FaultProxy {
       res.flushHeaders();
       upRes.pipe(res);
       // The server ended the stream abruptly (a restart under a watch): so does the client's.
-      upRes.on('aborted', () => req.socket.destroy());
-      upRes.on('error', () => req.socket.destroy());
+      upRes.on('aborted', serverGone);
+      upRes.on('error', serverGone);
     });
-    // The server is unreachable or went away: the client sees its connection end, as it would without us.
-    up.on('error', () => req.socket.destroy());
+    // The server is unreachable or went away: the client's connection is reset, as it would be without us
+    // (ending only the TLS side would leave the client's TCP connection open and its request hanging).
+    const serverGone = () => {
+      if (conn !== undefined) this.#resetConn(conn);
+      else req.socket.destroy();
+    };
+    up.on('error', serverGone);
     // The client gave up (or its connection was reset): so does the request to the server.
     res.on('close', () => {
       if (!res.writableFinished) up.destroy();
@@ -390,34 +412,57 @@ export class FaultProxy {
 
   /**
    * Forwards `from` → `to`, each chunk at max(arrival + its delay, the previous chunk's release), so a
-   * spike delays what arrives during it and what queues behind it, and order is kept.
+   * spike delays what arrives during it and what queues behind it, and order is kept. Held chunks (a
+   * hold-cut) wait, and everything behind them, until no hold-cut applies any more.
    */
   #pump(conn: Conn, from: Duplex, to: Duplex, direction: 'toServer' | 'toClient'): void {
-    const queue: Array<{ at: number; data: Buffer }> = [];
+    const queue: Array<{ at: number; data: Buffer; held: boolean }> = [];
     let timer: NodeJS.Timeout | undefined;
     let lastRelease = 0;
     const flush = () => {
+      clearTimeout(timer);
       timer = undefined;
       const t = now();
-      while (queue.length > 0 && queue[0]!.at <= t) {
+      while (queue.length > 0 && !queue[0]!.held && queue[0]!.at <= t) {
         const chunk = queue.shift()!;
         if (!to.destroyed) to.write(chunk.data);
       }
-      if (queue.length > 0) timer = setTimeout(flush, Math.max(0, queue[0]!.at - now()));
+      if (queue.length > 0 && !queue[0]!.held) timer = setTimeout(flush, Math.max(0, queue[0]!.at - now()));
     };
+    const kick = () => {
+      if (!queue.some((c) => c.held)) return;
+      const f = this.#faultFor(conn, direction);
+      if (!f.drop && f.hold) return;
+      const t = now();
+      for (const c of queue) {
+        if (!c.held) continue;
+        c.held = false;
+        c.at = t;
+      }
+      lastRelease = Math.max(lastRelease, t);
+      flush();
+    };
+    this.#kicks.add(kick);
     from.on('data', (data: Buffer) => {
       const f = this.#faultFor(conn, direction);
       if (f.drop) return;
+      if (f.hold) {
+        queue.push({ at: Infinity, data, held: true });
+        return;
+      }
       const at = Math.max(now() + f.delayMs, lastRelease);
       lastRelease = at;
       if (f.delayMs === 0 && queue.length === 0) {
         if (!to.destroyed) to.write(data);
         return;
       }
-      queue.push({ at, data });
-      if (timer === undefined) timer = setTimeout(flush, Math.max(0, at - now()));
+      queue.push({ at, data, held: false });
+      if (timer === undefined && !queue[0]!.held) timer = setTimeout(flush, Math.max(0, queue[0]!.at - now()));
     });
-    from.on('close', () => clearTimeout(timer));
+    from.on('close', () => {
+      clearTimeout(timer);
+      this.#kicks.delete(kick);
+    });
   }
 }
 

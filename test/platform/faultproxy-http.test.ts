@@ -119,6 +119,19 @@ describe('fault proxy, HTTP mode', { timeout: 120_000 }, () => {
     }
   });
 
+  it('a server that went away resets the client\'s connection (no request is left hanging until its timeout)', async () => {
+    const client = new KubeClient(kubeConfigVia(cluster.kubeConfig, proxy.url), { timeoutMs: 20_000 });
+    await client.list(CONFIGMAPS);
+    const restart = cluster.restartApiServer({ kill: true, downMs: 3000 });
+    await poll('the API server process gone', () => cluster.processes().apiserver.exitCode !== null || cluster.processes().apiserver.signalCode !== null, 10_000);
+    let err: unknown;
+    await client.list(CONFIGMAPS).catch((e: unknown) => (err = e));
+    await restart;
+    assert.ok(err !== undefined, 'the request failed');
+    assert.doesNotMatch(String((err as Error).message), /timeout/i, 'it failed because the connection ended, not by the client\'s timeout');
+    await client.list(CONFIGMAPS);
+  });
+
   it('reset ends open connections (a watch fails and comes back); refuse turns new ones away', async () => {
     const inf = new Informer<{ metadata: { name: string }; data?: Record<string, string> }>(viaProxy, { resource: CONFIGMAPS, minBackoffMs: 50 });
     inf.start();

@@ -146,21 +146,68 @@ export async function udpPoke(net: Network, ns: string, ip: string): Promise<voi
 /** The kernel's neighbour table changes in `ns` (`ip monitor neigh`). */
 export async function monitorNeighbours(net: Network, ns: string): Promise<NeighMonitor> {
   const events: NeighEvent[] = [];
-  const child = await spawnLines(net, ns, ['ip', 'monitor', 'neigh'], (line, t) => {
+  const marker = armMarker(net, ns);
+  // Subscribed to addresses too, only for the marker: one netlink socket joins both groups at start, so
+  // once the marker's address event arrives the neighbour events are being delivered as well.
+  const child = await spawnLines(net, ns, ['ip', 'monitor', 'neigh', 'address'], (line, t) => {
+    if (marker.saw(line)) return;
     const m = /^(Deleted )?(\S+) dev \S+(?: lladdr (\S+))?(?: router)?(?: proxy)? ?([A-Z_ ]*)$/.exec(line.trim());
     if (!m) return;
     events.push({ t, ip: m[2]!, mac: m[3]?.toLowerCase(), state: (m[4] ?? '').trim(), deleted: Boolean(m[1]), line });
   });
+  await marker.armed(child);
   return { events, stop: () => void child.kill('SIGKILL') };
+}
+
+/**
+ * `ip monitor` prints nothing when it starts listening, so a watcher that returned at spawn could miss
+ * the first change (a failover test then missed "address removed"). The marker proves the subscription:
+ * a loopback address of its own (127.254.x.y/32 on `lo`, unique per watcher) is added until the watcher
+ * reports it, then removed and the removal awaited; the marker's lines never reach the events.
+ */
+function armMarker(net: Network, ns: string) {
+  const ip = `127.254.${1 + Math.floor(Math.random() * 254)}.${1 + Math.floor(Math.random() * 254)}`;
+  const seen = { added: false, deleted: false };
+  let wake: (() => void) | undefined;
+  const waitSeen = (what: 'added' | 'deleted', ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (seen[what]) return resolve(true);
+      const timer = setTimeout(() => { wake = undefined; resolve(seen[what]); }, ms);
+      wake = () => { if (seen[what]) { clearTimeout(timer); wake = undefined; resolve(true); } };
+    });
+  return {
+    saw(line: string): boolean {
+      if (!line.includes(` inet ${ip}/32 `)) return false;
+      if (line.startsWith('Deleted')) seen.deleted = true;
+      else seen.added = true;
+      wake?.();
+      return true;
+    },
+    async armed(child: ChildProcess): Promise<void> {
+      const deadline = Date.now() + 10_000;
+      while (!seen.added) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`ip monitor in ${ns} did not report its marker ${ip}`);
+        await net.ip(ns, ['address', 'replace', `${ip}/32`, 'dev', 'lo']);
+        if (await waitSeen('added', 250)) break;
+        // Added before the watcher listened: remove it so that the next add is a new event.
+        await net.ip(ns, ['address', 'del', `${ip}/32`, 'dev', 'lo']).catch(() => {});
+      }
+      await net.ip(ns, ['address', 'del', `${ip}/32`, 'dev', 'lo']);
+      if (!(await waitSeen('deleted', 10_000))) throw new Error(`ip monitor in ${ns} did not report its marker ${ip} removed`);
+    },
+  };
 }
 
 /** Addresses added to and removed from interfaces in `ns` (`ip monitor address`). */
 export async function monitorAddresses(net: Network, ns: string): Promise<AddrMonitor> {
   const events: AddrEvent[] = [];
+  const marker = armMarker(net, ns);
   const child = await spawnLines(net, ns, ['ip', '-o', 'monitor', 'address'], (line, t) => {
+    if (marker.saw(line)) return;
     const m = /^(Deleted )?\d+:\s+(\S+)\s+inet6?\s+([0-9a-f.:]+)\//.exec(line.trim());
     if (!m) return;
     events.push({ t, ifname: m[2]!, ip: m[3]!, deleted: Boolean(m[1]), line });
   });
+  await marker.armed(child);
   return { events, stop: () => void child.kill('SIGKILL') };
 }

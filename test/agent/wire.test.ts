@@ -75,7 +75,8 @@ describe('agent on the wire', { concurrency: false }, () => {
     const garps = seenByA.filter((d) => d.kind === 'arp' && d.eth.src === nodeB.mac && d.arp.senderIp === vip && d.arp.targetIp === vip);
     assert.ok(garps.some((d) => d.kind === 'arp' && d.arp.op === ARP_REQUEST && d.eth.dst === 'ff:ff:ff:ff:ff:ff'), 'GARP request seen');
     assert.ok(garps.some((d) => d.kind === 'arp' && d.arp.op === ARP_REPLY && d.eth.dst === 'ff:ff:ff:ff:ff:ff'), 'GARP reply seen');
-    assert.ok(b.counters.some((c) => c.name === 'announcementSent' && c.ip === vip && c.ifname === 'eth0'));
+    // Counter events travel on the helper's stdout, apart from the frames: await them rather than race.
+    await poll('announcementSent counted', () => b.counters.some((c) => c.name === 'announcementSent' && c.ip === vip && c.ifname === 'eth0'), 10_000);
     // The router updated from the announcement alone: it never asked for the VIP.
     const routerAsked = [...seenByA, ...decoded(b.framesOf('lan'))].filter(
       (d) => d.kind === 'arp' && d.eth.src === lab.router.mac && d.arp.op === ARP_REQUEST && d.arp.targetIp === vip,
@@ -129,6 +130,9 @@ describe('agent on the wire', { concurrency: false }, () => {
     // The ignored probes were sent first on the same sockets, so they have been handled by now.
     for (const ip of ['198.18.0.51', '198.18.0.52', '198.18.0.53']) assert.deepEqual(repliesTo('lan', ip), [], `no reply to ${ip}`);
     assert.deepEqual(repliesTo('side', '198.18.0.54'), [], 'no reply on a non-covered interface');
+    // The helper reports counters on its stdout, which can trail the frames the tester captured: wait for
+    // the three answers to be counted, then check no fourth (an ignored probe) was counted before them.
+    await poll('three responses counted', () => b.counters.filter((c) => c.name === 'responseSent').length >= 3, 10_000);
     assert.equal(b.counters.filter((c) => c.name === 'responseSent').length, 3);
 
     // NDP counterpart: an NS for an announced, unassigned IPv6 VIP gets a solicited NA from B.
@@ -190,7 +194,7 @@ describe('agent on the wire', { concurrency: false }, () => {
     assert.deepEqual(na.ndp, { type: 'na', router: false, solicited: false, override: true, target: vip6, targetLinkAddr: nodeB.mac });
     await poll(`router entry ${vip6} → B`, async () => (await lab.neighbour(lab.router.ns, vip6))?.mac === nodeB.mac, 10_000);
 
-    assert.ok(b.counters.some((c) => c.name === 'announcementSent' && c.ip === vip6));
+    await poll('IPv6 announcementSent counted', () => b.counters.some((c) => c.name === 'announcementSent' && c.ip === vip6), 10_000);
     // A's kernel-built solicited NA (its answer when the router resolved the VIP) passes our decoder,
     // checksum included: an independent check of the ICMPv6 code against Linux.
     assert.ok(decoded(router.framesOf('nd')).some((d) => d.kind === 'ndp' && d.ndp.type === 'na' && d.eth.src === nodeA.mac && d.ndp.solicited));

@@ -2,6 +2,7 @@
 // heal, wait until everything converged (invariants.ts), then check what happened during it: who
 // answered for the VIPs (answers.ts), who wrote while not leading (audit.ts), which process crashed.
 
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { DEFAULT_NAMESPACE, PLURAL_INSTANCES } from '../../src/api/names.ts';
 import { nodeOfHeartbeatLease } from '../../src/controller/snapshot.ts';
 import { instanceName } from '../../src/core/util.ts';
@@ -97,6 +98,11 @@ export interface RoundRecord {
   /** Convergence checks still failing 5 s after healing, when it took longer. */
   pendingAt5s?: string[];
   durationMs: number;
+  /**
+   * The suite process's event-loop delay during the round (ms, max): the fault proxy runs in it, so a
+   * busy suite delays every request (a slow convergence with a high value here was the suite's own doing).
+   */
+  suiteLoopDelayMaxMs: number;
 }
 
 export interface RoundOptions {
@@ -127,6 +133,8 @@ async function persist(what: string, fn: () => Promise<void>, deadline: number):
 
 export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, state: RunState, opts: RoundOptions): Promise<{ record: RoundRecord; world: World; bad: BadState[] }> {
   const t0 = Date.now();
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
   const rng = new Rng(plan.seed ^ 0x5bd1e995);
   const violations: string[] = [];
   const faultErrors: string[] = [];
@@ -262,7 +270,9 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
     faultErrors,
     ...(pendingAt5s ? { pendingAt5s } : {}),
     durationMs: Date.now() - t0,
+    suiteLoopDelayMaxMs: Math.round(loop.max / 1e6),
   };
-  opts.log(`round ${plan.round} (seed ${plan.seed}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s)`);
+  loop.disable();
+  opts.log(`round ${plan.round} (seed ${plan.seed}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms`);
   return { record, world: current, bad };
 }

@@ -4,6 +4,7 @@
 //   --seed S            run seed (default: random, printed); round r uses roundSeed(S, r)
 //   --from-round K      start at round K: rounds 0…K-1 are planned but not run, and their world is applied
 //                       at once (replays round K of a run with the same seed on a fresh cluster)
+//   --minutes M         start no round after M minutes (a long run that must fit a time budget)
 //   --nodes N           gateway nodes (default 4, at least 3)
 //   --faults a,b        draw faults of these kinds only (see test/chaos/faults.ts)
 //   --out DIR           where the per-round log goes (default .chaos/<seed>-<time>; .chaos is gitignored)
@@ -29,6 +30,7 @@ const { values, positionals } = parseArgs({
     seed: { type: 'string' },
     'from-round': { type: 'string' },
     nodes: { type: 'string' },
+    minutes: { type: 'string' },
     faults: { type: 'string' },
     out: { type: 'string' },
     summarize: { type: 'boolean' },
@@ -69,6 +71,7 @@ const result = await runChaos({
   rounds: int('rounds', values.rounds, 10, 1),
   fromRound: int('from-round', values['from-round'], 0, 0),
   nodes: int('nodes', values.nodes, 4, 3),
+  ...(values.minutes !== undefined ? { stopAt: Date.now() + int('minutes', values.minutes, 0, 1) * 60_000 } : {}),
   faultKinds,
   logDir: dir,
   log,

@@ -20,6 +20,8 @@ export interface ChaosOptions {
   logDir?: string;
   log: (line: string) => void;
   onRound?: (r: RoundRecord) => void;
+  /** Start no round after this moment (Date.now()); the rounds run so far are the result. */
+  stopAt?: number;
   /** After healing, how long a round may take to converge (default 120 s). */
   convergeDeadlineMs?: number;
 }
@@ -60,6 +62,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     state.checkedUntil = Date.now();
     const records: RoundRecord[] = [];
     for (let r = from; r < from + opts.rounds; r++) {
+      if (opts.stopAt !== undefined && Date.now() >= opts.stopAt) {
+        opts.log(`stopping after ${records.length} rounds: --minutes is up`);
+        break;
+      }
       const { plan } = planRound(world, opts.seed, r, hostIps, { faultKinds: opts.faultKinds });
       const out = await runRound(c, world, plan, state, { convergeDeadlineMs: opts.convergeDeadlineMs ?? 120_000, log: opts.log });
       world = out.world;

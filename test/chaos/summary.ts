@@ -20,6 +20,8 @@ export interface ChaosSummary {
   controllerRestarts: number;
   dualAnswerQuestions: number;
   longestOverlapMs: number;
+  /** The suite process's event-loop delay (ms): max of the rounds' maxima (the fault proxy runs in it). */
+  suiteLoopDelayMaxMs: number;
   failures: Array<{ runSeed: number; round: number; violations: string[] }>;
 }
 
@@ -48,6 +50,7 @@ export function summarize(records: readonly RoundRecord[], runs: string[]): Chao
     controllerRestarts: records.reduce((a, r) => a + r.controllerRestarts, 0),
     dualAnswerQuestions: records.reduce((a, r) => a + r.answers.dualQuestions, 0),
     longestOverlapMs: Math.max(0, ...records.map((r) => r.answers.longestOverlapMs)),
+    suiteLoopDelayMaxMs: Math.max(0, ...records.map((r) => r.suiteLoopDelayMaxMs ?? 0)),
     failures: records.filter((r) => r.violations.length > 0).map((r) => ({ runSeed: r.runSeed, round: r.round, violations: r.violations })),
   };
 }

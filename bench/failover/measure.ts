@@ -12,17 +12,10 @@
 //               answered at once, anywhere in the round (after the failure, through the recovery);
 //   lateOld     frames for the VIP from the old owner after the new owner's first one.
 
-import { answeredQuestions } from '../../src/testenv/answers.ts';
+import { answeredQuestions, type ArpAnswerFrame } from '../../src/testenv/answers.ts';
 
-export interface ObservedFrame {
-  /** Wall clock, ms. */
-  t: number;
-  op: 'request' | 'reply';
-  senderMac: string;
-  senderIp: string;
-  targetIp: string;
-  gratuitous: boolean;
-}
+/** A frame the observer heard (the shared shape: src/testenv/answers.ts). */
+export type ObservedFrame = ArpAnswerFrame;
 
 export interface RoundWindow {
   vip: string;

@@ -6,7 +6,7 @@
 //     │   namespace of its own (ctl-a, ctl-b) with its own address and user; restarted when they exit
 //     └── agents: `egressgw agent` in each node namespace (mgmt0 → proxy), the shipped timings
 //   gateway LAN: router br0 ── eth0 of node1…nodeN; an observer host asking for every VIP, every node's
-//   and the router's address, recording who answers (ARP, timestamped)
+//   and the router's address, recording who answers (ARP, stamped by the kernel: tcpdump)
 //
 // Everything the faults act on is reachable from here (FaultTarget), and everything the checks read.
 
@@ -24,7 +24,7 @@ import { startControlPlane } from '../../src/testenv/controlplane.ts';
 import { ControllerReplicas } from '../../src/testenv/controllers.ts';
 import { FaultProxy, kubeConfigVia, type FaultRule } from '../../src/testenv/faultproxy.ts';
 import { Network, ROUTER_IP, type NetNode } from '../../src/testenv/netns.ts';
-import { captureArp, type ArpEvent, type ArpProbe, type Capture } from '../../src/testenv/observe.ts';
+import { captureArp, captureArpKernelTime, type ArpEvent, type ArpProbe, type Capture } from '../../src/testenv/observe.ts';
 import { AuditTail } from './audit.ts';
 import type { FaultTarget, Scope } from './faults.ts';
 import { allVips } from './world.ts';
@@ -141,8 +141,12 @@ export class ChaosCluster implements FaultTarget {
     const probe = (ip: string, intervalMs: number): ArpProbe => ({ ip, intervalMs, senderIp: this.observer.ip, senderMac: this.observer.mac });
     const probes = [...allVips().keys()].map((ip) => probe(ip, VIP_PROBE_MS));
     for (const ip of [ROUTER_IP, ...this.nodes.map((n) => n.ip)]) probes.push(probe(ip, HOST_PROBE_MS));
-    const cap: Capture = await captureArp(this.net, this.observer.ns, 'eth0', probes, (e) => this.#frames.push(e));
-    this.#cleanups.push(() => cap.stop());
+    // What is heard comes from tcpdump, stamped by the kernel on arrival: the answers are held to
+    // deadlines, and on a starved machine the asking process reads them up to a second late.
+    const heard = await captureArpKernelTime(this.net, this.observer.ns, 'eth0', (mac) => (mac === this.observer.mac ? this.observer.ip : undefined), (e) => this.#frames.push(e));
+    this.#cleanups.push(() => heard.stop());
+    const asker: Capture = await captureArp(this.net, this.observer.ns, 'eth0', probes, () => undefined);
+    this.#cleanups.push(() => asker.stop());
   }
 
   /** The frames heard since the last call (and forgets them). */

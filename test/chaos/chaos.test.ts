@@ -22,7 +22,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root and ip netns' : false;
 /** The plan lines of the run (planning is pure: no cluster needed). */
 function plannedLines(): string[] {
   const names = Array.from({ length: NODES }, (_, i) => `node${i + 1}`);
-  const hosts = [ROUTER_IP, ...names.map((_, i) => `198.18.0.${11 + i}`)];
+  const hosts = { routers: [ROUTER_IP], nodes: names.map((_, i) => `198.18.0.${11 + i}`) };
   let world = initialWorld(names);
   const lines: string[] = [];
   for (let r = 0; r < ROUNDS; r++) {

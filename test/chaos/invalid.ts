@@ -9,6 +9,9 @@
 //             address (announcing it would hijack that host's address);
 //   inert     accepted and valid, but no node can serve it: a selector that matches no node, an
 //             interface no node has;
+//   unannounceable  a VIP that is the router's address: the controller cannot know it, every node's
+//             agent refuses it (it is the next hop of its routes), so the gateway runs out of nodes
+//             (handover timeouts) and must end with none — and nobody but the router ever answers for it;
 //   orphan    a policy naming a gateway that does not exist;
 //   badPolicy a policy the controller cannot render (an IPv6 destination: Cilium's egress gateway is IPv4-only).
 // Bad objects are named `bad-…` and select pods labelled `app: bad-…`, so their CEGPs (if any) never
@@ -18,7 +21,7 @@ import fc from 'fast-check';
 import { MODE_PRIMARY_IP, MODE_VIP } from '../../src/api/names.ts';
 import { GATEWAY_NODE_LABEL } from '../../src/testenv/seed.ts';
 
-export type BadExpectation = 'rejected' | 'invalid' | 'inert' | 'orphan' | 'badPolicy';
+export type BadExpectation = 'rejected' | 'invalid' | 'inert' | 'unannounceable' | 'orphan' | 'badPolicy';
 
 export interface BadObject {
   kind: 'EgressGateway' | 'EgressGatewayPolicy';
@@ -32,8 +35,10 @@ export interface BadObject {
 export interface BadInputContext {
   /** VIPs of gateways that exist and that this round leaves alone (a duplicate of one must lose). */
   stableVips: readonly string[];
-  /** Addresses of hosts on the LAN (the nodes', the router's). */
-  hostIps: readonly string[];
+  /** Addresses of the nodes on the LAN (the controller knows them: a VIP that is one is invalid). */
+  nodeIps: readonly string[];
+  /** Addresses of the routers on the LAN (only the agents know them, as their routes' next hop). */
+  routerIps: readonly string[];
 }
 
 // Built once: a regular-expression arbitrary is costly to build, cheap to draw from.
@@ -69,7 +74,9 @@ function arbitraries(ctx: BadInputContext): fc.Arbitrary<BadObject>[] {
   const out: fc.Arbitrary<BadObject>[] = [
     // Accepted by the schema, refused by the controller.
     fc.tuple(suffix, fc.integer({ min: 1, max: 0xffff }), fc.integer({ min: 1, max: 0xffff })).map(([s, a, b]) => [s, `2001:db8:${a.toString(16)}::${b.toString(16)}`] as const).map(([s, ip]) => gateway(s, 'invalid', `IPv6 VIP ${ip}`, { nodeSelector: allNodes, sourceIP: vipSource(ip) })),
-    fc.tuple(suffix, fc.constantFrom(...ctx.hostIps)).map(([s, ip]) => gateway(s, 'invalid', `VIP ${ip} is a host's own address`, { nodeSelector: allNodes, sourceIP: vipSource(ip) })),
+    fc.tuple(suffix, fc.constantFrom(...ctx.routerIps, ...ctx.nodeIps)).map(([s, ip]) => ctx.routerIps.includes(ip)
+      ? gateway(s, 'unannounceable', `VIP ${ip} is the router's address`, { nodeSelector: allNodes, sourceIP: vipSource(ip) })
+      : gateway(s, 'invalid', `VIP ${ip} is a host's own address`, { nodeSelector: allNodes, sourceIP: vipSource(ip) })),
     fc.tuple(suffix, spareVip, nowhereValue).map(([s, ip, k]) =>
       gateway(s, 'inert', `selector chaos.egressgw.lab/nowhere=${k} matches no node`, { nodeSelector: { 'chaos.egressgw.lab/nowhere': k }, sourceIP: vipSource(ip) })),
     fc.tuple(suffix, spareVip, bogusInterface).map(([s, ip, ifname]) =>

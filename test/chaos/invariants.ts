@@ -191,7 +191,15 @@ function badTruth(b: BadState, gateways: Map<string, EgressGateway>, policies: M
     const label = carriers(o, `${ACTIVE_FOR_PREFIX}${b.object.name}`);
     if (label.nodes.length + label.ciliumNodes.length > 0) out.push(`${where}: active-for label on [${label.nodes}]/[${label.ciliumNodes}]`);
     const insts = o.objects.instances.filter((i) => i.metadata.name.startsWith(`${b.object.name}-`));
-    if (insts.length > 0) out.push(`${where}: instances [${insts.map((i) => i.metadata.name)}]`);
+    if (expect === 'unannounceable') {
+      // The instances whose handover timed out stay as the memory of the failed attempts (core:
+      // election.ts); none may be Ready, and no node may hold the address.
+      const ready = insts.filter((i) => readyOf(i.status)?.status === 'True');
+      if (ready.length > 0) out.push(`${where}: Ready instances [${ready.map((i) => i.metadata.name)}]`);
+      const ip = (b.object.object as { spec?: { sourceIP?: { virtualIPAddress?: { ip?: string } } } }).spec?.sourceIP?.virtualIPAddress?.ip ?? '';
+      const on = o.holders.get(ip) ?? [];
+      if (on.length > 0) out.push(`${where}: ${ip} is on [${on}]`);
+    } else if (insts.length > 0) out.push(`${where}: instances [${insts.map((i) => i.metadata.name)}]`);
     return out;
   }
   const p = policies.get(b.object.name);

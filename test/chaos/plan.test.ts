@@ -6,7 +6,7 @@ import { describePlan, planRound } from './round.ts';
 import { GATEWAYS, initialWorld, VIP_GATEWAYS, type World } from './world.ts';
 
 const NODES = ['node1', 'node2', 'node3', 'node4'];
-const HOSTS = ['198.18.0.1', '198.18.0.11'];
+const HOSTS = { routers: ['198.18.0.1'], nodes: ['198.18.0.11'] };
 
 function run(seed: number, rounds: number): { plans: string[][]; world: World } {
   let world = initialWorld(NODES);

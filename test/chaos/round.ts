@@ -35,7 +35,12 @@ export interface PlanOptions {
 }
 
 /** Round `round` of a run seeded `runSeed`, planned from the world it starts from; and the world after it. */
-export function planRound(world: World, runSeed: number, round: number, hostIps: readonly string[], opts: PlanOptions = {}): { plan: RoundPlan; after: World } {
+export interface LanHosts {
+  nodes: readonly string[];
+  routers: readonly string[];
+}
+
+export function planRound(world: World, runSeed: number, round: number, hosts: LanHosts, opts: PlanOptions = {}): { plan: RoundPlan; after: World } {
   const seed = roundSeed(runSeed, round);
   const rng = new Rng(seed);
   const windowMs = rng.int(3000, 8000);
@@ -55,7 +60,7 @@ export function planRound(world: World, runSeed: number, round: number, hostIps:
   // A duplicate VIP must lose to its gateway: only gateways this round leaves alone (older, for sure).
   const stableVips = GATEWAY_NAMES.filter((g) => !touched.has(g)).map((g) => world.gateways.get(g)?.vip).filter((v): v is string => v !== undefined);
   const badCount = rng.chance(0.5) ? rng.int(1, 3) : 0;
-  const bad = badObjects(rng.fork(), badCount, { stableVips, hostIps }).map((object) => ({ at: rng.int(0, windowMs), object }));
+  const bad = badObjects(rng.fork(), badCount, { stableVips, nodeIps: hosts.nodes, routerIps: hosts.routers }).map((object) => ({ at: rng.int(0, windowMs), object }));
   return { plan: { runSeed, round, seed, windowMs, faults, mutations, bad }, after };
 }
 

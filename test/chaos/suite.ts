@@ -37,10 +37,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const c = await ChaosCluster.start({ nodes: opts.nodes, logDir: opts.logDir });
   try {
-    const hostIps = [ROUTER_IP, ...c.nodes.map((n) => n.ip)];
+    const hosts = { routers: [ROUTER_IP], nodes: c.nodes.map((n) => n.ip) };
     let world: World = initialWorld(c.nodes.map((n) => n.name));
     const from = opts.fromRound ?? 0;
-    for (let r = 0; r < from; r++) world = planRound(world, opts.seed, r, hostIps, { faultKinds: opts.faultKinds }).after;
+    for (let r = 0; r < from; r++) world = planRound(world, opts.seed, r, hosts, { faultKinds: opts.faultKinds }).after;
     const t0 = Date.now();
     await applyWorld(c.client, { ipOf: (n) => c.node(n).ip }, world);
     const vips = allVips();
@@ -66,7 +66,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
         opts.log(`stopping after ${records.length} rounds: --minutes is up`);
         break;
       }
-      const { plan } = planRound(world, opts.seed, r, hostIps, { faultKinds: opts.faultKinds });
+      const { plan } = planRound(world, opts.seed, r, hosts, { faultKinds: opts.faultKinds });
       const out = await runRound(c, world, plan, state, { convergeDeadlineMs: opts.convergeDeadlineMs ?? 120_000, log: opts.log });
       world = out.world;
       records.push(out.record);

@@ -20,8 +20,8 @@ export interface ChaosOptions {
   logDir?: string;
   log: (line: string) => void;
   onRound?: (r: RoundRecord) => void;
-  /** Start no round after this moment (Date.now()); the rounds run so far are the result. */
-  stopAt?: number;
+  /** Asked before each round: true starts no more (the rounds run so far are the result). */
+  shouldStop?: () => boolean;
   /** After healing, how long a round may take to converge (default 120 s). */
   convergeDeadlineMs?: number;
 }
@@ -62,8 +62,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     state.checkedUntil = Date.now();
     const records: RoundRecord[] = [];
     for (let r = from; r < from + opts.rounds; r++) {
-      if (opts.stopAt !== undefined && Date.now() >= opts.stopAt) {
-        opts.log(`stopping after ${records.length} rounds: --minutes is up`);
+      if (opts.shouldStop?.()) {
+        opts.log(`stopping after ${records.length} rounds`);
         break;
       }
       const { plan } = planRound(world, opts.seed, r, hosts, { faultKinds: opts.faultKinds });

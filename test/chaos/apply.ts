@@ -22,11 +22,20 @@ async function apply(client: KubeClient, ref: typeof GATEWAYS, object: object): 
   await client.apply(ref, name, object, { fieldManager: 'egressgw-chaos', force: true });
 }
 
-async function deleteIfExists(client: KubeClient, ref: typeof GATEWAYS, name: string): Promise<void> {
+/**
+ * The object is not there: a 404 whose Status names it. Right after an API server restart the custom
+ * resources are not served yet, and that 404 ("the server could not find the requested resource")
+ * says nothing about the object (taking it for "already deleted" left a deleted gateway in the API).
+ */
+export function isObjectGone(err: unknown, name: string): boolean {
+  return isStatus(err, 404) && (err as { body?: { details?: { name?: string } } }).body?.details?.name === name;
+}
+
+export async function deleteIfExists(client: KubeClient, ref: typeof GATEWAYS, name: string): Promise<void> {
   try {
     await client.delete(ref, name);
   } catch (err) {
-    if (!isStatus(err, 404)) throw err;
+    if (!isObjectGone(err, name)) throw err;
   }
 }
 

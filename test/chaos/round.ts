@@ -9,7 +9,7 @@ import { instanceName } from '../../src/core/util.ts';
 import { isStatus } from '../../src/kube/client.ts';
 import { GATEWAYS, POLICIES } from '../../src/kube/resources.ts';
 import { DEFAULT_AGENT_OPTIONS } from '../../src/agent/options.ts';
-import { applyMutation } from './apply.ts';
+import { applyMutation, deleteIfExists } from './apply.ts';
 import { checkAnswers, type AnswerSummary } from './answers.ts';
 import { acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
 import { LEADER_LEASE, OBSERVER_IP, VIP_PROBE_MS, type ChaosCluster } from './cluster.ts';
@@ -121,7 +121,11 @@ const POLL_MS = 200;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-/** Retries an idempotent write until it succeeds or the server refuses it for good (4xx other than 409/429). */
+/**
+ * Retries an idempotent write until it succeeds or the server refuses the object for good (400, 422:
+ * invalid). Anything else is retried: a restarting API server answers 403, 404 (custom resources not
+ * served yet) or 503 for a while.
+ */
 async function persist(what: string, fn: () => Promise<void>, deadline: number): Promise<{ ok: boolean; error?: unknown }> {
   for (let delay = 100; ; delay = Math.min(delay * 2, 1000)) {
     try {
@@ -129,7 +133,7 @@ async function persist(what: string, fn: () => Promise<void>, deadline: number):
       return { ok: true };
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      if (typeof code === 'number' && code >= 400 && code < 500 && code !== 409 && code !== 429) return { ok: false, error: err };
+      if (code === 400 || code === 422) return { ok: false, error: err };
       if (Date.now() > deadline) throw new Error(`${what}: still failing at the deadline: ${(err as Error).message}`, { cause: err });
     }
     await sleep(delay);
@@ -247,13 +251,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
 
   // The bad objects leave with the round.
   for (const b of bad.filter((x) => x.accepted)) {
-    await persist(`delete ${b.object.name}`, async () => {
-      try {
-        await c.client.delete(b.object.kind === 'EgressGateway' ? GATEWAYS : POLICIES, b.object.name);
-      } catch (err) {
-        if (!isStatus(err, 404)) throw err;
-      }
-    }, Date.now() + 60_000);
+    await persist(`delete ${b.object.name}`, () => deleteIfExists(c.client, b.object.kind === 'EgressGateway' ? GATEWAYS : POLICIES, b.object.name), Date.now() + 60_000);
   }
 
   const injected: Record<number, number> = {};

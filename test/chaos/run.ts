@@ -4,8 +4,7 @@
 //   --seed S            run seed (default: random, printed); round r uses roundSeed(S, r)
 //   --from-round K      start at round K: rounds 0…K-1 are planned but not run, and their world is applied
 //                       at once (replays round K of a run with the same seed on a fresh cluster)
-//   --minutes M         start no round after M minutes (a long run that must fit a time budget); SIGINT
-//                       (Ctrl-C) also stops after the current round, tearing the cluster down
+//   --minutes M         start no round after M minutes (a long run that must fit a time budget)
 //   --nodes N           gateway nodes (default 4, at least 3)
 //   --faults a,b        draw faults of these kinds only (see test/chaos/faults.ts)
 //   --out DIR           where the per-round log goes (default .chaos/<seed>-<time>; .chaos is gitignored)
@@ -67,12 +66,8 @@ mkdirSync(dir, { recursive: true });
 const log = (line: string) => process.stdout.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
 log(`chaos: seed ${seed}, logs in ${dir}`);
 await sweepStale('ech');
-// --minutes, or SIGINT (Ctrl-C): no new round; the current one finishes and the cluster is torn down.
-let stopAt = values.minutes !== undefined ? Date.now() + int('minutes', values.minutes, 0, 1) * 60_000 : Infinity;
-process.on('SIGINT', () => {
-  stopAt = 0;
-  log('SIGINT: stopping after the current round');
-});
+// --minutes: no new round after that; the current one finishes and the cluster is torn down.
+const stopAt = values.minutes !== undefined ? Date.now() + int('minutes', values.minutes, 0, 1) * 60_000 : Infinity;
 const result = await runChaos({
   seed,
   rounds: int('rounds', values.rounds, 10, 1),

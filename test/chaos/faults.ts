@@ -195,6 +195,29 @@ export function describeFault(f: FaultPlan): string {
   }
 }
 
+/** The kind of a fault from its description (describeFault): records hold descriptions only. */
+export function kindOfDescription(d: string): FaultKind | undefined {
+  const rules: Array<[RegExp, FaultKind]> = [
+    [/^@\d+ms latency /, 'latency'],
+    [/^@\d+ms cut /, 'cut'],
+    [/^@\d+ms reset .* ×\d+/, 'reset'],
+    [/^@\d+ms refuse /, 'refuse'],
+    [/^@\d+ms \d{3}( \(after commit\))? to /, 'status'],
+    [/^@\d+ms apiserverRestart /, 'apiserverRestart'],
+    [/^@\d+ms etcdRestart /, 'etcdRestart'],
+    [/^@\d+ms etcd compaction/, 'etcdCompact'],
+    [/^@\d+ms API server SIGSTOP/, 'apiserverStop'],
+    [/^@\d+ms etcd SIGSTOP/, 'etcdStop'],
+    [/^@\d+ms kill -9 agent /, 'agentKill'],
+    [/^@\d+ms SIGSTOP agent /, 'agentStop'],
+    [/^@\d+ms kill -9 (leader|standby) controller/, 'controllerKill'],
+    [/^@\d+ms SIGTERM (leader|standby) controller/, 'controllerTerm'],
+    [/^@\d+ms SIGSTOP (leader|standby) controller/, 'controllerStop'],
+    [/^@\d+ms LAN link of /, 'uplinkDown'],
+  ];
+  return rules.find(([re]) => re.test(d))?.[1];
+}
+
 /** What running a fault needs from the cluster (cluster.ts provides it). */
 export interface FaultTarget {
   /** Proxy client addresses of a scope, resolved now ('leader' and 'standby' by the leader Lease). */

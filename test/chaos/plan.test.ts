@@ -2,7 +2,9 @@
 // seed replays the same faults, changes and bad input. And the world keeps the cast the issue asks for.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { describeFault, FAULT_KINDS, kindOfDescription, planFaults } from './faults.ts';
 import { describePlan, planRound } from './round.ts';
+import { Rng } from './rng.ts';
 import { GATEWAYS, initialWorld, VIP_GATEWAYS, type World } from './world.ts';
 
 const NODES = ['node1', 'node2', 'node3', 'node4'];
@@ -36,5 +38,14 @@ describe('chaos plans', () => {
     assert.ok(VIP_GATEWAYS.length >= 1 && GATEWAYS.length >= 5);
     assert.ok(world.policies.size >= 20);
     assert.ok([...world.nodes.values()].filter((n) => n.impairment !== 'none').length <= 2);
+  });
+});
+
+describe('fault descriptions', () => {
+  it('name their kind (the summary counts faults by kind from the records)', () => {
+    const rng = new Rng(7);
+    for (const kind of FAULT_KINDS) {
+      for (const f of planFaults(rng, 3, 5000, ['node1', 'node2', 'node3'], [kind])) assert.equal(kindOfDescription(describeFault(f)), f.kind, describeFault(f));
+    }
   });
 });

@@ -2,6 +2,7 @@
 // what was injected, and every round that broke an invariant.
 
 import { dist, type Dist } from '../../bench/stats.ts';
+import { kindOfDescription } from './faults.ts';
 import type { RoundRecord } from './round.ts';
 
 export interface ChaosSummary {
@@ -30,8 +31,9 @@ export function summarize(records: readonly RoundRecord[], runs: string[]): Chao
   const injected: Record<string, number> = {};
   for (const r of records) {
     for (const p of r.plan) {
-      const m = /^fault @\d+ms (\S+)/.exec(p);
-      if (m) faults[m[1]!] = (faults[m[1]!] ?? 0) + 1;
+      if (!p.startsWith('fault ')) continue;
+      const kind = kindOfDescription(p.slice('fault '.length)) ?? 'unknown';
+      faults[kind] = (faults[kind] ?? 0) + 1;
     }
     for (const [code, n] of Object.entries(r.proxy.injected)) injected[code] = (injected[code] ?? 0) + n;
   }

@@ -46,9 +46,15 @@ describe('chaos (short run)', { timeout: 600_000 }, () => {
     covers('gateway whose VIP is a node\'s own address', /VIP 198\.18\.0\.1[1-4] is a host's own address/);
   });
 
-  it(`${ROUNDS} rounds: every round converges and keeps every invariant`, { skip, timeout: 480_000 }, async () => {
+  it(`${ROUNDS} rounds: every round converges and keeps every invariant`, { skip, timeout: 480_000 }, async (t) => {
     const lines: string[] = [];
-    const { records } = await runChaos({ seed: SEED, rounds: ROUNDS, nodes: NODES, log: (l) => lines.push(l) });
+    const t0 = Date.now();
+    const log = (l: string) => {
+      lines.push(l);
+      // Progress in the test's output: where a slow run spends its time.
+      t.diagnostic(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${l}`);
+    };
+    const { records } = await runChaos({ seed: SEED, rounds: ROUNDS, nodes: NODES, log });
     const broken = records.filter((r) => r.violations.length > 0);
     assert.equal(records.length, ROUNDS);
     assert.deepEqual(broken.map((r) => ({ round: r.round, plan: r.plan, violations: r.violations })), [], lines.join('\n'));

@@ -35,7 +35,9 @@ export interface ChaosResult {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
+  const started = Date.now();
   const c = await ChaosCluster.start({ nodes: opts.nodes, logDir: opts.logDir });
+  opts.log(`cluster started in ${Date.now() - started} ms`);
   try {
     const hosts = { routers: [ROUTER_IP], nodes: c.nodes.map((n) => n.ip) };
     let world: World = initialWorld(c.nodes.map((n) => n.name));
@@ -74,6 +76,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     }
     return { records, setupMs };
   } finally {
+    const t = Date.now();
     await c.stop();
+    opts.log(`teardown in ${Date.now() - t} ms`);
   }
 }

@@ -127,7 +127,10 @@ export function truthViolations(o: Observed, world: World, bad: readonly BadStat
       if (cond?.status !== 'False' || cond.reason !== 'NoEligibleNode') out.push(`${where}: Ready ${cond?.status}/${cond?.reason}, want False/NoEligibleNode`);
       if (label.nodes.length + label.ciliumNodes.length > 0) out.push(`${where}: active-for label on [${label.nodes}]/[${label.ciliumNodes}] with no eligible node`);
       if (!apiOnly && vipNodes.length > 0) out.push(`${where}: VIP ${spec.vip} on [${vipNodes}] with no eligible node`);
-      if (insts.length > 0) out.push(`${where}: instances [${insts.map((i) => i.metadata.name)}] with no eligible node`);
+      // An instance whose handover timed out stays as the core's memory of the failed attempt until a
+      // node confirms (election.ts): allowed, but not Ready (seed 20261208, round 78).
+      const ready = insts.filter((i) => readyOf(i.status)?.status === 'True');
+      if (ready.length > 0) out.push(`${where}: Ready instances [${ready.map((i) => i.metadata.name)}] with no eligible node`);
     }
   }
 

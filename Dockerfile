@@ -7,14 +7,14 @@
 # Run: `controller` (the default) or `agent` as arguments, as the Deployment and the DaemonSet pass them.
 
 FROM debian:bookworm AS build
-# mmdebstrap extracts the image's Debian packages and builds the AF_PACKET addon against them; npm
+# mmdebstrap extracts the image's Debian packages and builds the addons (AF_PACKET, libnftables) against them; npm
 # installs our dependencies, and with them the node binary the image runs (the `node` package).
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap ca-certificates nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# --ignore-scripts: the root package's node-gyp build is not needed here (the script compiles the addon
+# --ignore-scripts: the root package's node-gyp build is not needed here (the script compiles the addons
 # for the image's glibc itself); the `node` package's installer is run on its own.
 RUN npm ci --ignore-scripts --no-audit --no-fund && npm rebuild node
 ARG SOURCE_DATE_EPOCH

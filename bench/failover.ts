@@ -89,12 +89,16 @@ export interface RoundRecord {
   dualOwnerMs: number;
   lateOldFrames: number;
   roundMs: number;
+  /** The round could not be completed (the group did not settle, a step failed): not in the statistics. */
+  error?: string;
 }
 
 export interface KindResult {
   kind: FailureKind;
   label: string;
   rounds: number;
+  /** Rounds that could not be completed (see RoundRecord.error). */
+  errors: number;
   notDetected: number;
   failover?: Dist;
   gap?: Dist;
@@ -191,8 +195,22 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
   let observer: Awaited<ReturnType<typeof startObserver>> | undefined;
   try {
     observer = await startObserver(topo);
+    // A round that cannot complete is recorded as an error and the run goes on; a group that keeps
+    // failing is given up (its remaining rounds are errors too), so one stuck group cannot sink an hour.
+    const failures = new Map<FailoverGroup, number>();
     const round = async (g: FailoverGroup, kind: FailureKind, i: number): Promise<void> => {
-      const r = await runRound(topo, g, kind, o.observeMs);
+      let r: RoundRecord;
+      if ((failures.get(g) ?? 0) >= 3) return;
+      try {
+        r = await runRound(topo, g, kind, o.observeMs);
+        failures.set(g, 0);
+      } catch (err) {
+        failures.set(g, (failures.get(g) ?? 0) + 1);
+        const error = err instanceof Error ? err.message : String(err);
+        records.push({ row: g.row, group: g.name, kind, from: '?', to: undefined, failoverMs: undefined, gapMs: undefined, dualOwnerMs: 0, lateOldFrames: 0, roundMs: 0, error });
+        log(`${g.row.padEnd(16)} ${g.name.padEnd(8)} ${KIND_LABEL[kind].padEnd(16)} #${String(i).padStart(2)}: ERROR ${error.slice(0, 300)}`);
+        return;
+      }
       records.push(r);
       log(`${g.row.padEnd(16)} ${g.name.padEnd(8)} ${KIND_LABEL[kind].padEnd(16)} #${String(i).padStart(2)}: ${r.from} → ${r.to ?? '(none)'}  ` +
         `${r.failoverMs === undefined ? 'NOT DETECTED' : `${Math.round(r.failoverMs)} ms`}${r.detectionMs !== undefined ? ` (elected +${Math.round(r.detectionMs)})` : ''}  ` +
@@ -282,12 +300,14 @@ function rowSettings(row: RowId, o: { referenceGraceMs: number }): string {
   }
 }
 
-function kindResult(kind: FailureKind, rs: readonly RoundRecord[]): KindResult {
+function kindResult(kind: FailureKind, all: readonly RoundRecord[]): KindResult {
+  const rs = all.filter((r) => r.error === undefined);
   const answered = rs.filter((r) => r.failoverMs !== undefined);
   return {
     kind,
     label: KIND_LABEL[kind],
     rounds: rs.length,
+    errors: all.length - rs.length,
     notDetected: rs.length - answered.length,
     ...(answered.length > 0 ? { failover: dist(answered.map((r) => r.failoverMs!)), gap: dist(answered.map((r) => r.gapMs!)) } : {}),
     dualOwnerMsSum: rs.reduce((a, r) => a + r.dualOwnerMs, 0),
@@ -417,6 +437,8 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
   const electionsByGateway = new Map<string, Array<{ at: number; target: string }>>();
   log(`failover bench: ${n} gateway nodes, rows ${rows.join(', ')}`);
   const env = await startTestEnv({
+    // EGRESSGW_BENCH_KEEP=1 keeps the controller's and agents' logs (their directory is printed).
+    keepLogs: Boolean(process.env.EGRESSGW_BENCH_KEEP),
     nodes: Math.max(n, 1),
     apiProxy: true,
     agentArgsFor: (node) => {
@@ -537,7 +559,7 @@ export function table(r: FailoverBenchResults): string {
       lines.push([
         i === 0 ? row.label : '',
         k.label,
-        `${k.rounds}`,
+        `${k.rounds}${k.errors > 0 ? ` (+${k.errors} errors)` : ''}`,
         f ? `${fmt(f.p50)} / ${fmt(f.p99)} / ${fmt(f.max)}` : '—',
         k.notDetected > 0 ? `${k.notDetected}` : '0',
         `${fmt(k.dualOwnerMsSum)}${k.dualOwnerRounds > 0 ? ` (${k.dualOwnerRounds} rounds)` : ''}`,
@@ -548,6 +570,7 @@ export function table(r: FailoverBenchResults): string {
   const t = r.targets;
   return [
     renderTable(['row', 'failure', 'rounds', 'new owner answering p50 / p99 / max (ms)', 'not detected', 'dual-owner ms (sum)', `false failovers, ${r.rows.find((x) => x.spikes)?.spikes?.minutes ?? 0} min spikes`], lines),
+    ...r.rows.flatMap((row) => row.kinds.filter((k) => k.errors > 0).map((k) => `${row.label}, ${k.label}: ${k.errors} round(s) could not be completed (see rounds[].error in the JSON)`)),
     '',
     `targets (egressgw defaults): p99 ≤ ${t.p99Ms} ms for every kind: ${t.defaultsP99Met ? 'met' : 'MISSED'}; dual-owner ${fmt(t.defaultsDualOwnerMs)} ms (target 0); ` +
       `false failovers ${t.defaultsFalseFailovers ?? '—'} (target 0)`,

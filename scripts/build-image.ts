@@ -1,12 +1,14 @@
 // `npm run image`: the controller + agent container image, without a Docker daemon, reproducibly.
 //
 //   1. toolchain  mmdebstrap (extract) of gcc + libc6-dev + binutils from the image's Debian release; in it,
-//                 the AF_PACKET addon is compiled (flags from binding.gyp) against the image's own glibc
-//                 and the node binary (from the npm `node` package) is stripped. Cached by its inputs.
+//                 the addons of binding.gyp (AF_PACKET frames; libnftables for the fence, dlopen'ed at run
+//                 time so no -dev package) are compiled against the image's own glibc and the node binary
+//                 (from the npm `node` package) is stripped. Cached by its inputs.
 //   2. app        the production npm dependencies (`npm ci --omit=dev`, from package-lock.json), pruned of
 //                 what Node never loads (type declarations, source maps, docs), plus bin/ src/ deploy/.
-//   3. rootfs     mmdebstrap (extract) of libc6, libstdc++6, iproute2, nftables, pruned (docs, locales,
-//                 gconv), with node, the addon and the app synced in; a tarball, SOURCE_DATE_EPOCH-clamped.
+//   3. rootfs     mmdebstrap (extract) of libc6, libstdc++6, iproute2, nftables (and with it libnftables1,
+//                 which the fence addon loads), pruned (docs, locales, gconv), with node, the addons and the
+//                 app synced in; a tarball, SOURCE_DATE_EPOCH-clamped.
 //   4. oci        an OCI layout around that one layer, packed as out/image/egressgw.oci.tar.
 //
 // Inputs are pinned: Debian package versions in image/debian-lock.json, npm packages in package-lock.json,
@@ -95,25 +97,26 @@ try {
     say(`1/4 toolchain: cached (${tcDir})`);
   } else {
     const t = performance.now();
-    say(`1/4 toolchain: gcc from Debian ${SUITE}, compiling ${compile.sources.join(' ')} and stripping node ${process.version}`);
+    say(`1/4 toolchain: gcc from Debian ${SUITE}, compiling ${compile.map((c) => c.name).join(', ')} and stripping node ${process.version}`);
     const input = join(work, 'toolchain-in');
     const output = join(work, 'toolchain-out');
     mkdirSync(join(input, 'include'), { recursive: true });
     mkdirSync(output, { recursive: true });
     cpSync(nodeHeaders(nodeBin), join(input, 'include', 'node'), { recursive: true });
-    for (const s of compile.sources) copyFileSync(join(ROOT, s), join(input, s.replace(/\//g, '_')));
+    for (const s of compile.flatMap((c) => c.sources)) copyFileSync(join(ROOT, s), join(input, s.replace(/\//g, '_')));
     copyFileSync(nodeBin, join(input, 'node'));
-    const srcs = compile.sources.map((s) => `/work/${s.replace(/\//g, '_')}`);
+    const gcc = (c: (typeof compile)[number]): string =>
+      `--extract-hook=chroot "$1" /usr/bin/gcc ${c.args.join(' ')} -o /work/${c.name} ${c.sources.map((s) => `/work/${s.replace(/\//g, '_')}`).join(' ')} ${c.libraries.join(' ')}`;
     const record = join(work, 'toolchain-packages.txt');
     toolchainVersions = await mmdebstrap('toolchain', TOOLCHAIN_PACKAGES, lock?.toolchain, [
       `--extract-hook=mkdir -p "$1/work" "$1/tmp"`,
       `--extract-hook=sync-in ${input} /work`,
-      `--extract-hook=chroot "$1" /usr/bin/gcc ${compile.args.join(' ')} -o /work/${compile.name} ${srcs.join(' ')}`,
+      ...compile.map(gcc),
       `--extract-hook=chroot "$1" /usr/bin/strip --strip-all -o /work/node.stripped /work/node`,
-      `--extract-hook=copy-out /work/${compile.name} /work/node.stripped ${output}`,
+      `--extract-hook=copy-out ${compile.map((c) => `/work/${c.name}`).join(' ')} /work/node.stripped ${output}`,
     ], '/dev/null', record);
     mkdirSync(tcDir, { recursive: true });
-    copyFileSync(join(output, compile.name), join(tcDir, compile.name));
+    for (const c of compile) copyFileSync(join(output, c.name), join(tcDir, c.name));
     copyFileSync(join(output, 'node.stripped'), join(tcDir, 'node'));
     writeFileSync(join(tcDir, 'versions.json'), JSON.stringify(toolchainVersions, null, 2) + '\n');
     say(`1/4 toolchain: done in ${secs(t)}s (node ${(statSync(nodeBin).size / 1e6).toFixed(1)} → ${(statSync(join(tcDir, 'node')).size / 1e6).toFixed(1)} MB stripped)`);
@@ -135,7 +138,7 @@ try {
   const minified = minifyNodeModules(join(app, 'node_modules'));
   rmSync(join(app, 'node_modules', '.package-lock.json'), { force: true });
   mkdirSync(join(app, 'build', 'Release'), { recursive: true });
-  copyFileSync(join(tcDir, compile.name), join(app, 'build', 'Release', compile.name));
+  for (const c of compile) copyFileSync(join(tcDir, c.name), join(app, 'build', 'Release', c.name));
   mkdirSync(join(stage, 'usr', 'local', 'bin'), { recursive: true });
   copyFileSync(join(tcDir, 'node'), join(stage, 'usr', 'local', 'bin', 'node'));
   chmodSync(join(stage, 'usr', 'local', 'bin', 'node'), 0o755);
@@ -161,7 +164,7 @@ try {
       'mkdir -p tmp && chmod 1777 tmp',
     ].join(' && '),
     `--extract-hook=sync-in ${stage} /`,
-    `--extract-hook=${process.execPath} ${join(import.meta.dirname, 'image', 'prune-rootfs.ts')} "$1" /usr/local/bin/node /bin/ip /usr/sbin/nft /app/build/Release/${compile.name}`,
+    `--extract-hook=${process.execPath} ${join(import.meta.dirname, 'image', 'prune-rootfs.ts')} "$1" /usr/local/bin/node /bin/ip /usr/sbin/nft ${compile.map((c) => `/app/build/Release/${c.name}`).join(' ')}`,
     // Modes independent of the build machine's umask: readable by everyone, writable by root only.
     '--extract-hook=chmod -R u+rwX,go+rX,go-w "$1/app" "$1/usr/local/bin/node" && chown -R 0:0 "$1/app" "$1/usr/local/bin/node" "$1/etc/passwd" "$1/etc/group" "$1/etc/nsswitch.conf"',
     ...(flags['rootfs-dir'] ? ['--format=directory'] : ['--format=tar']),

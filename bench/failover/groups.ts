@@ -156,7 +156,8 @@ export class ReferenceGroup extends NodeGroup implements FailoverGroup {
   readonly row = 'reference';
   readonly #graceMs: number;
   readonly #uplinkWaitMs: number;
-  readonly #timers = new Set<NodeJS.Timeout>();
+  /** Pending NotReady per failed node (cancelled if the node recovers first). */
+  readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #notReady = new Set<string>();
 
   constructor(env: TestEnv, name: string, vip: string, nodes: TestEnvNode[], o: { graceMs: number; uplinkWaitMs: number }) {
@@ -187,12 +188,11 @@ export class ReferenceGroup extends NodeGroup implements FailoverGroup {
     // A dead, frozen or partitioned node stops posting its status: NotReady after the grace period.
     if (kind === 'uplink') return;
     const name = owner.name;
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
+    this.#timers.set(name, setTimeout(() => {
+      this.#timers.delete(name);
       this.#notReady.add(name);
-      void this.env.setNodeReady(name, false);
-    }, this.#graceMs);
-    this.#timers.add(t);
+      void poll(`${name} NotReady`, async () => (await this.env.setNodeReady(name, false), true), 20_000, { intervalMs: 200 }).catch(() => undefined);
+    }, this.#graceMs));
   }
 
   answerDeadlineMs(kind: FailureKind): number {
@@ -200,12 +200,17 @@ export class ReferenceGroup extends NodeGroup implements FailoverGroup {
   }
 
   override async recover(owner: Member, kind: FailureKind): Promise<void> {
+    clearTimeout(this.#timers.get(owner.name));
+    this.#timers.delete(owner.name);
     await super.recover(owner, kind);
-    if (this.#notReady.delete(owner.name)) await this.env.setNodeReady(owner.name, true);
+    if (this.#notReady.delete(owner.name)) {
+      // Through the API's latency spikes: retried until it is in.
+      await poll(`${owner.name} Ready again`, async () => (await this.env.setNodeReady(owner.name, true), true), 60_000, { intervalMs: 500 });
+    }
   }
 
   close(): void {
-    for (const t of this.#timers) clearTimeout(t);
+    for (const t of this.#timers.values()) clearTimeout(t);
   }
 }
 

@@ -15,6 +15,15 @@
 //   .ref() / .unref()                           whether an open socket keeps the event loop alive
 //   .close()                                    idempotent
 //   ifNameToIndex(name) -> ifindex              if_nametoindex(3) in the current network namespace
+//   addressSet(op, ifindex, family, addr, prefixLen, validLft, preferredLft, nodad)
+//                                               rtnetlink RTM_NEWADDR (create or replace, op "replace") or
+//                                               RTM_DELADDR (op "delete") on the calling process's
+//                                               network namespace; addr: Buffer of 4 or 16 bytes;
+//                                               lifetimes in seconds, 0xffffffff = forever. The same
+//                                               message `ip addr replace/del` sends, without a process:
+//                                               the agent refreshes VIP lifetimes several times a second
+//                                               and adds a VIP on the takeover path, where a fork under
+//                                               load costs tens of milliseconds.
 // Errors are thrown as JS Error objects whose `code` is the errno name (EPERM, ENODEV, ...).
 
 #define _GNU_SOURCE
@@ -24,6 +33,9 @@
 #include <linux/if_ether.h>
 #include <net/if.h>
 #include <linux/if_packet.h>
+#include <linux/if_addr.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,6 +440,108 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return undef;
 }
 
+// One RTM_NEWADDR / RTM_DELADDR request with an acknowledgement; returns 0 or a positive errno.
+static int rtnl_address(int type, int ifindex, int family, const unsigned char *addr, size_t alen, int prefix_len,
+                        uint32_t valid, uint32_t preferred, int nodad) {
+  struct {
+    struct nlmsghdr n;
+    struct ifaddrmsg ifa;
+    char attrs[128];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+  req.n.nlmsg_type = (unsigned short)type;
+  req.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (type == RTM_NEWADDR ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  req.n.nlmsg_seq = 1;
+  req.ifa.ifa_family = (unsigned char)family;
+  req.ifa.ifa_prefixlen = (unsigned char)prefix_len;
+  req.ifa.ifa_index = (unsigned)ifindex;
+  req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+  if (nodad) req.ifa.ifa_flags |= IFA_F_NODAD;
+#define ADD_ATTR(kind, data, size)                                                      \
+  do {                                                                                  \
+    struct rtattr *rta = (struct rtattr *)((char *)&req + NLMSG_ALIGN(req.n.nlmsg_len)); \
+    rta->rta_type = (kind);                                                             \
+    rta->rta_len = (unsigned short)RTA_LENGTH(size);                                    \
+    memcpy(RTA_DATA(rta), (data), (size));                                              \
+    req.n.nlmsg_len = NLMSG_ALIGN(req.n.nlmsg_len) + RTA_ALIGN(rta->rta_len);           \
+  } while (0)
+  ADD_ATTR(IFA_LOCAL, addr, alen);
+  ADD_ATTR(IFA_ADDRESS, addr, alen);
+  if (type == RTM_NEWADDR && valid != 0xffffffffu) {
+    struct ifa_cacheinfo ci;
+    memset(&ci, 0, sizeof ci);
+    ci.ifa_valid = valid;
+    ci.ifa_prefered = preferred;
+    ADD_ATTR(IFA_CACHEINFO, &ci, sizeof ci);
+  }
+#undef ADD_ATTR
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return errno;
+  struct sockaddr_nl kernel;
+  memset(&kernel, 0, sizeof kernel);
+  kernel.nl_family = AF_NETLINK;
+  int err = 0;
+  if (sendto(fd, &req, req.n.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
+    err = errno;
+  } else {
+    // The acknowledgement: an NLMSG_ERROR whose error is 0 on success, -errno otherwise.
+    char buf[1024];
+    ssize_t n;
+    do {
+      n = recv(fd, buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      err = errno;
+    } else {
+      struct nlmsghdr *h = (struct nlmsghdr *)buf;
+      if (!NLMSG_OK(h, (unsigned)n) || h->nlmsg_type != NLMSG_ERROR) err = EPROTO;
+      else err = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    }
+  }
+  close(fd);
+  return err;
+}
+
+// addressSet(op: "replace" | "delete", ifindex, family: 4 | 6, addr: Buffer, prefixLen, validLft, preferredLft, nodad)
+static napi_value js_address_set(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char op[16];
+  size_t oplen = 0;
+  int32_t ifindex = 0, family = 0, prefix_len = 0;
+  uint32_t valid = 0, preferred = 0;
+  bool nodad = false;
+  void *addr = NULL;
+  size_t alen = 0;
+  bool is_buffer = false;
+  if (argc < 8 || napi_get_value_string_utf8(env, argv[0], op, sizeof op, &oplen) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &ifindex) != napi_ok || napi_get_value_int32(env, argv[2], &family) != napi_ok ||
+      napi_is_buffer(env, argv[3], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[3], &addr, &alen) != napi_ok || napi_get_value_int32(env, argv[4], &prefix_len) != napi_ok ||
+      napi_get_value_uint32(env, argv[5], &valid) != napi_ok || napi_get_value_uint32(env, argv[6], &preferred) != napi_ok ||
+      napi_get_value_bool(env, argv[7], &nodad) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "addressSet(op, ifindex, family, addr: Buffer, prefixLen, validLft, preferredLft, nodad)");
+    return NULL;
+  }
+  int replace = strcmp(op, "replace") == 0;
+  if ((!replace && strcmp(op, "delete") != 0) || ifindex <= 0 || (family != 4 && family != 6) ||
+      alen != (family == 4 ? 4u : 16u) || prefix_len < 0 || prefix_len > (family == 4 ? 32 : 128)) {
+    napi_throw_range_error(env, "EINVAL", "addressSet: op must be replace or delete, family 4 or 6 with a 4- or 16-byte address");
+    return NULL;
+  }
+  int err = rtnl_address(replace ? RTM_NEWADDR : RTM_DELADDR, ifindex, family == 4 ? AF_INET : AF_INET6, addr, alen,
+                         prefix_len, valid, preferred, nodad);
+  if (err != 0) {
+    throw_errno(env, replace ? "RTM_NEWADDR" : "RTM_DELADDR", err);
+    return NULL;
+  }
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  return undef;
+}
+
 // ifNameToIndex(name) -> ifindex in the calling process's network namespace.
 static napi_value js_if_name_to_index(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -468,6 +582,9 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   NAPI_CALL(env, napi_create_function(env, "ifNameToIndex", NAPI_AUTO_LENGTH, js_if_name_to_index, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "ifNameToIndex", fn));
+  napi_value addr_fn;
+  NAPI_CALL(env, napi_create_function(env, "addressSet", NAPI_AUTO_LENGTH, js_address_set, NULL, &addr_fn));
+  NAPI_CALL(env, napi_set_named_property(env, exports, "addressSet", addr_fn));
   napi_value eth_p_all, eth_p_arp, eth_p_ipv6;
   NAPI_CALL(env, napi_create_int32(env, ETH_P_ALL, &eth_p_all));
   NAPI_CALL(env, napi_create_int32(env, ETH_P_ARP, &eth_p_arp));

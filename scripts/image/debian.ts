@@ -10,9 +10,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const SUITE = 'bookworm';
-/** What the image runs on: the C library and C++ runtime of `node`, iproute2 for the agent's addresses, nftables. */
+/** What the image runs on: the C library and C++ runtime of `node`, iproute2 for the agent's addresses, nftables (its libnftables1 is what the fence addon loads). */
 export const RUNTIME_PACKAGES = ['libc6', 'libgcc-s1', 'libstdc++6', 'iproute2', 'nftables'];
-/** What builds the AF_PACKET addon against the image's own glibc, and strips the node binary. */
+/** What builds the addons (AF_PACKET, libnftables) against the image's own glibc, and strips the node binary. */
 export const TOOLCHAIN_PACKAGES = ['gcc', 'libc6-dev', 'binutils'];
 
 export interface DebianLock {

@@ -71,19 +71,35 @@ export function appFiles(): string[] {
 }
 
 interface Binding {
-  targets: Array<{ target_name: string; sources: string[]; defines?: string[]; cflags?: string[] }>;
+  targets: Array<{ target_name: string; sources: string[]; defines?: string[]; cflags?: string[]; libraries?: string[] }>;
 }
 
-/** The addon's gcc command line, from binding.gyp (node-gyp's flags for a shared object). */
-export function addonCompile(): { name: string; sources: string[]; args: string[] } {
-  const t = (JSON.parse(readFileSync(join(ROOT, 'binding.gyp'), 'utf8')) as Binding).targets[0]!;
-  const args = [
-    '-shared', '-fPIC', '-pthread', '-O3', '-pipe', '-fno-omit-frame-pointer',
-    ...(t.cflags ?? []),
-    ...(t.defines ?? []).map((d) => `-D${d}`),
-    '-DBUILDING_NODE_EXTENSION', '-I/work/include/node',
-  ];
-  return { name: `${t.target_name}.node`, sources: t.sources, args };
+export interface AddonCompile {
+  /** The shared object's file name (`<target_name>.node`, where build/Release expects it). */
+  name: string;
+  sources: string[];
+  /** gcc arguments, sources and output excluded (libraries go after the sources: see addonCommand). */
+  args: string[];
+  libraries: string[];
+}
+
+/**
+ * Every addon of binding.gyp (AF_PACKET frames, libnftables for the agent's fence) as a gcc command line
+ * with node-gyp's flags for a shared object: an addon left out of the image is an agent that cannot start.
+ */
+export function addonCompiles(): AddonCompile[] {
+  const targets = (JSON.parse(readFileSync(join(ROOT, 'binding.gyp'), 'utf8')) as Binding).targets;
+  return targets.map((t) => ({
+    name: `${t.target_name}.node`,
+    sources: t.sources,
+    args: [
+      '-shared', '-fPIC', '-pthread', '-O3', '-pipe', '-fno-omit-frame-pointer',
+      ...(t.cflags ?? []),
+      ...(t.defines ?? []).map((d) => `-D${d}`),
+      '-DBUILDING_NODE_EXTENSION', '-I/work/include/node',
+    ],
+    libraries: t.libraries ?? [],
+  }));
 }
 
 function hashInputs(parts: Array<string | Buffer>): string {
@@ -102,7 +118,7 @@ export interface ImageInputs {
   nodeSha: string;
   reference: string;
   files: string[];
-  compile: ReturnType<typeof addonCompile>;
+  compile: AddonCompile[];
   /** Key of the toolchain step's outputs (addon, stripped node). */
   toolchainKey: string;
   /** Key of the whole image: equal keys, equal archives. */
@@ -117,8 +133,9 @@ export async function imageInputs(o: { updateLock?: boolean } = {}): Promise<Ima
   const files = appFiles();
   const recipe = ['build-image.ts', 'image/inputs.ts', 'image/debian.ts', 'image/oci.ts', 'image/prune-rootfs.ts'].map((f) => readFileSync(join(ROOT, 'scripts', f), 'utf8')).join('\n');
   const nodeSha = await sha256File(nodeBin);
-  const compile = addonCompile();
-  const toolchainKey = hashInputs([RECIPE, recipe, JSON.stringify(lock?.toolchain ?? null), nodeSha, ...compile.sources.map((s) => readFileSync(join(ROOT, s))), JSON.stringify(compile.args)]);
+  const compile = addonCompiles();
+  const toolchainKey = hashInputs([RECIPE, recipe, JSON.stringify(lock?.toolchain ?? null), nodeSha,
+    ...compile.flatMap((c) => [c.name, ...c.sources.map((s) => readFileSync(join(ROOT, s))), JSON.stringify(c.args), JSON.stringify(c.libraries)])]);
   const imageKey = hashInputs([toolchainKey, String(epoch), reference, JSON.stringify(lock?.runtime ?? null), ...files.flatMap((f) => [f, readFileSync(join(ROOT, f))])]);
   return { epoch, lock, nodeBin, nodeSha, reference, files, compile, toolchainKey, imageKey };
 }

@@ -17,8 +17,7 @@
 
 import { INSTANCE_FINALIZER, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
-import type { KubeClient } from '../kube/client.ts';
-import { isStatus } from '../kube/client.ts';
+import { KubeClient, isStatus } from '../kube/client.ts';
 import { Informer } from '../kube/informer.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { INSTANCES } from '../kube/resources.ts';
@@ -130,6 +129,8 @@ export class Agent {
       if (d.fence === undefined) throw new Error('the agent needs the kernel fence when the heartbeat is on');
       this.#heartbeat = new Heartbeat({
         client: d.client,
+        // One connection per renewal that can be in flight (see HeartbeatOptions.renewalClients).
+        renewalClients: Array.from({ length: Math.ceil(o.fenceAfterMs / o.renewIntervalMs) + 1 }, () => new KubeClient(d.client.kubeConfig)),
         namespace: o.heartbeatNamespace,
         node: o.nodeName,
         renewIntervalMs: o.renewIntervalMs,
@@ -436,14 +437,19 @@ export class Agent {
       await this.#releaseFinalizer(inst);
     }
 
-    // 5. Status of every live instance addressed to us.
+    // 5. Status of every live instance addressed to us. A VIP on the interface is not enough: without raw
+    // frames (no NET_RAW) no gratuitous ARP/NA moves the LAN's caches on a failover, so the instance is not
+    // Ready and the controller does not hand the gateway to this node (design §5: only a confirmed instance).
     const nowIso = rfc3339(Date.now());
+    const frames = this.#d.announcer.selfCheck();
+    const framesError = frames.ok ? undefined : `cannot send gratuitous ARP/NA (raw socket: ${frames.reason ?? 'unknown'}; the agent needs NET_RAW)`;
     for (const { vip } of placement.values()) {
       for (const name of vip.instances) {
         const inst = informer.get(name);
         if (!inst || isTerminating(inst)) continue;
         const held = this.#held.has(vip.ip);
-        const status = instanceStatus(inst, { ok: held, announced: this.#held.size, error: this.#errors.get(vip.ip) }, nowIso);
+        const error = this.#errors.get(vip.ip) ?? framesError;
+        const status = instanceStatus(inst, { ok: held && frames.ok, announced: this.#held.size, error }, nowIso);
         if (status) await this.#writeStatus(inst, status);
       }
     }

@@ -30,6 +30,13 @@ export function uplinksJson(uplinks: Uplinks): string {
 
 export interface HeartbeatOptions {
   client: KubeClient;
+  /**
+   * Clients for the renewals, used in turn (default: just `client`). Renewals overlap while answers
+   * are slow, and over HTTP/1.1 each overlapping request needs a connection of its own: opened during
+   * an API latency spike, its TLS handshake pays the spike twice. With one client per renewal in
+   * flight (fenceAfter / renewInterval + 1), every renewal finds a connection already open and warm.
+   */
+  renewalClients?: readonly KubeClient[];
   namespace: string;
   node: string;
   renewIntervalMs: number;
@@ -62,6 +69,10 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
   #timer: NodeJS.Timeout | undefined;
   /** Renewals in flight: one per tick, each aborted at requestTimeoutMs (see #tick). */
   readonly #inFlight = new Set<AbortController>();
+  readonly #clients: readonly KubeClient[];
+  /** The clients with a renewal in flight. */
+  readonly #busy = new Set<KubeClient>();
+  #next = 0;
   #lastAcceptedSend: number | undefined;
   #lastOk = false;
   #publishedUplinks: string | undefined;
@@ -73,6 +84,7 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     this.#o = o;
     this.#now = o.monotonic ?? (() => performance.now());
     this.leaseName = heartbeatLeaseName(o.node);
+    this.#clients = o.renewalClients && o.renewalClients.length > 0 ? o.renewalClients : [o.client];
   }
 
   start(): void {
@@ -125,12 +137,24 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     // to cover two slow round trips plus an interval instead of one plus an interval. Each renewal is
     // aborted at requestTimeoutMs, so at most requestTimeoutMs / renewInterval + 1 are in flight.
     if (this.#stopped) return;
+    // The next client without a renewal in flight (all busy: the next in turn, which then pools).
+    let client = this.#clients[this.#next % this.#clients.length]!;
+    for (let i = 0; i < this.#clients.length; i++) {
+      const c = this.#clients[(this.#next + i) % this.#clients.length]!;
+      if (!this.#busy.has(c)) {
+        client = c;
+        this.#next += i;
+        break;
+      }
+    }
+    this.#next++;
+    this.#busy.add(client);
     const ctl = new AbortController();
     this.#inFlight.add(ctl);
     const timeout = setTimeout(() => ctl.abort(new Error(`renewal timed out after ${this.#o.requestTimeoutMs}ms`)), this.#o.requestTimeoutMs);
     let sentAt = this.#now();
     try {
-      await this.#renew(ctl.signal, (t) => (sentAt = t));
+      await this.#renew(client, ctl.signal, (t) => (sentAt = t));
       const wasOk = this.#lastOk;
       // Answers may come out of order: the latest send counts.
       this.#lastAcceptedSend = Math.max(this.#lastAcceptedSend ?? -Infinity, sentAt);
@@ -151,11 +175,12 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     } finally {
       clearTimeout(timeout);
       this.#inFlight.delete(ctl);
+      this.#busy.delete(client);
     }
   }
 
   /** One renewal; `sending(t)` is told the monotonic time right before each request goes out. */
-  async #renew(signal: AbortSignal, sending: (t: number) => void): Promise<void> {
+  async #renew(client: KubeClient, signal: AbortSignal, sending: (t: number) => void): Promise<void> {
     const o = this.#o;
     const uplinks = o.uplinks();
     const json = uplinks === undefined ? undefined : uplinksJson(uplinks);
@@ -179,7 +204,7 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
     const path = resourcePath(leases(o.namespace), this.leaseName);
     try {
       sending(this.#now());
-      await o.client.request('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', signal });
+      await client.request('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', signal });
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
       const lease: LeaseLike & { apiVersion: string; kind: string } = {
@@ -198,7 +223,7 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
         spec: { ...spec, acquireTime: microTime(now) },
       };
       sending(this.#now());
-      await o.client.request('POST', resourcePath(leases(o.namespace)), { body: lease, signal });
+      await client.request('POST', resourcePath(leases(o.namespace)), { body: lease, signal });
       o.log.info({ lease: `${o.namespace}/${this.leaseName}` }, 'heartbeat lease created');
       if (json !== undefined) this.#publishedUplinks = json;
       return;

@@ -90,6 +90,28 @@ export function isStatus(err: unknown, ...codes: number[]): boolean {
   return err instanceof ApiException ? codes.includes(err.code) : codes.includes((err as { code?: number } | null)?.code ?? -1);
 }
 
+const HTTP1_ONLY = Symbol('egressgw.http1Only');
+
+/**
+ * Makes every request made with `kc` — ours, and client-node's watches, which build their own
+ * connection pools from it — speak HTTP/1.1. undici offers HTTP/2 by default, and Node's HTTP/2 session
+ * was seen spinning in native code (nghttp2's send loop) while its memory grew by 100 MB/s, in an agent
+ * on a loaded machine whose requests were being aborted: a process that must renew its heartbeat every
+ * 150 ms cannot risk that. Changes `kc` in place (idempotent) and returns it.
+ */
+export function http1Only(kc: KubeConfig): KubeConfig {
+  const marked = kc as KubeConfig & { [HTTP1_ONLY]?: true };
+  if (marked[HTTP1_ONLY]) return kc;
+  const apply = kc.applySecurityAuthentication.bind(kc);
+  kc.applySecurityAuthentication = async (ctx) => {
+    await apply(ctx);
+    const d = ctx.getDispatcher();
+    if (d) ctx.setDispatcher(d.compose((dispatch) => (opts, handler) => dispatch({ ...opts, allowH2: false } as typeof opts, handler)));
+  };
+  marked[HTTP1_ONLY] = true;
+  return kc;
+}
+
 export class KubeClient {
   readonly kubeConfig: KubeConfig;
   private readonly http = new IsomorphicFetchHttpLibrary();
@@ -103,7 +125,7 @@ export class KubeClient {
   private dispatcherAt = 0;
 
   constructor(kubeConfig: KubeConfig, opts: { timeoutMs?: number } = {}) {
-    this.kubeConfig = kubeConfig;
+    this.kubeConfig = http1Only(kubeConfig);
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster');
@@ -127,10 +149,7 @@ export class KubeClient {
     if (fresh) {
       if (!this.dispatcher || Date.now() - this.dispatcherAt > 5 * 60_000) {
         const old = this.dispatcher;
-        // HTTP/1.1 only. undici offers HTTP/2 by default, and Node's HTTP/2 session was seen spinning in
-        // native code (nghttp2 send loop) while its memory grew by 100 MB/s, in an agent whose renewals
-        // were being aborted on a loaded machine: a process that must renew every 150 ms cannot risk it.
-        this.dispatcher = fresh.compose((dispatch) => (opts, handler) => dispatch({ ...opts, allowH2: false } as typeof opts, handler));
+        this.dispatcher = fresh;
         this.dispatcherAt = Date.now();
         // Requests in flight on the old pool finish; then it closes.
         old?.close().catch(() => undefined);

@@ -144,6 +144,8 @@ export class FaultProxy {
   /** Bytes received from clients so far (forwarded or not). */
   bytesFromClients = 0;
   readonly counters: FaultCounters = { injected: {}, resets: 0 };
+  /** The first chunk each client sent (a TLS ClientHello: what the client offers, ALPN included). */
+  readonly firstChunks: Buffer[] = [];
 
   private constructor(target: FaultTarget, opts: FaultProxyOptions) {
     this.#target = target;
@@ -331,6 +333,7 @@ export class FaultProxy {
     };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
+    client.once('data', (d: Buffer) => this.firstChunks.push(Buffer.from(d)));
     client.on('data', (d: Buffer) => (this.bytesFromClients += d.length));
     this.#pump(conn, client, upstream, 'toServer');
     this.#pump(conn, upstream, client, 'toClient');

@@ -151,15 +151,25 @@ test('events: events.k8s.io/v1 objects, identical ones join a series', async () 
   assert.equal(warn?.reportingController, 'network.deckhouse.io/egressgw-test');
 });
 
-test('the client speaks HTTP/1.1: concurrent requests go over separate connections, not one HTTP/2 session', async () => {
+test('the client and its informers speak HTTP/1.1 only (no h2 in the TLS ALPN offer)', async () => {
   // Node's HTTP/2 session was seen spinning in native code while its memory grew (src/kube/client.ts).
   const u = new URL(f.cluster.server);
   const proxy = await FaultProxy.start({ host: u.hostname, port: Number(u.port) }, { host: u.hostname });
+  const client = new KubeClient(kubeConfigVia(f.cluster.kubeConfig, proxy.url));
+  const informer = new Informer<NodeLike>(client, { resource: NODES });
   try {
-    const client = new KubeClient(kubeConfigVia(f.cluster.kubeConfig, proxy.url));
-    await Promise.all(Array.from({ length: 4 }, () => client.list(NODES)));
-    assert.ok(proxy.connections >= 4, `${proxy.connections} connection(s) for 4 concurrent requests`);
+    informer.start();
+    await informer.waitForSync();
+    await Promise.all(Array.from({ length: 3 }, () => client.list(NODES)));
+    assert.ok(proxy.firstChunks.length >= 2, `${proxy.firstChunks.length} connection(s)`);
+    const h2 = Buffer.from([0x02, 0x68, 0x32]); // the ALPN protocol name "h2", length-prefixed
+    const h1 = Buffer.from('http/1.1');
+    for (const hello of proxy.firstChunks) {
+      assert.equal(hello.includes(h2), false, 'HTTP/2 offered in a ClientHello');
+      assert.equal(hello.includes(h1), true, 'HTTP/1.1 offered');
+    }
   } finally {
+    informer.stop();
     await proxy.close();
   }
 });

@@ -11,12 +11,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { activeForLabel, DEFAULT_NAMESPACE, MODE_VIP } from '../../src/api/names.ts';
-import type { EgressGateway } from '../../src/api/types.ts';
+import type { EgressGateway, EgressGatewayInstance } from '../../src/api/types.ts';
 import { renderManifests } from '../../src/cli/manifests.ts';
 import type { Manifest } from '../../src/cli/kustomize.ts';
 import { decodeFrame } from '../../src/agent/net/frames.ts';
 import { KubeClient } from '../../src/kube/client.ts';
-import { GATEWAYS, NODES } from '../../src/kube/resources.ts';
+import { GATEWAYS, INSTANCES, NODES } from '../../src/kube/resources.ts';
 import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
 import { SEED_NAMESPACES, seedCluster } from '../../src/testenv/seed.ts';
 import { Network } from '../../src/testenv/netns.ts';
@@ -50,6 +50,7 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
   let client: KubeClient;
   let controller: Container | undefined;
   let agent: Container | undefined;
+  let rawless: Container | undefined;
   let capture: WireHelper | undefined;
   const manifests = renderManifests();
   const find = (kind: string): Manifest => {
@@ -66,6 +67,25 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
     return { signal: ac.signal };
   };
 
+  /** The capabilities the DaemonSet grants its agent container. */
+  const daemonSetCapabilities = (): string[] => {
+    const ds = find('DaemonSet') as unknown as { spec: { template: { spec: { containers: Array<{ securityContext: { capabilities: { add: string[] } } }> } } } };
+    return ds.spec.template.spec.containers[0]!.securityContext.capabilities.add;
+  };
+  /** An agent container on `node` with the DaemonSet's arguments and environment, as root with `capabilities`. */
+  const startAgent = (node: Network['nodes'][number], capabilities: string[]): Container => {
+    const run = containerRun(find('DaemonSet'), 'agent', { namespace: DEFAULT_NAMESPACE, name: `egress-gateway-agent-${node.name}`, nodeName: node.name });
+    const sa = serviceAccountMount(cluster, DEFAULT_NAMESPACE, 'egress-gateway-agent', join(image.dir, `sa-agent-${node.name}`));
+    return Container.start(image, {
+      args: run.args,
+      env: { ...Object.fromEntries(run.env), ...sa.env },
+      user: { uid: 0, gid: 0 },
+      capabilities,
+      netns: node.ns,
+      binds: [sa.bind],
+    });
+  };
+
   before(async () => {
     image = await unpackImage();
     net = await Network.create({ nodes: 2, management: true, prefix: 'egi' });
@@ -79,6 +99,7 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
 
   after(async () => {
     await agent?.stop();
+    await rawless?.stop();
     await controller?.stop();
     await capture?.close();
     await cluster?.stop();
@@ -110,17 +131,7 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
   test('the agent (DaemonSet args, root with NET_ADMIN and NET_RAW) holds the VIP and announces it; the controller elects its node', async () => {
     assert.ok(controller, 'the controller runs');
     const node = net.nodes[0]!;
-    const run = containerRun(find('DaemonSet'), 'agent', { namespace: DEFAULT_NAMESPACE, name: `egress-gateway-agent-${node.name}`, nodeName: node.name });
-    const sa = serviceAccountMount(cluster, DEFAULT_NAMESPACE, 'egress-gateway-agent', join(image.dir, 'sa-agent'));
-    const caps = find('DaemonSet') as unknown as { spec: { template: { spec: { containers: Array<{ securityContext: { capabilities: { add: string[] } } }> } } } };
-    agent = Container.start(image, {
-      args: run.args,
-      env: { ...Object.fromEntries(run.env), ...sa.env },
-      user: { uid: 0, gid: 0 },
-      capabilities: caps.spec.template.spec.containers[0]!.securityContext.capabilities.add,
-      netns: node.ns,
-      binds: [sa.bind],
-    });
+    agent = startAgent(node, daemonSetCapabilities());
     await client.create(GATEWAYS, {
       apiVersion: `${GATEWAYS.group}/${GATEWAYS.version}`,
       kind: 'EgressGateway',
@@ -155,5 +166,35 @@ describe('the image, run with crun as the install runs it', { skip: problem && !
     // Cilium selects the gateway node on this label.
     const n = await client.get<{ metadata: { labels?: Record<string, string> } }>(NODES, node.name);
     assert.equal(n.metadata.labels?.[activeForLabel('image')], '');
+  });
+  test('an agent without NET_RAW reports its instance not Ready, naming the capability, and is never made active', async () => {
+    assert.ok(controller, 'the controller runs');
+    const node = net.nodes[1]!;
+    const caps = daemonSetCapabilities().filter((c) => c !== 'NET_RAW');
+    assert.ok(caps.includes('NET_ADMIN'), 'the VIP can still be put on the interface');
+    rawless = startAgent(node, caps);
+    await client.create(GATEWAYS, {
+      apiVersion: `${GATEWAYS.group}/${GATEWAYS.version}`,
+      kind: 'EgressGateway',
+      metadata: { name: 'noraw' },
+      spec: { nodeSelector: { 'kubernetes.io/hostname': node.name }, sourceIP: { mode: MODE_VIP, virtualIPAddress: { ip: '198.18.0.101' } } },
+    });
+    const ready = await poll(
+      `the instance on ${node.name} reports Ready=False`,
+      async () => {
+        const list = await client.list<EgressGatewayInstance>(INSTANCES);
+        const inst = list.items.find((i) => i.spec?.nodeName === node.name && i.spec?.sourceIP?.virtualIPAddress?.ip === '198.18.0.101');
+        return inst?.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'False');
+      },
+      60_000,
+      untilExit(rawless, controller),
+    ).catch((err: Error) => { throw new Error(`${err.message}${logOf(rawless)}`); });
+    assert.equal(ready.reason, 'AnnouncingFailed');
+    assert.match(ready.message ?? '', /NET_RAW/);
+    // An unconfirmed instance never carries the gateway: no active node, no label Cilium would select.
+    const g = await client.get<EgressGateway>(GATEWAYS, 'noraw');
+    assert.notEqual(g.status?.activeNodeName, node.name);
+    const n = await client.get<{ metadata: { labels?: Record<string, string> } }>(NODES, node.name);
+    assert.equal(n.metadata.labels?.[activeForLabel('noraw')], undefined);
   });
 });

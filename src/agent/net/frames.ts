@@ -50,6 +50,11 @@ function ipv6Bytes(ip: string): Buffer {
   return Buffer.from(ipaddr.IPv6.parse(ip).toByteArray());
 }
 
+/** The 4 or 16 bytes of an IPv4 or IPv6 address. */
+export function ipBytes(ip: string): Buffer {
+  return ipFamily(ip) === 4 ? ipv4Bytes(ip) : ipv6Bytes(ip);
+}
+
 function formatIp(bytes: Uint8Array): string {
   return ipaddr.fromByteArray(Array.from(bytes)).toString();
 }

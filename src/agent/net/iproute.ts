@@ -7,7 +7,8 @@
 // address by itself — the dead-man's switch of design §6.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { ipFamily, normalizeIp, normalizeMac } from './frames.ts';
+import { ipBytes, ipFamily, normalizeIp, normalizeMac } from './frames.ts';
+import { setAddress } from './packet.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -184,17 +185,31 @@ export interface IpRouteOptions {
   ipPath?: string;
   /** Per-command timeout, ms (default 5000): a wedged `ip` must not stall the refresh loop forever. */
   timeoutMs?: number;
+  /** Address changes through rtnetlink in process instead of `ip` (default true; never with `netns`). */
+  netlink?: boolean;
 }
 
 export class IpRoute implements AddressManager {
   readonly netns: string | undefined;
   readonly #ip: string;
   readonly #timeoutMs: number;
+  /** Address changes through rtnetlink in process (only in this process's own namespace). */
+  readonly #netlink: boolean;
 
   constructor(opts: IpRouteOptions = {}) {
     this.netns = opts.netns;
     this.#ip = opts.ipPath ?? 'ip';
     this.#timeoutMs = opts.timeoutMs ?? 5000;
+    this.#netlink = opts.netns === undefined && (opts.netlink ?? true);
+  }
+
+  #rtnl(op: 'replace' | 'delete', ifname: string, ip: string, prefix: number, o: ReplaceAddressOptions): void {
+    try {
+      setAddress(op, ifname, ipBytes(ip), prefix, o);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw Object.assign(new IpCommandError([op === 'replace' ? 'addr replace' : 'addr del', `${ip}/${prefix}`, 'dev', ifname, '(rtnetlink)'], e.message, undefined), { code: e.code });
+    }
   }
 
   /** Runs `ip [-n NS] args…` and returns stdout; throws {@link IpCommandError}. */
@@ -245,6 +260,14 @@ export class IpRoute implements AddressManager {
   }
 
   async replaceAddress(ifname: string, cidr: string, opts: ReplaceAddressOptions = {}): Promise<void> {
+    const [ip = '', prefix = ''] = cidr.split('/');
+    const v6 = ipFamily(ip) === 6;
+    if (this.#netlink) {
+      // In this process's own namespace: one rtnetlink request, no `ip` process (the refresh runs
+      // every 250 ms, and the takeover path must not wait for a fork on a loaded node).
+      this.#rtnl('replace', ifname, ip, Number(prefix), { ...opts, nodad: v6 && (opts.nodad ?? true) });
+      return;
+    }
     const args = ['addr', 'replace', cidr, 'dev', ifname];
     if (opts.validLft !== undefined) {
       args.push('valid_lft', String(opts.validLft), 'preferred_lft', String(opts.preferredLft ?? opts.validLft));
@@ -263,6 +286,15 @@ export class IpRoute implements AddressManager {
   }
 
   async deleteAddress(ifname: string, cidr: string): Promise<void> {
+    if (this.#netlink) {
+      const [ip = '', prefix = ''] = cidr.split('/');
+      try {
+        this.#rtnl('delete', ifname, ip, Number(prefix), {});
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRNOTAVAIL') throw err;
+      }
+      return;
+    }
     try {
       await this.run(['addr', 'del', cidr, 'dev', ifname]);
     } catch (err) {

@@ -34,6 +34,7 @@ interface NativeRawSocket {
 interface NativeAddon {
   RawSocket: new (ifindex: number, protocol: number, onFrame: (frame: Buffer) => void, filter?: PacketFilter) => NativeRawSocket;
   ifNameToIndex(name: string): number;
+  addressSet(op: 'replace' | 'delete', ifindex: number, family: 4 | 6, addr: Buffer, prefixLen: number, validLft: number, preferredLft: number, nodad: boolean): void;
 }
 
 /** Where node-gyp puts the addon, relative to the package root. */
@@ -63,6 +64,19 @@ export function loadAddon(): NativeAddon {
     }
   }
   return addon;
+}
+
+/** Lifetime value meaning "forever" (INFINITY_LIFE_TIME). */
+export const FOREVER = 0xffffffff;
+
+/**
+ * Adds or replaces (`replace`), or removes (`delete`), an address on an interface of this process's
+ * network namespace with one rtnetlink request — what `ip addr replace/del` sends, without a process.
+ * Errors carry the errno name as `code` (EADDRNOTAVAIL: no such address to delete).
+ */
+export function setAddress(op: 'replace' | 'delete', ifname: string, ip: Buffer, prefixLen: number, o: { validLft?: number; preferredLft?: number; nodad?: boolean } = {}): void {
+  const valid = o.validLft ?? FOREVER;
+  loadAddon().addressSet(op, ifNameToIndex(ifname), ip.length === 4 ? 4 : 6, ip, prefixLen, valid, o.preferredLft ?? valid, o.nodad ?? false);
 }
 
 /** ifindex of an interface in this process's network namespace (throws with code ENODEV when absent). */

@@ -242,10 +242,14 @@ function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, Ins
     instanceNodes.set(observedActive, { create: false });
   }
   // A timed-out instance is the memory of the failed attempt (it keeps its node ineligible for this
-  // gateway); it stays until the gateway has a confirmed active node. If its agent confirms late, that
-  // node becomes usable again. Once there is a confirmed active node the memory is dropped, and so is
-  // the reason (otherwise the next pass, without the instance, would report a different verdict).
-  if (confirmed) return { active, confirmed, instanceNodes, v: withoutTimeouts(v) };
+  // gateway). It is kept only while no other node is being given the VIP: its agent may still confirm
+  // late, and an instance is an order to hold and announce the VIP, so beside a target elsewhere it
+  // would make a second owner (seen in the failover bench: an old owner re-elected after a false fence
+  // while the timed-out node's instance stayed; that node announced a lease later, 260 ms of two MACs).
+  // With a target, or once there is a confirmed active node, the memory is dropped, and so is the
+  // reason (otherwise the next pass, without the instance, would report a different verdict). With no
+  // target it stays: a late confirmation then makes that node usable again, the only owner.
+  if (confirmed || target !== '') return { active, confirmed, instanceNodes, v: withoutTimeouts(v) };
   for (const n of primary.keys()) {
     const x = v.verdicts.get(n);
     if (x && x.reasons.length === 1 && x.reasons[0] === 'HandoverTimedOut' && !instanceNodes.has(n)) instanceNodes.set(n, { create: false });

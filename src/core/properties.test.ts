@@ -199,6 +199,27 @@ describe('properties', () => {
     );
   });
 
+  it('VIP: with a target, instances (orders to hold the VIP) exist only on it and on the node handing over', () => {
+    fc.assert(
+      fc.property(worldArb, (w) => {
+        const s = build(w);
+        const { writes, desired } = reconcile(s);
+        const s1 = applyWrites(s, writes);
+        for (const g of s.gateways) {
+          const d = desired.gateways.get(g.metadata.name);
+          if (g.spec?.sourceIP?.mode !== MODE_VIP || !d || d.target === '') continue;
+          const allowed = new Set([d.target, d.active, d.observedActive]);
+          const on = s1.instances
+            .filter((i) => i.metadata.ownerReferences?.[0]?.uid === g.metadata.uid && !i.metadata.deletionTimestamp)
+            .map((i) => i.spec?.nodeName ?? '');
+          for (const n of on) assert.ok(allowed.has(n), `${g.metadata.name}: an instance on ${n} beside target ${d.target} (active ${d.active || 'none'})`);
+          assert.ok(new Set(on).size <= 2, `${g.metadata.name}: instances on ${on.join(', ')}`);
+        }
+      }),
+      runs,
+    );
+  });
+
   it('is sticky: the old active node does not take the role back when it recovers', () => {
     fc.assert(
       fc.property(fc.boolean(), fc.integer({ min: 2, max: 5 }), fc.constantFrom('cordon', 'notready', 'heartbeat'), (vip, n, how) => {

@@ -8,12 +8,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_NAMESPACE, MOVE_TO_ANNOTATION, cegpName } from '../../src/api/names.ts';
-import type { EgressGateway } from '../../src/api/types.ts';
+import type { EgressGateway, EgressGatewayInstance } from '../../src/api/types.ts';
 import { renderManifests } from '../../src/cli/manifests.ts';
 import type { Manifest } from '../../src/cli/kustomize.ts';
 import { runController } from '../../src/controller/controller.ts';
 import { parseControllerArgs } from '../../src/controller/options.ts';
-import { CEGPS, GATEWAYS, NODES, POLICIES } from '../../src/kube/resources.ts';
+import { CEGPS, GATEWAYS, INSTANCES, NODES, POLICIES } from '../../src/kube/resources.ts';
 import type { AuditEvent } from '../../src/testenv/apiserver.ts';
 import { startTestEnv, type TestEnv } from '../../src/testenv/env.ts';
 import { poll } from '../../src/testenv/poll.ts';
@@ -142,6 +142,10 @@ describe('RBAC of the install is exactly what the components use', { skip: canRu
     await client.mergePatch(GATEWAYS, 'audit', { metadata: { annotations: { [MOVE_TO_ANNOTATION]: other } } });
     await poll('moved', () => readyOn(other), 60_000);
     await poll('move request cleared', async () => (await gw()).metadata.annotations?.[MOVE_TO_ANNOTATION] === undefined, 30_000);
+    // The old node's agent withdraws the VIP and releases its instance's finalizer (its `patch` on
+    // instances); awaited here, or a slow agent is killed below before it made that request.
+    await poll(`the instance on ${first} released by its agent`, async () =>
+      !(await client.list<EgressGatewayInstance>(INSTANCES)).items.some((i) => i.spec?.nodeName === first), 60_000);
 
     // The active node dies hard: its agent is gone, the controller releases the finalizer itself.
     const dead = env.nodes.find((n) => n.name === other)!;

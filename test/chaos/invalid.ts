@@ -10,8 +10,9 @@
 //   inert     accepted and valid, but no node can serve it: a selector that matches no node, an
 //             interface no node has;
 //   unannounceable  a VIP that is the router's address: the controller cannot know it, every node's
-//             agent refuses it (it is the next hop of its routes), so the gateway runs out of nodes
-//             (handover timeouts) and must end with none — and nobody but the router ever answers for it;
+//             agent refuses it (it is the next hop of its routes), so the gateway is never Ready (the
+//             controller goes round the nodes, one handover timeout each) — and nobody but the router
+//             ever answers for it;
 //   orphan    a policy naming a gateway that does not exist;
 //   badPolicy a policy the controller cannot render (an IPv6 destination: Cilium's egress gateway is IPv4-only).
 // Bad objects are named `bad-…` and select pods labelled `app: bad-…`, so their CEGPs (if any) never

@@ -188,7 +188,9 @@ function badTruth(b: BadState, gateways: Map<string, EgressGateway>, policies: M
     if (!g) return [`${where}: missing from the API`];
     const cond = readyOf(g.status);
     const out: string[] = [];
-    const reasons = expect === 'invalid' ? ['InvalidSpec', 'DuplicateVIP'] : ['NoEligibleNode'];
+    // unannounceable: every node refuses it; the controller goes round them (VirtualIPAnnouncing) or has
+    // none left (NoEligibleNode).
+    const reasons = expect === 'invalid' ? ['InvalidSpec', 'DuplicateVIP'] : expect === 'unannounceable' ? ['NoEligibleNode', 'VirtualIPAnnouncing'] : ['NoEligibleNode'];
     if (cond?.status !== 'False' || !reasons.includes(cond.reason)) out.push(`${where}: Ready ${cond?.status}/${cond?.reason}, want False/${reasons.join('|')}`);
     if ((g.status?.activeNodeName ?? '') !== '') out.push(`${where}: has active node ${g.status?.activeNodeName}`);
     const label = carriers(o, `${ACTIVE_FOR_PREFIX}${b.object.name}`);

@@ -12,15 +12,10 @@
 //               answered at once, anywhere in the round (after the failure, through the recovery);
 //   lateOld     frames for the VIP from the old owner after the new owner's first one.
 
-export interface ObservedFrame {
-  /** Wall clock, ms. */
-  t: number;
-  op: 'request' | 'reply';
-  senderMac: string;
-  senderIp: string;
-  targetIp: string;
-  gratuitous: boolean;
-}
+import { answeredQuestions, type ArpAnswerFrame } from '../../src/testenv/answers.ts';
+
+/** A frame the observer heard (the shared shape: src/testenv/answers.ts). */
+export type ObservedFrame = ArpAnswerFrame;
 
 export interface RoundWindow {
   vip: string;
@@ -55,26 +50,9 @@ export function measureRound(frames: readonly ObservedFrame[], w: RoundWindow): 
   };
 }
 
-/**
- * Questions answered by more than one node. The answers to one question arrive within a few
- * milliseconds of each other and a probe interval apart from the next question's: replies closer than
- * half an interval are taken as answers to one question.
- */
+/** Questions answered by more than one node (see src/testenv/answers.ts for what one question is). */
 export function dualAnswers(frames: readonly ObservedFrame[], w: Pick<RoundWindow, 'proberIp' | 'probeIntervalMs'>): number {
-  const replies = frames.filter((f) => f.op === 'reply' && !f.gratuitous && f.targetIp === w.proberIp).sort((a, b) => a.t - b.t);
-  let dual = 0;
-  let macs = new Set<string>();
-  let last = -Infinity;
-  for (const r of replies) {
-    if (r.t - last > w.probeIntervalMs / 2) {
-      if (macs.size > 1) dual++;
-      macs = new Set();
-    }
-    macs.add(r.senderMac);
-    last = r.t;
-  }
-  if (macs.size > 1) dual++;
-  return dual;
+  return answeredQuestions(frames, w.proberIp, w.probeIntervalMs).filter((q) => q.macs.length > 1).length;
 }
 
 /** How often the host answering for `vip` changed (a false failover, when nothing was failed). */

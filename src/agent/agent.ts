@@ -29,7 +29,7 @@ import { FenceDeadline } from './deadline.ts';
 import { UplinkWatcher, isLinkUp } from './uplinks.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { AgentOptions } from './options.ts';
-import { chooseInterface, desiredVips, hasOurFinalizer, instanceStatus, isForNode, isTerminating, type DesiredVip } from './vips.ts';
+import { chooseInterface, desiredVips, hasOurFinalizer, instanceStatus, isForNode, isTerminating, nextHopConflict, type DesiredVip } from './vips.ts';
 import { readiness, type ReadinessCheck } from './health.ts';
 
 /** What the agent needs from the announcer (GARP/NA bursts, periodic re-announce, ARP/NDP replies). */
@@ -381,7 +381,14 @@ export class Agent {
     const links = this.#uplinks.links.length > 0 ? this.#uplinks.links : await this.#d.addresses.listLinks();
     const byName = new Map(links.map((l) => [l.name, l]));
     const placement = new Map<string, { vip: DesiredVip; ifname?: string; error?: string }>();
+    // Only a VIP about to be taken is checked against the routers (one `ip` run, not on every pass).
+    const gateways = vips.some((v) => !this.#held.has(v.ip)) ? await this.#routeGateways() : new Set<string>();
     for (const vip of vips) {
+      const conflict = this.#held.has(vip.ip) ? undefined : nextHopConflict(vip.ip, gateways);
+      if (conflict !== undefined) {
+        placement.set(vip.ip, { vip, error: conflict });
+        continue;
+      }
       const route = vip.interfaces.length > 0 ? undefined : await this.#routeInterface(vip.ip);
       const choice = chooseInterface(vip, new Set(byName.keys()), route);
       if ('error' in choice) {
@@ -449,6 +456,15 @@ export class Agent {
         const status = instanceStatus(inst, { ok: held && frames.ok, announced: this.#held.size, error }, nowIso);
         if (status) await this.#writeStatus(inst, status);
       }
+    }
+  }
+
+  async #routeGateways(): Promise<Set<string>> {
+    try {
+      return await this.#d.addresses.routeGateways();
+    } catch (err) {
+      this.#log.warn(errFields(err), 'listing the routes failed; VIPs are not checked against the next hops');
+      return new Set();
     }
   }
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { INSTANCE_FINALIZER, MODE_PRIMARY_IP, MODE_VIP, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
-import { chooseInterface, desiredVips, instanceStatus, normaliseIp, readyCondition } from './vips.ts';
+import { chooseInterface, desiredVips, instanceStatus, nextHopConflict, normaliseIp, readyCondition } from './vips.ts';
 
 function inst(name: string, node: string, ip: string, extra: { interfaces?: string[]; mode?: string; deleting?: boolean; specNode?: string; generation?: number } = {}): EgressGatewayInstance {
   return {
@@ -87,4 +87,12 @@ test('instance status: other condition types are kept', () => {
   const i = { ...inst('a', 'n1', '198.18.0.100'), status: { conditions: [{ type: 'Other', status: 'True' as const, reason: 'X', message: '', lastTransitionTime: 't0' }] } };
   const s = instanceStatus(i, { ok: true, announced: 1 }, 't1');
   assert.deepEqual(s?.conditions?.map((c) => c.type), ['Other', 'Ready']);
+});
+
+// Found by the chaos suite: a gateway whose VIP was the router's address took it over on the LAN.
+test('a VIP that is the next hop of one of the node\'s routes (a router\'s address) is refused, with the reason', () => {
+  const gateways = new Set(['198.18.0.1', '2001:db8::1']);
+  assert.match(nextHopConflict('198.18.0.1', gateways) ?? '', /198\.18\.0\.1 is the next hop of a route on this node/);
+  assert.equal(nextHopConflict('198.18.0.100', gateways), undefined);
+  assert.equal(nextHopConflict('198.18.0.1', new Set()), undefined);
 });

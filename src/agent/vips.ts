@@ -91,6 +91,16 @@ export function chooseInterface(vip: Pick<DesiredVip, 'ip' | 'interfaces'>, exis
   return routeInterface !== undefined ? { ifname: routeInterface } : { error: `no interface routes to ${vip.ip}` };
 }
 
+/**
+ * Why `ip` must not be taken on this node, when it is the next hop of one of its routes (`gateways`): a
+ * router's address. The controller cannot see routers (it refuses the nodes' own addresses); announcing
+ * one would take the router's address over on the LAN, so the agent refuses it (AnnouncingFailed), and the
+ * controller moves on until no node is left.
+ */
+export function nextHopConflict(ip: string, gateways: ReadonlySet<string>): string | undefined {
+  return gateways.has(ip) ? `${ip} is the next hop of a route on this node (a router's address); announcing it would take that address over` : undefined;
+}
+
 /** What the agent wants to say about one instance. */
 export interface Outcome {
   ok: boolean;

@@ -153,7 +153,11 @@ export interface CiliumEgressGatewayPolicy {
 export interface NodeLike {
   metadata: ObjectMeta;
   spec?: { unschedulable?: boolean };
-  status?: { conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
+  status?: {
+    conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
+    /** The node's own addresses (a VIP must never be one of them). */
+    addresses?: Array<{ type: string; address: string }>;
+  };
 }
 
 export interface PodLike {

@@ -39,9 +39,18 @@ test('trim keeps what the controller reads and drops the rest', () => {
   const node = trimNode({
     metadata: { name: 'n', labels: { a: 'b' }, annotations: { 'x/y': '1', [MOVE_TO_ANNOTATION]: 'm' }, managedFields: [{}] },
     spec: { unschedulable: true, podCIDR: '10.0.0.0/24' },
-    status: { conditions: [{ type: 'MemoryPressure', status: 'False' }, { type: 'Ready', status: 'False', reason: 'r' }], images: [{}] },
+    status: {
+      conditions: [{ type: 'MemoryPressure', status: 'False' }, { type: 'Ready', status: 'False', reason: 'r' }],
+      images: [{}],
+      addresses: [{ type: 'Hostname', address: 'n' }, { type: 'InternalIP', address: '192.0.2.7' }, { type: 'ExternalIP', address: '203.0.113.7' }],
+    },
   } as never);
-  assert.deepEqual(node, { metadata: { name: 'n', labels: { a: 'b' }, annotations: { [MOVE_TO_ANNOTATION]: 'm' } }, spec: { unschedulable: true }, status: { conditions: [{ type: 'Ready', status: 'False' }] } });
+  // The node's IP addresses stay: a VIP must not be one of them.
+  assert.deepEqual(node, {
+    metadata: { name: 'n', labels: { a: 'b' }, annotations: { [MOVE_TO_ANNOTATION]: 'm' } },
+    spec: { unschedulable: true },
+    status: { conditions: [{ type: 'Ready', status: 'False' }], addresses: [{ type: 'InternalIP', address: '192.0.2.7' }, { type: 'ExternalIP', address: '203.0.113.7' }] },
+  });
   const lease = trimLease({ metadata: { name: 'l', namespace: 'ns', annotations: { [UPLINKS_ANNOTATION]: '{}', other: 'x' } }, spec: { holderIdentity: 'h' } });
   assert.deepEqual(lease, { metadata: { name: 'l', namespace: 'ns', annotations: { [UPLINKS_ANNOTATION]: '{}' } }, spec: { holderIdentity: 'h' } });
   // Instances are written back whole (PUT): foreign annotations stay.

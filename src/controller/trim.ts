@@ -67,13 +67,25 @@ function readyOnly(status: unknown): { conditions: unknown[] } | undefined {
   return NO_READY;
 }
 
+/** The node's IP addresses (InternalIP, ExternalIP): a VIP must not be one of them. */
+function ipAddresses(status: unknown): Array<{ type: string; address: string }> | undefined {
+  if (!isObj(status) || !Array.isArray(status['addresses'])) return undefined;
+  const out: Array<{ type: string; address: string }> = [];
+  for (const a of status['addresses'] as unknown[]) {
+    if (isObj(a) && (a['type'] === 'InternalIP' || a['type'] === 'ExternalIP') && typeof a['address'] === 'string') out.push({ type: a['type'], address: a['address'] });
+  }
+  return out.length > 0 ? out : undefined;
+}
+
 export function trimNode(n: NodeLike): NodeLike {
   const o = n as unknown as Record<string, unknown>;
   const out: Record<string, unknown> = { metadata: trimMetadata(o['metadata'], false, PLAIN_META_FIELDS) };
   const spec = o['spec'];
   if (isObj(spec) && spec['unschedulable'] !== undefined) out['spec'] = { unschedulable: spec['unschedulable'] };
   const status = readyOnly(o['status']);
-  if (status) out['status'] = status;
+  const addresses = ipAddresses(o['status']);
+  if (addresses) out['status'] = { ...(status ?? {}), addresses };
+  else if (status) out['status'] = status;
   return out as unknown as NodeLike;
 }
 

@@ -325,6 +325,29 @@ describe('duplicate VIPs and invalid input', () => {
     assert.match(cond('bad')?.message ?? '', /spec\.destinationCIDRs\[0\]: "10\.0\.0\.0\/33" is not a valid IPv4 CIDR/);
     assert.deepEqual(ofKind(r.writes, 'event').filter((e) => e.reason === 'InvalidSpec').map((e) => e.regarding.name).sort(), ['bad', 'c6', 'p6', 'v6']);
   });
+  // Found by the chaos suite (bad input): a gateway whose VIP was node4's own address was elected on
+  // node3, whose agent then answered ARP for node4's address — the node lost its address on the LAN.
+  it('a gateway whose VIP is a node\'s own address is never elected (it would take the address over)', () => {
+    const withAddress = (s: Snapshot, name: string, ip: string): Snapshot => ({
+      ...s,
+      nodes: update(s.nodes, name, (n) => (n.status = { ...n.status, addresses: [{ type: 'Hostname', address: name }, { type: 'InternalIP', address: ip }] })),
+    });
+    const s = withAddress(three({ gateways: [vipGateway('hijack', '192.0.2.13', SEL), vipGateway('fine', '192.0.2.10', SEL)], policies: [policy('p', 'hijack')] }), 'n3', '192.0.2.13');
+    const r = run(s);
+    const g = r.desired.gateways.get('hijack');
+    assert.equal(g?.phase, 'Invalid');
+    assert.equal(g?.reason, 'InvalidSpec');
+    assert.match(g?.message ?? '', /spec\.sourceIP\.virtualIPAddress\.ip: 192\.0\.2\.13 is an address of node n3/);
+    assert.equal(g?.active, '');
+    assert.deepEqual(ofKind(r.writes, 'createInstance').map((w) => w.object.metadata.ownerReferences?.[0]?.name), ['fine']);
+    assert.equal(r.desired.policyStatuses.get('p')?.conditions?.[0]?.reason, 'NoActiveNode');
+    assert.deepEqual(ofKind(r.writes, 'event').filter((e) => e.regarding.name === 'hijack').map((e) => e.reason), ['InvalidSpec']);
+    // The node's address going away (the node renumbered) makes the gateway valid again.
+    const back = run({ ...s, nodes: update(s.nodes, 'n3', (n) => (n.status = { conditions: n.status?.conditions })) });
+    assert.equal(back.desired.gateways.get('hijack')?.phase, 'HandingOver');
+    // Not a duplicate: the rule does not make the gateway that keeps a shared VIP lose it.
+    assert.deepEqual(r.desired.metrics.duplicateVIPs, []);
+  });
   it('a gateway name too long for the label is invalid', () => {
     const s = three({ gateways: [primaryGateway('x'.repeat(53), 'eth1', SEL)] });
     assert.equal(computeDesired(s).gateways.get('x'.repeat(53))?.phase, 'Invalid');

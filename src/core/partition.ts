@@ -11,7 +11,7 @@ import { gatewayRefs, type GatewayInputs } from './gateway.ts';
 import { gatewayOfInstanceName, instanceFacts, ownerOf, type InstanceFacts } from './instances.ts';
 import type { Leftovers } from './combine.ts';
 import { NodeLabelIndex } from './selectors.ts';
-import { analyseGateway, analysePolicy, withDuplicateVIPs, type DuplicateVIP, type GatewayInfo, type PolicyInfo } from './validate.ts';
+import { analyseGateway, analysePolicy, nodeAddressOwners, withDuplicateVIPs, type DuplicateVIP, type GatewayInfo, type PolicyInfo } from './validate.ts';
 import { byString, forEachByName, isObject } from './util.ts';
 
 export interface Partition {
@@ -75,7 +75,7 @@ export function observedCEGPs(policies: readonly PolicyInfo[], cegps: ReadonlyMa
 
 export function partition(snapshot: Snapshot, options: CoreOptions): Partition {
   const nodeStates = buildNodeStates(snapshot);
-  const { infos, duplicateVIPs } = withDuplicateVIPs([...byName<EgressGateway>(snapshot.gateways).values()].map(analyseGateway));
+  const { infos, duplicateVIPs } = withDuplicateVIPs([...byName<EgressGateway>(snapshot.gateways).values()].map(analyseGateway), nodeAddressOwners(snapshot.nodes));
   const gateways = new Map(infos.map((g) => [g.name, g]));
   const policies = new Map<string, PolicyInfo[]>();
   for (const p of byName<EgressGatewayPolicy>(snapshot.policies).values()) {

@@ -3,7 +3,7 @@
 // nothing here throws on a malformed object.
 
 import ipaddr from 'ipaddr.js';
-import type { EgressGateway, EgressGatewayPolicy, LabelSelector, PolicySelector, SourceIP } from '../api/types.ts';
+import type { EgressGateway, EgressGatewayPolicy, LabelSelector, NodeLike, PolicySelector, SourceIP } from '../api/types.ts';
 import { MODE_PRIMARY_IP, MODE_VIP, MOVE_TO_ANNOTATION } from '../api/names.ts';
 import { validateLabelSelector } from './selectors.ts';
 import { annotationsOf, byString, isObject, isStringMap, jsonEqual, nameOf, parseTime } from './util.ts';
@@ -198,17 +198,94 @@ export function findDuplicateVIPs(infos: readonly GatewayInfo[]): {
   return { groups, losers };
 }
 
+/**
+ * The IP addresses Nodes report as their own (`status.addresses`, InternalIP and ExternalIP), each with
+ * the node that has it (the first in name order when several claim one). Canonical text (ipaddr.js).
+ */
+export function nodeAddressOwners(nodes: Iterable<NodeLike>): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const n of nodes) {
+    for (const ip of nodeAddresses(n)) {
+      const name = nameOf(n);
+      const had = out.get(ip);
+      if (had === undefined || byString(name, had) < 0) out.set(ip, name);
+    }
+  }
+  return out;
+}
+
+/** A node's own IP addresses (canonical text), from `status.addresses`; anything malformed is skipped. */
+export function nodeAddresses(n: NodeLike): string[] {
+  const list: unknown = (n as { status?: { addresses?: unknown } }).status?.addresses;
+  if (!Array.isArray(list)) return [];
+  const out: string[] = [];
+  for (const a of list as unknown[]) {
+    if (!isObject(a) || (a['type'] !== 'InternalIP' && a['type'] !== 'ExternalIP') || typeof a['address'] !== 'string') continue;
+    const ip = canonicalIP(a['address']);
+    if (ip !== undefined && !out.includes(ip)) out.push(ip);
+  }
+  return out;
+}
+
+function canonicalIP(s: string): string | undefined {
+  if (!ipaddr.isValid(s)) return undefined;
+  const a = ipaddr.parse(s);
+  return a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress() ? (a as ipaddr.IPv6).toIPv4Address().toString() : a.toString();
+}
+
+/**
+ * VIP-mode gateways whose VIP is a node's own address: announcing it from a gateway node would take that
+ * address over on the LAN (ARP would point it at the gateway node), cutting the node off. Such a gateway
+ * is never elected (InvalidSpec, naming the node). Pure.
+ */
+export function findNodeAddressVIPs(infos: readonly GatewayInfo[], owners: ReadonlyMap<string, string>): Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>> {
+  const out = new Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>();
+  if (owners.size === 0) return out;
+  for (const g of infos) {
+    if (g.invalid || g.mode !== MODE_VIP || g.egress.kind !== 'ok') continue;
+    const ip = canonicalIP(g.vip);
+    const node = ip === undefined ? undefined : owners.get(ip);
+    if (node !== undefined) {
+      out.set(g, { reason: 'InvalidSpec', message: `spec.sourceIP.virtualIPAddress.ip: ${g.vip} is an address of node ${node}; announcing it would take that address over from the node` });
+    }
+  }
+  return out;
+}
+
+/**
+ * What makes a gateway invalid because of other objects: a VIP that is a node's own address, then two
+ * gateways with one VIP (among the rest). Returns every loser with its reason and the duplicate groups.
+ */
+export function crossObjectRules(infos: readonly GatewayInfo[], nodeAddresses: ReadonlyMap<string, string>): {
+  groups: DuplicateVIP[];
+  losers: Map<GatewayInfo, NonNullable<GatewayInfo['invalid']>>;
+} {
+  const conflicts = findNodeAddressVIPs(infos, nodeAddresses);
+  // Duplicates among the others, judged on copies that carry the conflicts (the losers map keys the originals).
+  const original = new Map<GatewayInfo, GatewayInfo>();
+  const judged = infos.map((g) => {
+    const c = duplicateOf(g, conflicts.get(g));
+    original.set(c, g);
+    return c;
+  });
+  const { groups, losers } = findDuplicateVIPs(judged);
+  const out = new Map(conflicts);
+  for (const [c, why] of losers) out.set(original.get(c) as GatewayInfo, why);
+  return { groups, losers: out };
+}
+
 export interface DuplicateVIP {
   ip: string;
   gateways: string[];
 }
 
 /**
- * The gateways (in name order) with the duplicate-VIP rule applied: each loser is replaced by a copy
- * carrying its `invalid` (an analysis is never changed).
+ * The gateways (in name order) with the cross-object rules applied (crossObjectRules: a VIP that is a
+ * node's address, duplicate VIPs): each loser is replaced by a copy carrying its `invalid` (an analysis
+ * is never changed).
  */
-export function withDuplicateVIPs(infos: readonly GatewayInfo[]): { infos: GatewayInfo[]; duplicateVIPs: DuplicateVIP[] } {
-  const { groups, losers } = findDuplicateVIPs(infos);
+export function withDuplicateVIPs(infos: readonly GatewayInfo[], nodeAddresses: ReadonlyMap<string, string> = new Map()): { infos: GatewayInfo[]; duplicateVIPs: DuplicateVIP[] } {
+  const { groups, losers } = crossObjectRules(infos, nodeAddresses);
   return { infos: infos.map((g) => duplicateOf(g, losers.get(g))), duplicateVIPs: groups };
 }
 

@@ -47,6 +47,9 @@ export interface AuditEvent {
   responseStatus?: { code?: number };
   requestURI: string;
   stage: string;
+  /** RFC 3339 with microseconds: when the server received the request, and when this stage was reached. */
+  requestReceivedTimestamp?: string;
+  stageTimestamp?: string;
 }
 
 export interface TestCluster {
@@ -74,6 +77,17 @@ export interface TestCluster {
   compactEtcd(): Promise<number>;
   /** Parsed audit events so far. */
   auditEvents(): AuditEvent[];
+  /** The running etcd and API server processes (a chaos test signals them: SIGSTOP, SIGCONT, SIGKILL). */
+  processes(): { etcd: ChildProcess; apiserver: ChildProcess };
+  /**
+   * Stops the API server (SIGTERM, or SIGKILL with `kill`), waits `downMs`, starts it again on the same
+   * address, port, certificate and audit log, and waits until it is ready.
+   */
+  restartApiServer(opts?: { kill?: boolean; downMs?: number }): Promise<void>;
+  /** The same for etcd, keeping its data (the API server reconnects by itself). */
+  restartEtcd(opts?: { kill?: boolean; downMs?: number }): Promise<void>;
+  /** Our server's certificate chain and key and the CA that verifies it (for a TLS-terminating proxy). */
+  servingTLS(): { cert: Buffer; key: Buffer; ca: Buffer };
   stop(): Promise<void>;
 }
 
@@ -170,6 +184,8 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     let apiserver: ChildProcess;
     let server: string;
     let ca: Buffer;
+    /** Starts the API server again with the arguments it runs with (same port, data and audit log). */
+    let respawnApiserver: () => ChildProcess;
     if (!upstream) {
       const args = [
         `--etcd-servers=${etcdURL}`,
@@ -186,10 +202,16 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       const line = await waitForLine(apiserver, /serving on (https:\/\/\S+)/, 60_000, join(dir, 'apiserver.log'));
       server = line[1]!;
       ca = Buffer.from(new KubeConfigReader(kubeconfigPath).caData(), 'base64');
+      const again = args.map((a) => (a === '--secure-port=0' ? `--secure-port=${new URL(server).port}` : a));
+      respawnApiserver = () => startProcess(apiserverBin, again, join(dir, 'apiserver.log'), procs);
     } else {
-      ({ apiserver, server, ca } = await startUpstream(apiserverBin, dir, etcdURL, bindAddress, host, kubeconfigPath, auditLogPath, opts, procs));
+      let args: string[];
+      ({ apiserver, server, ca, args } = await startUpstream(apiserverBin, dir, etcdURL, bindAddress, host, kubeconfigPath, auditLogPath, opts, procs));
+      respawnApiserver = () => startProcess(apiserverBin, args, join(dir, 'apiserver.log'), procs);
     }
-    await waitFor(`${server}/readyz`, async () => (await httpGet(`${server}/readyz`, ca)).status === 200, 60_000, apiserver, join(dir, 'apiserver.log'));
+    const apiserverReady = (what: string) =>
+      waitFor(what, async () => (await httpGet(`${server}/readyz`, ca)).status === 200, 60_000, apiserver, join(dir, 'apiserver.log'));
+    await apiserverReady(`${server}/readyz`);
     log(`testenv: API server ready at ${server} (dir ${dir})`);
 
     const kubeConfig = new KubeConfig();
@@ -245,12 +267,30 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
         await put();
         if (etcd) await stopProcess(etcd);
         etcd = await startEtcd();
-        await waitFor(`${server}/readyz after etcd restart`, async () => (await httpGet(`${server}/readyz`, ca)).status === 200, 60_000, apiserver, join(dir, 'apiserver.log'));
+        await apiserverReady(`${server}/readyz after etcd restart`);
         // The API server's watch caches now relist (answering 429 meanwhile). Wait until each one
         // has: a watch from before the compaction is then refused with 410.
         await waitForWatchCachesPast(kubeConfig, rev);
         log(`testenv: etcd compacted at revision ${rev} and restarted; watch caches relisted`);
         return rev;
+      },
+      processes: () => ({ etcd: etcd!, apiserver }),
+      async restartApiServer(o = {}) {
+        await stopProcess(apiserver, o.kill ? 0 : undefined);
+        if (o.downMs) await new Promise((r) => setTimeout(r, o.downMs));
+        apiserver = respawnApiserver();
+        await apiserverReady(`${server}/readyz after an API server restart`);
+      },
+      async restartEtcd(o = {}) {
+        if (etcd) await stopProcess(etcd, o.kill ? 0 : undefined);
+        if (o.downMs) await new Promise((r) => setTimeout(r, o.downMs));
+        etcd = await startEtcd();
+        await apiserverReady(`${server}/readyz after an etcd restart`);
+      },
+      servingTLS() {
+        if (upstream) throw new Error('servingTLS: only with our API server');
+        const certs = join(dir, 'apiserver', 'certs');
+        return { cert: readFileSync(join(certs, 'apiserver.crt')), key: readFileSync(join(certs, 'apiserver.key')), ca };
       },
       auditEvents() {
         if (!existsSync(auditLogPath)) return [];
@@ -381,7 +421,7 @@ async function startUpstream(
   auditLogPath: string,
   opts: TestClusterOptions,
   procs: ChildProcess[],
-): Promise<{ apiserver: ChildProcess; server: string; ca: Buffer }> {
+): Promise<{ apiserver: ChildProcess; server: string; ca: Buffer; args: string[] }> {
   const port = await freePort();
   const certDir = join(dir, 'certs');
   // Static tokens: token = user name, everyone in system:masters, like our server.
@@ -421,7 +461,7 @@ async function startUpstream(
     currentContext: 'egressgw-test',
   });
   writeFileSync(kubeconfigPath, kc.exportConfig());
-  return { apiserver, server, ca };
+  return { apiserver, server, ca, args };
 }
 
 // ---------- processes and polling ----------
@@ -447,10 +487,12 @@ function startProcess(bin: string, args: string[], logPath: string, procs: Child
   return p;
 }
 
+/** SIGTERM (SIGKILL with graceMs 0), SIGKILL after `graceMs`; a stopped (SIGSTOP) process is continued first. */
 async function stopProcess(p: ChildProcess, graceMs = 10_000): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
-  p.kill('SIGTERM');
+  p.kill('SIGCONT');
+  p.kill(graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
   const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(t);

@@ -70,6 +70,22 @@ describe('fault proxy', () => {
     other.sock.destroy();
   });
 
+  it('a holding cut keeps the bytes while it lasts and delivers them, in order, when it is removed', async () => {
+    const c = await client('127.0.0.3');
+    const remove = proxy.add({ kind: 'cut', hold: true, clients: ['127.0.0.3'] });
+    const before = proxy.bytesFromClients;
+    c.sock.write('held,');
+    c.sock.write('also');
+    await poll('the held bytes at the proxy', () => proxy.bytesFromClients >= before + 9, 5000, { intervalMs: 1 });
+    assert.equal(c.got(), '', 'nothing passes while the cut lasts');
+    remove();
+    await poll('the held bytes delivered', () => c.got().length >= 9, 5000, { intervalMs: 5 });
+    assert.equal(c.got(), 'held,also');
+    c.sock.write('+after');
+    await poll('new bytes flow', () => c.got() === 'held,also+after', 5000, { intervalMs: 5 });
+    c.sock.destroy();
+  });
+
   it('spikes come and go on their schedule and are recorded', async () => {
     const record: SpikeRecord[] = [];
     const stop = proxy.spikes({ delayMs: 50, durationMs: 20, gapMs: { min: 5, max: 10 } }, record);

@@ -275,6 +275,27 @@ export class Network {
     return { ns, ifname: 'eth0', ip, mac: await this.macOf(ns, 'eth0') };
   }
 
+  /**
+   * Adds a host on the management bridge only (no gateway LAN): namespace `<id>-<name>` with `mgmt0` at
+   * the subnet's `.hostNumber` (200–249, clear of the nodes' .11…). A process in it reaches the API side
+   * from an address of its own, so a fault proxy can tell it apart (a controller replica). Removed with
+   * the network.
+   */
+  async addManagementHost(name: string, hostNumber: number): Promise<{ ns: string; ip: string; hostIp: string }> {
+    if (this.mgmt === undefined) throw new Error('addManagementHost: the network has no management bridge');
+    if (!Number.isInteger(hostNumber) || hostNumber < 200 || hostNumber > 249) throw new Error('addManagementHost: hostNumber must be 200-249');
+    const ns = await this.addNamespace(name);
+    // Two digits at most: a link name has 15 characters, and the id up to 12.
+    const hostSide = `${this.id}h${hostNumber - 200}`;
+    await run('ip', ['link', 'add', hostSide, 'type', 'veth', 'peer', 'name', 'mgmt0', 'netns', ns]);
+    this.#rootLinks.push(hostSide);
+    await run('ip', ['link', 'set', hostSide, 'master', this.mgmt.bridge, 'up']);
+    const ip = this.mgmt.subnet.replace(/\.0$/, `.${hostNumber}`);
+    await this.ip(ns, ['addr', 'add', `${ip}/24`, 'dev', 'mgmt0']);
+    await this.ip(ns, ['link', 'set', 'mgmt0', 'up']);
+    return { ns, ip, hostIp: this.mgmt.hostIp };
+  }
+
   /** Adds a veth pair between two namespaces of this network (removed with them at teardown). */
   async addVeth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
     await run('ip', ['link', 'add', ifA, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);
@@ -384,7 +405,7 @@ function pidAlive(pid: number): boolean {
  * run). Networks of live processes are left alone. Returns the ids removed.
  */
 export async function sweepStale(prefix = 'eg'): Promise<string[]> {
-  const idRe = new RegExp(`^(${prefix}[0-9a-f]{6})(?:-|m\\d*$)`);
+  const idRe = new RegExp(`^(${prefix}[0-9a-f]{6})(?:-|[mh]\\d*$)`);
   const owners = new Map<string, number>();
   try {
     for (const f of readdirSync(MARKER_DIR)) owners.set(f, Number(readFileSync(join(MARKER_DIR, f), 'utf8')));

@@ -211,3 +211,49 @@ export async function monitorAddresses(net: Network, ns: string): Promise<AddrMo
   await marker.armed(child);
   return { events, stop: () => void child.kill('SIGKILL') };
 }
+
+const MAC = '[0-9a-f]{2}(?::[0-9a-f]{2}){5}';
+const IP4 = '\\d+\\.\\d+\\.\\d+\\.\\d+';
+const TCPDUMP_ARP = new RegExp(`^(\\d+\\.\\d+) (${MAC}) > (${MAC}), ethertype ARP \\(0x0806\\), length \\d+: (?:Request who-has (${IP4}) tell (${IP4})|Reply (${IP4}) is-at (${MAC}))`);
+
+/**
+ * One line of `tcpdump -e -n -tt -l arp` as an ArpEvent (undefined for anything else). tcpdump does not
+ * print a reply's target address: `targetIpOf` names it by the frame's destination MAC (a capturing
+ * host knows its own); a broadcast reply is an announcement (target = sender).
+ */
+export function parseTcpdumpArp(line: string, ifname: string, targetIpOf: (mac: string) => string | undefined): ArpEvent | undefined {
+  const m = TCPDUMP_ARP.exec(line);
+  if (!m) return undefined;
+  const [, ts, ethSrc, ethDst, whoHas, tell, replyIp, isAt] = m as unknown as string[];
+  const [sec, usec] = ts!.split('.') as [string, string];
+  const t = Number(sec) * 1000 + Number(usec) / 1000;
+  if (whoHas !== undefined) {
+    return { t, ifname, ethSrc: ethSrc!, ethDst: ethDst!, op: 'request', senderMac: ethSrc!, senderIp: tell!, targetMac: '00:00:00:00:00:00', targetIp: whoHas, gratuitous: whoHas === tell };
+  }
+  const broadcast = ethDst === 'ff:ff:ff:ff:ff:ff';
+  const targetIp = broadcast ? replyIp! : targetIpOf(ethDst!) ?? '';
+  return { t, ifname, ethSrc: ethSrc!, ethDst: ethDst!, op: 'reply', senderMac: isAt!, senderIp: replyIp!, targetMac: ethDst!, targetIp, gratuitous: targetIp === replyIp };
+}
+
+/**
+ * ARP frames on `ifname` in `ns` stamped by the kernel when they arrived (tcpdump), not when a process
+ * got to read them: on a starved machine a reader's clock runs up to a second late, which would make an
+ * answer look later than it was. For checks that hold answers to a deadline. Needs `tcpdump`.
+ */
+export async function captureArpKernelTime(net: Network, ns: string, ifname: string, targetIpOf: (mac: string) => string | undefined, sink: (e: ArpEvent) => void): Promise<Capture> {
+  const child = net.spawnIn(ns, 'tcpdump', ['-i', ifname, '-e', '-n', '-tt', '-l', '--immediate-mode', 'arp']);
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const e = parseTcpdumpArp(line, ifname, targetIpOf);
+    if (e) sink(e);
+  });
+  // tcpdump says "listening on …" on stderr once its socket is bound.
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (/listening on/.test(err)) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`tcpdump in ${ns} exited (${code}) before it listened: ${err.trim()}`)));
+  });
+  return { events: [], stop: () => void child.kill('SIGKILL') };
+}

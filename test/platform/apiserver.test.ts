@@ -213,3 +213,19 @@ test('the audit log records the identity each client presented', async () => {
   );
   assert.ok(cluster.auditEvents().some((e) => e.user.username === 'admin'));
 });
+
+test('restarting the API server (SIGTERM or SIGKILL) and etcd keeps the data, the port and the certificate', async () => {
+  const core = kc.makeApiClient(CoreV1Api);
+  await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'survives' }, data: { a: '1' } } });
+  const before = cluster.processes().apiserver.pid;
+  await cluster.restartApiServer();
+  assert.notEqual(cluster.processes().apiserver.pid, before, 'a new API server process');
+  assert.equal((await core.readNamespacedConfigMap({ namespace: 'default', name: 'survives' })).data?.a, '1');
+  await cluster.restartApiServer({ kill: true });
+  const etcdBefore = cluster.processes().etcd.pid;
+  await cluster.restartEtcd({ kill: true, downMs: 200 });
+  assert.notEqual(cluster.processes().etcd.pid, etcdBefore, 'a new etcd process');
+  // The same client configuration (server URL and CA) still works, and the data is still there.
+  assert.equal((await core.readNamespacedConfigMap({ namespace: 'default', name: 'survives' })).data?.a, '1');
+  await core.deleteNamespacedConfigMap({ namespace: 'default', name: 'survives' });
+});

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { isEligibleInterface, parseAddresses, parseLinks, parseRouteGet, vipCidr, type Link } from './iproute.ts';
+import { isEligibleInterface, parseAddresses, parseLinks, parseRouteGateways, parseRouteGet, vipCidr, type Link } from './iproute.ts';
 
 // Shapes taken from iproute2 6.1 `ip -json` output in a network namespace.
 const LINKS = [
@@ -80,5 +80,18 @@ describe('vipCidr', () => {
     assert.equal(vipCidr('198.18.0.100'), '198.18.0.100/32');
     assert.equal(vipCidr('2001:DB8:0::100'), '2001:db8::100/128');
     assert.throws(() => vipCidr('198.18.0'), /invalid IP/);
+  });
+});
+
+describe('parseRouteGateways', () => {
+  it('collects single and multipath next hops of every table, IPv4 and IPv6, and nothing from connected routes', () => {
+    const json = [
+      { dst: 'default', gateway: '198.18.0.1', dev: 'eth0', flags: [] },
+      { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '198.18.0.11', flags: [] },
+      { dst: '203.0.113.0/24', table: '100', nexthops: [{ gateway: '198.18.0.2', dev: 'eth0' }, { gateway: '198.18.0.3', dev: 'eth0' }] },
+      { dst: 'default', gateway: '2001:DB8::1', dev: 'eth0', flags: [] },
+      { type: 'local', dst: '127.0.0.1', dev: 'lo', table: 'local' },
+    ];
+    assert.deepEqual([...parseRouteGateways(json)].sort(), ['198.18.0.1', '198.18.0.2', '198.18.0.3', '2001:db8::1']);
   });
 });

@@ -58,6 +58,11 @@ export interface AddressManager {
    * not `lo`, so the answer does not change once the agent has added the VIP.
    */
   routeInterfaceFor(ip: string): Promise<string | undefined>;
+  /**
+   * The next hops (`via`) of every IPv4 route in every table (`ip route show table all`): the routers
+   * this node sends through. A VIP that is one of them would take a router's address over.
+   */
+  routeGateways(): Promise<Set<string>>;
   /** Adds or refreshes `ip/prefix` on the interface (`ip addr replace`). Idempotent. */
   replaceAddress(ifname: string, cidr: string, opts?: ReplaceAddressOptions): Promise<void>;
   /** Removes `ip/prefix` from the interface; an address that is already gone is not an error. */
@@ -144,6 +149,18 @@ export function parseAddresses(json: unknown): Address[] {
 export function parseRouteGet(json: unknown): string | undefined {
   const first = asArray(json, 'route get')[0];
   return typeof first?.dev === 'string' ? first.dev : undefined;
+}
+
+/** Parses `ip -json route show …`: the next hops, single (`gateway`) and multipath (`nexthops[].gateway`). */
+export function parseRouteGateways(json: unknown): Set<string> {
+  const out = new Set<string>();
+  for (const r of asArray(json, 'route show')) {
+    if (typeof r.gateway === 'string') out.add(normalizeIp(r.gateway));
+    if (Array.isArray(r.nexthops)) {
+      for (const h of r.nexthops as Array<Record<string, unknown>>) if (typeof h?.gateway === 'string') out.add(normalizeIp(h.gateway));
+    }
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------------------------ implementation
@@ -236,6 +253,10 @@ export class IpRoute implements AddressManager {
       if (err instanceof IpCommandError && /unreachable|No route to host/i.test(err.stderr)) return undefined;
       throw err;
     }
+  }
+
+  async routeGateways(): Promise<Set<string>> {
+    return parseRouteGateways(await this.#json(['route', 'show', 'table', 'all']));
   }
 
   async replaceAddress(ifname: string, cidr: string, opts: ReplaceAddressOptions = {}): Promise<void> {

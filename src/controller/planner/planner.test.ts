@@ -63,6 +63,8 @@ const change = fc.oneof(
   fc.record({ k: fc.constant('rollout' as const), n: nodeIx, v: fc.constantFrom('ready', 'notReady', 'deleting', 'gone') }),
   // Every cilium-agent pod gone (the controller looks in the wrong place: CiliumAgentNotFound), or back.
   fc.record({ k: fc.constant('ciliumAll' as const), v: fc.boolean() }),
+  // A node's own address, sometimes a gateway's VIP (192.0.2.1 is g0's): that gateway must not be elected.
+  fc.record({ k: fc.constant('address' as const), n: nodeIx, v: fc.constantFrom('192.0.2.1', '192.0.2.9', '198.51.100.7', 'none') }),
   fc.record({ k: fc.constant('dropNode' as const), n: nodeIx }),
   fc.record({ k: fc.constant('addNode' as const), n: nodeIx, v: fc.constantFrom('a', 'b') }),
   fc.record({ k: fc.constant('dropCiliumNode' as const), n: nodeIx }),
@@ -127,6 +129,11 @@ function mutate(s: Snapshot, c: Change0, lastWrites: Parameters<typeof applyWrit
     }
     case 'ciliumAll':
       return { ...s, ciliumAgentPods: c.v ? NODES.map((n) => pod(`c-${n}`, n)) : [] };
+    case 'address':
+      return {
+        ...s,
+        nodes: update(s.nodes, nodeName, (x) => (x.status = { ...x.status, ...(c.v === 'none' ? { addresses: [] } : { addresses: [{ type: 'InternalIP', address: c.v }] }) })),
+      };
     case 'dropNode':
       return { ...s, nodes: s.nodes.filter((n) => nameOf(n) !== nodeName) };
     case 'addNode':

@@ -43,7 +43,7 @@ import { fresher, heartbeatFacts, heartbeatLive, nodeState, sameNodeState, type 
 import { gatewayOfInstanceName, instanceFacts, ownerOf, type InstanceFacts } from '../../core/instances.ts';
 import type { Leftovers } from '../../core/combine.ts';
 import { observedCEGPs } from '../../core/partition.ts';
-import { duplicateOf, findDuplicateVIPs, type DuplicateVIP } from '../../core/validate.ts';
+import { crossObjectRules, duplicateOf, nodeAddresses, type DuplicateVIP } from '../../core/validate.ts';
 import { byString, isObject, nameOf } from '../../core/util.ts';
 import { PodsByNode, Relation, SelectorGroups, selectorKey, type SelectorGroup } from './indexes.ts';
 
@@ -88,7 +88,10 @@ export class Planner {
   private readonly ciliumNodes = new Map<string, CiliumNodeLike>();
   private readonly ciliumPods = new PodsByNode();
   private readonly agentPods = new PodsByNode();
-  /** Gateway analyses, and the same with the duplicate-VIP rule applied (what plans read). */
+  /** Each node's own addresses, and the node of each address (a VIP must not be one: crossObjectRules). */
+  private readonly addressesOf = new Map<string, readonly string[]>();
+  private addressOwners = new Map<string, string>();
+  /** Gateway analyses, and the same with the cross-object rules applied (what plans read). */
   private readonly gateways = new Map<string, GatewayInfo>();
   private readonly effective = new Map<string, GatewayInfo>();
   private duplicateVIPs: DuplicateVIP[] = [];
@@ -207,7 +210,7 @@ export class Planner {
     const all = this.replanAll;
     this.replanAll = true;
     const hb = heartbeatLookup(heartbeats);
-    this.applyGateways(marked);
+    this.applyGateways(marked, this.applyNodeAddresses());
     this.applyNodes(now, hb, marked, nodeMarks);
     this.applyPolicies(marked);
     this.applyCEGPs(marked);
@@ -238,9 +241,32 @@ export class Planner {
     return { instances, cegps, dataplanes };
   }
 
-  // Gateways: analyses, selector groups, uids, and the duplicate-VIP rule over all of them.
-  private applyGateways(marked: Set<string>): void {
-    if (this.pending.gateways.size === 0) return;
+  /** The node address index from the nodes that changed; true when an address came or went. */
+  private applyNodeAddresses(): boolean {
+    let changed = false;
+    for (const [name, o] of this.pending.nodes) {
+      const now = o ? nodeAddresses(o) : NONE;
+      const was = this.addressesOf.get(name) ?? NONE;
+      if (now.length === was.length && now.every((a, i) => a === was[i])) continue;
+      changed = true;
+      if (now.length > 0) this.addressesOf.set(name, now);
+      else this.addressesOf.delete(name);
+    }
+    if (!changed) return false;
+    const owners = new Map<string, string>();
+    for (const [name, list] of this.addressesOf) {
+      for (const ip of list) {
+        const had = owners.get(ip);
+        if (had === undefined || byString(name, had) < 0) owners.set(ip, name);
+      }
+    }
+    this.addressOwners = owners;
+    return true;
+  }
+
+  // Gateways: analyses, selector groups, uids, and the cross-object rules over all of them.
+  private applyGateways(marked: Set<string>, addressesChanged: boolean): void {
+    if (this.pending.gateways.size === 0 && !addressesChanged) return;
     for (const [name, o] of this.pending.gateways) {
       const old = this.gateways.get(name);
       const info = o ? analyseGateway(o) : undefined;
@@ -265,7 +291,7 @@ export class Planner {
       }
     }
     this.pending.gateways.clear();
-    const { groups, losers } = findDuplicateVIPs([...this.gateways.values()]);
+    const { groups, losers } = crossObjectRules([...this.gateways.values()], this.addressOwners);
     this.duplicateVIPs = groups;
     for (const [name, g] of this.gateways) {
       const was = this.effective.get(name);

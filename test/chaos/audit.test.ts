@@ -1,0 +1,48 @@
+// Reading the audit log of a chaos round: who held the leader Lease when a replica wrote, when
+// renewals were accepted, when instances lived.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { AuditEvent } from '../../src/testenv/apiserver.ts';
+import { acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
+
+let clock = Date.parse('2026-12-01T00:00:00Z');
+function ev(user: string, verb: string, resource: string, name: string, code = 200, namespace?: string): AuditEvent {
+  clock += 10;
+  const ts = new Date(clock).toISOString();
+  return { verb, user: { username: user }, objectRef: { resource, name, ...(namespace ? { namespace } : {}) }, responseStatus: { code }, requestURI: '/', stage: 'ResponseComplete', requestReceivedTimestamp: ts, stageTimestamp: ts };
+}
+const LEASE = { namespace: 'egressgw-system', name: 'egressgw-controller' };
+const users = new Set(['ctl-a', 'ctl-b']);
+
+describe('chaos audit readers', () => {
+  it('writes by the replica holding the Lease pass; a deposed replica writing is flagged', () => {
+    const state = { holder: '' };
+    const events = [
+      ev('ctl-a', 'update', 'leases', LEASE.name, 200, LEASE.namespace),
+      ev('ctl-a', 'patch', 'nodes', 'node1'),
+      ev('ctl-b', 'update', 'leases', LEASE.name, 409, LEASE.namespace), // lost the race: not the holder
+      ev('ctl-b', 'get', 'leases', LEASE.name, 200, LEASE.namespace),
+      ev('ctl-b', 'update', 'leases', LEASE.name, 200, LEASE.namespace), // took over
+      ev('ctl-b', 'create', 'sdninternalegressgatewayinstances', 'gw-1'),
+      ev('ctl-a', 'patch', 'egressgateways', 'gw', 200), // the old leader writes: flagged
+      ev('ctl-a', 'patch', 'egressgateways', 'gw', 409), // refused: no harm done
+    ];
+    const bad = writesByNonLeaders(events, users, LEASE, state);
+    assert.deepEqual(bad.map((w) => [w.user, w.holder, w.what]), [['ctl-a', 'ctl-b', 'patch egressgateways gw']]);
+    assert.equal(state.holder, 'ctl-b');
+  });
+
+  it('accepted renewals by node; instance lifetimes from creation to deletion, carried over', () => {
+    const node = (l: string) => (l.startsWith('egressgw-node-') ? l.slice('egressgw-node-'.length) : undefined);
+    const r = acceptedRenewals([ev('agent', 'update', 'leases', 'egressgw-node-n1', 200, 'ns'), ev('agent', 'update', 'leases', 'egressgw-node-n1', 409, 'ns'), ev('agent', 'update', 'leases', 'other', 200, 'ns')], 'ns', node);
+    assert.deepEqual([...r.keys()], ['n1']);
+    assert.equal(r.get('n1')!.length, 1);
+    const open = new Map<string, number>();
+    const first = instanceLifetimes([ev('c', 'create', 'inst', 'i1'), ev('c', 'create', 'inst', 'i2')], 'inst', open);
+    assert.equal(first.get('i1')![0]!.to, Infinity);
+    const second = instanceLifetimes([ev('c', 'delete', 'inst', 'i1'), ev('c', 'update', 'inst', 'i2')], 'inst', open);
+    assert.ok(Number.isFinite(second.get('i1')![0]!.to));
+    assert.equal(second.get('i2')![0]!.to, Infinity);
+    assert.deepEqual([...open.keys()], ['i2']);
+  });
+});

@@ -1,0 +1,298 @@
+// The chaos suite's cluster, composed from the test environment's parts (src/testenv):
+//
+//   test API server + etcd (restartable, data kept), audit log          ← the suite reads, writes, checks
+//     │ fault proxy, HTTP mode (TLS terminated with the server's own certificate), on the management bridge
+//     ├── controller replicas a and b: `egressgw controller` processes with leader election, each in a
+//     │   namespace of its own (ctl-a, ctl-b) with its own address and user; restarted when they exit
+//     └── agents: `egressgw agent` in each node namespace (mgmt0 → proxy), the shipped timings
+//   gateway LAN: router br0 ── eth0 of node1…nodeN; an observer host asking for every VIP, every node's
+//   and the router's address, recording who answers (ARP, stamped by the kernel: tcpdump)
+//
+// Everything the faults act on is reachable from here (FaultTarget), and everything the checks read.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_NAMESPACE } from '../../src/api/names.ts';
+import type { LeaseLike } from '../../src/api/types.ts';
+import type { KubeClient } from '../../src/kube/client.ts';
+import { leases } from '../../src/kube/resources.ts';
+import { Agents, type AgentProcess } from '../../src/testenv/agents.ts';
+import type { TestCluster } from '../../src/testenv/apiserver.ts';
+import { Cleanups } from '../../src/testenv/cleanups.ts';
+import { startControlPlane } from '../../src/testenv/controlplane.ts';
+import { ControllerReplicas } from '../../src/testenv/controllers.ts';
+import { FaultProxy, kubeConfigVia, type FaultRule } from '../../src/testenv/faultproxy.ts';
+import { Network, ROUTER_IP, type NetNode } from '../../src/testenv/netns.ts';
+import { captureArp, captureArpKernelTime, type ArpEvent, type ArpProbe, type Capture } from '../../src/testenv/observe.ts';
+import { AuditTail } from './audit.ts';
+import type { FaultTarget, Scope } from './faults.ts';
+import { allVips } from './world.ts';
+
+export const OBSERVER_IP = '198.18.0.250';
+/** How often the observer asks for each VIP, and for the hosts' own addresses. */
+// Every broadcast question wakes every agent's packet socket: on a loaded 2-core machine the observer
+// must not be what delays the agents' renewals.
+export const VIP_PROBE_MS = 100;
+export const HOST_PROBE_MS = 500;
+export const LEADER_LEASE = { namespace: DEFAULT_NAMESPACE, name: 'egressgw-controller' };
+const REPLICAS = [{ name: 'a', hostNumber: 201 }, { name: 'b', hostNumber: 202 }];
+
+export interface ChaosNode extends NetNode {
+  mgmtIp: string;
+  agent: AgentProcess;
+}
+
+export interface AgentCrash {
+  node: string;
+  at: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ChaosClusterOptions {
+  nodes: number;
+  /** Keep the logs (default: removed at stop). */
+  logDir?: string;
+  /** Extra flags for every agent / controller replica (default: none; the shipped defaults). */
+  agentArgs?: string[];
+  controllerArgs?: string[];
+}
+
+export class ChaosCluster implements FaultTarget {
+  readonly net: Network;
+  readonly cluster: TestCluster;
+  /** The suite's own client: admin, straight to the API server (never through the proxy). */
+  readonly client: KubeClient;
+  readonly proxy: FaultProxy;
+  readonly controllers: ControllerReplicas;
+  readonly nodes: ChaosNode[];
+  readonly observer: { ns: string; ip: string; mac: string };
+  readonly audit: AuditTail;
+  readonly logDir: string;
+  /** ARP frames the observer heard since the last takeFrames(). */
+  #frames: ArpEvent[] = [];
+  readonly agentCrashes: AgentCrash[] = [];
+  readonly #agents: Agents;
+  readonly #cleanups: Cleanups;
+  /** Agents the suite is killing: their exit is no crash. */
+  readonly #killing = new Set<AgentProcess>();
+
+  private constructor(parts: {
+    net: Network; cluster: TestCluster; client: KubeClient; proxy: FaultProxy; controllers: ControllerReplicas; nodes: ChaosNode[];
+    observer: ChaosCluster['observer']; logDir: string; agents: Agents; cleanups: Cleanups;
+  }) {
+    this.net = parts.net;
+    this.cluster = parts.cluster;
+    this.client = parts.client;
+    this.proxy = parts.proxy;
+    this.controllers = parts.controllers;
+    this.nodes = parts.nodes;
+    this.observer = parts.observer;
+    this.logDir = parts.logDir;
+    this.#agents = parts.agents;
+    this.#cleanups = parts.cleanups;
+    this.audit = new AuditTail(parts.cluster.auditLogPath);
+  }
+
+  static async start(opts: ChaosClusterOptions): Promise<ChaosCluster> {
+    const ownDir = opts.logDir === undefined;
+    const logDir = opts.logDir ?? mkdtempSync(join(tmpdir(), 'egressgw-chaos-'));
+    const cleanups = new Cleanups();
+    const fail = async (err: unknown): Promise<never> => {
+      await cleanups.run(() => undefined);
+      if (ownDir) rmSync(logDir, { recursive: true, force: true });
+      throw err;
+    };
+    try {
+      const net = await Network.create({ nodes: opts.nodes, management: true, prefix: 'ech' });
+      cleanups.push(() => net.teardown());
+      const mgmt = net.mgmt!;
+      const observerHost = await net.addLanHost('observer', OBSERVER_IP);
+      const cp = await startControlPlane({ nodes: net.nodes, bindAddress: mgmt.hostIp, controller: false, logDir, keepLogs: true });
+      cleanups.push(() => cp.stop());
+      const server = new URL(cp.cluster.server);
+      const proxy = await FaultProxy.start({ host: server.hostname, port: Number(server.port) }, { host: mgmt.hostIp }, { http: cp.cluster.servingTLS() });
+      cleanups.push(() => proxy.close());
+      const agentKubeconfig = join(logDir, 'agent.kubeconfig');
+      writeFileSync(agentKubeconfig, kubeConfigVia(cp.cluster.clientFor('egressgw-agent'), proxy.url).exportConfig());
+      const agents = new Agents(net, { kubeconfigPath: agentKubeconfig, logDir, args: opts.agentArgs });
+      cleanups.push(() => agents.close());
+      const controllers = await ControllerReplicas.start(net, REPLICAS, {
+        kubeConfigFor: (user) => kubeConfigVia(cp.cluster.clientFor(user), proxy.url),
+        logDir,
+        args: opts.controllerArgs,
+      });
+      cleanups.push(() => controllers.close());
+      const nodes: ChaosNode[] = net.nodes.map((n) => Object.assign(n, { mgmtIp: n.mgmt!.ip, agent: Agents.none() }));
+      const c = new ChaosCluster({ net, cluster: cp.cluster, client: cp.client, proxy, controllers, nodes, observer: observerHost, logDir, agents, cleanups });
+      cleanups.push(async () => {
+        for (const n of nodes) await c.killAgent(n.name);
+      });
+      for (const n of nodes) c.startAgent(n.name);
+      await c.#startObserver();
+      return c;
+    } catch (err) {
+      return fail(err);
+    }
+  }
+
+  async #startObserver(): Promise<void> {
+    const probe = (ip: string, intervalMs: number): ArpProbe => ({ ip, intervalMs, senderIp: this.observer.ip, senderMac: this.observer.mac });
+    const probes = [...allVips().keys()].map((ip) => probe(ip, VIP_PROBE_MS));
+    for (const ip of [ROUTER_IP, ...this.nodes.map((n) => n.ip)]) probes.push(probe(ip, HOST_PROBE_MS));
+    // What is heard comes from tcpdump, stamped by the kernel on arrival: the answers are held to
+    // deadlines, and on a starved machine the asking process reads them up to a second late.
+    const heard = await captureArpKernelTime(this.net, this.observer.ns, 'eth0', (mac) => (mac === this.observer.mac ? this.observer.ip : undefined), (e) => this.#frames.push(e));
+    this.#cleanups.push(() => heard.stop());
+    const asker: Capture = await captureArp(this.net, this.observer.ns, 'eth0', probes, () => undefined);
+    this.#cleanups.push(() => asker.stop());
+  }
+
+  /** The frames heard since the last call (and forgets them). */
+  takeFrames(): ArpEvent[] {
+    const f = this.#frames;
+    this.#frames = [];
+    return f;
+  }
+
+  node(name: string): ChaosNode {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  /** IPv4 addresses on the node's interfaces now. */
+  async addresses(node: string): Promise<string[]> {
+    const out = await this.net.ip(this.node(node).ns, ['-o', '-4', 'addr', 'show']);
+    return [...out.matchAll(/\binet (\d+\.\d+\.\d+\.\d+)\//g)].map((m) => m[1]!);
+  }
+
+  /** Owner MAC by host address (the router's and the nodes'). */
+  hostOwners(): Map<string, string> {
+    return new Map([[this.net.router.ip, this.net.router.mac], ...this.nodes.map((n) => [n.ip, n.mac] as [string, string])]);
+  }
+
+  async stop(): Promise<void> {
+    await this.#cleanups.run(() => undefined);
+  }
+
+  // ---- FaultTarget ----
+
+  async clientsOf(scope: Scope): Promise<string[] | undefined> {
+    switch (scope.to) {
+      case 'all':
+        return undefined;
+      case 'agents':
+        return this.nodes.map((n) => n.mgmtIp);
+      case 'agent':
+        return [this.node(scope.node).mgmtIp];
+      case 'controllers':
+        return this.controllers.replicas.map((r) => r.ip);
+      case 'controller':
+        return [this.controllers.replica(await this.replica(scope.which)).ip];
+    }
+  }
+
+  addProxyRule(rule: FaultRule): () => void {
+    return this.proxy.add(rule);
+  }
+
+  resetConnections(clients: string[] | undefined): void {
+    this.proxy.reset(clients ? { clients } : {});
+  }
+
+  restartApiServer(kill: boolean, downMs: number): Promise<void> {
+    return this.cluster.restartApiServer({ kill, downMs });
+  }
+
+  restartEtcd(kill: boolean, downMs: number): Promise<void> {
+    return this.cluster.restartEtcd({ kill, downMs });
+  }
+
+  async compactEtcd(): Promise<void> {
+    await this.cluster.compactEtcd();
+  }
+
+  signalApiServer(signal: NodeJS.Signals): void {
+    signalProcess(this.cluster.processes().apiserver.pid, signal);
+  }
+
+  signalEtcd(signal: NodeJS.Signals): void {
+    signalProcess(this.cluster.processes().etcd.pid, signal);
+  }
+
+  /** kill -9 of the node's agent (continued first if frozen), waiting for its exit. */
+  async killAgent(node: string): Promise<void> {
+    const n = this.node(node);
+    if (!n.agent.alive()) return;
+    this.#killing.add(n.agent);
+    await Agents.kill(n.agent);
+  }
+
+  /** Starts the node's agent unless one runs. */
+  startAgent(node: string): void {
+    const n = this.node(node);
+    if (n.agent.alive()) return;
+    const agent = this.#agents.start(n);
+    n.agent = agent;
+    void agent.exited.then(({ code, signal }) => {
+      if (!this.#killing.has(agent)) this.agentCrashes.push({ node, at: Date.now(), code, signal });
+      this.#killing.delete(agent);
+    });
+  }
+
+  signalAgent(node: string, signal: NodeJS.Signals): void {
+    const a = this.node(node).agent;
+    if (a.alive()) signalProcess(a.pid, signal);
+  }
+
+  /** The replica holding the leader Lease now ('leader'), or the other one; replica a when unknown. */
+  async replica(which: 'leader' | 'standby'): Promise<string> {
+    let holder: string | undefined;
+    try {
+      const lease = await this.client.tryGet<LeaseLike>(leases(LEADER_LEASE.namespace), LEADER_LEASE.name);
+      holder = this.controllers.byIdentity(lease?.spec?.holderIdentity ?? '')?.name;
+    } catch {
+      // the API may be down: any replica will do
+    }
+    const names = this.controllers.replicas.map((r) => r.name);
+    const leader = holder ?? names[0]!;
+    return which === 'leader' ? leader : names.find((n) => n !== leader)!;
+  }
+
+  signalController(name: string, signal: NodeJS.Signals): void {
+    this.controllers.signal(name, signal);
+  }
+
+  async setLink(node: string, state: 'up' | 'down'): Promise<void> {
+    const n = this.node(node);
+    await this.net.setLink(n.ns, n.ifname, state);
+    // Link down drops the routes through it; bring the default route back with the link.
+    if (state === 'up') await this.net.ip(n.ns, ['route', 'replace', 'default', 'via', ROUTER_IP]).catch(() => undefined);
+  }
+
+  /**
+   * Undoes whatever is left of the faults: no proxy rule, every process running and continued, every
+   * link up. Restarts and compactions still running are the round's to await first.
+   */
+  async heal(): Promise<void> {
+    this.proxy.clear();
+    for (const p of [this.cluster.processes().etcd.pid, this.cluster.processes().apiserver.pid]) signalProcess(p, 'SIGCONT');
+    this.controllers.heal();
+    for (const n of this.nodes) {
+      if (n.agent.alive()) signalProcess(n.agent.pid, 'SIGCONT');
+      else this.startAgent(n.name);
+      await this.setLink(n.name, 'up');
+    }
+  }
+}
+
+function signalProcess(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // gone
+  }
+}

@@ -1,0 +1,51 @@
+// A round's plan is a function of the run's seed, the round and the world it starts from: replaying a
+// seed replays the same faults, changes and bad input. And the world keeps the cast the issue asks for.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { describeFault, FAULT_KINDS, kindOfDescription, planFaults } from './faults.ts';
+import { describePlan, planRound } from './round.ts';
+import { Rng } from './rng.ts';
+import { GATEWAYS, initialWorld, VIP_GATEWAYS, type World } from './world.ts';
+
+const NODES = ['node1', 'node2', 'node3', 'node4'];
+const HOSTS = { routers: ['198.18.0.1'], nodes: ['198.18.0.11'] };
+
+function run(seed: number, rounds: number): { plans: string[][]; world: World } {
+  let world = initialWorld(NODES);
+  const plans: string[][] = [];
+  for (let r = 0; r < rounds; r++) {
+    const { plan, after } = planRound(world, seed, r, HOSTS);
+    plans.push(describePlan(plan));
+    world = after;
+  }
+  return { plans, world };
+}
+
+describe('chaos plans', () => {
+  it('the same seed plans the same rounds; another seed others', () => {
+    assert.deepEqual(run(7, 30).plans, run(7, 30).plans);
+    assert.notDeepEqual(run(7, 30).plans, run(8, 30).plans);
+  });
+
+  it('every round has 1–3 faults; the world keeps ≥ 3 nodes, gateways of both modes and ≥ 20 policies in reach', () => {
+    const { plans, world } = run(11, 200);
+    for (const p of plans) {
+      const faults = p.filter((l) => l.startsWith('fault ')).length;
+      assert.ok(faults >= 1 && faults <= 3, `${faults} faults`);
+    }
+    assert.ok(world.nodes.size >= 3);
+    assert.ok(GATEWAYS.filter((g) => world.gateways.has(g)).length >= GATEWAYS.length - 2);
+    assert.ok(VIP_GATEWAYS.length >= 1 && GATEWAYS.length >= 5);
+    assert.ok(world.policies.size >= 20);
+    assert.ok([...world.nodes.values()].filter((n) => n.impairment !== 'none').length <= 2);
+  });
+});
+
+describe('fault descriptions', () => {
+  it('name their kind (the summary counts faults by kind from the records)', () => {
+    const rng = new Rng(7);
+    for (const kind of FAULT_KINDS) {
+      for (const f of planFaults(rng, 3, 5000, ['node1', 'node2', 'node3'], [kind])) assert.equal(kindOfDescription(describeFault(f)), f.kind, describeFault(f));
+    }
+  });
+});

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import type { Network } from './netns.ts';
+import { poll, PollTimeout } from './poll.ts';
 import { REPO } from './paths.ts';
 
 export interface ArpEvent {
@@ -168,19 +169,12 @@ export async function monitorNeighbours(net: Network, ns: string): Promise<Neigh
 function armMarker(net: Network, ns: string) {
   const ip = `127.254.${1 + Math.floor(Math.random() * 254)}.${1 + Math.floor(Math.random() * 254)}`;
   const seen = { added: false, deleted: false };
-  let wake: (() => void) | undefined;
-  const waitSeen = (what: 'added' | 'deleted', ms: number) =>
-    new Promise<boolean>((resolve) => {
-      if (seen[what]) return resolve(true);
-      const timer = setTimeout(() => { wake = undefined; resolve(seen[what]); }, ms);
-      wake = () => { if (seen[what]) { clearTimeout(timer); wake = undefined; resolve(true); } };
-    });
+  const QUICK = { intervalMs: 10 };
   return {
     saw(line: string): boolean {
       if (!line.includes(` inet ${ip}/32 `)) return false;
       if (line.startsWith('Deleted')) seen.deleted = true;
       else seen.added = true;
-      wake?.();
       return true;
     },
     async armed(child: ChildProcess): Promise<void> {
@@ -188,12 +182,16 @@ function armMarker(net: Network, ns: string) {
       while (!seen.added) {
         if (Date.now() > deadline || child.exitCode !== null) throw new Error(`ip monitor in ${ns} did not report its marker ${ip}`);
         await net.ip(ns, ['address', 'replace', `${ip}/32`, 'dev', 'lo']);
-        if (await waitSeen('added', 250)) break;
+        const reported = await poll(`marker ${ip} reported`, () => seen.added, 250, QUICK).catch((e: unknown) => {
+          if (e instanceof PollTimeout) return false;
+          throw e;
+        });
+        if (reported) break;
         // Added before the watcher listened: remove it so that the next add is a new event.
         await net.ip(ns, ['address', 'del', `${ip}/32`, 'dev', 'lo']).catch(() => {});
       }
       await net.ip(ns, ['address', 'del', `${ip}/32`, 'dev', 'lo']);
-      if (!(await waitSeen('deleted', 10_000))) throw new Error(`ip monitor in ${ns} did not report its marker ${ip} removed`);
+      await poll(`ip monitor in ${ns} to report its marker ${ip} removed`, () => seen.deleted, 10_000, QUICK);
     },
   };
 }

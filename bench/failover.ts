@@ -22,7 +22,7 @@
 // (A2) keepalived 100 ms one at a time, keepalived 1 s groups in parallel (seconds-scale timings);
 // (B) the spike window, with the reference rounds (40 s each) running in parallel groups meanwhile.
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +61,8 @@ export interface FailoverBenchOptions {
   /** How long a spike lasts (default 1000 ms) and the pause between spikes (default 2000–8000 ms). */
   spikeDurationMs?: number;
   spikeGapMs?: { min: number; max: number };
+  /** Seed of the spike schedule (the gaps between spikes; default 10): the same seed, the same schedule. */
+  spikeSeed?: number;
   /** Parallel groups for the reference rounds (default 12) and the keepalived 1 s rounds (default 4). */
   referenceGroups?: number;
   keepalivedGroups?: number;
@@ -70,7 +72,10 @@ export interface FailoverBenchOptions {
   referenceUplinkWaitMs?: number;
   /** How long each round keeps watching after the new owner answered, before recovering (default 1000 ms). */
   observeMs?: number;
-  /** JSON output (default bench/results/failover.json); '' to skip writing. */
+  /**
+   * JSON output (default bench/results/failover.json); '' to skip writing. Written after every round and
+   * phase with `complete: false`, and at the end with `complete: true`: a run that stops keeps what it measured.
+   */
   outFile?: string;
   log?: (line: string) => void;
 }
@@ -109,7 +114,9 @@ export interface KindResult {
 
 export interface SpikeResult {
   minutes: number;
+  /** Spikes injected during the window (the proxy child's record) and their total length. */
   spikes: number;
+  spikeMs: number;
   ownerChanges: number;
   /** Stretches with nobody answering for the VIP (more than 3 probe intervals), and their total ms. */
   silences: number;
@@ -127,7 +134,15 @@ export interface RowResult {
   spikes?: SpikeResult;
 }
 
+export type Phase = 'setup' | 'A: egressgw rows' | 'A2: keepalived rows' | 'B: spike window + reference rounds' | 'done';
+
 export interface FailoverBenchResults {
+  /** false while the run is going on (or if it stopped): what is in `rows` is what was measured so far. */
+  complete: boolean;
+  /** The phase the run was in when this file was written. */
+  phase: Phase;
+  /** The run's error, if it stopped on one. */
+  error?: string;
   when: string;
   wallSeconds: number;
   machine: { cpus: number; cpuModel: string; loadAvgStart: number[]; loadAvgEnd: number[]; node: string; keepalived?: string };
@@ -135,6 +150,8 @@ export interface FailoverBenchResults {
   rows: RowResult[];
   /** Heartbeat writes of the default agents, measured in the API server's audit log during the spike window. */
   apiWrites?: { leaseWritesPerNodePerSecond: number; per100NodesPerSecond: number; overSeconds: number; nodes: number };
+  /** The spike window's schedule as the proxy child ran it: offsets of each spike's start from the window's start. */
+  spikeSchedule?: { seed: number; count: number; totalSpikeMs: number; startOffsetsMs: number[] };
   targets: { p99Ms: number; defaultsP99Met: boolean; defaultsDualOwnerMs: number; defaultsFalseFailovers: number | undefined; met: boolean };
   rounds: RoundRecord[];
 }
@@ -176,6 +193,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     spikeDelayMs: opts.spikeDelayMs ?? 300,
     spikeDurationMs: opts.spikeDurationMs ?? 1000,
     spikeGapMs: opts.spikeGapMs ?? { min: 2000, max: 8000 },
+    spikeSeed: opts.spikeSeed ?? 10,
     referenceGroups: opts.referenceGroups ?? 12,
     keepalivedGroups: opts.keepalivedGroups ?? 4,
     referenceGraceMs: opts.referenceGraceMs ?? 40_000,
@@ -188,13 +206,21 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
   const rows = o.rows.filter((r) => !r.startsWith('keepalived') || keepalived !== undefined);
   if (rows.length < o.rows.length) log('keepalived is not installed (Debian package keepalived): its rows are skipped');
 
-  const topo = await buildTopology(rows, o, log);
   const records: RoundRecord[] = [];
-  const results: RowResult[] = [];
-  let apiWrites: FailoverBenchResults['apiWrites'];
+  const state: RunState = { o, rows, started, loadAvgStart, keepalived, records, phase: 'setup' };
+  const outFile = opts.outFile ?? join(HERE, 'results', 'failover.json');
+  // Written after every round and phase: an hour of phase A survives a phase B that fails.
+  const save = (complete = false): FailoverBenchResults => {
+    const r = assemble(state, complete);
+    if (outFile !== '') writeJsonAtomically(outFile, r);
+    return r;
+  };
+  let topo: Topology | undefined;
   let observer: Awaited<ReturnType<typeof startObserver>> | undefined;
   try {
-    observer = await startObserver(topo);
+    topo = await buildTopology(rows, o, log);
+    const t = topo;
+    observer = await startObserver(t);
     // A round that cannot complete is recorded as an error and the run goes on; a group that keeps
     // failing is given up (its remaining rounds are errors too), so one stuck group cannot sink an hour.
     const failures = new Map<FailoverGroup, number>();
@@ -202,92 +228,135 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
       let r: RoundRecord;
       if ((failures.get(g) ?? 0) >= 3) return;
       try {
-        r = await runRound(topo, g, kind, o.observeMs);
+        r = await runRound(t, g, kind, o.observeMs);
         failures.set(g, 0);
       } catch (err) {
         failures.set(g, (failures.get(g) ?? 0) + 1);
         const error = err instanceof Error ? err.message : String(err);
         records.push({ row: g.row, group: g.name, kind, from: '?', to: undefined, failoverMs: undefined, gapMs: undefined, dualOwnerMs: 0, lateOldFrames: 0, roundMs: 0, error });
+        save();
         log(`${g.row.padEnd(16)} ${g.name.padEnd(8)} ${KIND_LABEL[kind].padEnd(16)} #${String(i).padStart(2)}: ERROR ${error.slice(0, 300)}`);
         return;
       }
       records.push(r);
+      save();
       log(`${g.row.padEnd(16)} ${g.name.padEnd(8)} ${KIND_LABEL[kind].padEnd(16)} #${String(i).padStart(2)}: ${r.from} → ${r.to ?? '(none)'}  ` +
         `${r.failoverMs === undefined ? 'NOT DETECTED' : `${Math.round(r.failoverMs)} ms`}${r.detectionMs !== undefined ? ` (elected +${Math.round(r.detectionMs)})` : ''}  ` +
         `dual ${r.dualOwnerMs} ms  (round ${Math.round(r.roundMs / 100) / 10} s)`);
     };
-    const groupsOf = (...rs: RowId[]): FailoverGroup[] => rs.flatMap((r) => topo.groups.get(r) ?? []);
+    const phase = (p: Phase): void => {
+      state.phase = p;
+      save();
+      log(`failover bench: phase ${p} (${Math.round((now() - started) / 1000)} s in)`);
+    };
+    const groupsOf = (...rs: RowId[]): FailoverGroup[] => rs.flatMap((r) => t.groups.get(r) ?? []);
     // Phase A: egressgw, one round at a time, kinds in rotation (slow drifts of the machine hit all kinds alike).
+    phase('A: egressgw rows');
     await observer.observe(groupsOf('defaults', 'tuned'));
     for (const g of groupsOf('defaults', 'tuned')) {
       for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
     }
     // Phase A2: keepalived; 100 ms adverts one at a time, 1 s adverts in parallel groups.
+    phase('A2: keepalived rows');
     await observer.observe(groupsOf('keepalived-100ms', 'keepalived-1s'));
     for (const g of groupsOf('keepalived-100ms')) for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
     await inParallel(groupsOf('keepalived-1s'), o.rounds, round);
     // Phase B: the spike window, and meanwhile the reference rounds in parallel groups.
-    if (rows.includes('reference')) await topo.activateReference();
-    await observer.observe([...groupsOf('reference'), ...topo.spikeGroups.values()]);
+    phase('B: spike window + reference rounds');
+    if (rows.includes('reference')) await t.activateReference();
+    await observer.observe([...groupsOf('reference'), ...t.spikeGroups.values()]);
     const reference = inParallel(groupsOf('reference'), o.rounds, round);
-    let spikes: Map<RowId, SpikeResult> | undefined;
-    if (o.spikeMinutes > 0) ({ spikes, apiWrites } = await spikeWindow(topo, o, log));
-    await reference;
-
-    for (const row of rows) {
-      const rowRecords = records.filter((r) => r.row === row);
-      const kinds = (row.startsWith('keepalived') ? ['kill', 'stop', 'uplink'] as FailureKind[] : [...FAILURE_KINDS]).map((kind) => kindResult(kind, rowRecords.filter((r) => r.kind === kind)));
-      results.push({
-        row,
-        label: ROW_LABEL[row],
-        settings: rowSettings(row, o),
-        probeIntervalMs: row === 'reference' ? 100 : 20,
-        kinds,
-        ...(spikes?.get(row) ? { spikes: spikes.get(row)! } : {}),
-      });
+    if (o.spikeMinutes > 0) {
+      Object.assign(state, await spikeWindow(t, o, log));
+      save();
     }
+    await reference;
+    state.phase = 'done';
+  } catch (err) {
+    state.error = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    save();
+    throw err;
   } finally {
     observer?.stop();
-    await topo.close();
+    await topo?.close();
   }
+  const out = save(true);
+  log(table(out));
+  return out;
+}
 
+interface RunState {
+  o: Required<Pick<FailoverBenchOptions, 'rounds' | 'spikeMinutes' | 'spikeDelayMs' | 'spikeDurationMs' | 'spikeGapMs' | 'spikeSeed' | 'referenceGroups' | 'keepalivedGroups' | 'referenceGraceMs' | 'referenceUplinkWaitMs' | 'observeMs'>>;
+  rows: readonly RowId[];
+  started: number;
+  loadAvgStart: number[];
+  keepalived: string | undefined;
+  records: RoundRecord[];
+  phase: Phase;
+  error?: string;
+  spikes?: Map<RowId, SpikeResult>;
+  apiWrites?: FailoverBenchResults['apiWrites'];
+  spikeSchedule?: FailoverBenchResults['spikeSchedule'];
+}
+
+/** The results from what was measured so far (every row, its rounds so far; the targets from those). */
+function assemble(st: RunState, complete: boolean): FailoverBenchResults {
+  const { o, records } = st;
+  const results: RowResult[] = st.rows.map((row) => {
+    const rowRecords = records.filter((r) => r.row === row);
+    const kinds = (row.startsWith('keepalived') ? ['kill', 'stop', 'uplink'] as FailureKind[] : [...FAILURE_KINDS]).map((kind) => kindResult(kind, rowRecords.filter((r) => r.kind === kind)));
+    const spikes = st.spikes?.get(row);
+    return { row, label: ROW_LABEL[row], settings: rowSettings(row, o), probeIntervalMs: row === 'reference' ? 100 : 20, kinds, ...(spikes ? { spikes } : {}) };
+  });
   const defaults = results.find((r) => r.row === 'defaults');
-  const defaultsP99Met = defaults !== undefined && defaults.kinds.every((k) => k.notDetected === 0 && (k.failover?.p99 ?? Infinity) <= 1000);
+  const defaultsP99Met = defaults !== undefined && defaults.kinds.every((k) => k.rounds > 0 && k.notDetected === 0 && (k.failover?.p99 ?? Infinity) <= 1000);
   const defaultsDual = defaults?.kinds.reduce((a, k) => a + k.dualOwnerMsSum, 0) ?? NaN;
-  // A false failover is the VIP changing hands, or its owner going silent (fenced) with nothing failed.
-  const defaultsFalse = defaults?.spikes ? Math.max(defaults.spikes.ownerChanges, defaults.spikes.controllerFailovers ?? 0) + defaults.spikes.silences : undefined;
-  const out: FailoverBenchResults = {
+  const defaultsFalse = defaults?.spikes ? falseFailovers(defaults.spikes) : undefined;
+  return {
+    complete,
+    phase: st.phase,
+    ...(st.error !== undefined ? { error: st.error } : {}),
     when: new Date().toISOString(),
-    wallSeconds: Math.round((now() - started) / 1000),
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', loadAvgStart, loadAvgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100), node: process.version, ...(keepalived ? { keepalived } : {}) },
+    wallSeconds: Math.round((now() - st.started) / 1000),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', loadAvgStart: st.loadAvgStart, loadAvgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100), node: process.version, ...(st.keepalived ? { keepalived: st.keepalived } : {}) },
     setup: {
       roundsPerKindPerRow: o.rounds,
       observeMsAfterTakeover: o.observeMs,
-      spike: { minutes: o.spikeMinutes, delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs, direction: 'requests (client → API server)' },
+      spike: { minutes: o.spikeMinutes, delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs, seed: o.spikeSeed, direction: 'requests (client → API server)' },
       referenceGroups: o.referenceGroups,
       keepalivedGroups: o.keepalivedGroups,
       referenceGraceMs: o.referenceGraceMs,
       referenceUplinkWaitMs: o.referenceUplinkWaitMs,
-      observer: 'ARP requests for every VIP from a LAN host (20 ms; reference VIPs 100 ms); all API traffic through the bench\'s TCP proxy',
+      observer: 'ARP requests for every VIP from a LAN host (20 ms; reference VIPs 100 ms); all API traffic through a TCP fault proxy in a child process of its own (src/testenv/faultproxy-process.ts)',
     },
     rows: results,
-    ...(apiWrites ? { apiWrites } : {}),
+    ...(st.apiWrites ? { apiWrites: st.apiWrites } : {}),
+    ...(st.spikeSchedule ? { spikeSchedule: st.spikeSchedule } : {}),
     targets: {
       p99Ms: 1000,
       defaultsP99Met,
       defaultsDualOwnerMs: defaultsDual,
       defaultsFalseFailovers: defaultsFalse,
-      met: defaultsP99Met && defaultsDual === 0 && (defaultsFalse === undefined || defaultsFalse === 0),
+      met: defaultsP99Met && defaultsDual === 0 && defaultsFalse === 0,
     },
     rounds: records,
   };
-  const outFile = opts.outFile ?? join(HERE, 'results', 'failover.json');
-  if (outFile !== '') {
-    mkdirSync(dirname(outFile), { recursive: true });
-    writeFileSync(outFile, JSON.stringify(out, null, 2) + '\n');
-  }
-  log(table(out));
-  return out;
+}
+
+/**
+ * A false failover is the VIP changing hands, or its owner going silent (fenced), with nothing failed.
+ * For egressgw rows the controller's own failovers count too (one may not show as an owner change).
+ */
+export function falseFailovers(s: SpikeResult): number {
+  return Math.max(s.ownerChanges, s.controllerFailovers ?? 0) + s.silences;
+}
+
+/** Write to a temporary file beside it and rename: a reader (or a crash) never sees half a file. */
+function writeJsonAtomically(file: string, data: unknown): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, JSON.stringify(data, null, 2) + '\n');
+  renameSync(tmp, file);
 }
 
 function rowSettings(row: RowId, o: { referenceGraceMs: number }): string {
@@ -377,9 +446,9 @@ async function startObserver(topo: Topology): Promise<{ observe(groups: readonly
   };
 }
 
-/** The spike window: idle groups, API requests delayed on a schedule; what changed hands meanwhile. */
-async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelayMs: number; spikeDurationMs: number; spikeGapMs: { min: number; max: number } }, log: (l: string) => void):
-  Promise<{ spikes: Map<RowId, SpikeResult>; apiWrites: FailoverBenchResults['apiWrites'] }> {
+/** The spike window: idle groups, API requests delayed on a seeded schedule; what changed hands meanwhile. */
+async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelayMs: number; spikeDurationMs: number; spikeGapMs: { min: number; max: number }; spikeSeed: number }, log: (l: string) => void):
+  Promise<{ spikes: Map<RowId, SpikeResult>; apiWrites: FailoverBenchResults['apiWrites']; spikeSchedule: FailoverBenchResults['spikeSchedule'] }> {
   const { env } = topo;
   const idle = [...topo.spikeGroups.entries()];
   for (const [, g] of idle) await g.settle(120_000);
@@ -389,18 +458,19 @@ async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelay
   const fences0 = new Map(env.nodes.map((n) => [n.name, n.agent.countLogged('fencing:')]));
   const active0 = new Map([...topo.activeByGateway].map(([gw, seq]) => [gw, seq.length]));
   for (const [, g] of idle) g.frames.length = 0;
-  const record: Array<{ start: number; end: number; delayMs: number }> = [];
   const t0 = now();
-  log(`spike window: ${o.spikeMinutes} min of ${o.spikeDelayMs} ms request delays (${o.spikeDurationMs} ms long, every ${o.spikeGapMs.min / 1000}–${o.spikeGapMs.max / 1000} s)`);
-  const stop = env.proxy!.spikes({ delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs }, record);
+  log(`spike window: ${o.spikeMinutes} min of ${o.spikeDelayMs} ms request delays (${o.spikeDurationMs} ms long, every ${o.spikeGapMs.min / 1000}–${o.spikeGapMs.max / 1000} s, seed ${o.spikeSeed})`);
+  // The proxy runs in a child process: its spikes keep their schedule however busy this loop is.
+  const schedule = await env.proxyProcess!.spikes({ delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs, seed: o.spikeSeed });
   await sleep(o.spikeMinutes * 60_000);
-  stop();
+  const record = await schedule.stop();
   const seconds = (now() - t0) / 1000;
   const writes = leaseWrites() - writes0;
+  const spikeMs = Math.round(record.reduce((a, x) => a + (x.end - x.start), 0));
   const spikes = new Map<RowId, SpikeResult>();
   for (const [row, g] of idle) {
     const quiet = silences(g.frames, g.vip, topo.probeIntervalMs.get(g.vip) ?? 20);
-    const r: SpikeResult = { minutes: o.spikeMinutes, spikes: record.length, ownerChanges: ownerChanges(g.frames, g.vip), silences: quiet.count, silentMs: quiet.totalMs };
+    const r: SpikeResult = { minutes: o.spikeMinutes, spikes: record.length, spikeMs, ownerChanges: ownerChanges(g.frames, g.vip), silences: quiet.count, silentMs: quiet.totalMs };
     if (row === 'defaults' || row === 'tuned') {
       const nodes = env.nodes.filter((n) => topo.groupOfNode(n) === row);
       r.agentFences = nodes.reduce((a, n) => a + n.agent.countLogged('fencing:') - (fences0.get(n.name) ?? 0), 0);
@@ -415,6 +485,7 @@ async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelay
     apiWrites: defaultsNodes.length > 0
       ? { leaseWritesPerNodePerSecond: Math.round(perNode * 100) / 100, per100NodesPerSecond: Math.round(perNode * 100), overSeconds: Math.round(seconds), nodes: defaultsNodes.length }
       : undefined,
+    spikeSchedule: { seed: o.spikeSeed, count: record.length, totalSpikeMs: spikeMs, startOffsetsMs: record.map((x) => Math.round(x.start - t0)) },
   };
 }
 
@@ -440,7 +511,8 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
     // EGRESSGW_BENCH_KEEP=1 keeps the controller's and agents' logs (their directory is printed).
     keepLogs: Boolean(process.env.EGRESSGW_BENCH_KEEP),
     nodes: Math.max(n, 1),
-    apiProxy: true,
+    // In a child process: an in-process proxy stalled under load (every agent's requests timed out).
+    apiProxy: 'process',
     agentArgsFor: (node) => {
       const row = nodeGroup.get(node.name)?.row;
       return row === 'tuned' ? TUNED_ARGS : row === 'reference' ? REFERENCE_ARGS : [];
@@ -546,14 +618,14 @@ async function buildTopology(rows: readonly RowId[], o: { referenceGroups: numbe
 
 const fmt = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '—' : `${Math.round(v)}`);
 
-/** The README table: one line per row and failure kind. */
+/** The README table: one line per row and failure kind; works on a partial file (a run going on or stopped) too. */
 export function table(r: FailoverBenchResults): string {
   const lines: string[][] = [];
   for (const row of r.rows) {
     const s = row.spikes;
     const spikeText = s === undefined ? '—'
-      : `${s.ownerChanges}${s.controllerFailovers !== undefined ? ` (controller ${s.controllerFailovers}, fences ${s.agentFences})` : ''}` +
-        `${s.silences > 0 ? `; ${s.silences} silences, ${s.silentMs} ms` : ''}`;
+      : `${falseFailovers(s)} (owner changes ${s.ownerChanges}${s.controllerFailovers !== undefined ? `, controller ${s.controllerFailovers}, fences ${s.agentFences}` : ''}` +
+        `${s.silences > 0 ? `; ${s.silences} silences, ${s.silentMs} ms` : ''})`;
     row.kinds.forEach((k, i) => {
       const f = k.failover;
       lines.push([
@@ -568,19 +640,29 @@ export function table(r: FailoverBenchResults): string {
     });
   }
   const t = r.targets;
+  const spiked = r.rows.find((x) => x.spikes)?.spikes;
+  // Files written before the `complete` flag existed were written at the end of a finished run.
+  const partial = r.complete === false;
   return [
-    renderTable(['row', 'failure', 'rounds', 'new owner answering p50 / p99 / max (ms)', 'not detected', 'dual-owner ms (sum)', `false failovers, ${r.rows.find((x) => x.spikes)?.spikes?.minutes ?? 0} min spikes`], lines),
+    ...(partial ? [`PARTIAL RESULTS: the run was in phase "${r.phase}" when this was written (${r.when})${r.error ? `; it stopped on: ${r.error.split('\n')[0]}` : ''}`, ''] : []),
+    renderTable(['row', 'failure', 'rounds', 'new owner answering p50 / p99 / max (ms)', 'not detected', 'dual-owner ms (sum)',
+      spiked ? `false failovers, ${spiked.minutes} min, ${spiked.spikes} spikes of ${(r.setup.spike as { delayMs?: number } | undefined)?.delayMs ?? '?'} ms` : 'false failovers (spike window not run)'], lines),
     ...r.rows.flatMap((row) => row.kinds.filter((k) => k.errors > 0).map((k) => `${row.label}, ${k.label}: ${k.errors} round(s) could not be completed (see rounds[].error in the JSON)`)),
     '',
     `targets (egressgw defaults): p99 ≤ ${t.p99Ms} ms for every kind: ${t.defaultsP99Met ? 'met' : 'MISSED'}; dual-owner ${fmt(t.defaultsDualOwnerMs)} ms (target 0); ` +
-      `false failovers ${t.defaultsFalseFailovers ?? '—'} (target 0)`,
+      `false failovers ${t.defaultsFalseFailovers ?? 'not measured'} (target 0)${partial ? ' — so far' : ''}`,
     ...(r.apiWrites ? [`heartbeat writes at the defaults: ${r.apiWrites.leaseWritesPerNodePerSecond}/s per gateway node, ${r.apiWrites.per100NodesPerSecond}/s per 100 (audit log, ${r.apiWrites.overSeconds} s, ${r.apiWrites.nodes} nodes)`] : []),
-    `wall time ${Math.round(r.wallSeconds / 60)} min; load average ${r.machine.loadAvgStart.join(' ')} → ${r.machine.loadAvgEnd.join(' ')}`,
+    `wall time ${Math.round(r.wallSeconds / 60)} min${partial ? ' so far' : ''}; load average ${r.machine.loadAvgStart.join(' ')} → ${r.machine.loadAvgEnd.join(' ')}`,
   ].join('\n');
 }
 
-// `node bench/failover.ts [rounds]`
+// `node bench/failover.ts table [file.json]`: the README table of a results file, finished or partial
+// (default bench/results/failover.json).
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const rounds = Number(process.argv[2]);
-  await runFailoverBench({ rounds: Number.isFinite(rounds) && rounds > 0 ? rounds : undefined });
+  const [cmd, file] = process.argv.slice(2);
+  if (cmd !== 'table') {
+    process.stderr.write('usage: node bench/failover.ts table [results.json]   (runs: npm run bench -- --only failover)\n');
+    process.exit(2);
+  }
+  process.stdout.write(table(JSON.parse(readFileSync(file ?? join(HERE, 'results', 'failover.json'), 'utf8')) as FailoverBenchResults) + '\n');
 }

@@ -1,6 +1,7 @@
 // `npm run bench [-- --only controller|failover|dataplane] [--quick] [--skip-failover] [--node-options "<flags>"]
 //   [--rounds N] [--rows defaults,tuned,reference,keepalived-1s,keepalived-100ms] [--spike-minutes M]
-//   [--reference-groups N] [--keepalived-groups N] [--observe-ms MS]`
+//   [--reference-groups N] [--keepalived-groups N] [--observe-ms MS] [--spike-seed N]
+//   [--reference-grace-ms MS] [--reference-uplink-wait-ms MS]`  (the last two shorten smoke runs only)
 //
 // Runs the controller bench and the failover bench (end-to-end test environment; needs root and
 // `ip netns`), writes bench/results/{controller,failover,summary}.json and prints the tables with the
@@ -48,6 +49,9 @@ const { values } = parseArgs({
     'reference-groups': { type: 'string' },
     'keepalived-groups': { type: 'string' },
     'observe-ms': { type: 'string' },
+    'spike-seed': { type: 'string' },
+    'reference-grace-ms': { type: 'string' },
+    'reference-uplink-wait-ms': { type: 'string' },
     'node-options': { type: 'string' },
   },
   allowPositionals: false,
@@ -327,7 +331,10 @@ if (only === undefined || only === 'failover') {
         referenceGroups: num('reference-groups', values['reference-groups']) ?? (quick ? 2 : undefined),
         keepalivedGroups: num('keepalived-groups', values['keepalived-groups']) ?? (quick ? 2 : undefined),
         observeMs: num('observe-ms', values['observe-ms']),
-        ...(quick ? { referenceGraceMs: 10_000, referenceUplinkWaitMs: 15_000 } : {}),
+        spikeSeed: num('spike-seed', values['spike-seed']),
+        // The reference's grace period is 40 s (the default); shorter only for smoke runs.
+        referenceGraceMs: num('reference-grace-ms', values['reference-grace-ms']) ?? (quick ? 10_000 : undefined),
+        referenceUplinkWaitMs: num('reference-uplink-wait-ms', values['reference-uplink-wait-ms']) ?? (quick ? 15_000 : undefined),
         log,
       });
       const defaults = r.rows.find((x) => x.row === 'defaults');

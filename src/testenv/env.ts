@@ -26,6 +26,7 @@ import type { TestCluster } from './apiserver.ts';
 import { Cleanups } from './cleanups.ts';
 import { startControlPlane, startController } from './controlplane.ts';
 import { FaultProxy, kubeConfigVia } from './faultproxy.ts';
+import { FaultProxyProcess } from './faultproxy-process.ts';
 import { Network, type NetNode, type NetRouter } from './netns.ts';
 import { captureArp, monitorAddresses, monitorNeighbours, udpPoke, type AddrMonitor, type ArpEvent, type ArpProbe, type Capture, type NeighMonitor } from './observe.ts';
 import { applyYaml, vipGateway, applyObjects } from './seed.ts';
@@ -57,9 +58,10 @@ export interface TestEnvOptions {
   log?: Logger;
   /**
    * Put a fault proxy (faultproxy.ts) between the API server and its clients, the agents and the
-   * controller; `env.proxy` then injects latency or cuts (default false: direct).
+   * controller; `env.proxy` then injects latency or cuts (default false: direct). `'process'` runs it in
+   * a child process (`env.proxyProcess`), whose timing does not depend on how busy the caller's loop is.
    */
-  apiProxy?: boolean;
+  apiProxy?: boolean | 'process';
 }
 
 export interface TestEnvNode extends NetNode {
@@ -80,6 +82,8 @@ export interface TestEnv {
   agentKubeconfigPath: string;
   /** The fault proxy in front of the API server, with `apiProxy`. */
   proxy: FaultProxy | undefined;
+  /** The fault proxy in a child process of its own, with `apiProxy: 'process'` (faultproxy-process.ts). */
+  proxyProcess: FaultProxyProcess | undefined;
   /** A simple `kubectl apply` of YAML text, a YAML file or objects (seed.ts). */
   applyYaml(input: string | object | object[]): Promise<void>;
   /** Starts the node's agent; `extraArgs` default: the node's agentArgsFor. */
@@ -130,14 +134,23 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     cleanups.push(() => cp.stop());
     const { cluster, client } = cp;
     let proxy: FaultProxy | undefined;
+    let proxyProcess: FaultProxyProcess | undefined;
+    let proxyUrl: string | undefined;
     if (viaProxy) {
       const server = new URL(cluster.server);
       // Same address as the server (it is in the certificate), another port.
-      proxy = await FaultProxy.start({ host: server.hostname, port: Number(server.port) }, { host: mgmt.hostIp });
-      const p = proxy;
-      cleanups.push(() => p.close());
+      const target = { host: server.hostname, port: Number(server.port) };
+      if (viaProxy === 'process') {
+        const p = (proxyProcess = await FaultProxyProcess.start(target, { host: mgmt.hostIp }));
+        cleanups.push(() => p.close());
+        proxyUrl = p.url;
+      } else {
+        const p = (proxy = await FaultProxy.start(target, { host: mgmt.hostIp }));
+        cleanups.push(() => p.close());
+        proxyUrl = p.url;
+      }
       if (opts.controller ?? true) {
-        const controller = await startController(kubeConfigVia(cluster.kubeConfig, proxy.url), { args: opts.controllerArgs, onPass: opts.onPass, logFile: join(logDir, 'controller.log') });
+        const controller = await startController(kubeConfigVia(cluster.kubeConfig, proxyUrl), { args: opts.controllerArgs, onPass: opts.onPass, logFile: join(logDir, 'controller.log') });
         cleanups.push(() => controller.stop());
       }
     }
@@ -145,7 +158,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     // The agents reach the server through the management bridge; the server certificate carries that IP.
     const agentKubeconfigPath = join(logDir, 'agent.kubeconfig');
     const agentConfig = cluster.clientFor('egressgw-agent');
-    writeFileSync(agentKubeconfigPath, proxy ? kubeConfigVia(agentConfig, proxy.url).exportConfig() : readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
+    writeFileSync(agentKubeconfigPath, proxyUrl ? kubeConfigVia(agentConfig, proxyUrl).exportConfig() : readFileSync(cluster.kubeconfigFor('egressgw-agent'), 'utf8'));
     const agents = new Agents(net, { kubeconfigPath: agentKubeconfigPath, logDir, args: opts.agentArgs });
     cleanups.push(() => agents.close());
     const nodes: TestEnvNode[] = net.nodes.map((n) => Object.assign(n, { agent: undefined as unknown as AgentProcess }));
@@ -164,6 +177,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       logDir,
       agentKubeconfigPath,
       proxy,
+      proxyProcess,
       applyYaml: (input) => applyYaml(client, input),
       startAgent: (node, extraArgs) => (node.agent = agents.start(node, extraArgs ?? opts.agentArgsFor?.(node) ?? [])),
       async restartAgent(node, extraArgs) {

@@ -102,6 +102,8 @@ export interface SpikeSchedule {
   scope?: FaultScope;
   /** Random source in [0, 1) (default Math.random; a seeded one makes runs repeatable). */
   random?: () => number;
+  /** Called as each spike ends (also the last one, cut short by stop). */
+  onSpike?: (spike: SpikeRecord) => void;
 }
 
 export interface SpikeRecord {
@@ -241,6 +243,7 @@ export class FaultProxy {
         remove?.();
         remove = undefined;
         spike.end = now();
+        schedule.onSpike?.(spike);
         timer = setTimeout(begin, gap());
       }, schedule.durationMs);
     };
@@ -250,7 +253,10 @@ export class FaultProxy {
       clearTimeout(timer);
       remove?.();
       const last = record.at(-1);
-      if (last && Number.isNaN(last.end)) last.end = now();
+      if (last && Number.isNaN(last.end)) {
+        last.end = now();
+        schedule.onSpike?.(last);
+      }
       this.#spikeStops.delete(stop);
     };
     this.#spikeStops.add(stop);

@@ -118,6 +118,8 @@ export interface SpikeResult {
   spikes: number;
   spikeMs: number;
   ownerChanges: number;
+  /** The row's idle group did not settle before the window: nothing measured for it (the other rows were). */
+  error?: string;
   /** Stretches with nobody answering for the VIP (more than 3 probe intervals), and their total ms. */
   silences: number;
   silentMs: number;
@@ -266,11 +268,15 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     if (rows.includes('reference')) await t.activateReference();
     await observer.observe([...groupsOf('reference'), ...t.spikeGroups.values()]);
     const reference = inParallel(groupsOf('reference'), o.rounds, round);
-    if (o.spikeMinutes > 0) {
-      Object.assign(state, await spikeWindow(t, o, log));
-      save();
+    try {
+      if (o.spikeMinutes > 0) {
+        Object.assign(state, await spikeWindow(t, o, log));
+        save();
+      }
+    } finally {
+      // The reference rounds finish (and are saved) before anything is torn down, even if the window failed.
+      await reference;
     }
-    await reference;
     state.phase = 'done';
   } catch (err) {
     state.error = err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -311,7 +317,7 @@ function assemble(st: RunState, complete: boolean): FailoverBenchResults {
   const defaults = results.find((r) => r.row === 'defaults');
   const defaultsP99Met = defaults !== undefined && defaults.kinds.every((k) => k.rounds > 0 && k.notDetected === 0 && (k.failover?.p99 ?? Infinity) <= 1000);
   const defaultsDual = defaults?.kinds.reduce((a, k) => a + k.dualOwnerMsSum, 0) ?? NaN;
-  const defaultsFalse = defaults?.spikes ? falseFailovers(defaults.spikes) : undefined;
+  const defaultsFalse = defaults?.spikes && defaults.spikes.error === undefined ? falseFailovers(defaults.spikes) : undefined;
   return {
     complete,
     phase: st.phase,
@@ -450,8 +456,12 @@ async function startObserver(topo: Topology): Promise<{ observe(groups: readonly
 async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelayMs: number; spikeDurationMs: number; spikeGapMs: { min: number; max: number }; spikeSeed: number }, log: (l: string) => void):
   Promise<{ spikes: Map<RowId, SpikeResult>; apiWrites: FailoverBenchResults['apiWrites']; spikeSchedule: FailoverBenchResults['spikeSchedule'] }> {
   const { env } = topo;
-  const idle = [...topo.spikeGroups.entries()];
-  for (const [, g] of idle) await g.settle(120_000);
+  // A group that cannot settle is reported for its row; the window runs for the others.
+  const unsettled = new Map<RowId, string>();
+  for (const [row, g] of topo.spikeGroups) {
+    await g.settle(120_000).catch((err: unknown) => unsettled.set(row, err instanceof Error ? err.message : String(err)));
+  }
+  const idle = [...topo.spikeGroups.entries()].filter(([row]) => !unsettled.has(row));
   const defaultsNodes = env.nodes.filter((n) => topo.groupOfNode(n) === 'defaults');
   const leaseWrites = () => countLeaseWrites(env, defaultsNodes.map((n) => n.name));
   const writes0 = leaseWrites();
@@ -478,6 +488,10 @@ async function spikeWindow(topo: Topology, o: { spikeMinutes: number; spikeDelay
     }
     spikes.set(row, r);
     log(`spike window, ${row}: ${JSON.stringify(r)}`);
+  }
+  for (const [row, error] of unsettled) {
+    spikes.set(row, { minutes: o.spikeMinutes, spikes: record.length, spikeMs, error, ownerChanges: NaN, silences: NaN, silentMs: NaN });
+    log(`spike window, ${row}: NOT MEASURED, its group did not settle: ${error.slice(0, 300)}`);
   }
   const perNode = defaultsNodes.length > 0 ? writes / seconds / defaultsNodes.length : NaN;
   return {
@@ -624,6 +638,7 @@ export function table(r: FailoverBenchResults): string {
   for (const row of r.rows) {
     const s = row.spikes;
     const spikeText = s === undefined ? '—'
+      : s.error !== undefined ? 'not measured (its group did not settle)'
       : `${falseFailovers(s)} (owner changes ${s.ownerChanges}${s.controllerFailovers !== undefined ? `, controller ${s.controllerFailovers}, fences ${s.agentFences}` : ''}` +
         `${s.silences > 0 ? `; ${s.silences} silences, ${s.silentMs} ms` : ''})`;
     row.kinds.forEach((k, i) => {

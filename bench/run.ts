@@ -393,7 +393,8 @@ if (f?.targets) {
   const t = f.targets;
   rows.push(['failover, egressgw defaults: worst p99 over the failure kinds', ms(f.defaultsWorstP99Ms ?? NaN), `≤ ${t.p99Ms} ms`, mark(t.defaultsP99Met)]);
   rows.push(['failover, egressgw defaults: dual-owner time', ms(t.defaultsDualOwnerMs), '0 ms', mark(t.defaultsDualOwnerMs === 0)]);
-  if (t.defaultsFalseFailovers !== undefined) rows.push(['failover, egressgw defaults: false failovers in the spike window', String(t.defaultsFalseFailovers), '0', mark(t.defaultsFalseFailovers === 0)]);
+  rows.push(['failover, egressgw defaults: false failovers in the spike window', t.defaultsFalseFailovers === undefined ? 'not measured' : String(t.defaultsFalseFailovers), '0',
+    t.defaultsFalseFailovers === undefined ? 'MISSED' : mark(t.defaultsFalseFailovers === 0)]);
 } else rows.push(['failover', f?.skipped ? `skipped (${f.skipped})` : 'FAILED', '', '']);
 const d = summary.dataplane;
 if (d?.throughputRatio !== undefined) {

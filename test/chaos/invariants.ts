@@ -126,7 +126,7 @@ export function truthViolations(o: Observed, world: World, bad: readonly BadStat
     const insts = instancesOf(spec.name);
     // Deleted but still there after convergence: the finalizer was never released, by the node's agent
     // (live member) or the controller (otherwise). That is no "memory of a failed handover" below.
-    for (const i of insts) if (i.metadata.deletionTimestamp) out.push(`${where}: instance ${i.metadata.name} was deleted at ${i.metadata.deletionTimestamp} but its finalizer was never released`);
+    for (const i of insts) if (i.metadata.deletionTimestamp) out.push(`${where}: instance ${i.metadata.name} was deleted at ${i.metadata.deletionTimestamp} and still waits for its finalizer to be released`);
     if (eligible.length > 0) {
       if (!eligible.includes(active)) out.push(`${where}: active node "${active}" is not one of the eligible ${eligible.join(',')}`);
       const want = spec.mode === 'vip' ? 'ElectionSucceedAndVirtualIPAnnounced' : 'ElectionSucceed';

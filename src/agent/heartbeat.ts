@@ -75,7 +75,8 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
   #next = 0;
   #lastAcceptedSend: number | undefined;
   #lastOk = false;
-  #publishedUplinks: string | undefined;
+  /** The uplink state last logged as published (the Lease gets it on every renewal). */
+  #loggedUplinks: string | undefined;
   #stopped = true;
   #consecutiveFailures = 0;
 
@@ -191,15 +192,18 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
       leaseDurationSeconds: Math.ceil(o.leaseDurationMs / 1000),
       renewTime: microTime(now),
     };
-    // Merge patch: no read-modify-write, so a renewal is one round trip. The annotation only goes along
-    // when it changed (renewTime changes every time anyway).
+    // Merge patch: no read-modify-write, so a renewal is one round trip. The uplink state goes along on
+    // every renewal, not only when it changed: renewals overlap, and one aborted here (timed out) may
+    // still be applied by the server later, after a newer one. Sent only on change, a stale state left
+    // that way would stay on the Lease for good (the agent believed the current one was published), and
+    // the controller would go on judging the node's uplinks by it (UplinkDown). Sent every time, the
+    // next renewal corrects it; the annotation does not change on the server while the state does not.
     const patch: Record<string, unknown> = { spec };
-    const uplinksChanged = json !== undefined && json !== this.#publishedUplinks;
     const annotations: Record<string, string> = {
       [LEASE_DURATION_MS_ANNOTATION]: String(o.leaseDurationMs),
       [FENCE_AFTER_MS_ANNOTATION]: String(o.fenceAfterMs),
     };
-    if (uplinksChanged) annotations[UPLINKS_ANNOTATION] = json;
+    if (json !== undefined) annotations[UPLINKS_ANNOTATION] = json;
     patch.metadata = { annotations };
     const path = resourcePath(leases(o.namespace), this.leaseName);
     try {
@@ -225,11 +229,10 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
       sending(this.#now());
       await client.request('POST', resourcePath(leases(o.namespace)), { body: lease, signal });
       o.log.info({ lease: `${o.namespace}/${this.leaseName}` }, 'heartbeat lease created');
-      if (json !== undefined) this.#publishedUplinks = json;
-      return;
     }
-    if (uplinksChanged) {
-      this.#publishedUplinks = json;
+    // Logged once per state, not once per renewal.
+    if (json !== undefined && json !== this.#loggedUplinks) {
+      this.#loggedUplinks = json;
       o.log.info({ uplinks }, 'uplink state published');
     }
   }

@@ -75,6 +75,19 @@ function carriers(o: Observed, key: string): { nodes: string[]; ciliumNodes: str
   };
 }
 
+/**
+ * Why the core, run on the same snapshot, counts some of the nodes the world calls eligible out — so that
+ * a readyNodes disagreement names its input (a Lease, a pod, a condition) instead of just the count.
+ */
+function coreReasons(d: Desired, gateway: string, eligible: readonly string[]): string {
+  const verdicts = d.gateways.get(gateway)?.candidates ?? [];
+  const out = eligible.map((n) => {
+    const v = verdicts.find((c) => c.node === n);
+    return !v ? `${n}: not a candidate` : v.eligible ? '' : `${n}: ${v.reasons.join('+')}`;
+  }).filter((x) => x !== '');
+  return out.length > 0 ? `; the core says ${out.join(', ')}` : '';
+}
+
 /** The bad objects that the suite asked for and the API accepted (what exists now). */
 export interface BadState {
   object: BadObject;
@@ -84,6 +97,8 @@ export interface BadState {
 /** `apiOnly`: skip what needs the nodes' addresses (VIP holders). */
 export function truthViolations(o: Observed, world: World, bad: readonly BadState[], apiOnly: boolean): string[] {
   const out: string[] = [];
+  let desired: Desired | undefined;
+  const coreView = (): Desired => (desired ??= reconcile(o.snapshot, CORE).desired);
   const gateways = new Map(o.objects.gateways.map((g) => [g.metadata.name, g]));
   const policies = new Map(o.objects.policies.map((p) => [p.metadata.name, p]));
   const cegps = new Map(o.objects.cegps.map((c) => [c.metadata.name, c]));
@@ -105,10 +120,13 @@ export function truthViolations(o: Observed, world: World, bad: readonly BadStat
     activeOf.set(spec.name, active);
     if (st?.observedGeneration !== g.metadata.generation) out.push(`${where}: observedGeneration ${st?.observedGeneration} != generation ${g.metadata.generation}`);
     if (st?.totalNodes !== selected.length) out.push(`${where}: totalNodes ${st?.totalNodes}, but ${selected.length} nodes match its selector`);
-    if (st?.readyNodes !== eligible.length) out.push(`${where}: readyNodes ${st?.readyNodes}, but ${eligible.length} are eligible (${eligible.join(',') || 'none'})`);
+    if (st?.readyNodes !== eligible.length) out.push(`${where}: readyNodes ${st?.readyNodes}, but ${eligible.length} are eligible (${eligible.join(',') || 'none'})${coreReasons(coreView(), spec.name, eligible)}`);
     const label = carriers(o, `${ACTIVE_FOR_PREFIX}${spec.name}`);
     const vipNodes = spec.vip ? (o.holders.get(spec.vip) ?? []) : [];
     const insts = instancesOf(spec.name);
+    // Deleted but still there after convergence: the finalizer was never released, by the node's agent
+    // (live member) or the controller (otherwise). That is no "memory of a failed handover" below.
+    for (const i of insts) if (i.metadata.deletionTimestamp) out.push(`${where}: instance ${i.metadata.name} was deleted at ${i.metadata.deletionTimestamp} and still waits for its finalizer to be released`);
     if (eligible.length > 0) {
       if (!eligible.includes(active)) out.push(`${where}: active node "${active}" is not one of the eligible ${eligible.join(',')}`);
       const want = spec.mode === 'vip' ? 'ElectionSucceedAndVirtualIPAnnounced' : 'ElectionSucceed';

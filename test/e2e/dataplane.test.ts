@@ -267,6 +267,10 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     // The slot's route into the tunnel; besides it only the kernel's own routes of the device (table local).
     assert.match(worker.routes[0]!, /^default\s+encap ip id \d+ .*dst 198\.18\.0\.1[123] .*dev egw0 table 260\d\d/);
     assert.deepEqual(worker.routes.slice(1).filter((l) => !/ dev egw0 table local /.test(l)), []);
+    // The agents' restarts may have moved the VIP: the path works once the controller names the node that
+    // holds it and the worker's route points there.
+    await poll(`vip-gw active on ${gw.name}`, async () => (await dataplane('vip-gw'))?.spec?.activeNodeName === gw.name, WAIT);
+    await poll(`${w4.name}'s route to ${gw.name}`, async () => (await oursView(w4.ns)).routes.some((l) => l.includes(`dst ${gw.ip} `)), WAIT);
     assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'and the path works');
     const foreign = [await foreignView(gw.ns), await foreignView(w4.ns)];
     for (const n of [gw, w4]) {

@@ -17,7 +17,6 @@
 // node as a plain next hop (same hops as the tunnel, no tunnel, no SNAT), in turn, 5 runs each; ratios of
 // medians.
 
-import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { API_VERSION, DEFAULT_NAMESPACE, MODE_VIP, heartbeatLeaseName } from '../src/api/names.ts';
 import type { EgressGateway, EgressGatewayDataplane, LeaseLike } from '../src/api/types.ts';
@@ -30,6 +29,7 @@ import { poll } from '../src/testenv/poll.ts';
 import { GATEWAY_NODE_LABEL, TEST_VIP, applyObjects } from '../src/testenv/seed.ts';
 import { freshPort, type Traffic } from '../src/testenv/traffic.ts';
 import { dist, median, type Dist } from './stats.ts';
+import { iperf, viaGatewayRoute } from './iperf.ts';
 
 export type FailureKind = 'agent-sigkill' | 'uplink-down';
 
@@ -88,53 +88,6 @@ function routeMonitor(env: DataplaneEnv, n: DataplaneNode) {
 
 const THROUGHPUT_RUNS = 5;
 const THROUGHPUT_SECONDS = 4;
-const VIA_GATEWAY_TABLE = '190';
-
-/**
- * Routes one pod's traffic to the internet host through `gw` as a plain next hop (an ip rule in the worker,
- * a table of the bench's own; the worker's CNI masquerade still applies, the gateway node only forwards).
- * The gateway node does not send ICMP redirects for it (in and out through the same interface).
- */
-function viaGatewayRoute(env: DataplaneEnv, worker: DataplaneNode, pod: PodNs, gw: DataplaneNode) {
-  const rule = ['rule', '%', 'priority', '1900', 'from', pod.ip, 'to', env.podNet.internet.ip, 'lookup', VIA_GATEWAY_TABLE];
-  const set = (verb: 'add' | 'del') => rule.map((x) => (x === '%' ? verb : x));
-  return {
-    async on() {
-      await env.net.exec(gw.ns, 'sysctl', ['-qw', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
-      await env.net.ip(worker.ns, ['route', 'replace', 'default', 'via', gw.ip, 'table', VIA_GATEWAY_TABLE]);
-      await env.net.ip(worker.ns, set('add'));
-    },
-    async off() {
-      await env.net.ip(worker.ns, set('del'));
-      await env.net.ip(worker.ns, ['route', 'flush', 'table', VIA_GATEWAY_TABLE]);
-    },
-  };
-}
-
-async function iperf(env: DataplaneEnv, from: PodNs, seconds: number): Promise<number> {
-  const port = freshPort();
-  const server = env.net.spawnIn(env.podNet.internet.ns, 'iperf3', ['-s', '-1', '--forceflush', '-p', String(port)]);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let text = '';
-      server.stdout!.on('data', (d: Buffer) => {
-        text += d.toString();
-        if (text.includes('Server listening')) resolve();
-      });
-      server.once('exit', (code) => reject(new Error(`iperf3 server exited ${code}`)));
-    });
-    const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn('ip', ['netns', 'exec', from.ns, 'iperf3', '-c', env.podNet.internet.ip, '-p', String(port), '-t', String(seconds), '-J']);
-      let text = '';
-      c.stdout.on('data', (d: Buffer) => (text += d.toString()));
-      c.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`iperf3 client exited ${code}: ${text.slice(0, 300)}`))));
-    });
-    const j = JSON.parse(out) as { end?: { sum_received?: { bits_per_second?: number } } };
-    return (j.end?.sum_received?.bits_per_second ?? 0) / 1e9;
-  } finally {
-    server.kill('SIGKILL');
-  }
-}
 
 export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: string) => void } = {}): Promise<DataplaneFailoverResults> {
   const roundsPerKind = o.rounds ?? 20;
@@ -297,15 +250,15 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       return v.selected.includes(tunnelPod.ip) && !v.selected.includes(directPod.ip);
     }, WAIT);
     const gwNode = await active();
-    const viaGateway = viaGatewayRoute(env, env.workers[0]!, directPod, gwNode);
+    const viaGateway = viaGatewayRoute(env.net, env.podNet, env.workers[0]!, directPod, gwNode);
     const tunnelGbps: number[] = [];
     const directGbps: number[] = [];
     const viaGatewayGbps: number[] = [];
     for (let k = 0; k < THROUGHPUT_RUNS; k++) {
-      tunnelGbps.push(await iperf(env, tunnelPod, THROUGHPUT_SECONDS));
-      directGbps.push(await iperf(env, directPod, THROUGHPUT_SECONDS));
+      tunnelGbps.push(await iperf(env.net, env.podNet, tunnelPod, THROUGHPUT_SECONDS));
+      directGbps.push(await iperf(env.net, env.podNet, directPod, THROUGHPUT_SECONDS));
       await viaGateway.on();
-      viaGatewayGbps.push(await iperf(env, directPod, THROUGHPUT_SECONDS));
+      viaGatewayGbps.push(await iperf(env.net, env.podNet, directPod, THROUGHPUT_SECONDS));
       await viaGateway.off();
       log(`iperf3 ${k + 1}/${THROUGHPUT_RUNS}: tunnel ${tunnelGbps[k]!.toFixed(2)}, direct ${directGbps[k]!.toFixed(2)}, via ${gwNode.name} without tunnel ${viaGatewayGbps[k]!.toFixed(2)} Gbit/s`);
     }

@@ -28,7 +28,7 @@ import { Traffic } from './traffic.ts';
 import { createRunner } from '../agent/net/exec.ts';
 import { jsonElements, jsonNames } from '../agent/net/nft.ts';
 import { LinuxDataplane } from '../agent/dataplane/linux.ts';
-import { DEFAULT_DATAPLANE_SETTINGS, type RouteSpec, type RuleSpec } from '../dataplane/render.ts';
+import { DEFAULT_DATAPLANE_SETTINGS, isOurTable, type RouteSpec, type RuleSpec } from '../dataplane/render.ts';
 
 export const DATAPLANE_ENV_PREFIX = 'egk';
 export const GATEWAY_NODES = 3;
@@ -99,6 +99,34 @@ export async function foreignView(ns: string, runner = createRunner({ netns: ns 
   const routes = (await runner.run('ip', ['-4', 'route', 'show', 'table', 'main'])).trim();
   const links = (await runner.run('ip', ['-o', 'link', 'show'])).split('\n').map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '').filter((n) => n !== '' && n !== s.device);
   return JSON.stringify({ nft, rules, routes, links }, null, 1);
+}
+
+/**
+ * Everything of egressgw on a node, read with the operator's tools only (not through LinuxDataplane, the
+ * code under test): the nftables tables named egressgw* (`nft -j list ruleset`, any family: the fence's
+ * `arp`/`inet egressgw_fence` and the data plane's `inet egressgw`), the ip rules at our priority or into our
+ * table range (`ip rule`), the routes in our tables or through the tunnel device (`ip route show table all`),
+ * the tunnel device (`ip link`) and the given addresses (a VIP) on any interface (`ip addr`).
+ */
+export interface OursView {
+  tables: string[];
+  rules: string[];
+  routes: string[];
+  links: string[];
+  addresses: string[];
+}
+
+export async function oursView(ns: string, addresses: readonly string[] = [], runner = createRunner({ netns: ns })): Promise<OursView> {
+  const s = DEFAULT_DATAPLANE_SETTINGS;
+  const ruleset = JSON.parse(await runner.run('nft', ['-j', 'list', 'ruleset'])) as { nftables: Array<{ table?: { family: string; name: string } }> };
+  const tables = ruleset.nftables.flatMap((o) => (o.table && o.table.name.startsWith('egressgw') ? [`${o.table.family} ${o.table.name}`] : [])).sort();
+  const lines = (out: string) => out.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const ourTable = (l: string) => isOurTable(Number(/\b(?:table|lookup) (\d+)\b/.exec(l)?.[1]), s);
+  const rules = lines(await runner.run('ip', ['rule', 'show'])).filter((l) => l.startsWith(`${s.rulePriority}:`) || ourTable(l));
+  const routes = lines(await runner.run('ip', ['route', 'show', 'table', 'all'])).filter((l) => ourTable(l) || l.includes(`dev ${s.device} `) || l.endsWith(`dev ${s.device}`));
+  const links = lines(await runner.run('ip', ['-o', 'link', 'show'])).map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '').filter((n) => n === s.device);
+  const addrs = lines(await runner.run('ip', ['-o', 'addr', 'show'])).flatMap((l) => addresses.filter((a) => l.includes(` ${a}/`)));
+  return { tables, rules, routes, links, addresses: addrs };
 }
 
 export interface DataplaneEnv {

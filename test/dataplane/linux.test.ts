@@ -106,6 +106,19 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     assert.equal(st.table, undefined);
   });
 
+  it('the kernel refuses the tunnel device (UDP 4790 taken by another VXLAN-GPE device): a clear error, nothing of ours created, theirs untouched', async () => {
+    await lab.ip(worker.ns, ['link', 'add', 'fx0', 'type', 'vxlan', 'external', 'gpe', 'dstport', String(S.tunnelPort)]);
+    await lab.ip(worker.ns, ['link', 'set', 'fx0', 'up']);
+    try {
+      const dp = model(worker, [gateway({ active: gwA, policies: [webPolicy] })], [podObj(pod1, { app: 'web' })]);
+      await assert.rejects(plane(worker).apply(dp), (err: Error) => err instanceof DataplaneUnavailable && /cannot create the tunnel device egw0 \(VXLAN-GPE, UDP 4790\): .*already exists/.test(err.message));
+      assert.deepEqual(await plane(worker).state(), { table: undefined, rules: [], routes: [], device: false });
+      assert.match(await lab.ip(worker.ns, ['-d', 'link', 'show', 'fx0']), /vxlan external .*dstport 4790/);
+    } finally {
+      await lab.ip(worker.ns, ['link', 'del', 'fx0']);
+    }
+  });
+
   it('selected pods leave with the VIP; unselected pods and other destinations with the node IP', async () => {
     await lab.ip(gwA.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
     const pods = [podObj(pod1, { app: 'web' }), podObj(pod2, { app: 'db' })];

@@ -9,7 +9,7 @@ import { API_VERSION, MODE_PRIMARY_IP, MODE_VIP } from '../../src/api/names.ts';
 import type { EgressGateway, EgressGatewayDataplane, EgressGatewayPolicy } from '../../src/api/types.ts';
 import { DATAPLANES, GATEWAYS, POLICIES, events as EVENTS } from '../../src/kube/resources.ts';
 import { assertNetnsSupported } from '../../src/testenv/netns.ts';
-import { foreignView, kernelView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode, type KernelView } from '../../src/testenv/dataplane-env.ts';
+import { foreignView, kernelView, oursView, startDataplaneEnv, type DataplaneEnv, type DataplaneNode, type KernelView } from '../../src/testenv/dataplane-env.ts';
 import type { PodNs } from '../../src/testenv/podnet.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { GATEWAY_NODE_LABEL, TEST_VIP, applyObjects } from '../../src/testenv/seed.ts';
@@ -182,6 +182,7 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
       return list.items.find((e) => e.reason === 'DataplaneRejected' && e.regarding?.kind === 'Node' && env.gateways.some((g) => g.name === e.regarding?.name) && /eth9/.test(e.note ?? ''));
     }, WAIT);
     assert.match(ev.note ?? '', /gateway bad-if: interface eth9 does not exist on this node: tunnelled traffic is dropped/);
+    assert.ok(env.gateways.some((g) => g.agent.logged('data plane problem')), 'and an error in the gateway agents\' log');
     assert.ok(!JSON.stringify((await dataplane('vip-gw'))?.spec?.policies).includes('2001:db8'), 'the invalid policy is not in the data plane');
     assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'the other policies still work');
     assert.deepEqual(await foreignOnNodes(), before, 'nothing that is not ours changed on any node');
@@ -237,5 +238,52 @@ describe('Linux data plane end to end (netns cluster, real packets)', { concurre
     assert.deepEqual([v.table, v.device, v.rules, v.routes], [false, false, [], []]);
     env.startAgent(w4);
     await kernel(w4, 'programmed again', (x) => x.table && x.selected.length === 2);
+  });
+
+  it('--cleanup on a gateway node and on a worker: all of ours present while running, nothing of it after exit', async () => {
+    // The whole picture with the operator's tools (nft -j list ruleset, ip rule, ip route show table all,
+    // ip link, ip addr), not through the code under test. Every gateway agent runs with --cleanup, so the
+    // one that holds the VIP is such an agent wherever the VIP lands after the restarts.
+    for (const g of env.gateways) await (await env.restartAgent(g, ['--cleanup'])).started;
+    await (await env.restartAgent(w4, ['--cleanup'])).started;
+    const running = await poll('a gateway node holding the VIP, its fence and the data plane table', async () => {
+      for (const g of env.gateways) {
+        const v = await oursView(g.ns, [TEST_VIP]);
+        if (v.addresses.length > 0 && v.tables.length === 3 && v.links.length === 1) return { g, v };
+      }
+      return undefined;
+    }, WAIT);
+    const gw = running.g;
+    assert.deepEqual(running.v.tables, ['arp egressgw_fence', 'inet egressgw', 'inet egressgw_fence']);
+    assert.deepEqual(running.v.links, ['egw0']);
+    assert.deepEqual(running.v.addresses, [TEST_VIP]);
+    const worker = await poll('the worker\'s rule, route, table and tunnel device', async () => {
+      const v = await oursView(w4.ns, [TEST_VIP]);
+      if (v.tables.length === 1 && v.rules.length === 1 && v.routes.some((l) => l.includes(' encap ')) && v.links.length === 1) return v;
+      throw new Error(`not yet: ${JSON.stringify(v)}`);
+    }, WAIT);
+    assert.deepEqual(worker.tables, ['inet egressgw'], 'a worker is not a member: no fence tables');
+    assert.match(worker.rules[0]!, /^2500:\s+from all fwmark 0x[0-9a-f]+\/0xff000000 lookup 260\d\d/);
+    // The slot's route into the tunnel; besides it only the kernel's own routes of the device (table local).
+    assert.match(worker.routes[0]!, /^default\s+encap ip id \d+ .*dst 198\.18\.0\.1[123] .*dev egw0 table 260\d\d/);
+    assert.deepEqual(worker.routes.slice(1).filter((l) => !/ dev egw0 table local /.test(l)), []);
+    // The agents' restarts may have moved the VIP: the path works once the controller names the node that
+    // holds it and the worker's route points there.
+    await poll(`vip-gw active on ${gw.name}`, async () => (await dataplane('vip-gw'))?.spec?.activeNodeName === gw.name, WAIT);
+    await poll(`${w4.name}'s route to ${gw.name}`, async () => (await oursView(w4.ns)).routes.some((l) => l.includes(`dst ${gw.ip} `)), WAIT);
+    assert.deepEqual(await seen(p41, internet()), [TEST_VIP], 'and the path works');
+    const foreign = [await foreignView(gw.ns), await foreignView(w4.ns)];
+    for (const n of [gw, w4]) {
+      n.agent.kill('SIGTERM');
+      await n.agent.exited;
+      assert.ok(n.agent.logged('removed the data plane (--cleanup)'), `${n.name} logged its cleanup`);
+    }
+    const empty = { tables: [], rules: [], routes: [], links: [], addresses: [] };
+    assert.deepEqual(await oursView(gw.ns, [TEST_VIP]), empty, `${gw.name}: nothing of ours remains`);
+    assert.deepEqual(await oursView(w4.ns, [TEST_VIP]), empty, `${w4.name}: nothing of ours remains`);
+    assert.deepEqual([await foreignView(gw.ns), await foreignView(w4.ns)], foreign, 'and nothing else changed');
+    for (const n of [gw, w4]) env.startAgent(n);
+    await kernel(w4, 'programmed again', (x) => x.table && x.selected.includes(p41.ip));
+    assert.deepEqual(await seen(p41, internet()), [TEST_VIP]);
   });
 });

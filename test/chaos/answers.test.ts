@@ -88,12 +88,24 @@ describe('chaos answer rules', () => {
 
   it('the active node heard alone in an earlier window counts (lastSole carries over)', () => {
     const lifetimes = new Map([['gw-node1', [{ from: 0, to: Infinity }]], ['gw-node2', [{ from: 4000, to: Infinity }]], ['gw-node3', [{ from: 4100, to: Infinity }]]]);
-    const lastSole = new Map<string, string>();
+    const lastSole = new Map<string, { node: string; t: number }>();
     assert.deepEqual(checkAnswers([reply(3000, A)], rules({ lifetimes, lastSole }), { from: 0, to: 4000 }).violations, []);
-    assert.equal(lastSole.get(VIP), 'node1');
+    assert.deepEqual(lastSole.get(VIP), { node: 'node1', t: 3000 });
     // node1 → node2 is a handover; node2 + node3 (node1 was the active one) is not.
     assert.deepEqual(checkAnswers([reply(4500, A), reply(4501, B)], rules({ lifetimes, lastSole }), { from: 4000, to: 5000 }).violations, []);
     const s = checkAnswers([reply(5500, B), reply(5501, C)], rules({ lifetimes, lastSole }), { from: 5000, to: 6000 });
+    assert.deepEqual(s.violations.map((v) => [v.rule, v.by]), [['handover', 'node2+node3']]);
+  });
+
+  // Found by the chaos suite (seed 7, round 2): node3 was heard alone during an earlier stint (an earlier
+  // instance); node2 became active without being heard alone (it confirmed late) and handed over to
+  // node3's new instance. The earlier stint does not make node3 the old active node.
+  it('a node heard alone in an earlier instance lifetime is not the active node now', () => {
+    const lifetimes = new Map([['gw-node3', [{ from: 0, to: 2000 }, { from: 6000, to: Infinity }]], ['gw-node2', [{ from: 3000, to: Infinity }]]]);
+    const frames = [reply(1000, C), reply(6100, B), reply(6101, C), reply(6200, C)];
+    assert.deepEqual(checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 }).violations, []);
+    // Heard alone within its current instance, node3 is the active one, and node2's older instance is no target.
+    const s = checkAnswers([reply(6050, C), ...frames], rules({ lifetimes }), { from: 0, to: 10_000 });
     assert.deepEqual(s.violations.map((v) => [v.rule, v.by]), [['handover', 'node2+node3']]);
   });
 

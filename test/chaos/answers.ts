@@ -13,7 +13,9 @@
 //   handover   two nodes answering one question (both fenced- and assigned-clean) must be the pair of a
 //              handover: the old active node (the last one heard answering alone for the VIP) and the
 //              handover target (its instance created after the old node's, while that one still lived:
-//              make before break). Any other pair — a node whose instance is older, e.g. a timed-out
+//              make before break). "Heard alone" counts only within the same instance lifetime as the
+//              overlap (an earlier stint as the active node says nothing about now); without such a
+//              node, the older instance of the two is the old active node. Any other pair — a node whose instance is older, e.g. a timed-out
 //              target confirming late beside the re-elected owner, or two nodes neither of which was
 //              answering before — and any three answerers are flagged;
 //   owners     a node's or the router's own address is answered by its owner only (a VIP that is some
@@ -44,10 +46,10 @@ export interface AnswerRules {
   /** The instance name of a gateway on a node. */
   instanceName: (gateway: string, node: string) => string;
   /**
-   * The last node heard answering alone, by VIP: carried from one window to the next (read and updated).
-   * Without it, each window starts knowing nobody.
+   * The last node heard answering alone, and when, by VIP: carried from one window to the next (read and
+   * updated). Without it, each window starts knowing nobody.
    */
-  lastSole?: Map<string, string>;
+  lastSole?: Map<string, { node: string; t: number }>;
 }
 
 export interface AnswerViolation {
@@ -95,13 +97,17 @@ function assignedAt(rules: AnswerRules, gateway: string, node: string, t: number
  * Why two or more nodes answering one question for `gateway`'s VIP are not a handover's pair, or
  * undefined when they are (see `handover` above). `sole`: the last node heard answering alone.
  */
-export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonly string[], t: number, sole: string | undefined): string | undefined {
+export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonly string[], t: number, heard: { node: string; t: number } | undefined): string | undefined {
   if (nodes.length > 2) return `${nodes.length} nodes answered at once (${nodes.join(', ')})`;
   const [a, b] = nodes as [string, string];
   const la = lifeAt(rules, gateway, a, t);
   const lb = lifeAt(rules, gateway, b, t);
   // Not assigned: flagged by the assigned rule already.
   if (la === undefined || lb === undefined) return undefined;
+  // Found by seed 7 round 2: node3 had been heard alone in an earlier stint, long before its current
+  // instance; the pair was the active node2 (never heard alone: it confirmed late) and the target node3.
+  const heardLife = heard !== undefined ? lifeAt(rules, gateway, heard.node, heard.t) : undefined;
+  const sole = heard !== undefined && heardLife !== undefined && heardLife === lifeAt(rules, gateway, heard.node, t) ? heard.node : undefined;
   let old: string;
   if (sole === a || sole === b) old = sole;
   else if (sole !== undefined) return `${a} and ${b} answered together, and neither is the active node (${sole} answered alone before)`;
@@ -156,10 +162,10 @@ export function checkAnswers(frames: readonly ArpAnswerFrame[], rules: AnswerRul
   let dual = 0;
   let longest = 0;
   const runStart = new Map<string, number>();
-  const lastSole = rules.lastSole ?? new Map<string, string>();
+  const lastSole = rules.lastSole ?? new Map<string, { node: string; t: number }>();
   for (const q of questions) {
     const nodes = [...new Set(q.macs.map((m) => rules.nodeOfMac.get(m)).filter((n): n is string => n !== undefined))].sort();
-    if (nodes.length === 1) lastSole.set(q.ip, nodes[0] as string);
+    if (nodes.length === 1) lastSole.set(q.ip, { node: nodes[0] as string, t: q.t });
     if (nodes.length > 1) {
       const why = notAHandover(rules, rules.gatewayOfVip.get(q.ip) as string, nodes, q.t, lastSole.get(q.ip));
       if (why !== undefined) report({ rule: 'handover', t: q.t, ip: q.ip, by: nodes.join('+'), detail: why });

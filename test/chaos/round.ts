@@ -81,7 +81,7 @@ export class RunState {
   /** Frames and problems before this moment were checked by an earlier round. */
   checkedUntil = 0;
   /** The last node heard answering alone, by VIP (the answer rules' handover pair). */
-  readonly lastSole = new Map<string, string>();
+  readonly lastSole = new Map<string, { node: string; t: number }>();
   exitsSeen = 0;
   problemsSeen = 0;
   crashesSeen = 0;

@@ -17,7 +17,7 @@
 
 import { INSTANCE_FINALIZER, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
-import { KubeClient, isStatus } from '../kube/client.ts';
+import { KubeClient, isObjectGone } from '../kube/client.ts';
 import { Informer } from '../kube/informer.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { INSTANCES } from '../kube/resources.ts';
@@ -574,7 +574,9 @@ export class Agent {
       this.#released.add(releaseKey(inst));
       this.#log.info({ instance: inst.metadata.name }, 'finalizer removed');
     } catch (err) {
-      if (isStatus(err, 404)) {
+      // Only a 404 that names the instance means it is gone; a 404 for the whole resource (its CRD not
+      // served yet after an API server restart) is retried like any failure.
+      if (isObjectGone(err, inst.metadata.name)) {
         this.#released.add(releaseKey(inst));
         return;
       }
@@ -589,7 +591,7 @@ export class Agent {
       const ready = status.conditions?.find((c) => c.type === 'Ready');
       this.#log.info({ instance: inst.metadata.name, status: ready?.status, reason: ready?.reason, message: ready?.message }, 'instance status written');
     } catch (err) {
-      if (isStatus(err, 404)) return;
+      if (isObjectGone(err, inst.metadata.name)) return;
       this.#log.warn({ ...errFields(err), instance: inst.metadata.name }, 'writing instance status failed; retrying');
       this.#retryLater();
     }

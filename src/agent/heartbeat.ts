@@ -8,7 +8,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { KubeClient } from '../kube/client.ts';
-import { isStatus, resourcePath } from '../kube/client.ts';
+import { isObjectGone, resourcePath } from '../kube/client.ts';
 import { leases } from '../kube/resources.ts';
 import { microTime } from '../kube/time.ts';
 import { errFields, type Logger } from '../kube/log.ts';
@@ -128,7 +128,7 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      if (!isStatus(err, 404)) throw err;
+      if (!isObjectGone(err, this.leaseName)) throw err;
     }
   }
 
@@ -210,7 +210,9 @@ export class Heartbeat extends EventEmitter<HeartbeatEvents> {
       sending(this.#now());
       await client.request('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', signal });
     } catch (err) {
-      if (!isStatus(err, 404)) throw err;
+      // Create only when the Lease itself is missing; a 404 for the resource (not served right now) is a
+      // failed renewal like any other.
+      if (!isObjectGone(err, this.leaseName)) throw err;
       const lease: LeaseLike & { apiVersion: string; kind: string } = {
         apiVersion: 'coordination.k8s.io/v1',
         kind: 'Lease',

@@ -7,7 +7,7 @@
 
 import { MEMBER_LABEL } from '../api/names.ts';
 import type { NodeLike } from '../api/types.ts';
-import { KubeClient, isStatus, loadKubeConfig } from '../kube/client.ts';
+import { KubeClient, isObjectGone, loadKubeConfig } from '../kube/client.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { createLogger, errFields, type Logger } from '../kube/log.ts';
@@ -161,7 +161,9 @@ export async function uninstalling(client: KubeClient, daemonSet: string, log: L
     const ds = await client.get<{ metadata?: { deletionTimestamp?: string } }>({ group: 'apps', version: 'v1', plural: 'daemonsets', namespace }, name);
     return Boolean(ds.metadata?.deletionTimestamp);
   } catch (err) {
-    if (isStatus(err, 404)) return true;
+    // Only a 404 naming the DaemonSet is an uninstall: a 404 for the resource (not served right after an
+    // API server restart) must not tear the data plane down.
+    if (isObjectGone(err, name)) return true;
     log.warn({ ...errFields(err), daemonSet }, 'cannot tell whether this is an uninstall; keeping the data plane');
     return false;
   }

@@ -42,6 +42,12 @@ export const ANNOTATION_PREFIX = 'egressgw.network.deckhouse.io/';
 export const MOVE_TO_ANNOTATION = `${ANNOTATION_PREFIX}move-to`;
 /** On an instance: when the controller assigned it (RFC 3339, controller clock); drives the handover timeout. */
 export const ASSIGNED_AT_ANNOTATION = `${ANNOTATION_PREFIX}assigned-at`;
+/**
+ * On an instance: the nodes that refused (or did not confirm) this gateway's VIP before it, as JSON
+ * `{"nodes":{node:message},"retries":n}`: the controller's memory of a handover
+ * sequence in which no node accepts the VIP (see src/core/refusals.ts).
+ */
+export const REFUSED_ANNOTATION = `${ANNOTATION_PREFIX}refused`;
 /** On a heartbeat Lease: JSON map of interface name → state, published by the agent (uplink health). */
 export const UPLINKS_ANNOTATION = `${ANNOTATION_PREFIX}uplinks`;
 /**

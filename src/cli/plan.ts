@@ -18,7 +18,7 @@ SDNInternalEgressGatewayInstances, CiliumEgressGatewayPolicies; multi-document Y
 are fine; directories are searched recursively; other kinds are ignored with a note) and prints, as the
 controller would decide from them:
   - every gateway's nodes, eligible or not and why (NodeNotReady, Cordoned, CiliumAgentNotReady,
-    AgentMissing, HeartbeatExpired, AgentNotReady, UplinkDown, HandoverTimedOut);
+    AgentMissing, HeartbeatExpired, AgentNotReady, UplinkDown, HandoverTimedOut, RefusedVIP);
   - the election (observed active node, elected node, active node after the pass);
   - the writes (labels, instances, CiliumEgressGatewayPolicies, statuses, events) and the desired objects.
 

@@ -1,6 +1,7 @@
 // Executes the core's writes, in the order given (make before break). Nothing here decides: every
 // write is the core's; this module only knows how each kind maps to an API call and which failures
-// are fine (a 404 on something we wanted gone).
+// are fine (a 404 that names an object we wanted gone; a 404 for a resource type that is not served
+// right now, e.g. a CRD after an API server restart, is a failure like any other and is retried).
 //
 // Failure policy:
 //  - 409 Conflict (stale cache, concurrent writer): counted, and the pass is requeued at once on
@@ -24,7 +25,7 @@ import {
 } from '../api/names.ts';
 import type { Write } from '../core/types.ts';
 import type { KubeClient } from '../kube/client.ts';
-import { isStatus } from '../kube/client.ts';
+import { isObjectGone, isStatus, isUnserved } from '../kube/client.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { errFields, type Logger } from '../kube/log.ts';
 import { CLEAR_FINALIZERS_PATCH, annotationsPatch, labelsPatch, mergePatchIfExists } from '../kube/patch.ts';
@@ -113,6 +114,10 @@ export async function applyWrites(ctx: ApplyContext, writes: readonly Write[]): 
       if (isStatus(err, 409)) {
         res.conflicts++;
         ctx.log.info({ write: describeWrite(w), ...errFields(err) }, 'write conflict; will retry on fresh state');
+      } else if (isUnserved(err)) {
+        // Not "the object is gone": the resource type itself answers 404 (its CRD is not served yet after
+        // an API server restart). Nothing was done; the pass is retried with backoff.
+        ctx.log.warn({ write: describeWrite(w), ...errFields(err) }, 'resource not served right now (404 without an object); will retry');
       } else {
         ctx.log.error({ write: describeWrite(w), ...errFields(err) }, 'write failed');
       }
@@ -165,7 +170,7 @@ async function applyOne(ctx: ApplyContext, w: Write): Promise<void> {
       try {
         await c.delete(INSTANCES, w.name, w.uid ? { uid: w.uid } : {});
       } catch (err) {
-        if (!isStatus(err, 404)) throw err;
+        if (!isObjectGone(err, w.name)) throw err;
       }
       return;
     }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FENCE_MARGIN_MS } from '../api/fencing.ts';
 import { HeartbeatTracker, SnapshotBuilder, buildSnapshot, leaseDurationMs, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
-import { ASSIGNED_AT_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, REFUSED_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 
 const lease = (node: string, renewTime: string, extra: Partial<LeaseLike['spec']> = {}, annotations?: Record<string, string>): LeaseLike => ({
@@ -63,7 +63,11 @@ test('handover timeouts come from unconfirmed, assigned instances only', () => {
     inst('d', undefined, false),
   ];
   assert.equal(nextHandoverTimeout(list, 5000, t0), t0 + 5000);
-  assert.equal(nextHandoverTimeout(list, 5000, t0 + 5000), undefined);
+  // Then the retry of a refused VIP (core/refusals.ts): 30 s after the timeout, doubling per retry.
+  assert.equal(nextHandoverTimeout(list, 5000, t0 + 5000), t0 + 35_000);
+  assert.equal(nextHandoverTimeout(list, 5000, t0 + 35_000), undefined);
+  const refused = { ...list[0]!, metadata: { ...list[0]!.metadata, annotations: { ...list[0]!.metadata.annotations, [REFUSED_ANNOTATION]: '{"nodes":{"n1":"x"},"retries":2}' } } };
+  assert.equal(nextHandoverTimeout([refused], 5000, t0 + 5000), t0 + 125_000);
 });
 
 test('the snapshot builder hands out the same sorted list while a cache is unchanged, a new one when it changes', () => {

@@ -16,6 +16,7 @@ import { ASSIGNED_AT_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_AN
 import { trustedLeaseMs } from '../api/fencing.ts';
 import type { Heartbeat, Snapshot, UplinkState } from '../core/types.ts';
 import { parseTime } from '../kube/time.ts';
+import { parseRefusals, refusalBackoffMs } from '../core/refusals.ts';
 
 const LEASE_PREFIX = heartbeatLeaseName('');
 
@@ -185,15 +186,20 @@ function isReady(conditions: Array<{ type: string; status: string }> | undefined
   return conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 }
 
-/** The earliest future moment an unconfirmed instance's handover times out, if any. */
+/**
+ * The earliest future moment an unconfirmed instance's handover times out, or the nodes a refused VIP
+ * sequence remembers are tried again (core/refusals.ts: a backoff after that timeout), if any.
+ */
 export function nextHandoverTimeout(instances: readonly EgressGatewayInstance[], timeoutMs: number, now: number): number | undefined {
   let next: number | undefined;
   for (const i of instances) {
     if (i.metadata.deletionTimestamp || isReady(i.status?.conditions)) continue;
     const assigned = parseTime(i.metadata.annotations?.[ASSIGNED_AT_ANNOTATION]);
     if (assigned === undefined) continue;
-    const at = assigned + timeoutMs;
-    if (at > now && (next === undefined || at < next)) next = at;
+    const retries = parseRefusals(i)?.retries ?? 0;
+    for (const at of [assigned + timeoutMs, assigned + timeoutMs + refusalBackoffMs(retries)]) {
+      if (at > now && (next === undefined || at < next)) next = at;
+    }
   }
   return next;
 }

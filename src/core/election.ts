@@ -16,6 +16,7 @@ import { ineligibleReasons, verdict, type NodeState } from './eligibility.ts';
 import { isConfirmed, specMatches, type InstanceFacts } from './instances.ts';
 import type { GatewayInfo } from './validate.ts';
 import { byString, electionKey } from './util.ts';
+import { refusalsOf, type Refusals, type RefusalState } from './refusals.ts';
 
 /** What the election of one gateway reads. */
 export interface ElectionInputs {
@@ -61,6 +62,8 @@ export interface Election {
   byLoad: { pool: readonly string[]; loads: readonly number[] } | undefined;
   /** The time window in which no handover clock changes a verdict: [from, until). */
   clock: { from: number; until: number };
+  /** VIP: the nodes that refused the VIP in this handover sequence (see refusals.ts); carried by the target's new instance. */
+  refusals: RefusalState | undefined;
 }
 
 interface Verdicts {
@@ -69,10 +72,11 @@ interface Verdicts {
   readyNodes: number;
 }
 
-function verdictsOf(g: GatewayInfo, candidates: readonly NodeState[], opts: CoreOptions, timedOut: ReadonlySet<string>): Verdicts {
+function verdictsOf(g: GatewayInfo, candidates: readonly NodeState[], opts: CoreOptions, timedOut: ReadonlySet<string>, refused: ReadonlySet<string>): Verdicts {
   const out: Verdicts = { candidates: [], verdicts: new Map(), readyNodes: 0 };
   for (const st of candidates) {
     const reasons = ineligibleReasons(g, st, opts, timedOut.has(st.name));
+    if (refused.has(st.name) && !timedOut.has(st.name)) reasons.push('RefusedVIP');
     const v = reasons.length === 0 ? st.eligible : verdict(st.name, reasons);
     out.candidates.push(v);
     out.verdicts.set(st.name, v);
@@ -213,7 +217,7 @@ interface Settled {
 }
 
 /** Step 4 in VIP mode: the label moves to a new node only once its instance is confirmed. */
-function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, InstanceFacts>, observedActive: string, target: string, refs: ReadonlyMap<string, NodeState>): Settled {
+function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, InstanceFacts>, observedActive: string, target: string, refs: ReadonlyMap<string, NodeState>, refusals: Refusals | undefined): Settled {
   const eligible = (n: string): boolean => v.verdicts.get(n)?.eligible === true;
   const tf = target !== '' ? primary.get(target) : undefined;
   const targetConfirmed = tf !== undefined && isConfirmed(tf, g);
@@ -249,7 +253,9 @@ function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, Ins
   // With a target, or once there is a confirmed active node, the memory is dropped, and so is the
   // reason (otherwise the next pass, without the instance, would report a different verdict). With no
   // target it stays: a late confirmation then makes that node usable again, the only owner.
-  if (confirmed || target !== '') return { active, confirmed, instanceNodes, v: withoutTimeouts(v) };
+  // A timed-out node beside an unconfirmed target is remembered on the target's instance (refusals.ts):
+  // the next pass reports it RefusedVIP, so this one does too.
+  if (confirmed || target !== '') return { active, confirmed, instanceNodes, v: withoutTimeouts(v, !targetConfirmed && target !== '' ? refusals : undefined) };
   for (const n of primary.keys()) {
     const x = v.verdicts.get(n);
     if (x && x.reasons.length === 1 && x.reasons[0] === 'HandoverTimedOut' && !instanceNodes.has(n)) instanceNodes.set(n, { create: false });
@@ -257,11 +263,13 @@ function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, Ins
   return { active, confirmed, instanceNodes, v };
 }
 
-function withoutTimeouts(v: Verdicts): Verdicts {
+function withoutTimeouts(v: Verdicts, refusals: Refusals | undefined): Verdicts {
   if (!v.candidates.some((x) => x.reasons.includes('HandoverTimedOut'))) return v;
   const out: Verdicts = { candidates: [], verdicts: new Map(), readyNodes: 0 };
   for (const x of v.candidates) {
-    const y = x.reasons.includes('HandoverTimedOut') ? verdict(x.node, x.reasons.filter((r) => r !== 'HandoverTimedOut')) : x;
+    const y = x.reasons.includes('HandoverTimedOut')
+      ? verdict(x.node, x.reasons.flatMap((r) => (r !== 'HandoverTimedOut' ? [r] : refusals?.nodes.has(x.node) ? ['RefusedVIP' as const] : [])))
+      : x;
     out.candidates.push(y);
     out.verdicts.set(y.node, y);
     if (y.eligible) out.readyNodes++;
@@ -281,10 +289,17 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
   const vip = g.mode === MODE_VIP;
   const primary = vip ? pickPrimary(inputs.instances, g) : new Map<string, InstanceFacts>();
   const { timedOut, clock } = valid && vip ? handoverClocks(g, primary, inputs.candidates, inputs.now, inputs.options) : { timedOut: new Set<string>(), clock: { from: Number.NEGATIVE_INFINITY, until: Number.POSITIVE_INFINITY } };
-  const v = verdictsOf(g, inputs.candidates, inputs.options, timedOut);
+  const refusals = valid && vip ? refusalsOf(g, primary, timedOut, inputs.now, inputs.options.handoverTimeoutMs) : undefined;
+  if (refusals !== undefined) {
+    // The retry time is a clock like the handover timeouts: the decision changes when it comes.
+    if (refusals.expiredAt !== undefined) clock.from = Math.max(clock.from, refusals.expiredAt);
+    clock.until = Math.min(clock.until, refusals.retryAt);
+  }
+  // At the retry time every node is tried again, also those timed out now (their instances are assigned anew).
+  const v = verdictsOf(g, inputs.candidates, inputs.options, refusals?.expiredAt !== undefined ? new Set<string>() : timedOut, new Set(refusals?.nodes.keys() ?? []));
   const observedActive = chooseObservedActive(g, v, primary, inputs.labelled);
   const move = moveOutcome(g, v, inputs.refs);
-  const base = { valid, primary, observedActive, clock, byLoad: undefined };
+  const base = { valid, primary, observedActive, clock, byLoad: undefined, refusals };
   if (!valid) return { ...base, candidates: v.candidates, readyNodes: v.readyNodes, keep: '', target: '', active: '', confirmed: false, move, instanceNodes: new Map() };
   const keep = keptNode(g, v, primary, observedActive, move);
   const elected = keep === '' && v.readyNodes > 0 ? leastLoaded(g, v, inputs.instances, load) : undefined;
@@ -293,7 +308,7 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
     g.mode === MODE_PRIMARY_IP
       ? // No instance to wait for: the label moves at once.
         { active: target, confirmed: target !== '', instanceNodes: new Map(), v }
-      : settleVIP(g, v, primary, observedActive, target, inputs.refs);
+      : settleVIP(g, v, primary, observedActive, target, inputs.refs, refusals);
   return {
     ...base,
     candidates: s.v.candidates,

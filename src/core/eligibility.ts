@@ -41,6 +41,7 @@ export const REASON_ORDER: readonly IneligibleReason[] = [
   'AgentNotReady',
   'UplinkDown',
   'HandoverTimedOut',
+  'RefusedVIP',
 ];
 
 /** One node's pods (of one kind): any Ready, not-terminating pod makes it healthy (a rollout briefly runs two). */
@@ -191,6 +192,7 @@ const REASON_TEXT: Record<IneligibleReason, string> = {
   AgentNotReady: 'agent not Ready',
   UplinkDown: 'uplink down',
   HandoverTimedOut: 'handover timed out',
+  RefusedVIP: 'refused the VIP',
 };
 
 export function reasonText(r: IneligibleReason): string {

@@ -11,7 +11,8 @@ import type { CiliumEgressGatewayPolicy, DataplanePolicy, EgressGatewayDataplane
 import { MODE_VIP, cegpName } from '../api/names.ts';
 import type { CoreEvent, Write } from './types.ts';
 import { elect, type Election, type ElectionInputs } from './election.ts';
-import { desiredInstance, instanceUpToDate, keptAssignedAt, type InstanceFacts } from './instances.ts';
+import { desiredInstance, instanceUpToDate, isConfirmed, keptAssignedAt, specMatches, type InstanceFacts } from './instances.ts';
+import { formatRefusals, parseRefusals } from './refusals.ts';
 import { cegpUpToDate } from './compare.ts';
 import { egressGatewaySpec, isOurCEGP, policyOutcome, type GatewayView, type PolicyOutcome } from './render.ts';
 import { gatewayOutcome, gatewayRef, type GatewayOutcome } from './status.ts';
@@ -102,11 +103,26 @@ function desiredInstances(g: GatewayInfo, e: Election, taken: ReadonlySet<string
       // The name is still taken (an old instance terminating): create it on a later pass.
       if (taken.has(name)) continue;
     }
-    const kept = keptAssignedAt(g, node, observed);
+    // A retry of a refused sequence (refusals.ts) assigns the target's instance anew: a new handover clock.
+    const kept = e.refusals?.expiredAt !== undefined && node === e.target ? undefined : keptAssignedAt(g, node, observed);
     if (kept === undefined) usesNow = true;
-    instances.set(name, desiredInstance(g, node, name, kept ?? nowIso));
+    instances.set(name, desiredInstance(g, node, name, kept ?? nowIso, node === e.target ? refusedAnnotation(g, e, observed) : undefined));
   }
   return { instances, usesNow };
+}
+
+/**
+ * The refusal memory the target's instance carries (refusals.ts): the sequence's, while its own
+ * instance is not confirmed; an observed value of the same sequence is kept (no rewrite per pass).
+ */
+function refusedAnnotation(g: GatewayInfo, e: Election, observed: InstanceFacts | undefined): string | undefined {
+  const r = e.refusals;
+  if (r === undefined || (r.nodes.size === 0 && r.retries === 0) || (observed !== undefined && isConfirmed(observed, g))) return undefined;
+  const have = observed !== undefined && specMatches(observed.instance, observed.node, g) ? parseRefusals(observed.instance) : undefined;
+  if (have !== undefined && have.retries === r.retries && [...r.nodes.keys()].every((n) => have.nodes.has(n))) {
+    return formatRefusals(have);
+  }
+  return formatRefusals(r);
 }
 
 function moveRequest(g: GatewayInfo, e: Election): CoreEvent | undefined {

@@ -11,6 +11,7 @@ import {
   KIND_INSTANCE,
   NODE_NAME_LABEL,
   OWNED_LABELS,
+  REFUSED_ANNOTATION,
 } from '../api/names.ts';
 import type { GatewayInfo } from './validate.ts';
 import { annotationsOf, isBeingDeleted, isObject, jsonEqual, labelsOf, nameOf, parseTime } from './util.ts';
@@ -130,8 +131,11 @@ export function keptAssignedAt(g: GatewayInfo, node: string, observed: InstanceF
   return typeof a === 'string' && a !== '' ? a : undefined;
 }
 
-/** The instance we want for (gateway, node), named `name`, its current spec assigned at `assignedAt`. */
-export function desiredInstance(g: GatewayInfo, node: string, name: string, assignedAt: string): EgressGatewayInstance {
+/**
+ * The instance we want for (gateway, node), named `name`, its current spec assigned at `assignedAt`;
+ * `refused`: the refusal memory it carries (REFUSED_ANNOTATION), if any.
+ */
+export function desiredInstance(g: GatewayInfo, node: string, name: string, assignedAt: string, refused?: string): EgressGatewayInstance {
   const ref: OwnerReference = { apiVersion: API_VERSION, kind: KIND_GATEWAY, name: g.name, uid: g.uid, controller: true, blockOwnerDeletion: true };
   const sip = g.sourceIP;
   return {
@@ -140,7 +144,7 @@ export function desiredInstance(g: GatewayInfo, node: string, name: string, assi
     metadata: {
       name,
       labels: { ...OWNED_LABELS, [NODE_NAME_LABEL]: node },
-      annotations: { [ASSIGNED_AT_ANNOTATION]: assignedAt },
+      annotations: { [ASSIGNED_AT_ANNOTATION]: assignedAt, ...(refused !== undefined ? { [REFUSED_ANNOTATION]: refused } : {}) },
       finalizers: [INSTANCE_FINALIZER],
       ownerReferences: [ref],
     },

@@ -10,6 +10,7 @@ import type { CoreEvent, CoreMetrics, GatewayDecision, GatewayPhase, ObjectRef }
 import { noEligibleMessage } from './eligibility.ts';
 import type { Election } from './election.ts';
 import type { GatewayInfo } from './validate.ts';
+import { describeRefusals } from './refusals.ts';
 import { isObject } from './util.ts';
 import { statusEqual } from './compare.ts';
 
@@ -82,6 +83,16 @@ function readiness(g: GatewayInfo, e: Election, ciliumAgentSource: string | unde
   if (!e.valid) return { phase: 'Invalid', status: 'False', reason: g.invalid?.reason ?? 'InvalidSpec', message: g.invalid?.message ?? 'invalid spec' };
   if (e.target === '') {
     const message = noEligibleMessage(e.candidates.map((v) => v.reasons));
+    // Every node was tried and none took the VIP: say why, per node, and when they are tried again.
+    const refused = e.refusals;
+    if (refused !== undefined && e.candidates.length > 0 && e.candidates.every((v) => v.reasons.length > 0 && v.reasons.every((x) => x === 'RefusedVIP' || x === 'HandoverTimedOut'))) {
+      return {
+        phase: 'NoEligibleNode',
+        status: 'False',
+        reason: 'VIPRefused',
+        message: `no node accepts VirtualIP ${g.vip}: ${describeRefusals(refused, e.candidates.map((v) => v.node))}; trying them again at ${new Date(refused.retryAt).toISOString()}`,
+      };
+    }
     // No cilium-agent pod at all: say so, and where the controller looked, rather than "not Ready" per node.
     if (e.candidates.some((v) => v.reasons.includes('CiliumAgentNotFound'))) {
       const where = ciliumAgentSource ? ` (${ciliumAgentSource})` : '';
@@ -145,7 +156,7 @@ function transition(g: GatewayInfo, e: Election, prev: EgressGatewayStatus | und
       t.events.push({ regarding: ref, type: 'Normal', reason: 'Elected', note: `Node ${e.active} was elected as active node` });
     }
   }
-  if (prevCond?.reason !== r.reason && (r.reason === 'NoEligibleNode' || r.reason === 'CiliumAgentNotFound' || r.reason === 'InvalidSpec' || r.reason === 'DuplicateVIP')) {
+  if (prevCond?.reason !== r.reason && (r.reason === 'NoEligibleNode' || r.reason === 'CiliumAgentNotFound' || r.reason === 'InvalidSpec' || r.reason === 'DuplicateVIP' || r.reason === 'VIPRefused')) {
     t.events.push({ regarding: ref, type: 'Warning', reason: r.reason, note: r.message });
   }
   if (g.mode === MODE_VIP && r.status === 'True' && prevCond?.status !== 'True') {

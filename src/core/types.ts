@@ -87,7 +87,9 @@ export type IneligibleReason =
   | 'AgentMissing'
   | 'HeartbeatExpired'
   | 'UplinkDown'
-  | 'HandoverTimedOut';
+  | 'HandoverTimedOut'
+  /** VIP mode: the node refused (or did not confirm) the VIP earlier in this handover sequence; tried again after a backoff. */
+  | 'RefusedVIP';
 
 export interface NodeVerdict {
   node: string;
@@ -177,6 +179,7 @@ export type EventReason =
   | 'GatewayNotFound'
   | 'DuplicateVIP'
   | 'InvalidSpec'
+  | 'VIPRefused'
   | 'Moved'
   | 'MoveRejected';
 

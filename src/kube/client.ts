@@ -90,6 +90,46 @@ export function isStatus(err: unknown, ...codes: number[]): boolean {
   return err instanceof ApiException ? codes.includes(err.code) : codes.includes((err as { code?: number } | null)?.code ?? -1);
 }
 
+/**
+ * A 404 that says the object does not exist: its Status names the object (`details.name`, reason
+ * NotFound), as the API server answers for a missing object of a served resource. With `name`, the
+ * Status must name that object.
+ *
+ * Why not any 404: right after an API server restart a custom resource type answers 404 for a while
+ * (its CRD is not served yet: "the server could not find the requested resource", `details: {}`, or a
+ * plain "404 page not found"). That says nothing about the object; reading it as "gone" would delete,
+ * unlabel or give up on things that still exist. See `isUnserved`.
+ */
+export function isObjectGone(err: unknown, name?: string): boolean {
+  if (!isStatus(err, 404)) return false;
+  const st = statusBody(err);
+  const named = st?.details?.name;
+  return st?.reason === 'NotFound' && typeof named === 'string' && named !== '' && (name === undefined || named === name);
+}
+
+/** A 404 that does not name an object: the resource type is not served right now (CRD not (yet) served). */
+export function isUnserved(err: unknown): boolean {
+  return isStatus(err, 404) && !isObjectGone(err);
+}
+
+interface StatusBody {
+  reason?: string;
+  details?: { name?: unknown };
+}
+
+/** The Status an ApiException carries (our client passes it parsed; the generated APIs as a string). */
+function statusBody(err: unknown): StatusBody | undefined {
+  let body = (err as { body?: unknown } | null)?.body;
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      return undefined;
+    }
+  }
+  return body !== null && typeof body === 'object' ? (body as StatusBody) : undefined;
+}
+
 const HTTP1_ONLY = Symbol('egressgw.http1Only');
 
 /**
@@ -177,12 +217,12 @@ export class KubeClient {
     return this.request<T>('GET', resourcePath(ref, name, subresource));
   }
 
-  /** `get` that returns undefined on 404. */
+  /** `get` that returns undefined when the object does not exist (not on a 404 for an unserved resource). */
   async tryGet<T>(ref: ResourceRef, name: string): Promise<T | undefined> {
     try {
       return await this.get<T>(ref, name);
     } catch (err) {
-      if (isStatus(err, 404)) return undefined;
+      if (isObjectGone(err, name)) return undefined;
       throw err;
     }
   }
@@ -211,13 +251,16 @@ export class KubeClient {
     return this.request('DELETE', resourcePath(ref, name), { body });
   }
 
-  /** `delete` that treats 404 (already gone) as success. Returns whether this call deleted it. */
+  /**
+   * `delete` that treats "no such object" as success (not a 404 for an unserved resource: that throws,
+   * and the caller retries). Returns whether this call deleted it.
+   */
   async deleteIfExists(ref: ResourceRef, name: string, opts: { uid?: string } = {}): Promise<boolean> {
     try {
       await this.delete(ref, name, opts);
       return true;
     } catch (err) {
-      if (isStatus(err, 404)) return false;
+      if (isObjectGone(err, name)) return false;
       throw err;
     }
   }

@@ -3,7 +3,7 @@
 // each time, as client-go's events recorder does, so a condition that persists does not flood etcd.
 
 import type { KubeClient } from './client.ts';
-import { isStatus } from './client.ts';
+import { isObjectGone } from './client.ts';
 import { errFields, silentLogger, type Logger } from './log.ts';
 import { events } from './resources.ts';
 import { microTime } from './time.ts';
@@ -78,7 +78,7 @@ export class EventRecorder {
         prev.lastWritten = now;
         return 'series';
       } catch (err) {
-        if (!isStatus(err, 404)) throw err;
+        if (!isObjectGone(err, prev.name)) throw err;
         // The event expired (TTL) or was deleted: start a new one.
         this.series.delete(key);
       }

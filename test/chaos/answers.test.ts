@@ -1,5 +1,5 @@
 // The answer rules of the chaos rounds on hand-made frames: what must be flagged is flagged, and the
-// make-before-break overlap of two assigned, heartbeating nodes is not.
+// make-before-break overlap of a handover's pair (the active node and the target) is not.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { checkAnswers, type AnswerRules } from './answers.ts';
@@ -7,6 +7,7 @@ import type { ArpAnswerFrame } from '../../src/testenv/answers.ts';
 
 const A = 'aa:aa:aa:aa:aa:01';
 const B = 'aa:aa:aa:aa:aa:02';
+const C = 'aa:aa:aa:aa:aa:03';
 const ROUTER = 'aa:aa:aa:aa:aa:ff';
 const VIP = '198.18.0.100';
 const PROBER = '198.18.0.250';
@@ -17,14 +18,14 @@ function rules(over: Partial<AnswerRules> = {}): AnswerRules {
   return {
     proberIp: PROBER,
     probeIntervalMs: 50,
-    nodeOfMac: new Map([[A, 'node1'], [B, 'node2']]),
+    nodeOfMac: new Map([[A, 'node1'], [B, 'node2'], [C, 'node3']]),
     gatewayOfVip: new Map([[VIP, 'gw']]),
     ownerOf: new Map([['198.18.0.1', ROUTER]]),
     fenceAfterMs: 650,
     slackMs: 100,
     graceMs: 2000,
     // Both nodes renew every 150 ms from 0 to 10 s.
-    renewals: new Map([['node1', Array.from({ length: 67 }, (_, i) => i * 150)], ['node2', Array.from({ length: 67 }, (_, i) => i * 150)]]),
+    renewals: new Map(['node1', 'node2', 'node3'].map((n) => [n, Array.from({ length: 67 }, (_, i) => i * 150)])),
     lifetimes: new Map([['gw-node1', [{ from: 0, to: 5000 }]], ['gw-node2', [{ from: 4000, to: Infinity }]]]),
     instanceName: (g, n) => `${g}-${n}`,
     ...over,
@@ -55,6 +56,57 @@ describe('chaos answer rules', () => {
   it('a host address answered by someone else, and a VIP answered by a stranger, are flagged', () => {
     const s = checkAnswers([reply(100, A, '198.18.0.1'), reply(150, ROUTER, '198.18.0.1'), reply(200, 'bb:bb:bb:bb:bb:bb')], rules(), { from: 0, to: 10_000 });
     assert.deepEqual(s.violations.map((v) => v.rule), ['owners', 'strangers']);
+  });
+
+  // The rules before: any two assigned, heartbeating nodes could answer together. The tolerated pair is
+  // now the old active node and the handover target only; each case below passed the old rule.
+  it('the active node and a node whose instance is older (a timed-out target confirming late) are flagged', () => {
+    // node1 answered alone (active, instance since 3000); node2's instance dates from 1000 (an earlier,
+    // timed-out handover to it, kept as memory) and it starts answering beside node1.
+    const lifetimes = new Map([['gw-node1', [{ from: 3000, to: Infinity }]], ['gw-node2', [{ from: 1000, to: Infinity }]]]);
+    const frames = [reply(4000, A), reply(4500, A), reply(4502, B)];
+    const s = checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(s.violations.map((v) => [v.rule, v.by, v.t]), [['handover', 'node1+node2', 4500]]);
+    assert.match(s.violations[0]!.detail, /node2 answered beside the active node node1, but its instance .* is older/);
+  });
+
+  it('two nodes answering together when neither was the active one are flagged', () => {
+    const lifetimes = new Map([['gw-node1', [{ from: 0, to: Infinity }]], ['gw-node2', [{ from: 4000, to: Infinity }]], ['gw-node3', [{ from: 4100, to: Infinity }]]]);
+    const frames = [reply(4000, A), reply(4500, B), reply(4502, C)];
+    const s = checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(s.violations.map((v) => [v.rule, v.by]), [['handover', 'node2+node3']]);
+    assert.match(s.violations[0]!.detail, /neither is the active node \(node1 answered alone before\)/);
+  });
+
+  it('three nodes answering together are flagged, even during a handover', () => {
+    const lifetimes = new Map([['gw-node1', [{ from: 0, to: Infinity }]], ['gw-node2', [{ from: 4000, to: Infinity }]], ['gw-node3', [{ from: 4100, to: Infinity }]]]);
+    const frames = [reply(4000, A), reply(4500, A), reply(4501, B), reply(4502, C)];
+    const s = checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(s.violations.map((v) => v.rule), ['handover']);
+    assert.match(s.violations[0]!.detail, /3 nodes answered at once/);
+  });
+
+  it('the active node heard alone in an earlier window counts (lastSole carries over)', () => {
+    const lifetimes = new Map([['gw-node1', [{ from: 0, to: Infinity }]], ['gw-node2', [{ from: 4000, to: Infinity }]], ['gw-node3', [{ from: 4100, to: Infinity }]]]);
+    const lastSole = new Map<string, { node: string; t: number }>();
+    assert.deepEqual(checkAnswers([reply(3000, A)], rules({ lifetimes, lastSole }), { from: 0, to: 4000 }).violations, []);
+    assert.deepEqual(lastSole.get(VIP), { node: 'node1', t: 3000 });
+    // node1 → node2 is a handover; node2 + node3 (node1 was the active one) is not.
+    assert.deepEqual(checkAnswers([reply(4500, A), reply(4501, B)], rules({ lifetimes, lastSole }), { from: 4000, to: 5000 }).violations, []);
+    const s = checkAnswers([reply(5500, B), reply(5501, C)], rules({ lifetimes, lastSole }), { from: 5000, to: 6000 });
+    assert.deepEqual(s.violations.map((v) => [v.rule, v.by]), [['handover', 'node2+node3']]);
+  });
+
+  // Found by the chaos suite (seed 7, round 2): node3 was heard alone during an earlier stint (an earlier
+  // instance); node2 became active without being heard alone (it confirmed late) and handed over to
+  // node3's new instance. The earlier stint does not make node3 the old active node.
+  it('a node heard alone in an earlier instance lifetime is not the active node now', () => {
+    const lifetimes = new Map([['gw-node3', [{ from: 0, to: 2000 }, { from: 6000, to: Infinity }]], ['gw-node2', [{ from: 3000, to: Infinity }]]]);
+    const frames = [reply(1000, C), reply(6100, B), reply(6101, C), reply(6200, C)];
+    assert.deepEqual(checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 }).violations, []);
+    // Heard alone within its current instance, node3 is the active one, and node2's older instance is no target.
+    const s = checkAnswers([reply(6050, C), ...frames], rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(s.violations.map((v) => [v.rule, v.by]), [['handover', 'node2+node3']]);
   });
 
   it('frames outside the window are not judged', () => {

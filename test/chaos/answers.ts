@@ -9,9 +9,15 @@
 //              once because of a failover;
 //   assigned   a node answers for a gateway's VIP only while it has an instance of that gateway, or
 //              within `graceMs` after the instance was deleted (its agent needs the watch event to
-//              withdraw). Two nodes answering one question are then both assigned: the make-before-break
-//              window of a planned handover (the new node's instance exists before the old one's is
-//              deleted) and nothing else;
+//              withdraw);
+//   handover   two nodes answering one question (both fenced- and assigned-clean) must be the pair of a
+//              handover: the old active node (the last one heard answering alone for the VIP) and the
+//              handover target (its instance created after the old node's, while that one still lived:
+//              make before break). "Heard alone" counts only within the same instance lifetime as the
+//              overlap (an earlier stint as the active node says nothing about now); without such a
+//              node, the older instance of the two is the old active node. Any other pair — a node whose instance is older, e.g. a timed-out
+//              target confirming late beside the re-elected owner, or two nodes neither of which was
+//              answering before — and any three answerers are flagged;
 //   owners     a node's or the router's own address is answered by its owner only (a VIP that is some
 //              host's address would hijack it);
 //   strangers  nobody but the nodes answers for a VIP.
@@ -39,10 +45,15 @@ export interface AnswerRules {
   lifetimes: ReadonlyMap<string, readonly Lifetime[]>;
   /** The instance name of a gateway on a node. */
   instanceName: (gateway: string, node: string) => string;
+  /**
+   * The last node heard answering alone, and when, by VIP: carried from one window to the next (read and
+   * updated). Without it, each window starts knowing nobody.
+   */
+  lastSole?: Map<string, { node: string; t: number }>;
 }
 
 export interface AnswerViolation {
-  rule: 'fenced' | 'assigned' | 'owners' | 'strangers';
+  rule: 'fenced' | 'assigned' | 'owners' | 'strangers' | 'handover';
   t: number;
   ip: string;
   by: string;
@@ -72,9 +83,41 @@ function lastAtOrBefore(sorted: readonly number[], t: number): number | undefine
   return found;
 }
 
-function assignedAt(rules: AnswerRules, gateway: string, node: string, t: number): boolean {
+/** The lifetime of the gateway's instance on the node that covers t (with the slack and grace), if any. */
+function lifeAt(rules: AnswerRules, gateway: string, node: string, t: number): Lifetime | undefined {
   const lives = rules.lifetimes.get(rules.instanceName(gateway, node)) ?? [];
-  return lives.some((l) => l.from <= t + rules.slackMs && t <= l.to + rules.graceMs);
+  return lives.find((l) => l.from <= t + rules.slackMs && t <= l.to + rules.graceMs);
+}
+
+function assignedAt(rules: AnswerRules, gateway: string, node: string, t: number): boolean {
+  return lifeAt(rules, gateway, node, t) !== undefined;
+}
+
+/**
+ * Why two or more nodes answering one question for `gateway`'s VIP are not a handover's pair, or
+ * undefined when they are (see `handover` above). `sole`: the last node heard answering alone.
+ */
+export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonly string[], t: number, heard: { node: string; t: number } | undefined): string | undefined {
+  if (nodes.length > 2) return `${nodes.length} nodes answered at once (${nodes.join(', ')})`;
+  const [a, b] = nodes as [string, string];
+  const la = lifeAt(rules, gateway, a, t);
+  const lb = lifeAt(rules, gateway, b, t);
+  // Not assigned: flagged by the assigned rule already.
+  if (la === undefined || lb === undefined) return undefined;
+  // Found by seed 7 round 2: node3 had been heard alone in an earlier stint, long before its current
+  // instance; the pair was the active node2 (never heard alone: it confirmed late) and the target node3.
+  const heardLife = heard !== undefined ? lifeAt(rules, gateway, heard.node, heard.t) : undefined;
+  const sole = heard !== undefined && heardLife !== undefined && heardLife === lifeAt(rules, gateway, heard.node, t) ? heard.node : undefined;
+  let old: string;
+  if (sole === a || sole === b) old = sole;
+  else if (sole !== undefined) return `${a} and ${b} answered together, and neither is the active node (${sole} answered alone before)`;
+  else old = la.from <= lb.from ? a : b;
+  const target = old === a ? b : a;
+  const [lo, lt] = old === a ? [la, lb] : [lb, la];
+  if (lt.from < lo.from) {
+    return `${target} answered beside the active node ${old}, but its instance (created ${new Date(lt.from).toISOString()}) is older than ${old}'s (${new Date(lo.from).toISOString()}): not the target of a handover from ${old}`;
+  }
+  return undefined;
 }
 
 /** Every answer (reply to the observer, or announcement) heard in [from, to], checked against the rules. */
@@ -114,12 +157,19 @@ export function checkAnswers(frames: readonly ArpAnswerFrame[], rules: AnswerRul
       report({ rule: 'assigned', t: f.t, ip: f.senderIp, by: node, detail: `no instance of ${gateway} on ${node} then (grace ${rules.graceMs} ms after deletion)` });
     }
   }
-  // Overlaps (all of whose answerers were checked above), for the round's record.
+  // Overlaps: only a handover's pair may answer together; the longest run is kept for the round's record.
   const questions = answeredQuestions(inWindow, rules.proberIp, rules.probeIntervalMs).filter((q) => rules.gatewayOfVip.has(q.ip));
   let dual = 0;
   let longest = 0;
   const runStart = new Map<string, number>();
+  const lastSole = rules.lastSole ?? new Map<string, { node: string; t: number }>();
   for (const q of questions) {
+    const nodes = [...new Set(q.macs.map((m) => rules.nodeOfMac.get(m)).filter((n): n is string => n !== undefined))].sort();
+    if (nodes.length === 1) lastSole.set(q.ip, { node: nodes[0] as string, t: q.t });
+    if (nodes.length > 1) {
+      const why = notAHandover(rules, rules.gatewayOfVip.get(q.ip) as string, nodes, q.t, lastSole.get(q.ip));
+      if (why !== undefined) report({ rule: 'handover', t: q.t, ip: q.ip, by: nodes.join('+'), detail: why });
+    }
     if (q.macs.length > 1) {
       dual++;
       const start = runStart.get(q.ip) ?? q.t;

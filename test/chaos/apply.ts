@@ -4,7 +4,7 @@
 // whose answer was lost is simply retried.
 
 import { DEFAULT_CILIUM_NAMESPACE } from '../../src/api/names.ts';
-import { isStatus, type KubeClient } from '../../src/kube/client.ts';
+import { isObjectGone, type KubeClient } from '../../src/kube/client.ts';
 import { GATEWAYS, NODES, POLICIES, pods } from '../../src/kube/resources.ts';
 import { setNodeReady } from '../../src/testenv/seed.ts';
 import { GATEWAYS as GATEWAY_NAMES, POLICY_COUNT, POOL_LABEL, gatewayObject, policyName, policyObject, type Impairment, type Mutation, type World } from './world.ts';
@@ -20,15 +20,6 @@ export interface NodeAddresses {
 async function apply(client: KubeClient, ref: typeof GATEWAYS, object: object): Promise<void> {
   const name = (object as { metadata: { name: string } }).metadata.name;
   await client.apply(ref, name, object, { fieldManager: 'egressgw-chaos', force: true });
-}
-
-/**
- * The object is not there: a 404 whose Status names it. Right after an API server restart the custom
- * resources are not served yet, and that 404 ("the server could not find the requested resource")
- * says nothing about the object (taking it for "already deleted" left a deleted gateway in the API).
- */
-export function isObjectGone(err: unknown, name: string): boolean {
-  return isStatus(err, 404) && (err as { body?: { details?: { name?: string } } }).body?.details?.name === name;
 }
 
 export async function deleteIfExists(client: KubeClient, ref: typeof GATEWAYS, name: string): Promise<void> {

@@ -206,17 +206,17 @@ function badTruth(b: BadState, gateways: Map<string, EgressGateway>, policies: M
     if (!g) return [`${where}: missing from the API`];
     const cond = readyOf(g.status);
     const out: string[] = [];
-    // unannounceable: every node refuses it; the controller goes round them (VirtualIPAnnouncing) or has
-    // none left (NoEligibleNode).
-    const reasons = expect === 'invalid' ? ['InvalidSpec', 'DuplicateVIP'] : expect === 'unannounceable' ? ['NoEligibleNode', 'VirtualIPAnnouncing'] : ['NoEligibleNode'];
+    // unannounceable: every node refuses it; the controller goes round them once (VirtualIPAnnouncing,
+    // also during a retry) and then rests (VIPRefused), or has no node left for other reasons (NoEligibleNode).
+    const reasons = expect === 'invalid' ? ['InvalidSpec', 'DuplicateVIP'] : expect === 'unannounceable' ? ['VIPRefused', 'NoEligibleNode', 'VirtualIPAnnouncing'] : ['NoEligibleNode'];
     if (cond?.status !== 'False' || !reasons.includes(cond.reason)) out.push(`${where}: Ready ${cond?.status}/${cond?.reason}, want False/${reasons.join('|')}`);
     if ((g.status?.activeNodeName ?? '') !== '') out.push(`${where}: has active node ${g.status?.activeNodeName}`);
     const label = carriers(o, `${ACTIVE_FOR_PREFIX}${b.object.name}`);
     if (label.nodes.length + label.ciliumNodes.length > 0) out.push(`${where}: active-for label on [${label.nodes}]/[${label.ciliumNodes}]`);
     const insts = o.objects.instances.filter((i) => i.metadata.name.startsWith(`${b.object.name}-`));
     if (expect === 'unannounceable') {
-      // The instances whose handover timed out stay as the memory of the failed attempts (core:
-      // election.ts); none may be Ready, and no node may hold the address.
+      // The instance of the last node tried stays, carrying the memory of the others (core:
+      // refusals.ts); none may be Ready, and no node may hold the address.
       const ready = insts.filter((i) => readyOf(i.status)?.status === 'True');
       if (ready.length > 0) out.push(`${where}: Ready instances [${ready.map((i) => i.metadata.name)}]`);
       const ip = (b.object.object as { spec?: { sourceIP?: { virtualIPAddress?: { ip?: string } } } }).spec?.sourceIP?.virtualIPAddress?.ip ?? '';

@@ -80,6 +80,8 @@ export class RunState {
   readonly renewals = new Map<string, number[]>();
   /** Frames and problems before this moment were checked by an earlier round. */
   checkedUntil = 0;
+  /** The last node heard answering alone, by VIP (the answer rules' handover pair). */
+  readonly lastSole = new Map<string, { node: string; t: number }>();
   exitsSeen = 0;
   problemsSeen = 0;
   crashesSeen = 0;
@@ -235,6 +237,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
     renewals: state.renewals,
     lifetimes,
     instanceName,
+    lastSole: state.lastSole,
   }, { from: state.checkedUntil, to: until });
   state.checkedUntil = until;
   for (const v of answers.violations) violations.push(`answers/${v.rule}: ${v.by} answered for ${v.ip} at ${new Date(v.t).toISOString()}: ${v.detail}`);

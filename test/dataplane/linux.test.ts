@@ -119,6 +119,20 @@ describe('Linux data plane in the kernel (real packets)', { concurrency: false }
     }
   });
 
+  it('a link named like the tunnel device that is not ours (a veth): a clear error naming --tunnel-device; apply and cleanup leave it alone', async () => {
+    await lab.ip(worker.ns, ['link', 'add', S.device, 'type', 'veth', 'peer', 'name', 'fx1']);
+    try {
+      const dp = model(worker, [gateway({ active: gwA, policies: [webPolicy] })], [podObj(pod1, { app: 'web' })]);
+      await assert.rejects(plane(worker).apply(dp), (err: Error) => err instanceof DataplaneUnavailable && /a link named egw0 exists and is not an egressgw tunnel \(kind veth\).*--tunnel-device/.test(err.message));
+      await plane(worker).cleanup();
+      assert.match(await lab.ip(worker.ns, ['-d', 'link', 'show', S.device]), /veth/);
+      const st = await plane(worker).state();
+      assert.deepEqual([st.table, st.rules, st.routes], [undefined, [], []]);
+    } finally {
+      await lab.ip(worker.ns, ['link', 'del', S.device]);
+    }
+  });
+
   it('selected pods leave with the VIP; unselected pods and other destinations with the node IP', async () => {
     await lab.ip(gwA.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
     const pods = [podObj(pod1, { app: 'web' }), podObj(pod2, { app: 'db' })];

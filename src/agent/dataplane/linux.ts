@@ -159,7 +159,7 @@ export class LinuxDataplane {
       await this.#ip(['-4', 'route', 'flush', 'table', String(r.table)]);
       removed.push(`routes of table ${r.table}`);
     }
-    if (st.device) {
+    if (st.device && ours(st.link?.linkinfo as Parameters<typeof ours>[0])) {
       await this.#ip(['link', 'del', this.settings.device]);
       removed.push(`link ${this.settings.device}`);
     }
@@ -210,11 +210,18 @@ export class LinuxDataplane {
   async #ensureDevice(link: Record<string, unknown> | undefined): Promise<void> {
     const s = this.settings;
     const info = (link?.linkinfo as { info_kind?: string; info_data?: Record<string, unknown> } | undefined);
-    const right = info?.info_kind === 'vxlan' && info.info_data?.external === true && info.info_data?.gpe === true && info.info_data?.port === s.tunnelPort;
+    const right = ours(info) && info?.info_data?.port === s.tunnelPort;
     const up = Array.isArray(link?.flags) && (link.flags as string[]).includes('UP');
     if (right && up) return;
     this.#last = undefined;
-    if (link && !right) await this.#ip(['link', 'del', s.device]);
+    if (link && !right) {
+      // Only a VXLAN-GPE device in external mode can be one of ours (an earlier --tunnel-port, say); any
+      // other link of that name belongs to someone else and is never deleted: refuse, naming the flag.
+      if (!ours(info)) {
+        throw new DataplaneUnavailable(`a link named ${s.device} exists and is not an egressgw tunnel (kind ${info?.info_kind ?? 'unknown'}): it was left alone; remove it or choose another name with --tunnel-device`);
+      }
+      await this.#ip(['link', 'del', s.device]);
+    }
     if (!right) {
       const mtu = this.#mtu ?? (await this.#uplinkMtu()) - TUNNEL_OVERHEAD;
       try {
@@ -251,4 +258,9 @@ export class LinuxDataplane {
 
 function ruleArgs(r: RuleSpec): string[] {
   return ['priority', String(r.priority), 'fwmark', `0x${r.mark.toString(16)}/0x${r.mask.toString(16)}`, 'lookup', String(r.table)];
+}
+
+/** A VXLAN-GPE device in external mode: the only kind of link the agent creates, so the only one it may replace. */
+function ours(info: { info_kind?: string; info_data?: Record<string, unknown> } | undefined): boolean {
+  return info?.info_kind === 'vxlan' && info.info_data?.external === true && info.info_data?.gpe === true;
 }

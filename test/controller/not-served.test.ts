@@ -56,12 +56,14 @@ describe('a 404 for a resource that is not served is not "the object is gone"', 
     assert.ok(isObjectGone(gone, 'no-such-node'), 'a missing Node is gone');
     assert.equal(isObjectGone(gone, 'another-node'), false, 'a Status naming another object is not this one gone');
     assert.equal(isUnserved(gone), false);
+    // Thunks, called one at a time: promises made up front would reject before they are awaited (an
+    // unhandled rejection fails the test file).
     for (const call of [
-      client.get(INSTANCES, 'inst-1'),
-      client.delete(INSTANCES, 'inst-1'),
-      client.mergePatch(CILIUM_NODES, 'n1', { metadata: { labels: { a: '' } } }),
+      () => client.get(INSTANCES, 'inst-1'),
+      () => client.delete(INSTANCES, 'inst-1'),
+      () => client.mergePatch(CILIUM_NODES, 'n1', { metadata: { labels: { a: '' } } }),
     ]) {
-      const err = await failure(call);
+      const err = await failure(call());
       assert.ok(isStatus(err, 404), `a 404 (got ${String(err)})`);
       assert.equal(isObjectGone(err), false, 'an unserved resource says nothing about the object');
       assert.ok(isUnserved(err));

@@ -1,7 +1,6 @@
 // errFields: what a log line keeps of an error.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Agent, fetch } from 'undici';
 import { createServer } from 'node:net';
 import { errFields } from './log.ts';
 
@@ -16,15 +15,13 @@ describe('errFields', () => {
     const server = createServer((s) => s.destroy());
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address() as { port: number };
-    const dispatcher = new Agent();
     try {
-      const err = await fetch(`http://127.0.0.1:${port}/`, { dispatcher }).then(() => undefined, (e: unknown) => e);
+      const err = await fetch(`http://127.0.0.1:${port}/`).then(() => undefined, (e: unknown) => e);
       const f = errFields(err);
       assert.equal(f.err, 'fetch failed');
       assert.equal(typeof f.cause, 'string');
       assert.match(String(f.cause), /UND_ERR_SOCKET|ECONNRESET|other side closed/);
     } finally {
-      await dispatcher.close();
       await new Promise<void>((r) => server.close(() => r()));
     }
   });

@@ -27,17 +27,36 @@ export function createLogger(level: string = process.env.EGRESSGW_LOG_LEVEL ?? '
 /** A logger that drops everything: for tests and library callers that did not pass one. */
 export const silentLogger: Logger = pino({ level: 'silent' });
 
-/** The fields worth logging from an error (ApiException bodies carry the server's reason). */
+/**
+ * The fields worth logging from an error (ApiException bodies carry the server's reason). fetch's
+ * network errors all read "fetch failed"; what happened is in their `cause` (a connect timeout, a
+ * reset, a TLS failure), so that is logged too: a chaos run once showed minutes of "fetch failed"
+ * whose cause the logs could not tell.
+ */
 export function errFields(err: unknown): Record<string, unknown> {
   if (err && typeof err === 'object') {
-    const e = err as { message?: unknown; code?: unknown; body?: unknown; name?: unknown };
+    const e = err as { message?: unknown; code?: unknown; body?: unknown; name?: unknown; cause?: unknown };
     const out: Record<string, unknown> = { err: String(e.message ?? err) };
     if (typeof e.code === 'number' || typeof e.code === 'string') out.code = e.code;
     if (e.body !== undefined) {
       const body = typeof e.body === 'string' ? e.body : JSON.stringify(e.body);
       out.body = body.length > 1000 ? body.slice(0, 1000) + '…' : body;
     }
+    const cause = describeCause(e.cause);
+    if (cause !== undefined) out.cause = cause;
     return out;
   }
   return { err: String(err) };
+}
+
+/** `code: message` of an error's cause chain (at most 3 deep), e.g. "UND_ERR_CONNECT_TIMEOUT: Connect Timeout Error". */
+function describeCause(cause: unknown, depth = 0): string | undefined {
+  if (cause === undefined || cause === null || depth >= 3) return undefined;
+  if (typeof cause !== 'object') return String(cause);
+  const c = cause as { message?: unknown; code?: unknown; cause?: unknown };
+  const here = [typeof c.code === 'string' || typeof c.code === 'number' ? String(c.code) : undefined, c.message !== undefined ? String(c.message) : undefined]
+    .filter((x) => x !== undefined && x !== '')
+    .join(': ');
+  const deeper = describeCause(c.cause, depth + 1);
+  return [here || String(cause), deeper].filter((x) => x !== undefined).join(' ← ');
 }

@@ -98,4 +98,41 @@ describe('fault proxy', () => {
     await poll('the echo with no spike left', () => c.got() === 'after', 5000, { intervalMs: 5 });
     c.sock.destroy();
   });
+  it('a client that stops reading holds the server back (TCP flow control), not the proxy\'s memory', async () => {
+    // The server queues 32 MiB at once; the client reads nothing. A proxy that reads on regardless would
+    // end up holding nearly all of it (the server's buffer empties into the proxy's); with backpressure it
+    // stops reading when its side towards the client is full, and most of it stays queued at the server.
+    const total = 32 * 1024 * 1024;
+    let serverSide: Socket | undefined;
+    const firehose = createServer((s) => {
+      serverSide = s;
+      const chunk = Buffer.alloc(1024 * 1024, 7);
+      for (let i = 0; i < total / chunk.length; i++) s.write(chunk);
+    });
+    await new Promise<void>((r) => firehose.listen(0, '127.0.0.1', r));
+    const p = await FaultProxy.start({ host: '127.0.0.1', port: (firehose.address() as { port: number }).port }, { host: '127.0.0.1' });
+    const sock = connect({ host: p.address.host, port: p.address.port });
+    sock.pause();
+    try {
+      // Settled: the server's queue no longer shrinks (kernel buffers on the way are full) and is not empty.
+      let last = -1;
+      await poll('the server held back', () => {
+        const queued = serverSide?.writableLength ?? 0;
+        const settled = queued > 0 && queued === last;
+        last = queued;
+        return settled;
+      }, 20_000, { intervalMs: 100 });
+      assert.ok(p.bufferedBytes < 4 * 1024 * 1024, `the proxy holds ${p.bufferedBytes} bytes`);
+      assert.ok(serverSide!.writableLength > total / 2, `only ${serverSide!.writableLength} bytes still queued at the server`);
+      // Nothing is lost: once the client reads, all of it arrives.
+      let got = 0;
+      sock.on('data', (d: Buffer) => (got += d.length));
+      sock.resume();
+      await poll('everything delivered', () => got === total, 20_000, { intervalMs: 20 });
+    } finally {
+      sock.destroy();
+      await p.close();
+      await new Promise<void>((r) => firehose.close(() => r()));
+    }
+  });
 });

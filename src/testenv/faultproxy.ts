@@ -26,7 +26,11 @@
 //           the client is told it failed). `verbs` restricts it to reads (GET) or writes.
 // reset() is an action, not a rule: it resets (TCP RST) the matched clients' open connections now.
 //
-// There is no backpressure: API traffic is small, and a delayed chunk is held in memory until its time.
+// Backpressure as a TCP proxy has it: when the side a pump writes to cannot take more (a client that
+// stopped reading: SIGSTOP, a partition), the pump stops reading from the other side until it drains, so
+// the sender is held back by TCP instead of the proxy buffering without bound. (Unbounded, a frozen
+// client's watches filled the proxy's heap — in the process that also runs the suite — at the rate the
+// server sent.) What a delay or a hold-cut keeps is held in memory until its time.
 //
 // spikes() drives a delay rule on a schedule (e.g. 300 ms spikes lasting 1 s every few seconds) and
 // records when each spike started and ended, so a bench can tell what happened during one.
@@ -131,6 +135,9 @@ const STATUS_REASONS: Record<number, string> = {
 /** Monotonic-ish wall clock in ms, the same base as the rest of the test environment's timestamps. */
 const now = (): number => performance.timeOrigin + performance.now();
 
+/** How many clients' first chunks firstChunks keeps. */
+const FIRST_CHUNKS = 64;
+
 export class FaultProxy {
   readonly #server: Server;
   readonly #target: FaultTarget;
@@ -146,8 +153,13 @@ export class FaultProxy {
   /** Bytes received from clients so far (forwarded or not). */
   bytesFromClients = 0;
   readonly counters: FaultCounters = { injected: {}, resets: 0 };
-  /** The first chunk each client sent (a TLS ClientHello: what the client offers, ALPN included). */
+  /**
+   * The first chunk of the first FIRST_CHUNKS clients (a TLS ClientHello: what the client offers, ALPN
+   * included). Bounded: a long run makes tens of thousands of connections.
+   */
   readonly firstChunks: Buffer[] = [];
+  /** Bytes the pumps hold (delayed or held), not yet written on. */
+  #queuedBytes = 0;
 
   private constructor(target: FaultTarget, opts: FaultProxyOptions) {
     this.#target = target;
@@ -193,6 +205,17 @@ export class FaultProxy {
 
   get connections(): number {
     return this.#conns.size;
+  }
+
+  /**
+   * Bytes the proxy holds in memory now: written but not yet taken by a socket (either way) plus what
+   * delays and hold-cuts keep. With backpressure this stays near the sockets' high-water marks per
+   * connection, whatever a client or the server does.
+   */
+  get bufferedBytes(): number {
+    let n = this.#queuedBytes;
+    for (const c of this.#conns) n += c.client.writableLength + c.upstream.writableLength;
+    return n;
   }
 
   /** Activates a rule until the returned function is called. */
@@ -339,7 +362,9 @@ export class FaultProxy {
     };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
-    client.once('data', (d: Buffer) => this.firstChunks.push(Buffer.from(d)));
+    client.once('data', (d: Buffer) => {
+      if (this.firstChunks.length < FIRST_CHUNKS) this.firstChunks.push(Buffer.from(d));
+    });
     client.on('data', (d: Buffer) => (this.bytesFromClients += d.length));
     this.#pump(conn, client, upstream, 'toServer');
     this.#pump(conn, upstream, client, 'toClient');
@@ -428,13 +453,25 @@ export class FaultProxy {
     const queue: Array<{ at: number; data: Buffer; held: boolean }> = [];
     let timer: NodeJS.Timeout | undefined;
     let lastRelease = 0;
+    let waitingForDrain = false;
+    /** Writes on; when `to` is full, stops reading `from` until `to` drains (TCP's flow control, end to end). */
+    const write = (data: Buffer) => {
+      if (to.destroyed || to.write(data) || waitingForDrain) return;
+      waitingForDrain = true;
+      from.pause();
+      to.once('drain', () => {
+        waitingForDrain = false;
+        if (!from.destroyed) from.resume();
+      });
+    };
     const flush = () => {
       clearTimeout(timer);
       timer = undefined;
       const t = now();
       while (queue.length > 0 && !queue[0]!.held && queue[0]!.at <= t) {
         const chunk = queue.shift()!;
-        if (!to.destroyed) to.write(chunk.data);
+        this.#queuedBytes -= chunk.data.length;
+        write(chunk.data);
       }
       if (queue.length > 0 && !queue[0]!.held) timer = setTimeout(flush, Math.max(0, queue[0]!.at - now()));
     };
@@ -457,20 +494,23 @@ export class FaultProxy {
       if (f.drop) return;
       if (f.hold) {
         queue.push({ at: Infinity, data, held: true });
+        this.#queuedBytes += data.length;
         return;
       }
       const at = Math.max(now() + f.delayMs, lastRelease);
       lastRelease = at;
       if (f.delayMs === 0 && queue.length === 0) {
-        if (!to.destroyed) to.write(data);
+        write(data);
         return;
       }
       queue.push({ at, data, held: false });
+      this.#queuedBytes += data.length;
       if (timer === undefined && !queue[0]!.held) timer = setTimeout(flush, Math.max(0, queue[0]!.at - now()));
     });
     from.on('close', () => {
       clearTimeout(timer);
       this.#kicks.delete(kick);
+      for (const c of queue.splice(0)) this.#queuedBytes -= c.data.length;
     });
   }
 }

@@ -14,6 +14,7 @@ import { checkAnswers, type AnswerSummary } from './answers.ts';
 import { acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
 import { LEADER_LEASE, OBSERVER_IP, VIP_PROBE_MS, type ChaosCluster } from './cluster.ts';
 import { describeFault, planFaults, runFault, type FaultKind, type FaultPlan } from './faults.ts';
+import { HealthProbe, type SuiteHealth } from './health.ts';
 import { badObjects, type BadObject } from './invalid.ts';
 import { acceptanceViolations, checkConverged, type BadState } from './invariants.ts';
 import { Rng, roundSeed } from './rng.ts';
@@ -110,6 +111,8 @@ export interface RoundRecord {
    * busy suite delays every request (a slow convergence with a high value here was the suite's own doing).
    */
   suiteLoopDelayMaxMs: number;
+  /** The suite's side of the round (health.ts): where a stall of every proxied client came from (absent in records of older runs). */
+  suiteHealth?: SuiteHealth;
 }
 
 export interface RoundOptions {
@@ -146,6 +149,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
   const t0 = Date.now();
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
+  const health = new HealthProbe(loop, c.proxy);
   const rng = new Rng(plan.seed ^ 0x5bd1e995);
   const violations: string[] = [];
   const faultErrors: string[] = [];
@@ -204,6 +208,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
       last = [`observe: ${(err as Error).message}`];
     }
     if (pendingAt5s === undefined && Date.now() - healed > 5000) pendingAt5s = last.slice(0, 8);
+    health.sample();
     await sleep(POLL_MS);
   }
   const convergeMs = Date.now() - healed;
@@ -260,6 +265,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
   const injected: Record<number, number> = {};
   for (const [code, n] of Object.entries(c.proxy.counters.injected)) injected[Number(code)] = n - (before.injected[Number(code)] ?? 0);
   const { violations: _answerViolations, ...answerStats } = answers;
+  const h = health.finish();
   const record: RoundRecord = {
     runSeed: plan.runSeed,
     round: plan.round,
@@ -277,8 +283,9 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
     ...(pendingAt5s ? { pendingAt5s } : {}),
     durationMs: Date.now() - t0,
     suiteLoopDelayMaxMs: Math.round(loop.max / 1e6),
+    suiteHealth: h,
   };
   loop.disable();
-  opts.log(`round ${plan.round} (seed ${plan.seed}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms`);
+  opts.log(`round ${plan.round} (seed ${plan.seed}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms (p99 ${h.loopDelayP99Ms}), rss ${h.rssMb} MB, proxy ≤${h.proxyConnectionsMax} conns/${h.proxyBufferedKbMax} KiB, listen overflows ${h.listenOverflows ?? '?'}, load ${h.loadAvg1}`);
   return { record, world: current, bad };
 }

@@ -55,6 +55,11 @@ export interface FailoverBenchOptions {
   rounds?: number;
   /** Rows to run (default all). */
   rows?: readonly RowId[];
+  /**
+   * Rounds per failure kind in phases A and A2 (egressgw and keepalived rows; default `rounds`). 0 runs only
+   * phase B (the spike window and the reference rounds), for a run whose phase B must be repeated on its own.
+   */
+  phaseARounds?: number;
   /** Length of the API latency spike window, minutes (default 10; 0 skips it). */
   spikeMinutes?: number;
   spikeDelayMs?: number;
@@ -201,6 +206,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     referenceGraceMs: opts.referenceGraceMs ?? 40_000,
     referenceUplinkWaitMs: opts.referenceUplinkWaitMs ?? 60_000,
     observeMs: opts.observeMs ?? 1000,
+    phaseARounds: opts.phaseARounds ?? opts.rounds ?? 50,
   };
   const started = now();
   const loadAvgStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
@@ -256,13 +262,13 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
     phase('A: egressgw rows');
     await observer.observe(groupsOf('defaults', 'tuned'));
     for (const g of groupsOf('defaults', 'tuned')) {
-      for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
+      for (let i = 1; i <= o.phaseARounds; i++) for (const kind of g.kinds) await round(g, kind, i);
     }
     // Phase A2: keepalived; 100 ms adverts one at a time, 1 s adverts in parallel groups.
     phase('A2: keepalived rows');
     await observer.observe(groupsOf('keepalived-100ms', 'keepalived-1s'));
-    for (const g of groupsOf('keepalived-100ms')) for (let i = 1; i <= o.rounds; i++) for (const kind of g.kinds) await round(g, kind, i);
-    await inParallel(groupsOf('keepalived-1s'), o.rounds, round);
+    for (const g of groupsOf('keepalived-100ms')) for (let i = 1; i <= o.phaseARounds; i++) for (const kind of g.kinds) await round(g, kind, i);
+    await inParallel(groupsOf('keepalived-1s'), o.phaseARounds, round);
     // Phase B: the spike window, and meanwhile the reference rounds in parallel groups.
     phase('B: spike window + reference rounds');
     if (rows.includes('reference')) await t.activateReference();
@@ -292,7 +298,7 @@ export async function runFailoverBench(opts: FailoverBenchOptions = {}): Promise
 }
 
 interface RunState {
-  o: Required<Pick<FailoverBenchOptions, 'rounds' | 'spikeMinutes' | 'spikeDelayMs' | 'spikeDurationMs' | 'spikeGapMs' | 'spikeSeed' | 'referenceGroups' | 'keepalivedGroups' | 'referenceGraceMs' | 'referenceUplinkWaitMs' | 'observeMs'>>;
+  o: Required<Pick<FailoverBenchOptions, 'rounds' | 'spikeMinutes' | 'spikeDelayMs' | 'spikeDurationMs' | 'spikeGapMs' | 'spikeSeed' | 'referenceGroups' | 'keepalivedGroups' | 'referenceGraceMs' | 'referenceUplinkWaitMs' | 'observeMs' | 'phaseARounds'>>;
   rows: readonly RowId[];
   started: number;
   loadAvgStart: number[];
@@ -327,6 +333,7 @@ function assemble(st: RunState, complete: boolean): FailoverBenchResults {
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', loadAvgStart: st.loadAvgStart, loadAvgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100), node: process.version, ...(st.keepalived ? { keepalived: st.keepalived } : {}) },
     setup: {
       roundsPerKindPerRow: o.rounds,
+      phaseARoundsPerKind: o.phaseARounds,
       observeMsAfterTakeover: o.observeMs,
       spike: { minutes: o.spikeMinutes, delayMs: o.spikeDelayMs, durationMs: o.spikeDurationMs, gapMs: o.spikeGapMs, seed: o.spikeSeed, direction: 'requests (client → API server)' },
       referenceGroups: o.referenceGroups,

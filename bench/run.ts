@@ -44,6 +44,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     'skip-failover': { type: 'boolean', default: false },
     rounds: { type: 'string' },
+    'phase-a-rounds': { type: 'string' },
     rows: { type: 'string' },
     'spike-minutes': { type: 'string' },
     'reference-groups': { type: 'string' },
@@ -327,6 +328,7 @@ if (only === undefined || only === 'failover') {
       const r = await runFailoverBench({
         rounds: num('rounds', values.rounds) ?? (quick ? 2 : undefined),
         rows: rows as typeof ROWS[number][] | undefined,
+        phaseARounds: num('phase-a-rounds', values['phase-a-rounds']),
         spikeMinutes: num('spike-minutes', values['spike-minutes']) ?? (quick ? 0.5 : undefined),
         referenceGroups: num('reference-groups', values['reference-groups']) ?? (quick ? 2 : undefined),
         keepalivedGroups: num('keepalived-groups', values['keepalived-groups']) ?? (quick ? 2 : undefined),

@@ -129,7 +129,8 @@ test('nodeSelector changed: the gateway moves to the newly selected node and the
     const c = await f.ciliumNodeLabels('sel-1');
     return !(activeForLabel('gw-sel') in n) && !(MEMBER_LABEL in n) && !(activeForLabel('gw-sel') in c) && !(MEMBER_LABEL in c);
   });
-  assert.equal((await f.gateway('gw-sel')).status?.activeNodeName, 'sel-2');
+  // A pass writes labels before statuses: the removals above can be seen before the status write lands.
+  await waitFor('status names sel-2', async () => (await f.gateway('gw-sel')).status?.activeNodeName === 'sel-2');
 });
 
 test('VIP and mode changed: the instance and the CEGP follow', async () => {

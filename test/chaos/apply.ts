@@ -4,10 +4,10 @@
 // whose answer was lost is simply retried.
 
 import { DEFAULT_CILIUM_NAMESPACE } from '../../src/api/names.ts';
-import { isObjectGone, type KubeClient } from '../../src/kube/client.ts';
-import { GATEWAYS, NODES, POLICIES, pods } from '../../src/kube/resources.ts';
+import { isObjectGone, type KubeClient, type ResourceRef } from '../../src/kube/client.ts';
+import { GATEWAYS, NODES, POLICIES, namespaces, pods } from '../../src/kube/resources.ts';
 import { setNodeReady } from '../../src/testenv/seed.ts';
-import { GATEWAYS as GATEWAY_NAMES, POLICY_COUNT, POOL_LABEL, gatewayObject, policyName, policyObject, type Impairment, type Mutation, type World } from './world.ts';
+import { GATEWAYS as GATEWAY_NAMES, POD_NAMESPACE, POLICY_COUNT, POOL_LABEL, gatewayObject, policyName, policyObject, type Impairment, type Mutation, type PodSpec, type World } from './world.ts';
 
 export interface NodeAddresses {
   ipOf(node: string): string;
@@ -17,17 +17,33 @@ export interface NodeAddresses {
  * Server-side apply with one field manager, creating the object when missing: every field is then the
  * suite's, so a field left out of the next apply is removed (a create by another manager would keep it).
  */
-async function apply(client: KubeClient, ref: typeof GATEWAYS, object: object): Promise<void> {
+async function apply(client: KubeClient, ref: ResourceRef, object: object): Promise<void> {
   const name = (object as { metadata: { name: string } }).metadata.name;
   await client.apply(ref, name, object, { fieldManager: 'egressgw-chaos', force: true });
 }
 
-export async function deleteIfExists(client: KubeClient, ref: typeof GATEWAYS, name: string): Promise<void> {
+export async function deleteIfExists(client: KubeClient, ref: ResourceRef, name: string): Promise<void> {
   try {
     await client.delete(ref, name);
   } catch (err) {
     if (!isObjectGone(err, name)) throw err;
   }
+}
+
+/**
+ * A world pod as the kubelet and the CNI would leave it: bound to its node, Running, its pod network
+ * namespace's address in status.podIP. A grace period of 0 makes a delete final at once (no kubelet here
+ * would confirm a graceful one).
+ */
+async function applyPod(client: KubeClient, p: PodSpec): Promise<void> {
+  const ref = pods(POD_NAMESPACE);
+  await apply(client, ref, {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: p.name, namespace: POD_NAMESPACE, labels: p.app ? { app: p.app } : {} },
+    spec: { nodeName: p.node, terminationGracePeriodSeconds: 0, containers: [{ name: 'app', image: 'lab.invalid/app:none' }] },
+  });
+  await client.mergePatch(ref, p.name, { status: { phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }] } }, 'status');
 }
 
 async function setImpairment(client: KubeClient, nodes: NodeAddresses, node: string, what: Exclude<Impairment, 'none'>, on: boolean): Promise<void> {
@@ -67,6 +83,14 @@ export async function applyMutation(client: KubeClient, nodes: NodeAddresses, m:
       if (m.from !== 'none') await setImpairment(client, nodes, m.node, m.from, false);
       if (m.to !== 'none') await setImpairment(client, nodes, m.node, m.to, true);
       return;
+    case 'podDelete':
+      return deleteIfExists(client, pods(POD_NAMESPACE), m.name);
+    case 'podLabel':
+    case 'podCreate': {
+      const p = after.pods.get(m.name);
+      if (p?.present) await applyPod(client, p);
+      return;
+    }
   }
 }
 
@@ -85,5 +109,11 @@ export async function applyWorld(client: KubeClient, nodes: NodeAddresses, world
     const spec = world.policies.get(policyName(i));
     if (spec) await apply(client, POLICIES, policyObject(spec));
     else await deleteIfExists(client, POLICIES, policyName(i));
+  }
+  if (world.pods.size === 0) return;
+  await apply(client, namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: POD_NAMESPACE } });
+  for (const p of world.pods.values()) {
+    if (p.present) await applyPod(client, p);
+    else await deleteIfExists(client, pods(POD_NAMESPACE), p.name);
   }
 }

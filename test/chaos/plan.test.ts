@@ -5,13 +5,16 @@ import { describe, it } from 'node:test';
 import { describeFault, FAULT_KINDS, kindOfDescription, planFaults } from './faults.ts';
 import { describePlan, planRound } from './round.ts';
 import { Rng } from './rng.ts';
-import { GATEWAYS, initialWorld, VIP_GATEWAYS, type World } from './world.ts';
+import { GATEWAYS, initialWorld, VIP_GATEWAYS, type PodSlot, type World } from './world.ts';
 
 const NODES = ['node1', 'node2', 'node3', 'node4'];
 const HOSTS = { routers: ['198.18.0.1'], nodes: ['198.18.0.11'] };
 
-function run(seed: number, rounds: number): { plans: string[][]; world: World } {
-  let world = initialWorld(NODES);
+/** The pod slots of the linux cluster (cluster.ts: two pods on each of the first three nodes). */
+const POD_SLOTS: PodSlot[] = [1, 2, 3].flatMap((k) => [1, 2].map((j) => ({ name: `p${k}-${j}`, node: `node${k}`, ip: `198.18.${16 + k}.${10 + j}` })));
+
+function run(seed: number, rounds: number, pods: readonly PodSlot[] = []): { plans: string[][]; world: World } {
+  let world = initialWorld(NODES, pods);
   const plans: string[][] = [];
   for (let r = 0; r < rounds; r++) {
     const { plan, after } = planRound(world, seed, r, HOSTS);
@@ -38,6 +41,28 @@ describe('chaos plans', () => {
     assert.ok(VIP_GATEWAYS.length >= 1 && GATEWAYS.length >= 5);
     assert.ok(world.policies.size >= 20);
     assert.ok([...world.nodes.values()].filter((n) => n.impairment !== 'none').length <= 2);
+  });
+});
+
+describe('chaos plans with pods (--dataplane linux)', () => {
+  const isPod = (l: string) => /^change @\d+ms (create |delete )?pod /.test(l);
+
+  it('pods change nothing else in the plan: a seed replays the rounds of the Cilium data plane', () => {
+    const without = run(7, 30).plans;
+    const withPods = run(7, 30, POD_SLOTS).plans.map((p) => p.filter((l) => !isPod(l)));
+    assert.deepEqual(withPods, without);
+  });
+
+  it('pods are relabelled, deleted and re-created, deterministically; at least half stay', () => {
+    assert.deepEqual(run(9, 40, POD_SLOTS).plans, run(9, 40, POD_SLOTS).plans);
+    const { plans } = run(9, 200, POD_SLOTS);
+    const lines = plans.flat().filter(isPod);
+    for (const re of [/ pod p\d-\d app /, /delete pod /, /create pod /]) assert.ok(lines.some((l) => re.test(l)), `no ${re} in\n${lines.join('\n')}`);
+    let world = initialWorld(NODES, POD_SLOTS);
+    for (let r = 0; r < 200; r++) {
+      world = planRound(world, 9, r, HOSTS).after;
+      assert.ok([...world.pods.values()].filter((p) => p.present).length >= POD_SLOTS.length / 2);
+    }
   });
 });
 

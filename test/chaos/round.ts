@@ -9,6 +9,7 @@ import { instanceName } from '../../src/core/util.ts';
 import { isStatus } from '../../src/kube/client.ts';
 import { GATEWAYS, POLICIES } from '../../src/kube/resources.ts';
 import { DEFAULT_AGENT_OPTIONS } from '../../src/agent/options.ts';
+import type { DataplaneMode } from '../../src/api/names.ts';
 import { applyMutation, deleteIfExists } from './apply.ts';
 import { checkAnswers, type AnswerSummary } from './answers.ts';
 import { acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
@@ -18,7 +19,7 @@ import { HealthProbe, type SuiteHealth } from './health.ts';
 import { badObjects, type BadObject } from './invalid.ts';
 import { acceptanceViolations, checkConverged, type BadState } from './invariants.ts';
 import { Rng, roundSeed } from './rng.ts';
-import { allVips, applyToWorld, describeMutation, GATEWAYS as GATEWAY_NAMES, randomMutation, type Mutation, type World } from './world.ts';
+import { allVips, applyToWorld, describeMutation, GATEWAYS as GATEWAY_NAMES, randomMutation, randomPodMutation, type Mutation, type World } from './world.ts';
 
 export interface RoundPlan {
   runSeed: number;
@@ -62,6 +63,18 @@ export function planRound(world: World, runSeed: number, round: number, hosts: L
   const stableVips = GATEWAY_NAMES.filter((g) => !touched.has(g)).map((g) => world.gateways.get(g)?.vip).filter((v): v is string => v !== undefined);
   const badCount = rng.chance(0.5) ? rng.int(1, 3) : 0;
   const bad = badObjects(rng.fork(), badCount, { stableVips, nodeIps: hosts.nodes, routerIps: hosts.routers }).map((object) => ({ at: rng.int(0, windowMs), object }));
+  // Pod changes (Linux data plane: the world has pods) from a generator of their own, so that the rest of
+  // the plan is the same as without pods; in time order, so the world ends as planned.
+  if (world.pods.size > 0) {
+    const podRng = new Rng(seed ^ 0x27d4eb2f);
+    const moments = Array.from({ length: podRng.int(0, 3) }, () => podRng.int(0, windowMs)).sort((a, b) => a - b);
+    for (const at of moments) {
+      const m = randomPodMutation(after, podRng);
+      after = applyToWorld(after, m);
+      mutations.push({ at, mutation: m });
+    }
+    mutations.sort((a, b) => a.at - b.at);
+  }
   return { plan: { runSeed, round, seed, windowMs, faults, mutations, bad }, after };
 }
 
@@ -89,6 +102,8 @@ export class RunState {
 }
 
 export interface RoundRecord {
+  /** The data plane the round ran with (absent in records of older runs: cilium). */
+  dataplane?: DataplaneMode;
   runSeed: number;
   round: number;
   seed: number;
@@ -199,7 +214,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
   let pendingAt5s: string[] | undefined;
   while (Date.now() - healed < opts.convergeDeadlineMs) {
     try {
-      last = await checkConverged(c.client, c.nodes, (n) => c.addresses(n), current, bad, vips);
+      last = await checkConverged(c.client, c.nodes, (n) => c.addresses(n), current, bad, vips, c.linuxNodes());
       if (last.length === 0) {
         converged = true;
         break;
@@ -267,6 +282,7 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
   const { violations: _answerViolations, ...answerStats } = answers;
   const h = health.finish();
   const record: RoundRecord = {
+    dataplane: c.dataplane,
     runSeed: plan.runSeed,
     round: plan.round,
     seed: plan.seed,
@@ -286,6 +302,6 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
     suiteHealth: h,
   };
   loop.disable();
-  opts.log(`round ${plan.round} (seed ${plan.seed}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms (p99 ${h.loopDelayP99Ms}), rss ${h.rssMb} MB, proxy ≤${h.proxyConnectionsMax} conns/${h.proxyBufferedKbMax} KiB, listen overflows ${h.listenOverflows ?? '?'}, load ${h.loadAvg1}`);
+  opts.log(`round ${plan.round} (seed ${plan.seed}, ${c.dataplane}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms (p99 ${h.loopDelayP99Ms}), rss ${h.rssMb} MB, proxy ≤${h.proxyConnectionsMax} conns/${h.proxyBufferedKbMax} KiB, listen overflows ${h.listenOverflows ?? '?'}, load ${h.loadAvg1}`);
   return { record, world: current, bad };
 }

@@ -5,6 +5,11 @@
 // with two possible VIPs each, three PrimaryIP-mode) selecting all nodes, a pool or one node, and 24
 // policies pointing at them. Decisions come from the round's generator only — never from what the
 // cluster looks like — so a seed replays the same sequence of changes.
+//
+// With the Linux data plane (`--dataplane linux`) the world also holds Pods: a fixed cast of pod slots
+// (each a pod network namespace with its address, on its node), present or deleted, labelled with one
+// of the policies' `app` values or with one no policy selects. Without it there are none, and the plans
+// are exactly what they were (pod changes come from a generator of their own: round.ts).
 
 import { MODE_PRIMARY_IP, MODE_VIP } from '../../src/api/names.ts';
 import { GATEWAY_NODE_LABEL } from '../../src/testenv/seed.ts';
@@ -41,12 +46,31 @@ export interface NodeSpec {
   impairment: Impairment;
 }
 
+/** A Pod of the Linux data plane's world: its slot (name, node, address) and its state. */
+export interface PodSpec {
+  name: string;
+  node: string;
+  ip: string;
+  /** The `app` label ('' none). */
+  app: string;
+  present: boolean;
+}
+
+export type PodSlot = Pick<PodSpec, 'name' | 'node' | 'ip'>;
+
 export interface World {
   nodes: Map<string, NodeSpec>;
   /** Present gateways (a deleted one is absent until re-created). */
   gateways: Map<string, GatewaySpec>;
   policies: Map<string, PolicySpec>;
+  /** Pods by name (Linux data plane only; empty otherwise). */
+  pods: Map<string, PodSpec>;
 }
+
+/** The Kubernetes namespace of the world's pods. */
+export const POD_NAMESPACE = 'chaos-apps';
+/** Pod labels: the policies select app-0…app-4; `web` and no label are selected by none. */
+export const POD_APPS = ['app-0', 'app-1', 'app-2', 'app-3', 'app-4', 'web', ''];
 
 export const VIP_GATEWAYS = ['gw-v0', 'gw-v1', 'gw-v2', 'gw-v3'];
 export const PRIMARY_GATEWAYS = ['gw-p0', 'gw-p1', 'gw-p2'];
@@ -75,7 +99,7 @@ const CIDR_SETS: ReadonlyArray<{ cidrs: string[]; excluded: string[] }> = [
   { cidrs: ['192.0.2.128/25'], excluded: [] },
 ];
 
-export function initialWorld(nodeNames: readonly string[]): World {
+export function initialWorld(nodeNames: readonly string[], podSlots: readonly PodSlot[] = []): World {
   const nodes = new Map<string, NodeSpec>();
   nodeNames.forEach((name, i) => nodes.set(name, { name, pool: i < nodeNames.length / 2 ? 'a' : 'b', impairment: 'none' }));
   const gateways = new Map<string, GatewaySpec>();
@@ -87,7 +111,10 @@ export function initialWorld(nodeNames: readonly string[]): World {
     const set = CIDR_SETS[i % CIDR_SETS.length]!;
     policies.set(policyName(i), { name: policyName(i), gateway: GATEWAYS[i % GATEWAYS.length]!, cidrs: set.cidrs, excluded: set.excluded, app: `app-${i % 5}` });
   }
-  return { nodes, gateways, policies };
+  // Every third pod is selected by no policy; the others by the five policies of their app.
+  const apps = ['app-0', 'app-1', 'web', 'app-2', 'app-3', '', 'app-4'];
+  const pods = new Map(podSlots.map((p, i) => [p.name, { ...p, app: apps[i % apps.length]!, present: true }]));
+  return { nodes, gateways, policies, pods };
 }
 
 export function cloneWorld(w: World): World {
@@ -95,6 +122,7 @@ export function cloneWorld(w: World): World {
     nodes: new Map([...w.nodes].map(([k, v]) => [k, { ...v }])),
     gateways: new Map([...w.gateways].map(([k, v]) => [k, { ...v, ...(v.interfaces ? { interfaces: [...v.interfaces] } : {}) }])),
     policies: new Map([...w.policies].map(([k, v]) => [k, { ...v, cidrs: [...v.cidrs], excluded: [...v.excluded] }])),
+    pods: new Map([...w.pods].map(([k, v]) => [k, { ...v }])),
   };
 }
 
@@ -109,7 +137,10 @@ export type Mutation =
   | { kind: 'policyDelete'; name: string }
   | { kind: 'policyCreate'; spec: PolicySpec }
   | { kind: 'nodePool'; node: string; pool: Pool }
-  | { kind: 'nodeHealth'; node: string; from: Impairment; to: Impairment };
+  | { kind: 'nodeHealth'; node: string; from: Impairment; to: Impairment }
+  | { kind: 'podLabel'; name: string; app: string }
+  | { kind: 'podDelete'; name: string }
+  | { kind: 'podCreate'; name: string; app: string };
 
 export function describeMutation(m: Mutation): string {
   switch (m.kind) {
@@ -135,6 +166,12 @@ export function describeMutation(m: Mutation): string {
       return `node ${m.node} pool ${m.pool}`;
     case 'nodeHealth':
       return `node ${m.node} ${m.from} → ${m.to}`;
+    case 'podLabel':
+      return `pod ${m.name} app ${m.app || '(none)'}`;
+    case 'podDelete':
+      return `delete pod ${m.name}`;
+    case 'podCreate':
+      return `create pod ${m.name} (app ${m.app || '(none)'})`;
   }
 }
 
@@ -181,6 +218,15 @@ export function applyToWorld(w: World, m: Mutation): World {
       break;
     case 'nodeHealth':
       out.nodes.get(m.node)!.impairment = m.to;
+      break;
+    case 'podLabel':
+      if (out.pods.get(m.name)?.present) out.pods.get(m.name)!.app = m.app;
+      break;
+    case 'podDelete':
+      if (out.pods.has(m.name)) out.pods.get(m.name)!.present = false;
+      break;
+    case 'podCreate':
+      if (out.pods.has(m.name)) Object.assign(out.pods.get(m.name)!, { present: true, app: m.app });
       break;
   }
   return out;
@@ -246,6 +292,23 @@ export function randomMutation(w: World, rng: Rng): Mutation {
     if (impaired >= MAX_IMPAIRED) continue;
     return { kind: 'nodeHealth', node, from: 'none', to: rng.pick(['cordoned', 'notReady', 'ciliumNotReady'] as const) };
   }
+}
+
+/**
+ * One random change of the world's pods (there must be some): relabel a present pod, delete one (while
+ * at least half stay), or re-create a deleted one — same name and address, maybe another label.
+ */
+export function randomPodMutation(w: World, rng: Rng): Mutation {
+  const all = [...w.pods.values()];
+  const present = all.filter((p) => p.present);
+  const deleted = all.filter((p) => !p.present);
+  const what = rng.pick(['label', 'label', 'delete', 'create'] as const);
+  if (deleted.length > 0 && (what === 'create' || present.length <= all.length / 2)) {
+    return { kind: 'podCreate', name: rng.pick(deleted).name, app: rng.pick(POD_APPS) };
+  }
+  const p = rng.pick(present);
+  if (what === 'delete' && present.length - 1 >= all.length / 2) return { kind: 'podDelete', name: p.name };
+  return { kind: 'podLabel', name: p.name, app: rng.pick(POD_APPS.filter((a) => a !== p.app)) };
 }
 
 /** The node labels a selector asks for (exact matchLabels, as EgressGateway.spec.nodeSelector). */

@@ -7,6 +7,8 @@
 //     └── agents: `egressgw agent` in each node namespace (mgmt0 → proxy), the shipped timings
 //   gateway LAN: router br0 ── eth0 of node1…nodeN; an observer host asking for every VIP, every node's
 //   and the router's address, recording who answers (ARP, stamped by the kernel: tcpdump)
+//   `--dataplane linux`: the controller replicas and every agent run with it (dataplane-env.ts's agent
+//   flags); pod network namespaces on the first nodes, an internet host behind the router (podnet.ts)
 //
 // Everything the faults act on is reachable from here (FaultTarget), and everything the checks read.
 
@@ -22,10 +24,16 @@ import type { TestCluster } from '../../src/testenv/apiserver.ts';
 import { Cleanups } from '../../src/testenv/cleanups.ts';
 import { startControlPlane } from '../../src/testenv/controlplane.ts';
 import { ControllerReplicas } from '../../src/testenv/controllers.ts';
+import { LINUX_AGENT_ARGS } from '../../src/testenv/dataplane-env.ts';
 import { FaultProxy, kubeConfigVia, type FaultRule } from '../../src/testenv/faultproxy.ts';
+import { POD_CIDR, addPodNet, setUplink, type PodNet } from '../../src/testenv/podnet.ts';
+import type { DataplaneMode } from '../../src/api/names.ts';
 import { Network, ROUTER_IP, type NetNode } from '../../src/testenv/netns.ts';
 import { captureArp, captureArpKernelTime, type ArpEvent, type ArpProbe, type Capture } from '../../src/testenv/observe.ts';
 import { AuditTail } from './audit.ts';
+import { readKernel, type LinuxKernel } from './linux.ts';
+import type { LinuxNodes } from './invariants.ts';
+import type { PodSlot } from './world.ts';
 import type { FaultTarget, Scope } from './faults.ts';
 import { allVips } from './world.ts';
 
@@ -37,6 +45,9 @@ export const VIP_PROBE_MS = 100;
 export const HOST_PROBE_MS = 500;
 export const LEADER_LEASE = { namespace: DEFAULT_NAMESPACE, name: 'egressgw-controller' };
 const REPLICAS = [{ name: 'a', hostNumber: 201 }, { name: 'b', hostNumber: 202 }];
+/** linux: pod network namespaces per node, on the first POD_NODES nodes (one node has none). */
+const PODS_PER_NODE = 2;
+const POD_NODES = 3;
 
 export interface ChaosNode extends NetNode {
   mgmtIp: string;
@@ -57,6 +68,8 @@ export interface ChaosClusterOptions {
   /** Extra flags for every agent / controller replica (default: none; the shipped defaults). */
   agentArgs?: string[];
   controllerArgs?: string[];
+  /** Data plane of the controller replicas and agents (default cilium). */
+  dataplane?: DataplaneMode;
 }
 
 export class ChaosCluster implements FaultTarget {
@@ -70,6 +83,9 @@ export class ChaosCluster implements FaultTarget {
   readonly observer: { ns: string; ip: string; mac: string };
   readonly audit: AuditTail;
   readonly logDir: string;
+  readonly dataplane: DataplaneMode;
+  /** linux: the pod network namespaces and the internet host. */
+  readonly podNet: PodNet | undefined;
   /** ARP frames the observer heard since the last takeFrames(). */
   #frames: ArpEvent[] = [];
   readonly agentCrashes: AgentCrash[] = [];
@@ -80,8 +96,10 @@ export class ChaosCluster implements FaultTarget {
 
   private constructor(parts: {
     net: Network; cluster: TestCluster; client: KubeClient; proxy: FaultProxy; controllers: ControllerReplicas; nodes: ChaosNode[];
-    observer: ChaosCluster['observer']; logDir: string; agents: Agents; cleanups: Cleanups;
+    observer: ChaosCluster['observer']; logDir: string; agents: Agents; cleanups: Cleanups; dataplane: DataplaneMode; podNet: PodNet | undefined;
   }) {
+    this.dataplane = parts.dataplane;
+    this.podNet = parts.podNet;
     this.net = parts.net;
     this.cluster = parts.cluster;
     this.client = parts.client;
@@ -109,6 +127,9 @@ export class ChaosCluster implements FaultTarget {
       cleanups.push(() => net.teardown());
       const mgmt = net.mgmt!;
       const observerHost = await net.addLanHost('observer', OBSERVER_IP);
+      const dataplane = opts.dataplane ?? 'cilium';
+      const linux = dataplane === 'linux';
+      const podNet = linux ? await addPodNet(net, Object.fromEntries(net.nodes.slice(0, POD_NODES).map((n) => [n.name, PODS_PER_NODE]))) : undefined;
       const cp = await startControlPlane({ nodes: net.nodes, bindAddress: mgmt.hostIp, controller: false, logDir, keepLogs: true });
       cleanups.push(() => cp.stop());
       const server = new URL(cp.cluster.server);
@@ -116,16 +137,16 @@ export class ChaosCluster implements FaultTarget {
       cleanups.push(() => proxy.close());
       const agentKubeconfig = join(logDir, 'agent.kubeconfig');
       writeFileSync(agentKubeconfig, kubeConfigVia(cp.cluster.clientFor('egressgw-agent'), proxy.url).exportConfig());
-      const agents = new Agents(net, { kubeconfigPath: agentKubeconfig, logDir, args: opts.agentArgs });
+      const agents = new Agents(net, { kubeconfigPath: agentKubeconfig, logDir, args: [...(linux ? LINUX_AGENT_ARGS : []), ...(opts.agentArgs ?? [])] });
       cleanups.push(() => agents.close());
       const controllers = await ControllerReplicas.start(net, REPLICAS, {
         kubeConfigFor: (user) => kubeConfigVia(cp.cluster.clientFor(user), proxy.url),
         logDir,
-        args: opts.controllerArgs,
+        args: [...(linux ? ['--dataplane', 'linux'] : []), ...(opts.controllerArgs ?? [])],
       });
       cleanups.push(() => controllers.close());
       const nodes: ChaosNode[] = net.nodes.map((n) => Object.assign(n, { mgmtIp: n.mgmt!.ip, agent: Agents.none() }));
-      const c = new ChaosCluster({ net, cluster: cp.cluster, client: cp.client, proxy, controllers, nodes, observer: observerHost, logDir, agents, cleanups });
+      const c = new ChaosCluster({ net, cluster: cp.cluster, client: cp.client, proxy, controllers, nodes, observer: observerHost, logDir, agents, cleanups, dataplane, podNet });
       cleanups.push(async () => {
         for (const n of nodes) await c.killAgent(n.name);
       });
@@ -166,6 +187,23 @@ export class ChaosCluster implements FaultTarget {
   async addresses(node: string): Promise<string[]> {
     const out = await this.net.ip(this.node(node).ns, ['-o', '-4', 'addr', 'show']);
     return [...out.matchAll(/\binet (\d+\.\d+\.\d+\.\d+)\//g)].map((m) => m[1]!);
+  }
+
+  /** linux: the world's pod slots (the pod network namespaces: name, node, address). */
+  podSlots(): PodSlot[] {
+    return (this.podNet?.pods ?? []).map((p) => ({ name: p.name, node: p.node, ip: p.ip }));
+  }
+
+  /** linux: a node's data plane as its kernel holds it (nft and ip in its namespace). */
+  kernel(node: string): Promise<LinuxKernel> {
+    const ns = this.node(node).ns;
+    return readKernel((cmd, args) => this.net.exec(ns, cmd, args));
+  }
+
+  /** What the linux invariant reads (undefined with the Cilium data plane). */
+  linuxNodes(): LinuxNodes | undefined {
+    if (this.dataplane !== 'linux') return undefined;
+    return { kernelOf: (n) => this.kernel(n), nodeIps: new Map(this.nodes.map((n) => [n.name, n.ip])), podCIDR: POD_CIDR };
   }
 
   /** Owner MAC by host address (the router's and the nodes'). */
@@ -267,6 +305,8 @@ export class ChaosCluster implements FaultTarget {
 
   async setLink(node: string, state: 'up' | 'down'): Promise<void> {
     const n = this.node(node);
+    // With pods, the node's routes to the other nodes' pod CIDRs come back with the link too.
+    if (this.podNet) return setUplink(this.net, this.podNet, n, state);
     await this.net.setLink(n.ns, n.ifname, state);
     // Link down drops the routes through it; bring the default route back with the link.
     if (state === 'up') await this.net.ip(n.ns, ['route', 'replace', 'default', 'via', ROUTER_IP]).catch(() => undefined);

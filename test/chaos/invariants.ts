@@ -10,28 +10,40 @@
 //              their gateway's node and VIP; bad objects end as they must (invalid, inert, orphan);
 //   dataplane  each VIP is on exactly its gateway's active node's interface and on no other node;
 //   badInput   the valid objects get exactly what they would get without the bad ones (the core run on
-//              the snapshot with and without them agrees on every valid gateway and policy).
+//              the snapshot with and without them agrees on every valid gateway and policy);
+//   linux      with `--dataplane linux`: every node's kernel holds exactly what the snapshot implies for
+//              its pods and the gateways (linux.ts). The truth then checks the gateways' dataplane objects
+//              instead of CEGPs (there are none), and a cilium-agent that is not Ready impairs nothing.
 //
 // The round checks what happened *during* it separately (answers.ts, audit.ts, the processes).
 
 import { ACTIVE_FOR_PREFIX, MODE_VIP, OWNED_LABELS } from '../../src/api/names.ts';
-import type { CiliumEgressGatewayPolicy, Condition, EgressGateway, EgressGatewayInstance, EgressGatewayPolicy } from '../../src/api/types.ts';
+import type { CiliumEgressGatewayPolicy, Condition, EgressGateway, EgressGatewayDataplane, EgressGatewayInstance, EgressGatewayPolicy, PodLike } from '../../src/api/types.ts';
 import { listObjects } from '../../src/cli/cluster.ts';
 import { DEFAULT_AGENT_LOCATION, snapshotFromObjects, type ObjectSet } from '../../src/cli/snapshot-input.ts';
 import { describeWrite } from '../../src/controller/apply.ts';
 import { reconcile } from '../../src/core/reconcile.ts';
-import type { Desired, Snapshot } from '../../src/core/types.ts';
+import type { DataplaneMode } from '../../src/api/names.ts';
+import type { CoreOptions, Desired, Snapshot } from '../../src/core/types.ts';
 import { instanceName } from '../../src/core/util.ts';
 import type { KubeClient } from '../../src/kube/client.ts';
+import { ALL_PODS, DATAPLANES } from '../../src/kube/resources.ts';
 import type { BadObject } from './invalid.ts';
-import { selects, type World } from './world.ts';
+import { linuxDataplaneViolations, type LinuxKernel } from './linux.ts';
+import { selects, type Impairment, type PolicySpec, type World } from './world.ts';
 
 export interface Observed {
   at: number;
+  mode: DataplaneMode;
   objects: ObjectSet;
   snapshot: Snapshot;
   /** Nodes holding each address of interest on an interface. */
   holders: Map<string, string[]>;
+  /** linux: every Pod, and the gateways' dataplane objects (also in the snapshot, as the controller watches them). */
+  pods: PodLike[];
+  dataplanes: EgressGatewayDataplane[];
+  /** linux: each node's data plane as its kernel holds it (observeKernels fills it). */
+  kernels: Map<string, LinuxKernel>;
 }
 
 /**
@@ -39,17 +51,23 @@ export interface Observed {
  * the nodes' interfaces. Heartbeats count as live: the round checks only after healing, when every agent
  * runs; one that does not renew shows as a difference (the controller then fails its node over).
  */
-export async function observe(client: KubeClient, nodes: ReadonlyArray<{ name: string }>, addressesOf: (node: string) => Promise<string[]>): Promise<Observed> {
-  const o = await observeApi(client);
+export async function observe(client: KubeClient, nodes: ReadonlyArray<{ name: string }>, addressesOf: (node: string) => Promise<string[]>, mode: DataplaneMode = 'cilium'): Promise<Observed> {
+  const o = await observeApi(client, mode);
   await observeAddresses(o, nodes, addressesOf);
   return o;
 }
 
 /** The API half of `observe` (holders left empty: observeAddresses fills them). */
-export async function observeApi(client: KubeClient): Promise<Observed> {
-  const objects = await listObjects(client, DEFAULT_AGENT_LOCATION);
+export async function observeApi(client: KubeClient, mode: DataplaneMode = 'cilium'): Promise<Observed> {
+  const linux = mode === 'linux';
+  const [objects, dataplanes, pods] = await Promise.all([
+    listObjects(client, DEFAULT_AGENT_LOCATION),
+    linux ? client.list<EgressGatewayDataplane>(DATAPLANES).then((l) => l.items) : [],
+    linux ? client.list<PodLike>(ALL_PODS).then((l) => l.items) : [],
+  ]);
   const at = Date.now();
-  return { at, objects, snapshot: snapshotFromObjects(objects, { now: at }), holders: new Map() };
+  const snapshot = snapshotFromObjects(objects, { now: at });
+  return { at, mode, objects, snapshot: linux ? { ...snapshot, dataplanes } : snapshot, holders: new Map(), pods, dataplanes, kernels: new Map() };
 }
 
 export async function observeAddresses(o: Observed, nodes: ReadonlyArray<{ name: string }>, addressesOf: (node: string) => Promise<string[]>): Promise<void> {
@@ -58,11 +76,14 @@ export async function observeAddresses(o: Observed, nodes: ReadonlyArray<{ name:
   }
 }
 
-/** The core's options as the controller runs them (its defaults). */
-const CORE = { handoverTimeoutMs: 5000, requireCiliumAgent: true };
+/** The core's options as the controller runs them (its defaults; `--dataplane linux` needs no cilium-agent). */
+const coreOptions = (mode: DataplaneMode): CoreOptions => (mode === 'linux' ? { handoverTimeoutMs: 5000, requireCiliumAgent: false, dataplane: 'linux' } : { handoverTimeoutMs: 5000, requireCiliumAgent: true });
+
+/** Whether an impairment keeps a node from serving (a cilium-agent matters to the Cilium data plane only). */
+const impairs = (i: Impairment, mode: DataplaneMode): boolean => i !== 'none' && !(i === 'ciliumNotReady' && mode === 'linux');
 
 export function desiredViolations(o: Observed): string[] {
-  return reconcile(o.snapshot, CORE).writes.map((w) => `desired: the core would still write: ${describeWrite(w)}${w.kind === 'event' ? ` (${w.note})` : ''}`);
+  return reconcile(o.snapshot, coreOptions(o.mode)).writes.map((w) => `desired: the core would still write: ${describeWrite(w)}${w.kind === 'event' ? ` (${w.note})` : ''}`);
 }
 
 const readyOf = (s: unknown): Condition | undefined => (s as { conditions?: Condition[] } | undefined)?.conditions?.find((c) => c.type === 'Ready');
@@ -98,7 +119,10 @@ export interface BadState {
 export function truthViolations(o: Observed, world: World, bad: readonly BadState[], apiOnly: boolean): string[] {
   const out: string[] = [];
   let desired: Desired | undefined;
-  const coreView = (): Desired => (desired ??= reconcile(o.snapshot, CORE).desired);
+  const coreView = (): Desired => (desired ??= reconcile(o.snapshot, coreOptions(o.mode)).desired);
+  const linux = o.mode === 'linux';
+  const dataplanes = new Map(o.dataplanes.map((d) => [d.metadata.name, d]));
+  if (linux && o.objects.cegps.length > 0) out.push(`truth: CEGPs [${o.objects.cegps.map((c) => c.metadata.name)}] with --dataplane linux`);
   const gateways = new Map(o.objects.gateways.map((g) => [g.metadata.name, g]));
   const policies = new Map(o.objects.policies.map((p) => [p.metadata.name, p]));
   const cegps = new Map(o.objects.cegps.map((c) => [c.metadata.name, c]));
@@ -113,7 +137,7 @@ export function truthViolations(o: Observed, world: World, bad: readonly BadStat
       continue;
     }
     const selected = [...world.nodes.values()].filter((n) => selects(spec.selector, n));
-    const eligible = selected.filter((n) => n.impairment === 'none').map((n) => n.name).sort();
+    const eligible = selected.filter((n) => !impairs(n.impairment, o.mode)).map((n) => n.name).sort();
     const st = g.status;
     const cond = readyOf(st);
     const active = st?.activeNodeName ?? '';
@@ -124,6 +148,7 @@ export function truthViolations(o: Observed, world: World, bad: readonly BadStat
     const label = carriers(o, `${ACTIVE_FOR_PREFIX}${spec.name}`);
     const vipNodes = spec.vip ? (o.holders.get(spec.vip) ?? []) : [];
     const insts = instancesOf(spec.name);
+    if (linux) out.push(...dataplaneObjectViolations(where, dataplanes.get(spec.name), active, o, world));
     // Deleted but still there after convergence: the finalizer was never released, by the node's agent
     // (live member) or the controller (otherwise). That is no "memory of a failed handover" below.
     for (const i of insts) if (i.metadata.deletionTimestamp) out.push(`${where}: instance ${i.metadata.name} was deleted at ${i.metadata.deletionTimestamp} and still waits for its finalizer to be released`);
@@ -173,10 +198,25 @@ export function truthViolations(o: Observed, world: World, bad: readonly BadStat
     if ((p.status?.activeNodeName ?? '') !== active) out.push(`${where}: activeNodeName "${p.status?.activeNodeName}", its gateway's is "${active}"`);
     if (gw.mode === 'vip' && p.status?.egressIP !== gw.vip) out.push(`${where}: egressIP ${p.status?.egressIP}, its gateway's VIP is ${gw.vip}`);
     if (gw.mode === 'primary' && p.status?.interface !== 'eth0') out.push(`${where}: interface ${p.status?.interface}, want eth0`);
-    out.push(...cegpViolations(where, cegp, spec, gw));
+    if (!linux) out.push(...cegpViolations(where, cegp, spec, gw));
   }
 
   for (const b of bad) out.push(...badTruth(b, gateways, policies, cegps, o));
+  return out;
+}
+
+/** linux: the gateway's dataplane object names its active node, that node's address and its valid policies. */
+function dataplaneObjectViolations(where: string, d: EgressGatewayDataplane | undefined, active: string, o: Observed, world: World): string[] {
+  if (!d?.spec) return [`${where}: no dataplane object`];
+  const out: string[] = [];
+  const s = d.spec;
+  const node = o.objects.nodes.find((n) => n.metadata.name === active);
+  const ip = (node?.status as { addresses?: Array<{ type?: string; address?: string }> } | undefined)?.addresses?.find((a) => a.type === 'InternalIP')?.address ?? '';
+  if ((s.activeNodeName ?? '') !== active || (s.tunnelEndpoint ?? '') !== (active ? ip : '')) out.push(`${where}: dataplane object says active ${s.activeNodeName || '(none)'} at ${s.tunnelEndpoint || '(none)'}, want ${active || '(none)'} at ${ip || '(none)'}`);
+  const show = (p: Pick<PolicySpec, 'name' | 'cidrs' | 'excluded'>) => `${p.name} ${p.cidrs.join(',')}${p.excluded.length ? ` except ${p.excluded.join(',')}` : ''}`;
+  const want = [...world.policies.values()].filter((p) => p.gateway === d.metadata.name).sort((a, b) => (a.name < b.name ? -1 : 1)).map(show);
+  const got = (s.policies ?? []).map((p) => show({ name: p.name, cidrs: p.destinationCIDRs ?? [], excluded: p.excludedCIDRs ?? [] })).sort();
+  if (got.join() !== want.join()) out.push(`${where}: dataplane object policies [${got.join('; ')}], want [${want.join('; ')}]`);
   return out;
 }
 
@@ -265,34 +305,56 @@ function validPart(d: Desired): string {
   const insts = [...d.instances.values()].filter((i) => !isBad(i.metadata.name)).map((i) => [i.metadata.name, i.spec]);
   const cegps = [...d.cegps.values()].filter((c) => !isBad(c.metadata.name.replace(/^d8\./, ''))).map((c) => [c.metadata.name, c.spec]);
   const labels = [...d.nodeLabels].map(([n, keys]) => [n, [...keys].filter((k) => k.startsWith(ACTIVE_FOR_PREFIX) && !isBad(k.slice(ACTIVE_FOR_PREFIX.length))).sort()]);
-  return JSON.stringify({ gws, insts, cegps, labels });
+  const dataplanes = [...(d.dataplanes?.values() ?? [])].filter((o) => !isBad(o.metadata.name)).map((o) => [o.metadata.name, o.spec]);
+  return JSON.stringify({ gws, insts, cegps, labels, dataplanes });
 }
 
 /** The valid objects' share of the desired state does not depend on the bad objects. */
 export function badInputViolations(o: Observed): string[] {
   if (!o.snapshot.gateways.some((g) => isBad(g.metadata.name)) && !o.snapshot.policies.some((p) => isBad(p.metadata.name))) return [];
   const without: Snapshot = { ...o.snapshot, gateways: o.snapshot.gateways.filter((g) => !isBad(g.metadata.name)), policies: o.snapshot.policies.filter((p) => !isBad(p.metadata.name)) };
-  const a = validPart(reconcile(o.snapshot, CORE).desired);
-  const b = validPart(reconcile(without, CORE).desired);
+  const a = validPart(reconcile(o.snapshot, coreOptions(o.mode)).desired);
+  const b = validPart(reconcile(without, coreOptions(o.mode)).desired);
   return a === b ? [] : [`badInput: the valid objects' desired state differs with the bad objects present:\n  with:    ${a}\n  without: ${b}`];
 }
 
-/** All four; empty means converged. */
-export function convergenceViolations(o: Observed, world: World, bad: readonly BadState[], allVips: ReadonlyMap<string, string>): string[] {
-  return [...desiredViolations(o), ...truthViolations(o, world, bad, false), ...dataplaneViolations(o, world, allVips), ...badInputViolations(o)];
+/** Where the linux check reads the nodes' kernels, and what it needs besides the snapshot. */
+export interface LinuxNodes {
+  kernelOf(node: string): Promise<LinuxKernel>;
+  nodeIps: ReadonlyMap<string, string>;
+  podCIDR: string;
+}
+
+/** Reads every node's kernel into `o` (one node after the other: the checks must not load the machine). */
+export async function observeKernels(o: Observed, nodes: ReadonlyArray<{ name: string }>, linux: LinuxNodes): Promise<void> {
+  for (const n of nodes) o.kernels.set(n.name, await linux.kernelOf(n.name));
+}
+
+/** The linux invariant on an observation (linux.ts). */
+export function linuxViolations(o: Observed, world: World, linux: Pick<LinuxNodes, 'nodeIps' | 'podCIDR'>): string[] {
+  return linuxDataplaneViolations({ world, gateways: o.objects.gateways, dataplanes: o.dataplanes, pods: o.pods, nodeIps: linux.nodeIps, podCIDR: linux.podCIDR, kernels: o.kernels });
+}
+
+/** All of them; empty means converged. */
+export function convergenceViolations(o: Observed, world: World, bad: readonly BadState[], allVips: ReadonlyMap<string, string>, linux?: Pick<LinuxNodes, 'nodeIps' | 'podCIDR'>): string[] {
+  return [...desiredViolations(o), ...truthViolations(o, world, bad, false), ...dataplaneViolations(o, world, allVips), ...badInputViolations(o), ...(linux ? linuxViolations(o, world, linux) : [])];
 }
 
 /**
- * Polls until converged: the API half first, and the nodes' addresses only once it holds (reading them
- * starts a process per node: on a loaded machine the checks must not be what slows the cluster down).
- * Returns what was still wrong at the last look (empty: converged).
+ * Polls until converged: the API half first, and the nodes' addresses (and, with the Linux data plane,
+ * their kernels) only once it holds (reading them starts processes per node: on a loaded machine the
+ * checks must not be what slows the cluster down). Returns what was still wrong at the last look (empty:
+ * converged).
  */
-export async function checkConverged(client: KubeClient, nodes: ReadonlyArray<{ name: string }>, addressesOf: (node: string) => Promise<string[]>, world: World, bad: readonly BadState[], allVips: ReadonlyMap<string, string>): Promise<string[]> {
-  const o = await observeApi(client);
+export async function checkConverged(client: KubeClient, nodes: ReadonlyArray<{ name: string }>, addressesOf: (node: string) => Promise<string[]>, world: World, bad: readonly BadState[], allVips: ReadonlyMap<string, string>, linux?: LinuxNodes): Promise<string[]> {
+  const o = await observeApi(client, linux ? 'linux' : 'cilium');
   const api = [...desiredViolations(o), ...truthViolations(o, world, bad, true), ...badInputViolations(o)];
   if (api.length > 0) return api;
   await observeAddresses(o, nodes, addressesOf);
-  return [...truthViolations(o, world, bad, false), ...dataplaneViolations(o, world, allVips)];
+  const vips = [...truthViolations(o, world, bad, false), ...dataplaneViolations(o, world, allVips)];
+  if (vips.length > 0 || !linux) return vips;
+  await observeKernels(o, nodes, linux);
+  return linuxViolations(o, world, linux);
 }
 
 /** Gateways of a mode (for the round's record). */

@@ -7,6 +7,8 @@
 //   --minutes M         start no round after M minutes (a long run that must fit a time budget)
 //   --nodes N           gateway nodes (default 4, at least 3)
 //   --faults a,b        draw faults of these kinds only (see test/chaos/faults.ts)
+//   --dataplane M       cilium (default) or linux: controller and agents with `--dataplane linux`, pods in
+//                       network namespaces, and every node's kernel checked after every round
 //   --out DIR           where the per-round log goes (default .chaos/<seed>-<time>; .chaos is gitignored)
 //   --summarize DIR...  no rounds: read the rounds.jsonl of these runs and write bench/results/chaos.json
 //
@@ -16,6 +18,7 @@
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DATAPLANE_MODES, type DataplaneMode } from '../../src/api/names.ts';
 import { sweepStale } from '../../src/testenv/netns.ts';
 import { REPO } from '../../src/testenv/paths.ts';
 import { runChaos } from './suite.ts';
@@ -32,6 +35,7 @@ const { values, positionals } = parseArgs({
     nodes: { type: 'string' },
     minutes: { type: 'string' },
     faults: { type: 'string' },
+    dataplane: { type: 'string' },
     out: { type: 'string' },
     summarize: { type: 'boolean' },
   },
@@ -54,17 +58,19 @@ if (values.summarize) {
   const out = join(REPO, 'bench', 'results', 'chaos.json');
   const s = summarize(records, runs.map((r) => r.replace(/^.*\/\.chaos\//, '.chaos/')));
   writeFileSync(out, JSON.stringify(s, null, 2) + '\n');
-  process.stdout.write(`${s.rounds} rounds, ${s.failedRounds} with violations; converge after healing p50 ${s.convergeMs.p50} / p99 ${s.convergeMs.p99} / max ${s.convergeMs.max} ms → ${out}\n`);
+  process.stdout.write(`${s.rounds} rounds (${Object.entries(s.dataplanes).map(([k, n]) => `${k} ${n}`).join(', ')}), ${s.failedRounds} with violations; converge after healing p50 ${s.convergeMs.p50} / p99 ${s.convergeMs.p99} / max ${s.convergeMs.max} ms → ${out}\n`);
   process.exit(0);
 }
 
 const seed = int('seed', values.seed, Math.floor(Math.random() * 0x7fffffff), 0);
 const faultKinds = values.faults?.split(',').map((k) => k.trim()) as FaultKind[] | undefined;
 for (const k of faultKinds ?? []) if (!FAULT_KINDS.includes(k)) throw new Error(`--faults: unknown kind "${k}" (known: ${FAULT_KINDS.join(', ')})`);
+const dataplane = (values.dataplane ?? 'cilium') as DataplaneMode;
+if (!DATAPLANE_MODES.includes(dataplane)) throw new Error(`--dataplane: "${values.dataplane}" is not one of ${DATAPLANE_MODES.join(', ')}`);
 const dir = values.out ?? join(REPO, '.chaos', `${seed}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
 mkdirSync(dir, { recursive: true });
 const log = (line: string) => process.stdout.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`);
-log(`chaos: seed ${seed}, logs in ${dir}`);
+log(`chaos: seed ${seed}, data plane ${dataplane}, logs in ${dir}`);
 await sweepStale('ech');
 // --minutes: no new round after that; the current one finishes and the cluster is torn down.
 const stopAt = values.minutes !== undefined ? Date.now() + int('minutes', values.minutes, 0, 1) * 60_000 : Infinity;
@@ -75,6 +81,7 @@ const result = await runChaos({
   nodes: int('nodes', values.nodes, 4, 3),
   shouldStop: () => Date.now() >= stopAt,
   faultKinds,
+  dataplane,
   logDir: dir,
   log,
   onRound: (r) => appendFileSync(join(dir, 'rounds.jsonl'), JSON.stringify(r) + '\n'),
@@ -83,9 +90,9 @@ const failed = result.records.filter((r) => r.violations.length > 0);
 for (const r of failed) {
   log(`round ${r.round} (seed ${r.seed}) broke:`);
   for (const v of r.violations.slice(0, 20)) log(`  ${v}`);
-  log(`  replay: npm run chaos -- --seed ${seed} --from-round ${r.round} --rounds 1`);
+  log(`  replay: npm run chaos -- --seed ${seed} --from-round ${r.round} --rounds 1${dataplane === 'linux' ? ' --dataplane linux' : ''}`);
 }
-log(`chaos: ${result.records.length} rounds, ${failed.length} with violations (seed ${seed}, logs in ${dir})`);
+log(`chaos: ${result.records.length} rounds, ${failed.length} with violations (seed ${seed}, data plane ${dataplane}, logs in ${dir})`);
 // Exit explicitly instead of letting the event loop drain. After a long run the process printed the
 // line above, tore everything down, and then spun at 100 % CPU for good: gdb showed the main thread in
 // node::FreeEnvironment → CleanupHandles → uv_run, i.e. Node waiting at exit for a handle or request

@@ -2,6 +2,7 @@
 // planned from the world the previous one left. Used by `npm run chaos` (run.ts) and by the short run
 // inside `npm test` (chaos.test.ts).
 
+import type { DataplaneMode } from '../../src/api/names.ts';
 import { ROUTER_IP } from '../../src/testenv/netns.ts';
 import { applyWorld } from './apply.ts';
 import { ChaosCluster } from './cluster.ts';
@@ -24,6 +25,8 @@ export interface ChaosOptions {
   shouldStop?: () => boolean;
   /** After healing, how long a round may take to converge (default 120 s). */
   convergeDeadlineMs?: number;
+  /** The data plane of the controller and the agents (default cilium; linux adds pods and its invariant). */
+  dataplane?: DataplaneMode;
 }
 
 export interface ChaosResult {
@@ -36,11 +39,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const started = Date.now();
-  const c = await ChaosCluster.start({ nodes: opts.nodes, logDir: opts.logDir });
+  const c = await ChaosCluster.start({ nodes: opts.nodes, logDir: opts.logDir, dataplane: opts.dataplane });
   opts.log(`cluster started in ${Date.now() - started} ms`);
   try {
     const hosts = { routers: [ROUTER_IP], nodes: c.nodes.map((n) => n.ip) };
-    let world: World = initialWorld(c.nodes.map((n) => n.name));
+    let world: World = initialWorld(c.nodes.map((n) => n.name), c.podSlots());
     const from = opts.fromRound ?? 0;
     for (let r = 0; r < from; r++) world = planRound(world, opts.seed, r, hosts, { faultKinds: opts.faultKinds }).after;
     const t0 = Date.now();
@@ -49,7 +52,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     let last: string[] = [];
     for (;;) {
       try {
-        last = await checkConverged(c.client, c.nodes, (n) => c.addresses(n), world, [], vips);
+        last = await checkConverged(c.client, c.nodes, (n) => c.addresses(n), world, [], vips, c.linuxNodes());
       } catch (err) {
         last = [`observe: ${(err as Error).message}`];
       }

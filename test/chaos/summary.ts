@@ -9,6 +9,8 @@ export interface ChaosSummary {
   when: string;
   runs: string[];
   rounds: number;
+  /** Rounds by data plane (records of older runs, without one, count as cilium). */
+  dataplanes: Record<string, number>;
   failedRounds: number;
   /** Run seeds (round r of run seed S replays with --seed S --from-round r). */
   seeds: number[];
@@ -23,7 +25,7 @@ export interface ChaosSummary {
   longestOverlapMs: number;
   /** The suite process's event-loop delay (ms): max of the rounds' maxima (the fault proxy runs in it). */
   suiteLoopDelayMaxMs: number;
-  failures: Array<{ runSeed: number; round: number; violations: string[] }>;
+  failures: Array<{ runSeed: number; round: number; dataplane: string; violations: string[] }>;
 }
 
 export function summarize(records: readonly RoundRecord[], runs: string[]): ChaosSummary {
@@ -42,6 +44,7 @@ export function summarize(records: readonly RoundRecord[], runs: string[]): Chao
     when: new Date().toISOString(),
     runs,
     rounds: records.length,
+    dataplanes: records.reduce<Record<string, number>>((a, r) => ({ ...a, [r.dataplane ?? 'cilium']: (a[r.dataplane ?? 'cilium'] ?? 0) + 1 }), {}),
     failedRounds: records.filter((r) => r.violations.length > 0).length,
     seeds: [...new Set(records.map((r) => r.runSeed))],
     convergeMs: round(dist(records.filter((r) => r.converged).map((r) => r.convergeMs))),
@@ -53,6 +56,6 @@ export function summarize(records: readonly RoundRecord[], runs: string[]): Chao
     dualAnswerQuestions: records.reduce((a, r) => a + r.answers.dualQuestions, 0),
     longestOverlapMs: Math.max(0, ...records.map((r) => r.answers.longestOverlapMs)),
     suiteLoopDelayMaxMs: Math.max(0, ...records.map((r) => r.suiteLoopDelayMaxMs ?? 0)),
-    failures: records.filter((r) => r.violations.length > 0).map((r) => ({ runSeed: r.runSeed, round: r.round, violations: r.violations })),
+    failures: records.filter((r) => r.violations.length > 0).map((r) => ({ runSeed: r.runSeed, round: r.round, dataplane: r.dataplane ?? 'cilium', violations: r.violations })),
   };
 }

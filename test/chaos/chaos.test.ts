@@ -9,33 +9,16 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ROUTER_IP } from '../../src/testenv/netns.ts';
-import { describePlan, planRound } from './round.ts';
-import { runChaos } from './suite.ts';
-import { initialWorld } from './world.ts';
+import { plannedLines, runChaos } from './suite.ts';
 
 const SEED = 7058;
 const ROUNDS = 3;
 const NODES = 4;
 const skip = process.getuid?.() !== 0 ? 'needs root and ip netns' : false;
 
-/** The plan lines of the run (planning is pure: no cluster needed). */
-function plannedLines(): string[] {
-  const names = Array.from({ length: NODES }, (_, i) => `node${i + 1}`);
-  const hosts = { routers: [ROUTER_IP], nodes: names.map((_, i) => `198.18.0.${11 + i}`) };
-  let world = initialWorld(names);
-  const lines: string[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const { plan, after } = planRound(world, SEED, r, hosts);
-    lines.push(...describePlan(plan));
-    world = after;
-  }
-  return lines;
-}
-
 describe('chaos (short run)', { timeout: 600_000 }, () => {
   it('the fixed seed covers every family of faults and bad input', () => {
-    const lines = plannedLines();
+    const lines = plannedLines(SEED, ROUNDS, NODES);
     const covers = (what: string, re: RegExp) => assert.ok(lines.some((l) => re.test(l)), `seed ${SEED} plans no ${what}:\n${lines.join('\n')}`);
     covers('fault on the leader controller', /^fault .*(kill -9|SIGSTOP) leader controller/);
     covers('control-plane restart or compaction', /^fault .*(etcd compaction|etcdRestart|apiserverRestart)/);

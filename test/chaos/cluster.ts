@@ -49,6 +49,14 @@ const REPLICAS = [{ name: 'a', hostNumber: 201 }, { name: 'b', hostNumber: 202 }
 const PODS_PER_NODE = 2;
 const POD_NODES = 3;
 
+/** The pod slots a linux cluster of these nodes has (as podnet.ts lays them out), for planning without one. */
+export function plannedPodSlots(nodeNames: readonly string[]): PodSlot[] {
+  return nodeNames.slice(0, POD_NODES).flatMap((node) => {
+    const k = Number(/(\d+)$/.exec(node)?.[1]);
+    return Array.from({ length: PODS_PER_NODE }, (_, i) => ({ name: `p${k}-${i + 1}`, node, ip: `198.18.${16 + k}.${11 + i}` }));
+  });
+}
+
 export interface ChaosNode extends NetNode {
   mgmtIp: string;
   agent: AgentProcess;

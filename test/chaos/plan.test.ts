@@ -6,12 +6,12 @@ import { describeFault, FAULT_KINDS, kindOfDescription, planFaults } from './fau
 import { describePlan, planRound } from './round.ts';
 import { Rng } from './rng.ts';
 import { GATEWAYS, initialWorld, VIP_GATEWAYS, type PodSlot, type World } from './world.ts';
+import { plannedPodSlots } from './cluster.ts';
 
 const NODES = ['node1', 'node2', 'node3', 'node4'];
 const HOSTS = { routers: ['198.18.0.1'], nodes: ['198.18.0.11'] };
 
-/** The pod slots of the linux cluster (cluster.ts: two pods on each of the first three nodes). */
-const POD_SLOTS: PodSlot[] = [1, 2, 3].flatMap((k) => [1, 2].map((j) => ({ name: `p${k}-${j}`, node: `node${k}`, ip: `198.18.${16 + k}.${10 + j}` })));
+const POD_SLOTS = plannedPodSlots(NODES);
 
 function run(seed: number, rounds: number, pods: readonly PodSlot[] = []): { plans: string[][]; world: World } {
   let world = initialWorld(NODES, pods);

@@ -5,10 +5,10 @@
 import type { DataplaneMode } from '../../src/api/names.ts';
 import { ROUTER_IP } from '../../src/testenv/netns.ts';
 import { applyWorld } from './apply.ts';
-import { ChaosCluster } from './cluster.ts';
+import { ChaosCluster, plannedPodSlots } from './cluster.ts';
 import type { FaultKind } from './faults.ts';
 import { checkConverged } from './invariants.ts';
-import { planRound, RunState, runRound, type RoundRecord } from './round.ts';
+import { describePlan, planRound, RunState, runRound, type RoundRecord } from './round.ts';
 import { allVips, initialWorld, type World } from './world.ts';
 
 export interface ChaosOptions {
@@ -33,6 +33,20 @@ export interface ChaosResult {
   records: RoundRecord[];
   /** Setup: applying the world and its first convergence (ms). */
   setupMs: number;
+}
+
+/** The plan lines of a run's first rounds (planning is pure: no cluster needed). */
+export function plannedLines(seed: number, rounds: number, nodes: number, dataplane: DataplaneMode = 'cilium'): string[] {
+  const names = Array.from({ length: nodes }, (_, i) => `node${i + 1}`);
+  const hosts = { routers: [ROUTER_IP], nodes: names.map((_, i) => `198.18.0.${11 + i}`) };
+  let world = initialWorld(names, dataplane === 'linux' ? plannedPodSlots(names) : []);
+  const lines: string[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const { plan, after } = planRound(world, seed, r, hosts);
+    lines.push(...describePlan(plan));
+    world = after;
+  }
+  return lines;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

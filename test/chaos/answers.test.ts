@@ -41,6 +41,16 @@ describe('chaos answer rules', () => {
     assert.equal(s.longestOverlapMs, 100);
   });
 
+  it('a handover back to a node whose old instance was deleted less than the grace ago: its new instance counts (seed 20261212 round 2, linux)', () => {
+    // gw failed over node1 → node2 (node1's instance deleted at 5000, node2 heard alone at 5500); at 6000
+    // the controller hands it back to node1 with a new instance of the same name. Both answer at 6100:
+    // the active node2 and the target node1 — a handover's pair, although 6100 is within the grace
+    // (2 s) of the old instance's deletion.
+    const lifetimes = new Map([['gw-node1', [{ from: 0, to: 5000 }, { from: 6000, to: Infinity }]], ['gw-node2', [{ from: 4000, to: Infinity }]]]);
+    const frames = [reply(5500, B), reply(5600, B), reply(6100, B), reply(6101, A), reply(6150, B), reply(6151, A)];
+    assert.deepEqual(checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 }).violations, []);
+  });
+
   it('a node that answers later than fence-after past its last accepted renewal is flagged (a failed fence)', () => {
     // node1 stops renewing at 3000 (its last renewal); it answers at 3900: 900 ms > 650 + 100.
     const renewals = new Map([['node1', [0, 1000, 2000, 3000]], ['node2', [0, 1000, 2000, 3000, 4000]]]);

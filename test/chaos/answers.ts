@@ -83,10 +83,15 @@ function lastAtOrBefore(sorted: readonly number[], t: number): number | undefine
   return found;
 }
 
-/** The lifetime of the gateway's instance on the node that covers t (with the slack and grace), if any. */
+/**
+ * The lifetime of the gateway's instance on the node that covers t (with the slack and grace), if any:
+ * the latest one. An instance re-created (same name) less than the grace after its deletion is the one
+ * that counts — the old one's grace (its node withdrawing) must not stand for it (seed 20261212 round 2:
+ * a handover back to a node read as that node's long-gone instance beside the active node).
+ */
 function lifeAt(rules: AnswerRules, gateway: string, node: string, t: number): Lifetime | undefined {
   const lives = rules.lifetimes.get(rules.instanceName(gateway, node)) ?? [];
-  return lives.find((l) => l.from <= t + rules.slackMs && t <= l.to + rules.graceMs);
+  return lives.filter((l) => l.from <= t + rules.slackMs && t <= l.to + rules.graceMs).sort((x, y) => x.from - y.from).at(-1);
 }
 
 function assignedAt(rules: AnswerRules, gateway: string, node: string, t: number): boolean {

@@ -29,7 +29,7 @@ import { instanceName } from '../../src/core/util.ts';
 import type { KubeClient } from '../../src/kube/client.ts';
 import { ALL_PODS, DATAPLANES } from '../../src/kube/resources.ts';
 import type { BadObject } from './invalid.ts';
-import { linuxDataplaneViolations, type LinuxKernel } from './linux.ts';
+import { linuxDataplaneViolations, type LinuxCoverage, type LinuxKernel } from './linux.ts';
 import { selects, type Impairment, type PolicySpec, type World } from './world.ts';
 
 export interface Observed {
@@ -323,6 +323,8 @@ export interface LinuxNodes {
   kernelOf(node: string): Promise<LinuxKernel>;
   nodeIps: ReadonlyMap<string, string>;
   podCIDR: string;
+  /** Overwritten by every check with what it compared (the round records the converged one's). */
+  coverage?: LinuxCoverage;
 }
 
 /** Reads every node's kernel into `o` (one node after the other: the checks must not load the machine). */
@@ -331,8 +333,8 @@ export async function observeKernels(o: Observed, nodes: ReadonlyArray<{ name: s
 }
 
 /** The linux invariant on an observation (linux.ts). */
-export function linuxViolations(o: Observed, world: World, linux: Pick<LinuxNodes, 'nodeIps' | 'podCIDR'>): string[] {
-  return linuxDataplaneViolations({ world, gateways: o.objects.gateways, dataplanes: o.dataplanes, pods: o.pods, nodeIps: linux.nodeIps, podCIDR: linux.podCIDR, kernels: o.kernels });
+export function linuxViolations(o: Observed, world: World, linux: Pick<LinuxNodes, 'nodeIps' | 'podCIDR' | 'coverage'>): string[] {
+  return linuxDataplaneViolations({ world, gateways: o.objects.gateways, dataplanes: o.dataplanes, pods: o.pods, nodeIps: linux.nodeIps, podCIDR: linux.podCIDR, kernels: o.kernels }, linux.coverage);
 }
 
 /** All of them; empty means converged. */

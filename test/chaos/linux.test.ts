@@ -76,8 +76,12 @@ function input(over: Partial<LinuxInput> = {}): LinuxInput {
 }
 
 describe('linux data plane invariant (the checker)', () => {
-  it('accepts kernels that hold exactly what the snapshot implies', () => {
-    assert.deepEqual(linuxDataplaneViolations(input()), []);
+  it('accepts kernels that hold exactly what the snapshot implies, and says what it compared', () => {
+    const coverage = { redirectedPods: -1, verdicts: { tunnel: 0, snatHere: 0, drop: 0, notRedirected: 0 } };
+    assert.deepEqual(linuxDataplaneViolations(input(), coverage), []);
+    // p1-1 only; probes at the edges of 203.0.113.0/24, /25, .64/26: tunnel (.0, .63), excluded (.64, .127), SNAT here (.128, .255) and the outside neighbours.
+    assert.equal(coverage.redirectedPods, 1);
+    assert.ok(coverage.verdicts.tunnel > 0 && coverage.verdicts.snatHere > 0 && coverage.verdicts.notRedirected > 0 && coverage.verdicts.drop === 0, JSON.stringify(coverage));
   });
 
   it('names a stale pod element: a deleted pod left in known4 and pods4', () => {

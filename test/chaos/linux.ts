@@ -187,8 +187,20 @@ const podIp = (p: PodLike): string | undefined => {
   return typeof ip === 'string' && /^\d+\.\d+\.\d+\.\d+$/.test(ip) ? ip : undefined;
 };
 
-/** Every difference between the nodes' kernels and what the snapshot implies (empty: they agree). */
-export function linuxDataplaneViolations(input: LinuxInput): string[] {
+/** What a check compared: pods redirected, and (pod, destination) verdicts by kind — so a record shows the check was not vacuous. */
+export interface LinuxCoverage {
+  redirectedPods: number;
+  verdicts: Record<'tunnel' | 'snatHere' | 'drop' | 'notRedirected', number>;
+}
+
+/**
+ * Every difference between the nodes' kernels and what the snapshot implies (empty: they agree).
+ * `coverage`, when given, is overwritten with what was compared.
+ */
+export function linuxDataplaneViolations(input: LinuxInput, coverage?: LinuxCoverage): string[] {
+  const cov: LinuxCoverage = coverage ?? { redirectedPods: 0, verdicts: { tunnel: 0, snatHere: 0, drop: 0, notRedirected: 0 } };
+  cov.redirectedPods = 0;
+  cov.verdicts = { tunnel: 0, snatHere: 0, drop: 0, notRedirected: 0 };
   const { world } = input;
   const out: string[] = [];
   const activeOf = new Map(input.gateways.map((g) => [g.metadata.name, g.status?.activeNodeName ?? '']));
@@ -257,6 +269,7 @@ export function linuxDataplaneViolations(input: LinuxInput): string[] {
         continue;
       }
       selectedIps.add(ip);
+      cov.redirectedPods++;
       for (const x of policies) if (![node, ''].includes(activeOf.get(x.gateway) ?? '')) tunnels.add(want(x.gateway, node));
       if (got === undefined) {
         out.push(`${at}: pods4 lacks pod ${name}, selected by ${policies.map((x) => x.name).join(',')}`);
@@ -285,6 +298,7 @@ export function linuxDataplaneViolations(input: LinuxInput): string[] {
         const w = want(e?.gateway, node);
         const hit = map.find((r) => r.first <= d && d <= r.last);
         const g = hit ? follow(hit.verdict) : 'not redirected';
+        cov.verdicts[w.startsWith('tunnel') ? 'tunnel' : w.startsWith('SNAT') ? 'snatHere' : w === 'drop' ? 'drop' : 'notRedirected']++;
         if (g !== w) wrong.push(`to ${fmt4(d)}: kernel ${g}, want ${w}${e ? ` (${e.policy} → ${e.gateway ?? 'excluded'})` : ''}`);
       }
       if (wrong.length > 0) out.push(`${at}: pod ${name}: ${wrong.slice(0, 3).join('; ')}${wrong.length > 3 ? `; … ${wrong.length - 3} more` : ''}`);

@@ -18,6 +18,7 @@ import { describeFault, planFaults, runFault, type FaultKind, type FaultPlan } f
 import { HealthProbe, type SuiteHealth } from './health.ts';
 import { badObjects, type BadObject } from './invalid.ts';
 import { acceptanceViolations, checkConverged, type BadState } from './invariants.ts';
+import type { LinuxCoverage } from './linux.ts';
 import { Rng, roundSeed } from './rng.ts';
 import { allVips, applyToWorld, describeMutation, GATEWAYS as GATEWAY_NAMES, randomMutation, randomPodMutation, type Mutation, type World } from './world.ts';
 
@@ -126,6 +127,8 @@ export interface RoundRecord {
    * busy suite delays every request (a slow convergence with a high value here was the suite's own doing).
    */
   suiteLoopDelayMaxMs: number;
+  /** linux: what the converged kernel check compared (pods redirected, verdicts by kind). */
+  linux?: LinuxCoverage;
   /** The suite's side of the round (health.ts): where a stall of every proxied client came from (absent in records of older runs). */
   suiteHealth?: SuiteHealth;
 }
@@ -208,13 +211,16 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
 
   // Convergence.
   const vips = allVips();
+  const linux = c.linuxNodes();
+  const coverage: LinuxCoverage = { redirectedPods: 0, verdicts: { tunnel: 0, snatHere: 0, drop: 0, notRedirected: 0 } };
+  if (linux) linux.coverage = coverage;
   let last: string[] = [];
   let converged = false;
   /** What was still wrong 5 s after healing (what a slow convergence waited for). */
   let pendingAt5s: string[] | undefined;
   while (Date.now() - healed < opts.convergeDeadlineMs) {
     try {
-      last = await checkConverged(c.client, c.nodes, (n) => c.addresses(n), current, bad, vips, c.linuxNodes());
+      last = await checkConverged(c.client, c.nodes, (n) => c.addresses(n), current, bad, vips, linux);
       if (last.length === 0) {
         converged = true;
         break;
@@ -300,8 +306,9 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
     durationMs: Date.now() - t0,
     suiteLoopDelayMaxMs: Math.round(loop.max / 1e6),
     suiteHealth: h,
+    ...(linux && converged ? { linux: coverage } : {}),
   };
   loop.disable();
-  opts.log(`round ${plan.round} (seed ${plan.seed}, ${c.dataplane}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms (p99 ${h.loopDelayP99Ms}), rss ${h.rssMb} MB, proxy ≤${h.proxyConnectionsMax} conns/${h.proxyBufferedKbMax} KiB, listen overflows ${h.listenOverflows ?? '?'}, load ${h.loadAvg1}`);
+  opts.log(`round ${plan.round} (seed ${plan.seed}, ${c.dataplane}): ${converged ? `converged ${convergeMs} ms after healing` : 'NOT CONVERGED'}, ${violations.length} violation(s), suite loop delay max ${record.suiteLoopDelayMaxMs} ms (p99 ${h.loopDelayP99Ms}), rss ${h.rssMb} MB, proxy ≤${h.proxyConnectionsMax} conns/${h.proxyBufferedKbMax} KiB, listen overflows ${h.listenOverflows ?? '?'}, load ${h.loadAvg1}${record.linux ? `, kernels: ${record.linux.redirectedPods} pods redirected, verdicts ${JSON.stringify(record.linux.verdicts)}` : ''}`);
   return { record, world: current, bad };
 }

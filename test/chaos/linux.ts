@@ -103,7 +103,7 @@ export function parseKernel(nftJson: string | undefined, ruleJson: string, route
       if (map.name === 'pods4') for (const [a, v] of elems) k.pods.set(String(a), verdictOf(v));
       else if (map.name === 'tunnel_in4') for (const [id, mark] of elems) k.tunnelIn.set(Number(id), Number(mark));
       else if (map.name === 'snat4') for (const [mark, a] of elems) k.snat.set(Number(mark), String(a));
-      else if (map.name !== 'tunnel_in4') {
+      else {
         k.maps.set(map.name, elems.flatMap(([key, v]) => {
           const r = rangeOf(key);
           return r ? [{ ...r, verdict: verdictOf(v) }] : [];

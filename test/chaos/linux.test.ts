@@ -53,12 +53,12 @@ function node1Kernel(): LinuxKernel {
   return k;
 }
 
-/** node2: gw-v0 active here; no local pods. */
-function node2Kernel(): LinuxKernel {
+/** A node without pods: it SNATs for every gateway (gw-v0 to the VIP, gw-p0 to its own address). */
+function podlessKernel(ip: string): LinuxKernel {
   const k = emptyKernel();
   k.marks.set('in_128', 0x80000000).set('in_129', 0x81000000);
   k.tunnelIn.set(11, 0x80000000).set(12, 0x81000000);
-  k.snat.set(0x80000000, '198.18.0.100').set(0x81000000, '198.18.0.12');
+  k.snat.set(0x80000000, '198.18.0.100').set(0x81000000, ip);
   return k;
 }
 
@@ -70,7 +70,7 @@ function input(over: Partial<LinuxInput> = {}): LinuxInput {
     pods: [pod('p1-1', '198.18.17.11', 'app-0'), pod('p1-2', '198.18.17.12', 'web')],
     nodeIps: IPS,
     podCIDR: '198.18.16.0/20',
-    kernels: new Map([['node1', node1Kernel()], ['node2', node2Kernel()], ['node3', emptyKernel()]]),
+    kernels: new Map([['node1', node1Kernel()], ['node2', podlessKernel('198.18.0.12')], ['node3', podlessKernel('198.18.0.13')]]),
     ...over,
   };
 }
@@ -124,7 +124,7 @@ describe('linux data plane invariant (the checker)', () => {
     assert.match(v, /node1: ip rule priority 2500 fwmark 0x7000000\/0xff000000 lookup 26007 serves no current gateway chain \(stale\)/);
     assert.match(v, /node1: route "default encap ip id 99 .*" is used by no rule \(stale\)/);
     assert.match(v, /node1: tunnel_in4 holds tunnel id 99, which no gateway has \(stale\)/);
-    assert.match(v, /node2: gateway gw-v0 is active here, but its tunnel id 11 SNATs to 198\.18\.0\.12, want 198\.18\.0\.100/);
+    assert.match(v, /node2: gateway gw-v0 \(active here\): its tunnel id 11 SNATs to 198\.18\.0\.12, want 198\.18\.0\.100/);
   });
 
   it('accepts the chain of a gateway whose ranges a tie in prefix length hands to another policy entirely', () => {
@@ -136,13 +136,22 @@ describe('linux data plane invariant (the checker)', () => {
     k.marks.set('gw_2', 0x02000000);
     k.rules.push({ priority: 2500, mark: 0x02000000, mask: MASK, table: TABLE + 2 });
     k.routes.push({ table: TABLE + 2, line: 'default encap ip id 13 dst 198.18.0.13 dev egw0 table 26002', id: 13, dst: '198.18.0.13' });
-    const k3 = i.kernels.get('node3')!;
-    k3.tunnelIn.set(13, 0x80000000);
-    k3.snat.set(0x80000000, '198.18.0.101');
+    for (const kn of i.kernels.values()) {
+      kn.tunnelIn.set(13, 0x82000000);
+      kn.snat.set(0x82000000, '198.18.0.101');
+    }
     assert.deepEqual(linuxDataplaneViolations(i), []);
     // The same chain once gw-v1 has moved to node2: stale.
     const moved = { ...i, gateways: [gateway('gw-v0', 'node2'), gateway('gw-p0', 'node1'), gateway('gw-v1', 'node2')] };
     assert.match(linuxDataplaneViolations(moved).join('\n'), /node1: chain gw_2 \(tunnel id 13 to node3 \(198\.18\.0\.13\)\) serves no gateway/);
+  });
+
+  it('names a node that lost the SNAT source of a PrimaryIP gateway it is not active for (a bad gateway\'s VIP is its own address: seed 20261214 round 1)', () => {
+    const i = input();
+    const k3 = i.kernels.get('node3')!;
+    k3.tunnelIn.delete(12);
+    k3.snat.delete(0x81000000);
+    assert.deepEqual(linuxDataplaneViolations(i), ['linux: node3: gateway gw-p0: its tunnel id 12 SNATs to (no tunnel_in4 entry), want 198.18.0.13']);
   });
 
   it('names a node without the table', () => {

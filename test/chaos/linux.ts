@@ -14,8 +14,8 @@
 //   compared  per pod and destination, at every boundary of both sides' ranges (two step functions that
 //             agree at all their steps agree everywhere), following the kernel's path as a packet would:
 //             pods4 → class map → gw_/in_ chain's mark → ip rule → route table → encap id and dst, or
-//             snat4; on a node where a gateway is active, tunnel_in4 maps its tunnel id to a mark that
-//             SNATs to its address; nothing stale: no class, gateway chain, rule, route or tunnel_in4
+//             snat4; on every node, tunnel_in4 maps each gateway's tunnel id to a mark that SNATs to its
+//             VIP or the node's primary address (the active one above all); nothing stale: no class, gateway chain, rule, route or tunnel_in4
 //             entry that nothing current uses.
 //
 // Bad objects (invalid, orphan, …) are not in the world: whatever they do must not show here.
@@ -324,15 +324,18 @@ export function linuxDataplaneViolations(input: LinuxInput, coverage?: LinuxCove
     }
     for (const r of k.routes) if (!usedTables.has(r.table)) out.push(`${at}: route "${r.line}" is used by no rule (stale)`);
 
-    // Gateway side: SNAT for the gateways active here; no tunnel id of a gateway that no longer exists.
+    // Gateway side: every node is ready to serve every valid gateway (docs/dataplane.md: each node SNATs
+    // for every gateway whose source it can resolve — every node has eth0 — so a source node may switch to
+    // any new active node at once): its tunnel id maps to a mark that SNATs to the VIP, or to this node's
+    // primary address. No tunnel id of a gateway that no longer exists.
     const ids = new Set(input.dataplanes.map((d) => d.spec?.tunnelID));
     for (const id of k.tunnelIn.keys()) if (!ids.has(id)) out.push(`${at}: tunnel_in4 holds tunnel id ${id}, which no gateway has (stale)`);
     for (const g of world.gateways.keys()) {
-      if (activeOf.get(g) !== node) continue;
       const id = tunnelOf.get(g);
       const mark = id === undefined ? undefined : k.tunnelIn.get(id);
       const snat = mark === undefined ? undefined : k.snat.get(mark);
-      if (snat !== snatOf(g, node)) out.push(`${at}: gateway ${g} is active here, but its tunnel id ${id} SNATs to ${mark === undefined ? '(no tunnel_in4 entry)' : (snat ?? `(mark 0x${mark.toString(16)} not in snat4)`)}, want ${snatOf(g, node)}`);
+      const here = activeOf.get(g) === node ? ' (active here)' : '';
+      if (snat !== snatOf(g, node)) out.push(`${at}: gateway ${g}${here}: its tunnel id ${id} SNATs to ${mark === undefined ? '(no tunnel_in4 entry)' : (snat ?? `(mark 0x${mark.toString(16)} not in snat4)`)}, want ${snatOf(g, node)}`);
     }
   }
   return out;

@@ -49,14 +49,7 @@ export interface AnswerRules {
    * The last node heard answering alone, and when, by VIP: carried from one window to the next (read and
    * updated). Without it, each window starts knowing nobody.
    */
-  lastSole?: Map<string, SoleAnswer>;
-}
-
-/** The last node heard answering alone for a VIP, and the other node heard alone before it (if any). */
-export interface SoleAnswer {
-  node: string;
-  t: number;
-  prev?: { node: string; t: number };
+  lastSole?: Map<string, { node: string; t: number }>;
 }
 
 export interface AnswerViolation {
@@ -109,7 +102,7 @@ function assignedAt(rules: AnswerRules, gateway: string, node: string, t: number
  * Why two or more nodes answering one question for `gateway`'s VIP are not a handover's pair, or
  * undefined when they are (see `handover` above). `sole`: the last node heard answering alone.
  */
-export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonly string[], t: number, heard: SoleAnswer | undefined): string | undefined {
+export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonly string[], t: number, heard: { node: string; t: number } | undefined): string | undefined {
   if (nodes.length > 2) return `${nodes.length} nodes answered at once (${nodes.join(', ')})`;
   const [a, b] = nodes as [string, string];
   const la = lifeAt(rules, gateway, a, t);
@@ -126,12 +119,7 @@ export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonl
   else old = la.from <= lb.from ? a : b;
   const target = old === a ? b : a;
   const [lo, lt] = old === a ? [la, lb] : [lb, la];
-  // The old active node back from a fence mid-handover: heard alone (in the instance it still has) before
-  // the target's instance began, silent while fenced — so the target was heard alone since — and both
-  // still assigned: the handover's pair (seed 28 round 0, linux: the controller held back deleting the
-  // failed node's instance after a failed write, the node renewed again and re-announced).
-  const back = heard?.prev !== undefined && heard.prev.node === target && heard.prev.t <= lo.from + rules.slackMs && lifeAt(rules, gateway, target, heard.prev.t) === lt;
-  if (lt.from < lo.from && !back) {
+  if (lt.from < lo.from) {
     return `${target} answered beside the active node ${old}, but its instance (created ${new Date(lt.from).toISOString()}) is older than ${old}'s (${new Date(lo.from).toISOString()}): not the target of a handover from ${old}`;
   }
   return undefined;
@@ -179,14 +167,10 @@ export function checkAnswers(frames: readonly ArpAnswerFrame[], rules: AnswerRul
   let dual = 0;
   let longest = 0;
   const runStart = new Map<string, number>();
-  const lastSole = rules.lastSole ?? new Map<string, SoleAnswer>();
+  const lastSole = rules.lastSole ?? new Map<string, { node: string; t: number }>();
   for (const q of questions) {
     const nodes = [...new Set(q.macs.map((m) => rules.nodeOfMac.get(m)).filter((n): n is string => n !== undefined))].sort();
-    if (nodes.length === 1) {
-      const was = lastSole.get(q.ip);
-      const prev = was === undefined ? undefined : was.node !== nodes[0] ? { node: was.node, t: was.t } : was.prev;
-      lastSole.set(q.ip, { node: nodes[0] as string, t: q.t, ...(prev ? { prev } : {}) });
-    }
+    if (nodes.length === 1) lastSole.set(q.ip, { node: nodes[0] as string, t: q.t });
     if (nodes.length > 1) {
       const why = notAHandover(rules, rules.gatewayOfVip.get(q.ip) as string, nodes, q.t, lastSole.get(q.ip));
       if (why !== undefined) report({ rule: 'handover', t: q.t, ip: q.ip, by: nodes.join('+'), detail: why });

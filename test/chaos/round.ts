@@ -11,7 +11,7 @@ import { GATEWAYS, POLICIES } from '../../src/kube/resources.ts';
 import { DEFAULT_AGENT_OPTIONS } from '../../src/agent/options.ts';
 import type { DataplaneMode } from '../../src/api/names.ts';
 import { applyMutation, deleteIfExists } from './apply.ts';
-import { checkAnswers, type AnswerSummary, type SoleAnswer } from './answers.ts';
+import { checkAnswers, type AnswerSummary } from './answers.ts';
 import { acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
 import { LEADER_LEASE, OBSERVER_IP, VIP_PROBE_MS, type ChaosCluster } from './cluster.ts';
 import { describeFault, planFaults, runFault, type FaultKind, type FaultPlan } from './faults.ts';
@@ -96,7 +96,7 @@ export class RunState {
   /** Frames and problems before this moment were checked by an earlier round. */
   checkedUntil = 0;
   /** The last node heard answering alone, by VIP (the answer rules' handover pair). */
-  readonly lastSole = new Map<string, SoleAnswer>();
+  readonly lastSole = new Map<string, { node: string; t: number }>();
   exitsSeen = 0;
   problemsSeen = 0;
   crashesSeen = 0;

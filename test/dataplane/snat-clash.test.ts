@@ -172,6 +172,9 @@ describe('SNAT port clash: two pods with the same source port to one server lose
   /** The new gateway node's entry for a pod's connection, once it picked the connection up. */
   const pickedUp = (pod: PodNs, server: number): Promise<CtEntry> =>
     poll(`${pod.name}'s connection picked up by gateway node 2`, async () => (await conntrack(gw2, server)).find((e) => e.podIP === pod.ip), WAIT);
+  // Node 2 remaps with a random port (the kernel's choice for SNAT without a port range): that it hits
+  // the other connection's old port p' instead of an unknown one has a chance of about 1 in 64,000, the
+  // one way these cases could see another outcome.
   /**
    * The one RST the server sent, once the connection `id` of `t` was reset. Its port is the one node 2 gave
    * the connection: node 2's entry itself is gone by then (conntrack deletes a picked-up entry whose first

@@ -14,7 +14,10 @@
 //          ends (stopped: by our own stop command). localPort binds the source port (optional).
 //        "intervalMs":0 sends nothing by itself: lines go with tcpSend, and every echo is an event (with its data)
 //   → {"seq":6,"cmd":"tcpSend","id":"c1","data":"x"}             (one line on a connection)
-//   → {"seq":7,"cmd":"stop","id":"s1"}                           (stream, listener or connection)
+//   → {"seq":7,"cmd":"tcpPeer","id":"echo","fromPort":…,"action":"send"|"end"|"reset"|"keepalive","data":"x"}
+//        (the server side of an accepted connection: a line of its own, a half-close (FIN; it still reads and
+//        records, no longer echoes), a RST, or TCP keepalive after 1 s idle (probes: bare ACKs))
+//   → {"seq":8,"cmd":"stop","id":"s1"}                           (stream, listener or connection)
 //   ← {"ev":"ready"}  {"ev":"ok","seq":1}  {"ev":"error","seq":1,"message":"…"}
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -23,6 +26,8 @@ import { emit, serveCommands, type Command } from './helper-process.ts';
 
 const stoppers = new Map<string, () => void>();
 const senders = new Map<string, (line: string) => void>();
+/** Accepted connections by `<listener id>:<peer port>`. */
+const peers = new Map<string, Socket>();
 const now = (): number => performance.timeOrigin + performance.now();
 
 let sender: UdpSocket | undefined;
@@ -66,10 +71,12 @@ async function handle(c: Command): Promise<void> {
       const server: Server = createServer((sock) => {
         conns.add(sock);
         const fromPort = sock.remotePort;
+        const key = `${id}:${fromPort}`;
+        peers.set(key, sock);
         emit({ ev: 'accept', id, from: sock.remoteAddress?.replace(/^::ffff:/, ''), fromPort, t: now() });
         let buf = '';
         sock.on('data', (d) => {
-          sock.write(d);
+          if (!sock.writableEnded) sock.write(d);
           if (!record) return;
           buf += d.toString();
           let i: number;
@@ -82,6 +89,7 @@ async function handle(c: Command): Promise<void> {
         sock.on('error', (e) => (error = e.message));
         sock.on('close', () => {
           conns.delete(sock);
+          if (peers.get(key) === sock) peers.delete(key);
           if (record) emit({ ev: 'closed', id, fromPort, error, t: now() });
         });
       });
@@ -147,6 +155,16 @@ async function handle(c: Command): Promise<void> {
       const send = senders.get(id);
       if (!send) throw new Error(`no open connection ${id}`);
       send(String(c.data ?? ''));
+      return;
+    }
+    case 'tcpPeer': {
+      const sock = peers.get(`${id}:${Number(c.fromPort)}`);
+      if (!sock) throw new Error(`no accepted connection ${id} from port ${c.fromPort}`);
+      if (c.action === 'send') sock.write(`${String(c.data ?? '')}\n`);
+      else if (c.action === 'end') sock.end();
+      else if (c.action === 'reset') sock.resetAndDestroy();
+      else if (c.action === 'keepalive') sock.setKeepAlive(true, 1000);
+      else throw new Error(`unknown tcpPeer action ${c.action}`);
       return;
     }
     case 'stop':

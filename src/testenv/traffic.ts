@@ -85,6 +85,15 @@ export class Traffic {
     return this.command('tcpSend', { id, data });
   }
 
+  /**
+   * The server side of connection `fromPort` accepted by listener `id`: `send` a line of its own, `end`
+   * (half-close: FIN; it goes on reading and recording, no longer echoes), `reset` (RST), or `keepalive`
+   * (TCP keepalive after 1 s idle: its probes are bare ACKs).
+   */
+  tcpPeer(id: string, fromPort: number, action: 'send' | 'end' | 'reset' | 'keepalive', data?: string): Promise<void> {
+    return this.command('tcpPeer', { id, fromPort, action, ...(data === undefined ? {} : { data }) });
+  }
+
   stop(id: string): Promise<void> {
     return this.command('stop', { id });
   }

@@ -9,142 +9,39 @@
 // stalls, and the other is reset. Either way one connection of a clashing pair is lost; with distinct
 // ports both survive (control).
 //
-// The rig is the kernel side only (no API server, as test/dataplane/linux.test.ts): a worker with two pods
-// and two gateway nodes, LinuxDataplane applied with the models every agent would compute, the failover
-// done the way the agents do it (old node's uplink down, VIP on the new node, every node's data plane
-// re-applied with the new active node). Needs root, nft, ip, ss and conntrack (Debian package conntrack).
+// The rig (test/dataplane/failover-rig.ts) is the kernel side only: a worker with two pods and two gateway
+// nodes, the failover done the way the agents do it.
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MODE_VIP } from '../../src/api/names.ts';
-import type { EgressGatewayDataplane } from '../../src/api/types.ts';
-import { buildNodeDataplane, type DataplanePod } from '../../src/dataplane/model.ts';
-import { DEFAULT_DATAPLANE_SETTINGS } from '../../src/dataplane/render.ts';
-import { createRunner } from '../../src/agent/net/exec.ts';
-import { LinuxDataplane } from '../../src/agent/dataplane/linux.ts';
-import { Network, assertNetnsSupported, type NetNode } from '../../src/testenv/netns.ts';
-import { POD_CIDR, SERVICE_CIDR, addPodNet, setUplink, type PodNet, type PodNs } from '../../src/testenv/podnet.ts';
-import { Traffic, freshPort } from '../../src/testenv/traffic.ts';
+import type { PodNs } from '../../src/testenv/podnet.ts';
+import { freshPort, type Traffic } from '../../src/testenv/traffic.ts';
 import { poll } from '../../src/testenv/poll.ts';
-
-const VIP = '198.18.0.100';
-const WAIT = 15_000;
-
-/** One `conntrack -L` line: the pod's side (original direction) and the port the server sees (reply). */
-interface CtEntry {
-  podIP: string;
-  podPort: number;
-  /** Reply destination: the VIP and the port SNAT gave the connection. */
-  natIP: string;
-  natPort: number;
-}
-
-function parseConntrack(out: string): CtEntry[] {
-  const re = /src=(\S+) dst=\S+ sport=(\d+) dport=\d+ .*?src=\S+ dst=(\S+) sport=\d+ dport=(\d+)/;
-  return out.split('\n').flatMap((l) => {
-    const m = re.exec(l);
-    return m ? [{ podIP: m[1]!, podPort: Number(m[2]), natIP: m[3]!, natPort: Number(m[4]) }] : [];
-  });
-}
+import { FailoverRig, VIP, WAIT, closedWith, echoed } from './failover-rig.ts';
 
 describe('SNAT port clash: two pods with the same source port to one server lose a connection across a gateway failover', { concurrency: false }, () => {
-  let lab: Network;
-  let net: PodNet;
-  let worker: NetNode;
-  let gw1: NetNode;
-  let gw2: NetNode;
+  let rig: FailoverRig;
   let podA: PodNs;
   let podB: PodNs;
   let inet: Traffic;
   let ta: Traffic;
   let tb: Traffic;
-  const planes = new Map<string, LinuxDataplane>();
 
-  const gateway = (active: NetNode): EgressGatewayDataplane => ({
-    metadata: { name: 'gw' },
-    spec: {
-      tunnelID: 42,
-      activeNodeName: active.name,
-      tunnelEndpoint: active.ip,
-      sourceIP: { mode: MODE_VIP, ip: VIP },
-      policies: [{ name: 'web', selectors: [{ podSelector: { matchLabels: { app: 'web' } } }], destinationCIDRs: ['203.0.113.0/24'] }],
-    },
-  });
-  const podObj = (p: PodNs): DataplanePod => ({ metadata: { namespace: 'prod', name: p.name, labels: { app: 'web' } }, spec: { nodeName: p.node }, status: { phase: 'Running', podIP: p.ip } });
-  /** Every node's data plane with `active` as the gateway's active node, as every agent computes it. */
-  const applyAll = async (active: NetNode) => {
-    for (const n of lab.nodes) {
-      await planes.get(n.name)!.apply(buildNodeDataplane({
-        node: n.name,
-        podCIDRs: [POD_CIDR],
-        serviceCIDRs: [SERVICE_CIDR],
-        gateways: [gateway(active)],
-        pods: [podA, podB].filter((p) => p.node === n.name).map(podObj),
-        namespaces: new Map(),
-        interfaces: new Map([['eth0', { up: true, ipv4: [n.ip] }]]),
-      }));
-    }
-  };
-  const conntrack = async (n: NetNode, serverPort: number): Promise<CtEntry[]> =>
-    parseConntrack(await lab.exec(n.ns, 'conntrack', ['-L', '-p', 'tcp', '--dport', String(serverPort)]));
-  /** Records every RST a namespace's own stack sends (who resets: the server, or one of our nodes). */
-  const rstProbe = (ns: string) => lab.exec(ns, 'nft', [[
-    'table inet rstprobe {}',
-    'delete table inet rstprobe',
-    'table inet rstprobe {',
-    '\tset rsts { type ipv4_addr . inet_service; flags dynamic; }',
-    '\tchain out { type filter hook output priority 0; policy accept; tcp flags & rst == rst add @rsts { ip daddr . tcp dport }; }',
-    '}',
-  ].join('\n')]);
-  const rstsSent = async (ns: string): Promise<string[]> => {
-    const j = JSON.parse(await lab.exec(ns, 'nft', ['-j', 'list', 'set', 'inet', 'rstprobe', 'rsts'])) as { nftables: Array<{ set?: { elem?: Array<{ concat: [string, number] }> } }> };
-    return (j.nftables.find((o) => o.set)?.set?.elem ?? []).map((e) => `${e.concat[0]}:${e.concat[1]}`).sort();
-  };
   /** Retransmissions of the pod's connection from `port` (ss: `retrans:<now>/<total>`). */
   const retransmissions = async (p: PodNs, port: number): Promise<number> => {
-    const out = await lab.exec(p.ns, 'ss', ['-tni', 'state', 'established', `( sport = :${port} )`]);
+    const out = await rig.lab.exec(p.ns, 'ss', ['-tni', 'state', 'established', `( sport = :${port} )`]);
     return Number(/retrans:\d+\/(\d+)/.exec(out)?.[1] ?? 0);
   };
-  const events = (t: Traffic, id: string) => t.tcp.filter((e) => e.id === id);
-  const echoed = (t: Traffic, id: string, data: string) => events(t, id).some((e) => e.ev === 'echo' && e.data === data);
-  const closedWith = (t: Traffic, id: string) => events(t, id).find((e) => e.ev === 'closed')?.error;
 
   before(async () => {
-    await assertNetnsSupported(); // fails (not skips) without root: required in CI
-    lab = await Network.create({ nodes: 3, prefix: 'egc' });
-    [worker, gw1, gw2] = lab.nodes as [NetNode, NetNode, NetNode];
-    net = await addPodNet(lab, { [worker.name]: 2 });
-    [podA, podB] = net.pods as [PodNs, PodNs];
-    for (const n of lab.nodes) planes.set(n.name, new LinuxDataplane(DEFAULT_DATAPLANE_SETTINGS, createRunner({ netns: n.ns })));
-    const spawn = (ns: string, cmd: string, args: string[]) => lab.spawnIn(ns, cmd, args);
-    inet = await Traffic.start(spawn, net.internet.ns);
-    ta = await Traffic.start(spawn, podA.ns);
-    tb = await Traffic.start(spawn, podB.ns);
+    rig = await FailoverRig.create('egc', 2);
+    [podA, podB] = rig.pods as [PodNs, PodNs];
+    inet = rig.inet;
+    [ta, tb] = rig.clients as [Traffic, Traffic];
   });
 
   after(async () => {
-    for (const t of [inet, ta, tb]) await t?.close().catch(() => undefined);
-    await lab?.teardown();
+    await rig?.close();
   });
-
-  // Every case starts from gateway node 1 active with empty conntrack tables on both gateway nodes and no
-  // RSTs recorded, and fails over to node 2.
-  const fresh = async () => {
-    await setUplink(lab, net, gw1, 'up');
-    if (await lab.hasAddress(gw2.ns, VIP)) await lab.ip(gw2.ns, ['addr', 'del', `${VIP}/32`, 'dev', 'eth0']);
-    if (!(await lab.hasAddress(gw1.ns, VIP))) await lab.ip(gw1.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
-    await lab.ip(lab.router.ns, ['neigh', 'flush', 'to', VIP]);
-    await applyAll(gw1);
-    for (const n of [gw1, gw2]) await lab.exec(n.ns, 'conntrack', ['-F']);
-    for (const ns of [gw1.ns, gw2.ns, net.internet.ns]) await rstProbe(ns);
-  };
-
-  /** The failover as the agents do it: old node gone (uplink down), VIP on the new one, routes follow. */
-  const failover = async () => {
-    await setUplink(lab, net, gw1, 'down');
-    await lab.ip(gw2.ns, ['addr', 'add', `${VIP}/32`, 'dev', 'eth0']);
-    await lab.ip(lab.router.ns, ['neigh', 'flush', 'to', VIP]);
-    await applyAll(gw2);
-  };
 
   /**
    * A then B connect to the server from `portA` / `portB` and carry one line each through gateway node 1.
@@ -153,25 +50,14 @@ describe('SNAT port clash: two pods with the same source port to one server lose
   const openPair = async (id: string, portA: number, portB: number) => {
     const server = freshPort();
     await inet.tcpListen(id, server, { record: true });
-    await ta.tcpConnect(`${id}a`, net.internet.ip, server, 0, { localPort: portA });
-    await poll('A connected', () => events(ta, `${id}a`).some((e) => e.ev === 'connected'), WAIT);
-    await tb.tcpConnect(`${id}b`, net.internet.ip, server, 0, { localPort: portB });
-    await poll('B connected', () => events(tb, `${id}b`).some((e) => e.ev === 'connected'), WAIT);
-    await ta.tcpSend(`${id}a`, 'a1');
-    await tb.tcpSend(`${id}b`, 'b1');
-    await poll('both echo through gateway node 1', () => echoed(ta, `${id}a`, 'a1') && echoed(tb, `${id}b`, 'b1'), WAIT);
-    const ct = await conntrack(gw1, server);
-    const natA = ct.find((e) => e.podIP === podA.ip)!;
-    const natB = ct.find((e) => e.podIP === podB.ip)!;
-    assert.equal(natA.natIP, VIP);
-    assert.equal(natB.natIP, VIP);
+    const natA = await rig.connect(id, server, 0, 'a', portA);
+    const natB = await rig.connect(id, server, 1, 'b', portB);
     const accepted = inet.tcp.filter((e) => e.id === id && e.ev === 'accept').map((e) => e.fromPort).sort();
-    assert.deepEqual(accepted, [natA.natPort, natB.natPort].sort(), 'the server sees the ports of node 1\'s SNAT');
-    return { server, portA: natA.natPort, portB: natB.natPort };
+    assert.deepEqual(accepted, [natA, natB].sort(), 'the server sees the ports of node 1\'s SNAT');
+    return { server, portA: natA, portB: natB };
   };
-  /** The new gateway node's entry for a pod's connection, once it picked the connection up. */
-  const pickedUp = (pod: PodNs, server: number): Promise<CtEntry> =>
-    poll(`${pod.name}'s connection picked up by gateway node 2`, async () => (await conntrack(gw2, server)).find((e) => e.podIP === pod.ip), WAIT);
+  const pickedUp = (pod: PodNs, server: number) => rig.pickedUp(pod, server);
+  const conntrack = (server: number) => rig.conntrack(rig.gw2, server);
   // Node 2 remaps with a random port (the kernel's choice for SNAT without a port range): that it hits
   // the other connection's old port p' instead of an unknown one has a chance of about 1 in 64,000, the
   // one way these cases could see another outcome.
@@ -183,28 +69,24 @@ describe('SNAT port clash: two pods with the same source port to one server lose
   const resetByServer = async (t: Traffic, id: string): Promise<number> => {
     await poll(`${id} reset`, () => closedWith(t, id), WAIT);
     assert.match(closedWith(t, id)!, /ECONNRESET/);
-    const rsts = await rstsSent(net.internet.ns);
+    const rsts = await rig.rstsSent(rig.net.internet.ns);
     assert.equal(rsts.length, 1, `one RST from the server: ${rsts.join(', ')}`);
     assert.equal(rsts[0]!.split(':')[0], VIP);
-    assert.deepEqual(await rstsSent(gw2.ns), [], 'no RST from the new gateway node');
+    assert.deepEqual(await rig.rstsSent(rig.gw2.ns), [], 'no RST from the new gateway node');
     return Number(rsts[0]!.split(':')[1]);
   };
-  const serverLines = (id: string) => inet.tcp.filter((e) => e.id === id && e.ev === 'recv').map((e) => `${e.fromPort}:${e.data}`);
+  const serverLines = (id: string) => rig.serverLines(id);
 
-  afterEach(async () => {
-    for (const id of [...new Set([...ta.tcp, ...tb.tcp, ...inet.tcp].map((e) => e.id))]) {
-      for (const t of [ta, tb, inet]) await t.stop(id);
-    }
-  });
+  afterEach(() => rig.stopAll());
 
   it('the remapped connection speaks first: on the new node it takes the other\'s port and stalls on the other\'s server socket; the other is remapped and reset by the server', async () => {
-    await fresh();
+    await rig.fresh();
     const id = `k${freshPort()}`;
     const p = 40_001;
     const { server, portA, portB } = await openPair(id, p, p);
     assert.equal(portA, p, 'A came first: node 1 kept its port');
     assert.notEqual(portB, p, 'B clashed: node 1 remapped it');
-    await failover();
+    await rig.failover();
 
     await tb.tcpSend(`${id}b`, 'b2');
     const b = await pickedUp(podB, server);
@@ -221,13 +103,13 @@ describe('SNAT port clash: two pods with the same source port to one server lose
   });
 
   it('the connection that kept its port speaks first: it survives; the remapped one gets a fresh port on the new node and is reset by the server', async () => {
-    await fresh();
+    await rig.fresh();
     const id = `k${freshPort()}`;
     const p = 40_002;
     const { server, portA, portB } = await openPair(id, p, p);
     assert.equal(portA, p);
     assert.notEqual(portB, p);
-    await failover();
+    await rig.failover();
 
     await ta.tcpSend(`${id}a`, 'a2');
     const a = await pickedUp(podA, server);
@@ -241,11 +123,11 @@ describe('SNAT port clash: two pods with the same source port to one server lose
   });
 
   it('control: distinct source ports, so no clash: both survive, the port-keeping pickup maps each back as node 1 did', async () => {
-    await fresh();
+    await rig.fresh();
     const id = `k${freshPort()}`;
     const { server, portA, portB } = await openPair(id, 40_003, 40_004);
     assert.deepEqual([portA, portB], [40_003, 40_004], 'node 1 kept both ports');
-    await failover();
+    await rig.failover();
 
     for (const [t, pod, who, port] of [[tb, podB, 'b', portB], [ta, podA, 'a', portA]] as const) {
       await t.tcpSend(`${id}${who}`, `${who}2`);
@@ -253,12 +135,12 @@ describe('SNAT port clash: two pods with the same source port to one server lose
       assert.deepEqual([e.natIP, e.natPort], [VIP, port]);
       await poll(`${who} echoes through node 2`, () => echoed(t, `${id}${who}`, `${who}2`), WAIT);
     }
-    assert.deepEqual(await rstsSent(net.internet.ns), []);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), []);
     assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
   });
 
   it('what a fix needs (not done by the product): the new node pre-seeded with the remapped entry (conntrack -I --src-nat VIP:port) keeps both, in the order that otherwise loses both', async () => {
-    await fresh();
+    await rig.fresh();
     const id = `k${freshPort()}`;
     const p = 40_005;
     const { server, portB } = await openPair(id, p, p);
@@ -266,10 +148,10 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     // The remapped entry as node 1 holds it. `--src-nat IP:port` (not `--src-nat=…`, which conntrack 1.4.7
     // drops silently) and no reply tuple: the kernel then sets up the NAT binding itself (status SRC_NAT),
     // which a given reply tuple would not do, and snat_guard would drop the packets.
-    await lab.exec(gw2.ns, 'conntrack', ['-I', '-p', 'tcp', '-s', podB.ip, '-d', net.internet.ip, '--sport', String(p), '--dport', String(server),
+    await rig.lab.exec(rig.gw2.ns, 'conntrack', ['-I', '-p', 'tcp', '-s', podB.ip, '-d', rig.net.internet.ip, '--sport', String(p), '--dport', String(server),
       '--src-nat', `${VIP}:${portB}`, '--state', 'ESTABLISHED', '-u', 'SEEN_REPLY,ASSURED', '-t', '300']);
-    assert.deepEqual((await conntrack(gw2, server)).map((e) => [e.podIP, e.natIP, e.natPort]), [[podB.ip, VIP, portB]]);
-    await failover();
+    assert.deepEqual((await conntrack(server)).map((e) => [e.podIP, e.natIP, e.natPort]), [[podB.ip, VIP, portB]]);
+    await rig.failover();
 
     await tb.tcpSend(`${id}b`, 'b2');
     assert.equal((await pickedUp(podB, server)).natPort, portB, 'B keeps node 1\'s mapping');
@@ -277,7 +159,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     await ta.tcpSend(`${id}a`, 'a2');
     assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: it is free on node 2');
     await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
-    assert.deepEqual(await rstsSent(net.internet.ns), []);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), []);
     assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
   });
 });

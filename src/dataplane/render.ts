@@ -107,7 +107,13 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   L.push(`\t\tudp dport ${s.tunnelPort} fib daddr type local meta mark set @th,96,24 map @tunnel_in4`, '\t}');
   L.push('\tchain prerouting {', '\t\ttype filter hook prerouting priority mangle + 10; policy accept;');
   L.push('\t\tmeta nfproto != ipv4 return');
-  L.push('\t\tip daddr @vips4 tcp flags & (fin | syn | rst | ack) != syn ct state new counter drop comment "no RST for a connection another gateway node carried"');
+  // A segment to a VIP that conntrack does not tie to a connection of this node (one another gateway node
+  // carried before a failover) would reach our own stack, which has no socket for it and answers with a RST
+  // that kills the connection at the remote. Dropped instead: the remote retransmits until the pod's next
+  // segment has re-created the entry (tcp_loose). Conntrack picks data and bare ACKs up as `new`; a FIN or a
+  // RST it cannot pick up (`invalid`). Only TCP (an ICMP error for no socket draws no answer); not a SYN, so
+  // connections to the VIP itself still open.
+  L.push('\t\tip daddr @vips4 tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } counter drop comment "no RST for a connection another gateway node carried"');
   L.push(`\t\tiifname ${dev} return`);
   L.push('\t\tip saddr != @podnets4 return');
   L.push('\t\tip daddr @cluster4 return');

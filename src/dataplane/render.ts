@@ -135,7 +135,11 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   // After NAT: a packet meant for SNAT that was not SNATed (its connection's entry predates a change of
   // path and kept an older, identity binding) never leaves with a pod's address.
   L.push('\tchain snat_guard {', '\t\ttype filter hook postrouting priority srcnat + 1; policy accept;');
-  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct status & snat == 0 counter drop comment "meant for SNAT, not SNATed"`, '\t}');
+  // A packet conntrack marks invalid has no entry, so `ct status` does not match it at all: a pod's FIN for
+  // a connection another gateway node carried (conntrack cannot pick a connection up from a FIN) would
+  // otherwise leave with the pod's address.
+  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct status & snat == 0 counter drop comment "meant for SNAT, not SNATed"`);
+  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct state invalid counter drop comment "meant for SNAT, no conntrack entry to SNAT it with"`, '\t}');
   L.push('}');
   return `${L.join('\n')}\n`;
 }

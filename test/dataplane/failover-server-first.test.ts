@@ -7,10 +7,12 @@
 // ACK (a keepalive probe) is picked up as `new`, a FIN or a RST is `invalid` (its pickup table has no
 // state for them). This file proves, with real packets, what each gets on the new node and that none
 // draws a RST from it: data and keepalive carry on, a FIN closes the connection cleanly at the pod once it
-// speaks, a RST resets it then (from the server, as without any failover).
+// speaks, a RST resets it then (from the server, as without any failover). The other way round, a FIN from
+// the POD for such a connection is invalid too: node 2 cannot SNAT it and must drop it rather than send it
+// on with the pod's address (conntrack cannot pick the connection up from it, so the close is lost).
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { PodNs } from '../../src/testenv/podnet.ts';
+import { POD_CIDR, type PodNs } from '../../src/testenv/podnet.ts';
 import { freshPort, type Traffic } from '../../src/testenv/traffic.ts';
 import { poll } from '../../src/testenv/poll.ts';
 import { FailoverRig, VIP, WAIT, closedEvent, closedWith, echoed } from './failover-rig.ts';
@@ -24,7 +26,7 @@ const KINDS = {
 } as const;
 type Kind = keyof typeof KINDS;
 
-describe('a VIP failover where the server sends first: the new gateway node drops what it cannot track, and never answers with a RST', { concurrency: false }, () => {
+describe('a VIP failover where the server (or the pod, closing) sends first: the new gateway node drops what it cannot track, never answers with a RST, never leaks a pod address', { concurrency: false }, () => {
   let rig: FailoverRig;
   let pod: PodNs;
   let inet: Traffic;
@@ -51,10 +53,15 @@ describe('a VIP failover where the server sends first: the new gateway node drop
     const sets = Object.keys(KINDS).map((k) => `\tset ${k} { typeof ct state; flags dynamic; }`);
     const rules = Object.entries(KINDS).map(([k, match]) => `\t\tip saddr ${rig.net.internet.ip} ip daddr ${VIP} ${match} add @${k} { ct state }`);
     await rig.lab.exec(rig.gw2.ns, 'nft', [['table inet ctprobe {}', 'delete table inet ctprobe', 'table inet ctprobe {', ...sets,
-      '\tchain pre {', '\t\ttype filter hook prerouting priority mangle; policy accept;', ...rules, '\t}', '}'].join('\n')]);
+      // The pod's FINs, and what leaves node 2 after every postrouting rule of ours with a pod's address.
+      '\tcounter podfin {}', '\tset podfinstate { typeof ct state; flags dynamic; }', '\tset leaks { type ipv4_addr . inet_service; flags dynamic; }',
+      '\tchain pre {', '\t\ttype filter hook prerouting priority mangle; policy accept;', ...rules,
+      `\t\tip saddr ${pod.ip} tcp flags & fin == fin counter name podfin add @podfinstate { ct state }`, '\t}',
+      '\tchain post {', '\t\ttype filter hook postrouting priority srcnat + 2; policy accept;',
+      `\t\tip saddr ${POD_CIDR} oifname "eth0" add @leaks { ip saddr . tcp sport }`, '\t}', '}'].join('\n')]);
   };
   /** The conntrack states segments of `kind` from the server had on gateway node 2 so far. */
-  const ctStates = async (kind: Kind): Promise<string[]> => {
+  const ctStates = async (kind: Kind | 'podfinstate'): Promise<string[]> => {
     const j = JSON.parse(await rig.lab.exec(rig.gw2.ns, 'nft', ['-j', 'list', 'set', 'inet', 'ctprobe', kind])) as { nftables: Array<{ set?: { elem?: string[] } }> };
     return (j.nftables.find((o) => o.set)?.set?.elem ?? []).sort();
   };
@@ -132,5 +139,20 @@ describe('a VIP failover where the server sends first: the new gateway node drop
     assert.match(closedWith(client, cid)!, /ECONNRESET/);
     assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), [`${VIP}:${port}`], 'the RSTs came from the server');
     assert.deepEqual(await rig.rstsSent(rig.gw2.ns), []);
+  });
+
+  it('the pod closes first (FIN): invalid on the new node, which cannot SNAT it: dropped, never sent on with the pod\'s address; the close does not reach the server', async () => {
+    const { id, cid, port } = await openAndFailOver();
+    await client.stop(cid);
+    // Two FINs seen: the first one's way through node 2 ended long before its retransmission (RTO ≥ 200 ms).
+    await poll('the pod\'s FIN and a retransmission at gateway node 2', async () => {
+      const j = JSON.parse(await rig.lab.exec(rig.gw2.ns, 'nft', ['-j', 'list', 'counter', 'inet', 'ctprobe', 'podfin'])) as { nftables: Array<{ counter?: { packets: number } }> };
+      return (j.nftables.find((o) => o.counter)?.counter?.packets ?? 0) >= 2;
+    }, WAIT);
+    assert.deepEqual(await ctStates('podfinstate'), ['invalid'], 'conntrack cannot pick a connection up from a FIN');
+    const leaks = JSON.parse(await rig.lab.exec(rig.gw2.ns, 'nft', ['-j', 'list', 'set', 'inet', 'ctprobe', 'leaks'])) as { nftables: Array<{ set?: { elem?: unknown[] } }> };
+    assert.deepEqual(leaks.nftables.find((o) => o.set)?.set?.elem ?? [], [], 'nothing left node 2 with the pod\'s address');
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), [], 'no RST from the server (to a pod address)');
+    assert.equal(inet.tcp.find((e) => e.id === id && e.ev === 'closed'), undefined, `the server's side (port ${port}) is still open: it never got the FIN`);
   });
 });

@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, MOVE_TO_ANNOTATION, activeForLabel } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
 import { instanceName, reconcile } from './index.ts';
+import { desiredInstance, instanceAnnotations, instanceUpToDate } from './instances.ts';
+import { analyseGateway } from './validate.ts';
 import type { Snapshot, Write } from './types.ts';
 import { NOW, agentsAct, applyWrites, cluster, instanceWithStatus, pod, settleWith, update, vipGateway } from './testing.ts';
 
@@ -137,5 +139,17 @@ describe('handover mark on the old owner\'s instance', () => {
     assert.equal(r.desired.gateways.get('g')?.target, b);
     assert.equal(ofKind(r.writes, 'createInstance').length, 0);
     assert.equal(ofKind(r.writes, 'updateInstance').length, 0);
+  });
+
+  it('an observed mark the desired instance lacks is a difference, and an update drops it (other annotations kept)', () => {
+    const g = analyseGateway(vipGateway('g', '192.0.2.10', SEL));
+    const plain = desiredInstance(g, 'n1', 'g-x', '2025-12-01T00:00:00Z');
+    const marked = desiredInstance(g, 'n1', 'g-x', '2025-12-01T00:00:00Z', { handoverTo: 'n2' });
+    assert.equal(instanceUpToDate(marked, plain), false);
+    assert.equal(instanceUpToDate(plain, marked), false);
+    assert.equal(instanceUpToDate(marked, marked), true);
+    const observed = { ...marked.metadata.annotations, 'example.com/theirs': 'x' };
+    assert.deepEqual(instanceAnnotations(observed, plain.metadata.annotations), { ...plain.metadata.annotations, 'example.com/theirs': 'x' });
+    assert.deepEqual(instanceAnnotations(observed, marked.metadata.annotations), observed);
   });
 });

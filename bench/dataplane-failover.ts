@@ -49,13 +49,18 @@ export interface DataplaneRound {
   tcpFailures: string[];
   /** Connections whose pod port was remapped by the first SNAT or is shared with another pod's connection. */
   portClashes: number;
+  /**
+   * The connections that did not survive, by cause: on a clashing port (the SNAT port clash that
+   * test/dataplane/snat-clash.test.ts proves: one of each clashing pair is lost), or any other.
+   */
+  tcpLost: { clash: number; other: number };
   /** Per surviving connection: failure → its 10th echo after it, ms. */
   tcpResumedMs: number[];
 }
 
 export interface DataplaneFailoverResults {
   rounds: DataplaneRound[];
-  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; objectToRoutesMs: Dist; tcpSurvivedShare: number; tcpOpen: number; tcpResumedMs: Dist; foreignSources: number }>;
+  byKind: Record<FailureKind, { lossWindowMs: Dist; routeSwitchMs: Dist; objectToRoutesMs: Dist; tcpSurvivedShare: number; tcpOpen: number; tcpLost: { clash: number; other: number }; tcpResumedMs: Dist; foreignSources: number }>;
   throughput: {
     tunnelGbps: number[];
     directGbps: number[];
@@ -203,7 +208,8 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
       // Source ports: the pod's own (connected) and the one the server saw (the first node's SNAT). A
       // connection the first node had to give another port, or whose pod port another pod's connection
       // also uses, cannot be picked up with its old mapping on the new node (SNAT keeps the pod's port
-      // when free): those are the connections a failover can break.
+      // when free, first come first served): of each such pair the failover loses one, reset by the server
+      // or stalled (test/dataplane/snat-clash.test.ts).
       const localPort = (t: Traffic, cid: string) => t.tcp.find((e) => e.id === cid && e.ev === 'connected')?.localPort;
       const serverPorts = new Set(inet.tcp.filter((e) => e.id === `${id}t` && e.ev === 'accept').map((e) => e.fromPort));
       const portUse = new Map<number | undefined, number>();
@@ -213,9 +219,9 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         return !serverPorts.has(p) ? 'its port remapped by the first SNAT' : portUse.get(p)! > 1 ? 'its port also used by another pod' : 'its own port';
       };
       const portClashes = conns.filter(({ t, cid }) => portNote(t, cid) !== 'its own port').length;
-      const tcpFailures = conns
-        .filter(({ t, cid }) => !(echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)))
-        .map(({ t, cid }) => `${t.tcp.find((e) => e.id === cid && e.ev === 'closed')?.error ?? 'stalled'} (${portNote(t, cid)})`);
+      const lost = conns.filter(({ t, cid }) => !(echoes(t, cid) >= before.get(cid)! + 10 && !t.tcp.some((e) => e.id === cid && e.ev === 'closed' && !e.stopped)));
+      const tcpFailures = lost.map(({ t, cid }) => `${t.tcp.find((e) => e.id === cid && e.ev === 'closed')?.error ?? 'stalled'} (${portNote(t, cid)})`);
+      const lostOnClash = lost.filter(({ t, cid }) => portNote(t, cid) !== 'its own port').length;
       for (const { t, cid } of conns) await t.stop(cid);
       const round: DataplaneRound = {
         kind,
@@ -229,10 +235,11 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         foreignSources: inet.received(id, `${id}:`).filter((e) => e.from !== TEST_VIP).length,
         tcpFailures,
         portClashes,
+        tcpLost: { clash: lostOnClash, other: lost.length - lostOnClash },
         tcpResumedMs: [...resumed.values()],
       };
       rounds.push(round);
-      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms (${round.objectToRoutesMs.toFixed(0)} ms after the object), TCP ${survived}/${conns.length}, ${portClashes} on a clashing port${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
+      log(`round ${r + 1}/${kinds.length} ${kind} ${old.name}→${next.name}: loss ${round.lossWindowMs.toFixed(0)} ms, routes ${round.routeSwitchMs} ms (${round.objectToRoutesMs.toFixed(0)} ms after the object), TCP ${survived}/${conns.length}, ${portClashes} on a clashing port, lost ${lostOnClash} on a clash + ${lost.length - lostOnClash} other${tcpFailures.length > 0 ? ` (${[...new Set(tcpFailures)].join('; ')})` : ''}${settled === 'timeout' ? ' (some connections stalled)' : ''}`);
       await inet.stop(id);
       await inet.stop(`${id}t`);
       if (kind === 'agent-sigkill') await env.startAgent(old).started;
@@ -272,6 +279,7 @@ export async function runDataplaneFailoverBench(o: { rounds?: number; log?: (l: 
         objectToRoutesMs: dist(rs.map((x) => x.objectToRoutesMs).filter(Number.isFinite)),
         tcpSurvivedShare: open === 0 ? Number.NaN : rs.reduce((a, x) => a + x.tcpSurvived, 0) / open,
         tcpOpen: open,
+        tcpLost: { clash: rs.reduce((a, x) => a + x.tcpLost.clash, 0), other: rs.reduce((a, x) => a + x.tcpLost.other, 0) },
         tcpResumedMs: dist(rs.flatMap((x) => x.tcpResumedMs)),
         foreignSources: rs.reduce((a, x) => a + x.foreignSources, 0),
       };

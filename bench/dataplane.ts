@@ -44,11 +44,11 @@ export function dataplaneTables(r: DataplaneBenchResults): string {
     `Linux data plane: ${r.machine.cpus} CPUs, load average ${r.machine.loadAvgStart[0]} → ${r.machine.loadAvgEnd[0]}`,
     '',
     renderTable(
-      ['hard failover (rounds)', 'loss window p50 / p99', 'failure → routes at the new node p50 / p99', 'object seen → routes p50 / p99', 'TCP connections surviving', 'their 10th echo again p50 / p99', 'datagrams not from the VIP'],
+      ['hard failover (rounds)', 'loss window p50 / p99', 'failure → routes at the new node p50 / p99', 'object seen → routes p50 / p99', 'TCP connections surviving', 'lost on an SNAT port clash / other', 'their 10th echo again p50 / p99', 'datagrams not from the VIP'],
       (Object.keys(f.byKind) as FailureKind[]).map((k) => {
         const b = f.byKind[k];
         const n = f.rounds.filter((x) => x.kind === k).length;
-        return [`${KIND[k]} (${n})`, p(b.lossWindowMs), p(b.routeSwitchMs), p(b.objectToRoutesMs), `${(b.tcpSurvivedShare * 100).toFixed(1)} % of ${b.tcpOpen}`, p(b.tcpResumedMs), String(b.foreignSources)];
+        return [`${KIND[k]} (${n})`, p(b.lossWindowMs), p(b.routeSwitchMs), p(b.objectToRoutesMs), `${(b.tcpSurvivedShare * 100).toFixed(1)} % of ${b.tcpOpen}`, `${b.tcpLost.clash} / ${b.tcpLost.other}`, p(b.tcpResumedMs), String(b.foreignSources)];
       }),
     ),
     '',

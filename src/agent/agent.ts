@@ -14,6 +14,9 @@
 //    The same holds at start-up: a restarted agent takes nothing from before its first renewal.
 //  - The address lifetime (whole seconds, refreshed while the switch is open) is the second line of
 //    defence, for a kernel whose nftables gate is gone.
+//  - While the controller hands a VIP over from this node to another (the instance's handover-to mark),
+//    the VIP is kept if held now (make before break) but never taken: not after a fence, not after a
+//    restart. The instance then says Ready=False, reason HandingOver.
 
 import { INSTANCE_FINALIZER, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
@@ -91,6 +94,11 @@ export class Agent {
   readonly #gated = new Set<string>();
   /** Per-VIP error of the last attempt, reported on its instances. */
   readonly #errors = new Map<string, string>();
+  /**
+   * VIPs whose instances say they are being handed over to another node (HANDOVER_TO_ANNOTATION), by IP
+   * → that node and whether this node kept the VIP: the last decision logged, so each is logged once.
+   */
+  readonly #handingOver = new Map<string, string>();
   /**
    * Instances whose finalizer this agent removed: never touched again (their deletion completes). Keyed by
    * uid, not name: instance names are per (gateway, node), so the same name comes back for the next
@@ -382,8 +390,17 @@ export class Agent {
     const byName = new Map(links.map((l) => [l.name, l]));
     const placement = new Map<string, { vip: DesiredVip; ifname?: string; error?: string }>();
     // Only a VIP about to be taken is checked against the routers (one `ip` run, not on every pass).
-    const gateways = vips.some((v) => !this.#held.has(v.ip)) ? await this.#routeGateways() : new Set<string>();
+    const mayBeTaken = (v: DesiredVip): boolean => !this.#held.has(v.ip) && v.handoverTo === undefined;
+    const gateways = vips.some(mayBeTaken) ? await this.#routeGateways() : new Set<string>();
     for (const vip of vips) {
+      // Being handed over from this node to another one (make before break): a VIP held now is kept
+      // until the instance goes, but one not held now (dropped by a fence, or this agent restarted) is
+      // not taken back. Announcing it would pull the LAN's ARP caches back to this node, which lets go
+      // silently once its instance is deleted: traffic black-holed until the new owner re-announces.
+      if (vip.handoverTo !== undefined && !this.#held.has(vip.ip)) {
+        placement.set(vip.ip, { vip });
+        continue;
+      }
       const conflict = this.#held.has(vip.ip) ? undefined : nextHopConflict(vip.ip, gateways);
       if (conflict !== undefined) {
         placement.set(vip.ip, { vip, error: conflict });
@@ -416,6 +433,8 @@ export class Agent {
     // 3. Add what is missing. Re-check health right before each add: an await may have crossed a fence.
     this.#errors.clear();
     for (const { vip, ifname, error } of placement.values()) {
+      // Not held (never, or withdrawn in step 2 to move interfaces): never taken during the handover.
+      if (vip.handoverTo !== undefined && !this.#held.has(vip.ip)) continue;
       if (error !== undefined || ifname === undefined) {
         this.#errors.set(vip.ip, error ?? 'no interface');
         continue;
@@ -431,6 +450,7 @@ export class Agent {
       }
     }
     this.#d.metrics.vipsHeld.set(this.#held.size);
+    this.#logHandingOver(vips);
 
     // 4. Deleted instances: the VIP is withdrawn above (it is no longer desired); now release the finalizer.
     for (const inst of all) {
@@ -453,10 +473,27 @@ export class Agent {
         if (!inst || isTerminating(inst)) continue;
         const held = this.#held.has(vip.ip);
         const error = this.#errors.get(vip.ip) ?? framesError;
-        const status = instanceStatus(inst, { ok: held && frames.ok, announced: this.#held.size, error }, nowIso);
+        const to = held ? undefined : vip.handoverTo;
+        const status = instanceStatus(inst, { ok: held && frames.ok, announced: this.#held.size, ...(to !== undefined ? { handingOverTo: to } : { error }) }, nowIso);
         if (status) await this.#writeStatus(inst, status);
       }
     }
+  }
+
+  /** Logs what this agent does with each VIP being handed over from it, once per VIP, target and decision. */
+  #logHandingOver(vips: readonly DesiredVip[]): void {
+    const now = new Map<string, string>();
+    for (const vip of vips) {
+      if (vip.handoverTo === undefined) continue;
+      const kept = this.#held.has(vip.ip);
+      const key = `${vip.handoverTo}/${kept ? 'kept' : 'not taken'}`;
+      now.set(vip.ip, key);
+      if (this.#handingOver.get(vip.ip) === key) continue;
+      const msg = kept ? 'keeping the VIP until its instance goes: it is being handed over to another node' : 'not taking the VIP: it is being handed over to another node';
+      this.#log.info({ vip: vip.ip, to: vip.handoverTo, instances: vip.instances }, msg);
+    }
+    this.#handingOver.clear();
+    for (const [ip, key] of now) this.#handingOver.set(ip, key);
   }
 
   async #routeGateways(): Promise<Set<string>> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { INSTANCE_FINALIZER, MODE_PRIMARY_IP, MODE_VIP, NODE_NAME_LABEL } from '../api/names.ts';
+import { HANDOVER_TO_ANNOTATION, INSTANCE_FINALIZER, MODE_PRIMARY_IP, MODE_VIP, NODE_NAME_LABEL } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
 import { chooseInterface, desiredVips, instanceStatus, nextHopConflict, normaliseIp, readyCondition } from './vips.ts';
 
@@ -95,4 +95,32 @@ test('a VIP that is the next hop of one of the node\'s routes (a router\'s addre
   assert.match(nextHopConflict('198.18.0.1', gateways) ?? '', /198\.18\.0\.1 is the next hop of a route on this node/);
   assert.equal(nextHopConflict('198.18.0.100', gateways), undefined);
   assert.equal(nextHopConflict('198.18.0.1', new Set()), undefined);
+});
+
+test('handover mark: a VIP every instance of which is being handed over to another node names that node', () => {
+  const marked = (name: string, node: string, ip: string, to: string): EgressGatewayInstance => {
+    const i = inst(name, node, ip);
+    i.metadata.annotations = { [HANDOVER_TO_ANNOTATION]: to };
+    return i;
+  };
+  const { vips } = desiredVips([marked('a', 'n1', '198.18.0.100', 'n2'), inst('b', 'n1', '198.18.0.101'), marked('c', 'n1', '198.18.0.102', 'n1')], 'n1');
+  assert.deepEqual(vips, [
+    { ip: '198.18.0.100', family: 4, interfaces: [], instances: ['a'], handoverTo: 'n2' },
+    { ip: '198.18.0.101', family: 4, interfaces: [], instances: ['b'] },
+    // A mark naming this very node is no handover away from it.
+    { ip: '198.18.0.102', family: 4, interfaces: [], instances: ['c'] },
+  ]);
+  // One instance plainly asking for the VIP is enough to take it, whatever the order.
+  for (const list of [[marked('a', 'n1', '198.18.0.100', 'n2'), inst('b', 'n1', '198.18.0.100')], [inst('a', 'n1', '198.18.0.100'), marked('b', 'n1', '198.18.0.100', 'n2')]]) {
+    assert.equal(desiredVips(list, 'n1').vips[0]?.handoverTo, undefined);
+  }
+});
+
+test('Ready condition while handing over: False, reason HandingOver, naming the target', () => {
+  assert.deepEqual(readyCondition({ ok: false, announced: 0, handingOverTo: 'n2' }), {
+    type: 'Ready',
+    status: 'False',
+    reason: 'HandingOver',
+    message: 'Not taking the Virtual IP: it is being handed over to node n2',
+  });
 });

@@ -2,7 +2,7 @@
 // which interface, and what status to report on an instance. No I/O here, so it is unit-tested directly.
 
 import ipaddr from 'ipaddr.js';
-import { MODE_VIP, NODE_NAME_LABEL, INSTANCE_FINALIZER } from '../api/names.ts';
+import { HANDOVER_TO_ANNOTATION, MODE_VIP, NODE_NAME_LABEL, INSTANCE_FINALIZER } from '../api/names.ts';
 import type { Condition, EgressGatewayInstance, EgressGatewayInstanceStatus } from '../api/types.ts';
 
 export interface DesiredVip {
@@ -13,6 +13,11 @@ export interface DesiredVip {
   interfaces: string[];
   /** Instances asking for this VIP (normally one). */
   instances: string[];
+  /**
+   * Set when every instance asking for this VIP says it is being handed over to another node (the
+   * controller's HANDOVER_TO_ANNOTATION), naming that node: keep the VIP if held now, never take it.
+   */
+  handoverTo?: string;
 }
 
 export interface InstanceProblem {
@@ -45,6 +50,12 @@ export function normaliseIp(text: string | undefined): { ip: string; family: 4 |
   return { ip: addr.toString(), family: addr.kind() === 'ipv4' ? 4 : 6 };
 }
 
+/** The node an instance says its VIP is being handed over to, when that is another node than `node`. */
+export function handoverTarget(inst: EgressGatewayInstance, node: string): string | undefined {
+  const to = inst.metadata.annotations?.[HANDOVER_TO_ANNOTATION];
+  return to !== undefined && to !== node ? to : undefined;
+}
+
 /**
  * The VIPs this node must hold: every live (not terminating) VIP-mode instance addressed to `node`.
  * Instances in another mode are not the agent's business; malformed ones are reported, not held.
@@ -63,9 +74,12 @@ export function desiredVips(instances: readonly EgressGatewayInstance[], node: s
       problems.push({ instance: inst.metadata.name, message: `virtualIPAddress.ip "${src.virtualIPAddress?.ip ?? ''}" is not an IP address` });
       continue;
     }
+    const to = handoverTarget(inst, node);
     const existing = byIp.get(parsed.ip);
     if (existing) {
       existing.instances.push(inst.metadata.name);
+      // One instance that plainly asks for the VIP is enough to take it.
+      if (to === undefined) delete existing.handoverTo;
       continue;
     }
     byIp.set(parsed.ip, {
@@ -73,6 +87,7 @@ export function desiredVips(instances: readonly EgressGatewayInstance[], node: s
       family: parsed.family,
       interfaces: [...(src.virtualIPAddress?.interfaces ?? [])],
       instances: [inst.metadata.name],
+      ...(to !== undefined ? { handoverTo: to } : {}),
     });
   }
   return { vips: [...byIp.values()], problems };
@@ -107,9 +122,14 @@ export interface Outcome {
   /** Number of VIPs this node announces (the reference counts all of them, not only this instance's). */
   announced: number;
   error?: string;
+  /** Not held because it is being handed over to this node (DesiredVip.handoverTo). */
+  handingOverTo?: string;
 }
 
 export function readyCondition(outcome: Outcome): Pick<Condition, 'type' | 'status' | 'reason' | 'message'> {
+  if (!outcome.ok && outcome.handingOverTo !== undefined) {
+    return { type: 'Ready', status: 'False', reason: 'HandingOver', message: `Not taking the Virtual IP: it is being handed over to node ${outcome.handingOverTo}` };
+  }
   return outcome.ok
     ? { type: 'Ready', status: 'True', reason: 'AnnouncingSucceed', message: `Announcing ${outcome.announced} Virtual IPs` }
     // Reference defect D4: the reference put the message into `status`; here status stays an enum value.

@@ -48,6 +48,19 @@ export const ASSIGNED_AT_ANNOTATION = `${ANNOTATION_PREFIX}assigned-at`;
  * sequence in which no node accepts the VIP (see src/core/refusals.ts).
  */
 export const REFUSED_ANNOTATION = `${ANNOTATION_PREFIX}refused`;
+/**
+ * On the old owner's instance while the VIP is being handed over from its node to the node named here
+ * (that node's instance is written, not yet confirmed): the agent keeps the VIP if it holds it now (make
+ * before break) but does not (re)take it, e.g. back from a fence or after a restart: announcing it would
+ * pull the LAN's ARP caches back to a node that is about to let go. Removed when the handover is
+ * abandoned (the instance is then assigned anew); the instance is deleted when it completes.
+ */
+export const HANDOVER_TO_ANNOTATION = `${ANNOTATION_PREFIX}handover-to`;
+/**
+ * Instance annotations the controller removes when the instance it wants lacks them (the others it
+ * only adds or updates: REFUSED_ANNOTATION stays as written, and readers ignore it on a confirmed instance).
+ */
+export const CLEARED_INSTANCE_ANNOTATIONS: readonly string[] = Object.freeze([HANDOVER_TO_ANNOTATION]);
 /** On a heartbeat Lease: JSON map of interface name → state, published by the agent (uplink health). */
 export const UPLINKS_ANNOTATION = `${ANNOTATION_PREFIX}uplinks`;
 /**

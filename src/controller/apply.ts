@@ -24,6 +24,7 @@ import {
   OWNED_LABELS,
 } from '../api/names.ts';
 import type { Write } from '../core/types.ts';
+import { instanceAnnotations } from '../core/instances.ts';
 import type { KubeClient } from '../kube/client.ts';
 import { isObjectGone, isStatus, isUnserved } from '../kube/client.ts';
 import type { EventRecorder } from '../kube/events.ts';
@@ -158,7 +159,7 @@ async function applyOne(ctx: ApplyContext, w: Write): Promise<void> {
         metadata: {
           ...current.metadata,
           labels: desired.metadata.labels,
-          annotations: { ...(current.metadata.annotations ?? {}), ...(desired.metadata.annotations ?? {}) },
+          annotations: instanceAnnotations(current.metadata.annotations, desired.metadata.annotations),
           ownerReferences: desired.metadata.ownerReferences ?? current.metadata.ownerReferences,
           finalizers: current.metadata.deletionTimestamp ? current.metadata.finalizers : desired.metadata.finalizers,
         },

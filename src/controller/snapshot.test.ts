@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FENCE_MARGIN_MS } from '../api/fencing.ts';
 import { HeartbeatTracker, SnapshotBuilder, buildSnapshot, leaseDurationMs, nextHandoverTimeout, nodeOfHeartbeatLease, parseUplinks } from './snapshot.ts';
-import { ASSIGNED_AT_ANNOTATION, REFUSED_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, REFUSED_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import type { LeaseLike } from '../api/types.ts';
 
 const lease = (node: string, renewTime: string, extra: Partial<LeaseLike['spec']> = {}, annotations?: Record<string, string>): LeaseLike => ({
@@ -68,6 +68,9 @@ test('handover timeouts come from unconfirmed, assigned instances only', () => {
   assert.equal(nextHandoverTimeout(list, 5000, t0 + 35_000), undefined);
   const refused = { ...list[0]!, metadata: { ...list[0]!.metadata, annotations: { ...list[0]!.metadata.annotations, [REFUSED_ANNOTATION]: '{"nodes":{"n1":"x"},"retries":2}' } } };
   assert.equal(nextHandoverTimeout([refused], 5000, t0 + 5000), t0 + 125_000);
+  // The old owner's instance during a handover away from it runs no clock (core/election.ts).
+  const marked = { ...list[0]!, metadata: { ...list[0]!.metadata, annotations: { ...list[0]!.metadata.annotations, [HANDOVER_TO_ANNOTATION]: 'n2' } } };
+  assert.equal(nextHandoverTimeout([marked], 5000, t0), undefined);
 });
 
 test('the snapshot builder hands out the same sorted list while a cache is unchanged, a new one when it changes', () => {

@@ -12,7 +12,7 @@ import type {
   NodeLike,
   PodLike,
 } from '../api/types.ts';
-import { ASSIGNED_AT_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, FENCE_AFTER_MS_ANNOTATION, HANDOVER_TO_ANNOTATION, LEASE_DURATION_MS_ANNOTATION, UPLINKS_ANNOTATION, heartbeatLeaseName } from '../api/names.ts';
 import { trustedLeaseMs } from '../api/fencing.ts';
 import type { Heartbeat, Snapshot, UplinkState } from '../core/types.ts';
 import { parseTime } from '../kube/time.ts';
@@ -193,7 +193,8 @@ function isReady(conditions: Array<{ type: string; status: string }> | undefined
 export function nextHandoverTimeout(instances: readonly EgressGatewayInstance[], timeoutMs: number, now: number): number | undefined {
   let next: number | undefined;
   for (const i of instances) {
-    if (i.metadata.deletionTimestamp || isReady(i.status?.conditions)) continue;
+    // The old owner of a handover under way runs no clock (core/election.ts, handoverClocks).
+    if (i.metadata.deletionTimestamp || isReady(i.status?.conditions) || i.metadata.annotations?.[HANDOVER_TO_ANNOTATION] !== undefined) continue;
     const assigned = parseTime(i.metadata.annotations?.[ASSIGNED_AT_ANNOTATION]);
     if (assigned === undefined) continue;
     const retries = parseRefusals(i)?.retries ?? 0;

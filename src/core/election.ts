@@ -105,7 +105,9 @@ function pickPrimary(list: readonly InstanceFacts[], g: GatewayInfo): Map<string
 /**
  * VIP: the candidates whose instance timed out, and the window in which that stays so. A clock runs
  * for an unconfirmed instance with the current spec (an outdated one is about to be rewritten, which
- * restarts its clock: assigned-at).
+ * restarts its clock: assigned-at), unless it is the old owner's during a handover away from it
+ * (handoverTo): that agent may rightly not hold the VIP (see HANDOVER_TO_ANNOTATION), and its
+ * instance is assigned anew if the handover is abandoned.
  */
 function handoverClocks(
   g: GatewayInfo,
@@ -118,7 +120,7 @@ function handoverClocks(
   const clock = { from: Number.NEGATIVE_INFINITY, until: Number.POSITIVE_INFINITY };
   for (const st of candidates) {
     const f = primary.get(st.name);
-    if (f === undefined || !Number.isFinite(f.assignedAt) || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) continue;
+    if (f === undefined || f.handoverTo !== '' || !Number.isFinite(f.assignedAt) || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) continue;
     const at = f.assignedAt + opts.handoverTimeoutMs;
     if (now >= at) {
       timedOut.add(st.name);

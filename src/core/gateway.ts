@@ -93,6 +93,7 @@ export function gatewayRefs(g: GatewayInfo | undefined, labelled: readonly strin
 function desiredInstances(g: GatewayInfo, e: Election, taken: ReadonlySet<string>, nowIso: string): { instances: Map<string, EgressGatewayInstance>; usesNow: boolean } {
   const instances = new Map<string, EgressGatewayInstance>();
   let usesNow = false;
+  const handingOverTo = handoverUnderWay(g, e, taken);
   for (const [node, want] of e.instanceNodes) {
     const observed = e.primary.get(node);
     let name: string;
@@ -103,12 +104,30 @@ function desiredInstances(g: GatewayInfo, e: Election, taken: ReadonlySet<string
       // The name is still taken (an old instance terminating): create it on a later pass.
       if (taken.has(name)) continue;
     }
+    const handoverTo = node === e.observedActive ? handingOverTo : undefined;
     // A retry of a refused sequence (refusals.ts) assigns the target's instance anew: a new handover clock.
-    const kept = e.refusals?.expiredAt !== undefined && node === e.target ? undefined : keptAssignedAt(g, node, observed);
+    // So does an abandoned handover its old owner's (the mark goes): an agent that let go of the VIP
+    // meanwhile (a fence) takes it back now, and must confirm it in time like any target.
+    const anew = (e.refusals?.expiredAt !== undefined && node === e.target) || (handoverTo === undefined && observed !== undefined && observed.handoverTo !== '');
+    const kept = anew ? undefined : keptAssignedAt(g, node, observed);
     if (kept === undefined) usesNow = true;
-    instances.set(name, desiredInstance(g, node, name, kept ?? nowIso, node === e.target ? refusedAnnotation(g, e, observed) : undefined));
+    const refused = node === e.target ? refusedAnnotation(g, e, observed) : undefined;
+    instances.set(name, desiredInstance(g, node, name, kept ?? nowIso, { refused, handoverTo }));
   }
   return { instances, usesNow };
+}
+
+/**
+ * The node the VIP is being handed over to from the observed active node, if a handover is under way:
+ * another node is the target and its instance is written (observed, or created in this pass), not yet
+ * confirmed (once it is, the old owner's instance goes). The old owner's instance carries it
+ * (HANDOVER_TO_ANNOTATION): its agent keeps the VIP if it holds it, but does not take it back.
+ */
+function handoverUnderWay(g: GatewayInfo, e: Election, taken: ReadonlySet<string>): string | undefined {
+  if (e.target === '' || e.observedActive === '' || e.target === e.observedActive) return undefined;
+  const tf = e.primary.get(e.target);
+  if (tf !== undefined ? isConfirmed(tf, g) : taken.has(instanceName(g.name, e.target))) return undefined;
+  return e.target;
 }
 
 /**

@@ -5,6 +5,8 @@ import type { EgressGatewayInstance, OwnerReference, SourceIP } from '../api/typ
 import {
   API_VERSION,
   ASSIGNED_AT_ANNOTATION,
+  CLEARED_INSTANCE_ANNOTATIONS,
+  HANDOVER_TO_ANNOTATION,
   INSTANCE_FINALIZER,
   INTERNAL_API_VERSION,
   KIND_GATEWAY,
@@ -29,6 +31,11 @@ export interface InstanceFacts {
   readyForGeneration: boolean;
   /** When the current spec was assigned (annotation, else creationTimestamp); NaN when unknown. */
   assignedAt: number;
+  /**
+   * The node the VIP is being handed over to from this instance's node (HANDOVER_TO_ANNOTATION), '' when
+   * none: the instance of an old owner, not a target, so no handover clock runs for it.
+   */
+  handoverTo: string;
 }
 
 export function instanceFacts(inst: EgressGatewayInstance): InstanceFacts {
@@ -59,6 +66,7 @@ export function instanceFacts(inst: EgressGatewayInstance): InstanceFacts {
   const gen = typeof md.generation === 'number' ? md.generation : undefined;
   let assignedAt = parseTime(annotationsOf(inst)[ASSIGNED_AT_ANNOTATION]);
   if (!Number.isFinite(assignedAt)) assignedAt = parseTime(md.creationTimestamp);
+  const handoverTo = annotationsOf(inst)[HANDOVER_TO_ANNOTATION];
   return {
     name: nameOf(inst),
     instance: inst,
@@ -68,6 +76,7 @@ export function instanceFacts(inst: EgressGatewayInstance): InstanceFacts {
     ready,
     readyForGeneration: ready && (gen === undefined || seen === undefined || seen === gen),
     assignedAt,
+    handoverTo: typeof handoverTo === 'string' ? handoverTo : '',
   };
 }
 
@@ -131,11 +140,16 @@ export function keptAssignedAt(g: GatewayInfo, node: string, observed: InstanceF
   return typeof a === 'string' && a !== '' ? a : undefined;
 }
 
-/**
- * The instance we want for (gateway, node), named `name`, its current spec assigned at `assignedAt`;
- * `refused`: the refusal memory it carries (REFUSED_ANNOTATION), if any.
- */
-export function desiredInstance(g: GatewayInfo, node: string, name: string, assignedAt: string, refused?: string): EgressGatewayInstance {
+/** What a desired instance carries besides its spec and assigned-at. */
+export interface InstanceMarks {
+  /** The refusal memory (REFUSED_ANNOTATION). */
+  refused?: string;
+  /** The node the VIP is being handed over to from this one (HANDOVER_TO_ANNOTATION). */
+  handoverTo?: string;
+}
+
+/** The instance we want for (gateway, node), named `name`, its current spec assigned at `assignedAt`. */
+export function desiredInstance(g: GatewayInfo, node: string, name: string, assignedAt: string, marks: InstanceMarks = {}): EgressGatewayInstance {
   const ref: OwnerReference = { apiVersion: API_VERSION, kind: KIND_GATEWAY, name: g.name, uid: g.uid, controller: true, blockOwnerDeletion: true };
   const sip = g.sourceIP;
   return {
@@ -144,7 +158,11 @@ export function desiredInstance(g: GatewayInfo, node: string, name: string, assi
     metadata: {
       name,
       labels: { ...OWNED_LABELS, [NODE_NAME_LABEL]: node },
-      annotations: { [ASSIGNED_AT_ANNOTATION]: assignedAt, ...(refused !== undefined ? { [REFUSED_ANNOTATION]: refused } : {}) },
+      annotations: {
+        [ASSIGNED_AT_ANNOTATION]: assignedAt,
+        ...(marks.refused !== undefined ? { [REFUSED_ANNOTATION]: marks.refused } : {}),
+        ...(marks.handoverTo !== undefined ? { [HANDOVER_TO_ANNOTATION]: marks.handoverTo } : {}),
+      },
       finalizers: [INSTANCE_FINALIZER],
       ownerReferences: [ref],
     },
@@ -157,7 +175,10 @@ export function desiredInstance(g: GatewayInfo, node: string, name: string, assi
   };
 }
 
-/** The observed instance already has everything the desired one asks for (extra labels etc. are fine). */
+/**
+ * The observed instance already has everything the desired one asks for (extra labels etc. are fine,
+ * except the annotations the controller clears: CLEARED_INSTANCE_ANNOTATIONS must be exactly as desired).
+ */
 export function instanceUpToDate(observed: EgressGatewayInstance, desired: EgressGatewayInstance): boolean {
   const om = observed.metadata;
   const dm = desired.metadata;
@@ -166,6 +187,7 @@ export function instanceUpToDate(observed: EgressGatewayInstance, desired: Egres
   for (const [k, v] of Object.entries(dm.labels ?? {})) if (ol[k] !== v) return false;
   const oa = annotationsOf(observed);
   for (const [k, v] of Object.entries(dm.annotations ?? {})) if (oa[k] !== v) return false;
+  for (const k of CLEARED_INSTANCE_ANNOTATIONS) if (oa[k] !== undefined && dm.annotations?.[k] === undefined) return false;
   const fin = Array.isArray(om.finalizers) ? om.finalizers : [];
   for (const f of dm.finalizers ?? []) if (!fin.includes(f)) return false;
   const want = dm.ownerReferences?.[0];
@@ -175,4 +197,14 @@ export function instanceUpToDate(observed: EgressGatewayInstance, desired: Egres
   const os: unknown = (observed as { spec?: unknown }).spec;
   if (!isObject(os) || !ds) return false;
   return os['nodeName'] === ds.nodeName && sourceIPEqual(isObject(os['sourceIP']) ? (os['sourceIP'] as unknown as SourceIP) : undefined, ds.sourceIP);
+}
+
+/**
+ * The annotations an instance update writes (controller/apply.ts): everyone else's kept, ours as
+ * desired, and those the controller clears (CLEARED_INSTANCE_ANNOTATIONS) dropped when not desired.
+ */
+export function instanceAnnotations(current: Readonly<Record<string, string>> | undefined, desired: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  const out = { ...(current ?? {}), ...(desired ?? {}) };
+  for (const k of CLEARED_INSTANCE_ANNOTATIONS) if (desired?.[k] === undefined) delete out[k];
+  return out;
 }

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ASSIGNED_AT_ANNOTATION, INSTANCE_FINALIZER, MEMBER_LABEL, MODE_VIP, NODE_NAME_LABEL, activeForLabel } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, INSTANCE_FINALIZER, MEMBER_LABEL, MODE_VIP, NODE_NAME_LABEL, activeForLabel } from '../api/names.ts';
 import type { EgressGateway, EgressGatewayInstance, NodeLike } from '../api/types.ts';
 import { instanceName, reconcile } from './index.ts';
 import type { Snapshot } from './types.ts';
@@ -315,6 +315,8 @@ describe('properties', () => {
         s = agentsAct(s);
         const before = reconcile(s).writes;
         if (before.length > 0) return; // still converging (timeouts pending); not this property's concern
+        // Settled, nothing is being handed over: no instance carries the handover mark.
+        assert.deepEqual(s.instances.filter((i) => i.metadata.annotations?.[HANDOVER_TO_ANNOTATION] !== undefined).map((i) => i.metadata.name), []);
         const t: Snapshot = { ...s, now: s.now + dt, heartbeats: s.heartbeats.map((h) => ({ ...h, observedAt: h.observedAt + dt })) };
         assert.deepEqual(reconcile(t).writes, []);
       }),

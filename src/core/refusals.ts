@@ -103,7 +103,8 @@ export function refusalsOf(
   let carried: Refusals | undefined;
   const chains: Refusals[] = [];
   for (const f of primary.values()) {
-    if (f.deleting || !Number.isFinite(f.assignedAt) || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) continue;
+    // The old owner of a handover under way is no target: whatever it carries from its own turn is past.
+    if (f.deleting || f.handoverTo !== '' || !Number.isFinite(f.assignedAt) || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) continue;
     const c = parseRefusals(f.instance);
     if (c === undefined) continue;
     const r: Refusals = { ...c, retryAt: retryTime(f.assignedAt, handoverTimeoutMs, c.retries) };

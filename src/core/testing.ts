@@ -14,6 +14,7 @@ import { API_VERSION, KIND_GATEWAY, KIND_POLICY, MODE_PRIMARY_IP, MODE_VIP, MOVE
 import type { Heartbeat, Snapshot, UplinkState, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';
 import { nameOf } from './util.ts';
+import { instanceAnnotations } from './instances.ts';
 
 export const NOW = Date.parse('2026-01-01T00:00:00.000Z');
 export const T0 = '2025-12-01T00:00:00Z';
@@ -172,7 +173,9 @@ export function applyWrites(snapshot: Snapshot, writes: readonly Write[]): Snaps
             if (nameOf(i) !== nameOf(w.object)) return i;
             const o = structuredClone(w.object);
             const specChanged = JSON.stringify(i.spec) !== JSON.stringify(o.spec);
-            o.metadata = { ...i.metadata, ...o.metadata, generation: (i.metadata.generation ?? 1) + (specChanged ? 1 : 0) };
+            // As the shell writes it (controller/apply.ts).
+            const annotations = instanceAnnotations(i.metadata.annotations, o.metadata.annotations);
+            o.metadata = { ...i.metadata, ...o.metadata, annotations, generation: (i.metadata.generation ?? 1) + (specChanged ? 1 : 0) };
             if (i.status) o.status = structuredClone(i.status);
             return o;
           }),

@@ -52,6 +52,16 @@ describe('renderNft', () => {
     ]) assert.ok(text.includes(line), `missing: ${line}\n${text}`);
   });
 
+  it('drops a segment to a VIP that conntrack ties to no connection of this node (new or invalid, not a SYN), so our stack sends no RST', () => {
+    assert.ok(renderNft(ONE, S).includes('ip daddr @vips4 tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } counter drop comment "no RST for a connection another gateway node carried"'));
+  });
+
+  it('drops a packet meant for SNAT that was not SNATed, or that conntrack could not track (no entry, so ct status does not match it)', () => {
+    const text = renderNft(ONE, S);
+    assert.ok(text.includes('meta mark & 0xff000000 != 0 ct status & snat == 0 counter drop comment "meant for SNAT, not SNATed"'));
+    assert.ok(text.includes('meta mark & 0xff000000 != 0 ct state invalid counter drop comment "meant for SNAT, no conntrack entry to SNAT it with"'));
+  });
+
   it('routes and rules per egress slot, in our documented ranges', () => {
     assert.deepEqual(desiredRoutes(ONE, S), [{ table: 26003, tunnelID: 7, endpoint: '198.18.0.11' }]);
     assert.deepEqual(desiredRules(ONE, S), [{ priority: 2500, mark: 0x03000000, mask: 0xff000000, table: 26003 }]);

@@ -107,7 +107,13 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   L.push(`\t\tudp dport ${s.tunnelPort} fib daddr type local meta mark set @th,96,24 map @tunnel_in4`, '\t}');
   L.push('\tchain prerouting {', '\t\ttype filter hook prerouting priority mangle + 10; policy accept;');
   L.push('\t\tmeta nfproto != ipv4 return');
-  L.push('\t\tip daddr @vips4 tcp flags & (fin | syn | rst | ack) != syn ct state new counter drop comment "no RST for a connection another gateway node carried"');
+  // A segment to a VIP that conntrack does not tie to a connection of this node (one another gateway node
+  // carried before a failover) would reach our own stack, which has no socket for it and answers with a RST
+  // that kills the connection at the remote. Dropped instead: the remote retransmits until the pod's next
+  // segment has re-created the entry (tcp_loose). Conntrack picks data and bare ACKs up as `new`; a FIN or a
+  // RST it cannot pick up (`invalid`). Only TCP (an ICMP error for no socket draws no answer); not a SYN, so
+  // connections to the VIP itself still open.
+  L.push('\t\tip daddr @vips4 tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } counter drop comment "no RST for a connection another gateway node carried"');
   L.push(`\t\tiifname ${dev} return`);
   L.push('\t\tip saddr != @podnets4 return');
   L.push('\t\tip daddr @cluster4 return');
@@ -129,7 +135,11 @@ export function renderNft(dp: NodeDataplane, s: DataplaneSettings): string {
   // After NAT: a packet meant for SNAT that was not SNATed (its connection's entry predates a change of
   // path and kept an older, identity binding) never leaves with a pod's address.
   L.push('\tchain snat_guard {', '\t\ttype filter hook postrouting priority srcnat + 1; policy accept;');
-  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct status & snat == 0 counter drop comment "meant for SNAT, not SNATed"`, '\t}');
+  // A packet conntrack marks invalid has no entry, so `ct status` does not match it at all: a pod's FIN for
+  // a connection another gateway node carried (conntrack cannot pick a connection up from a FIN) would
+  // otherwise leave with the pod's address.
+  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct status & snat == 0 counter drop comment "meant for SNAT, not SNATed"`);
+  L.push(`\t\tmeta mark & ${hex(mask)} != 0 ct state invalid counter drop comment "meant for SNAT, no conntrack entry to SNAT it with"`, '\t}');
   L.push('}');
   return `${L.join('\n')}\n`;
 }

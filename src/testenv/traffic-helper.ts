@@ -5,11 +5,19 @@
 //   → {"seq":2,"cmd":"udpSend","host":"203.0.113.10","port":5000,"data":"x"}      (one datagram)
 //   → {"seq":3,"cmd":"udpStream","id":"s1","host":"…","port":5000,"intervalMs":10}  (data "s1:<n>" every interval)
 //   → {"seq":4,"cmd":"tcpListen","id":"echo","port":7000}        ← {"ev":"accept","id":"echo","from":…,"fromPort":…}
-//   → {"seq":5,"cmd":"tcpConnect","id":"c1","host":"…","port":7000,"intervalMs":50}
+//        with "record":true also ← {"ev":"recv","id":"echo","fromPort":…,"data":"<line>"} per line it echoes and
+//        {"ev":"closed","id":"echo","fromPort":…,"error":…} when a connection ends (off by default: the bench's
+//        listeners carry thousands of lines)
+//   → {"seq":5,"cmd":"tcpConnect","id":"c1","host":"…","port":7000,"intervalMs":50,"localPort":…}
 //        ← {"ev":"connected","id":"c1","localPort":…}  then a line every interval, echoed by the server;
 //        ← {"ev":"echo","id":"c1","n":…} every 10 echoes, {"ev":"closed","id":"c1","error":"…","stopped":false} when it
-//          ends (stopped: by our own stop command)
-//   → {"seq":6,"cmd":"stop","id":"s1"}                           (stream, listener or connection)
+//          ends (stopped: by our own stop command). localPort binds the source port (optional).
+//        "intervalMs":0 sends nothing by itself: lines go with tcpSend, and every echo is an event (with its data)
+//   → {"seq":6,"cmd":"tcpSend","id":"c1","data":"x"}             (one line on a connection)
+//   → {"seq":7,"cmd":"tcpPeer","id":"echo","fromPort":…,"action":"send"|"end"|"reset"|"keepalive","data":"x"}
+//        (the server side of an accepted connection: a line of its own, a half-close (FIN; it still reads and
+//        records, no longer echoes), a RST, or TCP keepalive after 1 s idle (probes: bare ACKs))
+//   → {"seq":8,"cmd":"stop","id":"s1"}                           (stream, listener or connection)
 //   ← {"ev":"ready"}  {"ev":"ok","seq":1}  {"ev":"error","seq":1,"message":"…"}
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -17,6 +25,9 @@ import { emit, serveCommands, type Command } from './helper-process.ts';
 
 
 const stoppers = new Map<string, () => void>();
+const senders = new Map<string, (line: string) => void>();
+/** Accepted connections by `<listener id>:<peer port>`. */
+const peers = new Map<string, Socket>();
 const now = (): number => performance.timeOrigin + performance.now();
 
 let sender: UdpSocket | undefined;
@@ -56,12 +67,31 @@ async function handle(c: Command): Promise<void> {
     }
     case 'tcpListen': {
       const conns = new Set<Socket>();
+      const record = c.record === true;
       const server: Server = createServer((sock) => {
         conns.add(sock);
-        emit({ ev: 'accept', id, from: sock.remoteAddress?.replace(/^::ffff:/, ''), fromPort: sock.remotePort, t: now() });
-        sock.on('data', (d) => sock.write(d));
-        sock.on('error', () => undefined);
-        sock.on('close', () => conns.delete(sock));
+        const fromPort = sock.remotePort;
+        const key = `${id}:${fromPort}`;
+        peers.set(key, sock);
+        emit({ ev: 'accept', id, from: sock.remoteAddress?.replace(/^::ffff:/, ''), fromPort, t: now() });
+        let buf = '';
+        sock.on('data', (d) => {
+          if (!sock.writableEnded) sock.write(d);
+          if (!record) return;
+          buf += d.toString();
+          let i: number;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            emit({ ev: 'recv', id, fromPort, data: buf.slice(0, i), t: now() });
+            buf = buf.slice(i + 1);
+          }
+        });
+        let error: string | undefined;
+        sock.on('error', (e) => (error = e.message));
+        sock.on('close', () => {
+          conns.delete(sock);
+          if (peers.get(key) === sock) peers.delete(key);
+          if (record) emit({ ev: 'closed', id, fromPort, error, t: now() });
+        });
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -74,14 +104,16 @@ async function handle(c: Command): Promise<void> {
       return;
     }
     case 'tcpConnect': {
-      const sock = createConnection({ host: String(c.host), port: Number(c.port) });
+      const sock = createConnection({ host: String(c.host), port: Number(c.port), ...(c.localPort === undefined ? {} : { localPort: Number(c.localPort) }) });
       sock.setNoDelay(true);
+      const manual = c.intervalMs === 0;
       let sent = 0;
       let echoed = 0;
       let buf = '';
       let timer: NodeJS.Timeout | undefined;
       sock.on('connect', () => {
         emit({ ev: 'connected', id, localPort: sock.localPort, t: now() });
+        if (manual) return;
         timer = setInterval(() => {
           sent++;
           sock.write(`${sent}\n`);
@@ -91,11 +123,14 @@ async function handle(c: Command): Promise<void> {
         buf += d.toString();
         let i: number;
         while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
           buf = buf.slice(i + 1);
           echoed++;
-          if (echoed % 10 === 0) emit({ ev: 'echo', id, n: echoed, t: now() });
+          if (manual) emit({ ev: 'echo', id, n: echoed, data: line, t: now() });
+          else if (echoed % 10 === 0) emit({ ev: 'echo', id, n: echoed, t: now() });
         }
       });
+      senders.set(id, (line) => sock.write(`${line}\n`));
       let closed = false;
       let stopped = false;
       const close = (error?: string) => {
@@ -105,12 +140,31 @@ async function handle(c: Command): Promise<void> {
         emit({ ev: 'closed', id, echoed, error, stopped, t: now() });
       };
       sock.on('error', (e) => close(e.message));
-      sock.on('close', () => close());
+      sock.on('close', () => {
+        senders.delete(id);
+        close();
+      });
       stoppers.set(id, () => {
         stopped = true;
         clearInterval(timer);
         sock.destroy();
       });
+      return;
+    }
+    case 'tcpSend': {
+      const send = senders.get(id);
+      if (!send) throw new Error(`no open connection ${id}`);
+      send(String(c.data ?? ''));
+      return;
+    }
+    case 'tcpPeer': {
+      const sock = peers.get(`${id}:${Number(c.fromPort)}`);
+      if (!sock) throw new Error(`no accepted connection ${id} from port ${c.fromPort}`);
+      if (c.action === 'send') sock.write(`${String(c.data ?? '')}\n`);
+      else if (c.action === 'end') sock.end();
+      else if (c.action === 'reset') sock.resetAndDestroy();
+      else if (c.action === 'keepalive') sock.setKeepAlive(true, 1000);
+      else throw new Error(`unknown tcpPeer action ${c.action}`);
       return;
     }
     case 'stop':

@@ -18,7 +18,7 @@ export interface UdpEvent {
 }
 
 export interface TcpEvent {
-  ev: 'accept' | 'connected' | 'echo' | 'closed';
+  ev: 'accept' | 'connected' | 'echo' | 'closed' | 'recv';
   id: string;
   t: number;
   from?: string;
@@ -27,6 +27,8 @@ export interface TcpEvent {
   n?: number;
   echoed?: number;
   error?: string;
+  /** recv: a line the server read; echo (manual connections): the line echoed back. */
+  data?: string;
   /** closed: by our own stop command (not by the network or the peer). */
   stopped?: boolean;
 }
@@ -68,12 +70,28 @@ export class Traffic {
     return this.command('udpStream', { id, host, port, intervalMs });
   }
 
-  tcpListen(id: string, port: number): Promise<void> {
-    return this.command('tcpListen', { id, port });
+  /** record: also an event per line read (`recv`) and per connection ended (`closed`, with its port). */
+  tcpListen(id: string, port: number, opts: { record?: boolean } = {}): Promise<void> {
+    return this.command('tcpListen', { id, port, record: opts.record === true });
   }
 
-  tcpConnect(id: string, host: string, port: number, intervalMs = 50): Promise<void> {
-    return this.command('tcpConnect', { id, host, port, intervalMs });
+  /** intervalMs 0: no lines of its own (send them with tcpSend), every echo an event. */
+  tcpConnect(id: string, host: string, port: number, intervalMs = 50, opts: { localPort?: number } = {}): Promise<void> {
+    return this.command('tcpConnect', { id, host, port, intervalMs, ...opts });
+  }
+
+  /** One line on connection `id` (opened with tcpConnect). */
+  tcpSend(id: string, data: string): Promise<void> {
+    return this.command('tcpSend', { id, data });
+  }
+
+  /**
+   * The server side of connection `fromPort` accepted by listener `id`: `send` a line of its own, `end`
+   * (half-close: FIN; it goes on reading and recording, no longer echoes), `reset` (RST), or `keepalive`
+   * (TCP keepalive after 1 s idle: its probes are bare ACKs).
+   */
+  tcpPeer(id: string, fromPort: number, action: 'send' | 'end' | 'reset' | 'keepalive', data?: string): Promise<void> {
+    return this.command('tcpPeer', { id, fromPort, action, ...(data === undefined ? {} : { data }) });
   }
 
   stop(id: string): Promise<void> {

@@ -119,6 +119,38 @@ describe('chaos answer rules', () => {
     assert.deepEqual(s.violations.map((v) => [v.rule, v.by]), [['handover', 'node2+node3']]);
   });
 
+  // Found by the chaos suite (seed 20261209, round 7): node4, the active node, lost its LAN link; the
+  // controller handed over to node3, which was then heard alone; node4's link came back before its
+  // instance was deleted, and it answered beside node3 for a second. node4 is the old owner of that
+  // handover (heard alone before node3's instance was written), not a stray older instance.
+  it('the old owner back from a LAN partition, beside the target heard alone meanwhile, is a handover pair', () => {
+    const lifetimes = new Map([['gw-node1', [{ from: 0, to: 7000 }]], ['gw-node2', [{ from: 4000, to: Infinity }]]]);
+    const frames = [reply(3000, A), reply(3500, A), reply(4300, B), reply(4400, B), reply(5000, A), reply(5001, B), reply(5100, B)];
+    const s = checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(s.violations, []);
+    assert.equal(s.dualQuestions, 1);
+  });
+
+  // Found by the chaos suite (seed 20261209, round 5): the API stalled for 10 s and both node3 (active)
+  // and node4 (the target written as the stall began) fenced. Back, node4 took the VIP first, then node3
+  // re-took its own, 100 ms before the controller deleted node4's instance. Same rule: node3 owned the
+  // VIP before node4's instance was written.
+  it('the old owner re-taking its VIP after a fence, beside the target that came back first, is a handover pair', () => {
+    const lifetimes = new Map([['gw-node1', [{ from: 1000, to: Infinity }]], ['gw-node2', [{ from: 3000, to: 6000 }]]]);
+    const frames = [reply(1100, A), reply(2000, A), reply(5000, B), reply(5100, B), reply(5200, A), reply(5201, B), reply(5300, A)];
+    const s = checkAnswers(frames, rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(s.violations, []);
+    // The history carries over between windows, as lastSole does.
+    const soleHistory = new Map<string, Map<string, number[]>>();
+    const lastSole = new Map<string, { node: string; t: number }>();
+    assert.deepEqual(checkAnswers(frames.slice(0, 2), rules({ lifetimes, soleHistory, lastSole }), { from: 0, to: 2500 }).violations, []);
+    assert.deepEqual(checkAnswers(frames.slice(2), rules({ lifetimes, soleHistory, lastSole }), { from: 2500, to: 10_000 }).violations, []);
+    // Without node3's earlier answers (heard only after node4's instance was written) it is flagged.
+    const late = checkAnswers(frames.slice(2), rules({ lifetimes }), { from: 0, to: 10_000 });
+    assert.deepEqual(late.violations.map((v) => [v.rule, v.by]), [['handover', 'node1+node2']]);
+    assert.match(late.violations[0]!.detail, /never heard owning the VIP before node2's instance was written/);
+  });
+
   it('frames outside the window are not judged', () => {
     assert.deepEqual(checkAnswers([reply(9000, A)], rules(), { from: 0, to: 8000 }).violations, []);
   });

@@ -11,13 +11,18 @@
 //              within `graceMs` after the instance was deleted (its agent needs the watch event to
 //              withdraw);
 //   handover   two nodes answering one question (both fenced- and assigned-clean) must be the pair of a
-//              handover: the old active node (the last one heard answering alone for the VIP) and the
-//              handover target (its instance created after the old node's, while that one still lived:
-//              make before break). "Heard alone" counts only within the same instance lifetime as the
-//              overlap (an earlier stint as the active node says nothing about now); without such a
-//              node, the older instance of the two is the old active node. Any other pair — a node whose instance is older, e.g. a timed-out
-//              target confirming late beside the re-elected owner, or two nodes neither of which was
-//              answering before — and any three answerers are flagged;
+//              handover: the old active node and the handover target (its instance created after the
+//              old node's, while that one still lived: make before break). The old active node is the
+//              older instance of the two. When the observer last heard the *newer* one answering alone,
+//              the older one still counts as the old owner if it was heard alone within its instance's
+//              lifetime before the newer instance was written (it owned the VIP before the handover and
+//              answers again within it: back from a LAN partition during which only the target was
+//              heard, or re-taking its VIP after a fence while both instances live — seed 20261209,
+//              rounds 7 and 5). "Heard alone" counts only within the same instance lifetime as the
+//              overlap (an earlier stint as the active node says nothing about now). Flagged: an older
+//              instance never heard owning the VIP answering beside the node heard alone (a timed-out
+//              target confirming late beside the active node), two nodes neither of which was the one
+//              last heard alone, and any three answerers;
 //   owners     a node's or the router's own address is answered by its owner only (a VIP that is some
 //              host's address would hijack it);
 //   strangers  nobody but the nodes answers for a VIP.
@@ -50,6 +55,11 @@ export interface AnswerRules {
    * updated). Without it, each window starts knowing nobody.
    */
   lastSole?: Map<string, { node: string; t: number }>;
+  /**
+   * Every moment each node was heard answering alone, by VIP then node, ascending: carried from one
+   * window to the next like lastSole (read and appended to; the caller prunes old entries).
+   */
+  soleHistory?: Map<string, Map<string, number[]>>;
 }
 
 export interface AnswerViolation {
@@ -102,7 +112,14 @@ function assignedAt(rules: AnswerRules, gateway: string, node: string, t: number
  * Why two or more nodes answering one question for `gateway`'s VIP are not a handover's pair, or
  * undefined when they are (see `handover` above). `sole`: the last node heard answering alone.
  */
-export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonly string[], t: number, heard: { node: string; t: number } | undefined): string | undefined {
+export function notAHandover(
+  rules: AnswerRules,
+  gateway: string,
+  nodes: readonly string[],
+  t: number,
+  heard: { node: string; t: number } | undefined,
+  heardAlone: (node: string) => readonly number[] = () => [],
+): string | undefined {
   if (nodes.length > 2) return `${nodes.length} nodes answered at once (${nodes.join(', ')})`;
   const [a, b] = nodes as [string, string];
   const la = lifeAt(rules, gateway, a, t);
@@ -113,16 +130,16 @@ export function notAHandover(rules: AnswerRules, gateway: string, nodes: readonl
   // instance; the pair was the active node2 (never heard alone: it confirmed late) and the target node3.
   const heardLife = heard !== undefined ? lifeAt(rules, gateway, heard.node, heard.t) : undefined;
   const sole = heard !== undefined && heardLife !== undefined && heardLife === lifeAt(rules, gateway, heard.node, t) ? heard.node : undefined;
-  let old: string;
-  if (sole === a || sole === b) old = sole;
-  else if (sole !== undefined) return `${a} and ${b} answered together, and neither is the active node (${sole} answered alone before)`;
-  else old = la.from <= lb.from ? a : b;
-  const target = old === a ? b : a;
-  const [lo, lt] = old === a ? [la, lb] : [lb, la];
-  if (lt.from < lo.from) {
-    return `${target} answered beside the active node ${old}, but its instance (created ${new Date(lt.from).toISOString()}) is older than ${old}'s (${new Date(lo.from).toISOString()}): not the target of a handover from ${old}`;
-  }
-  return undefined;
+  if (sole !== undefined && sole !== a && sole !== b) return `${a} and ${b} answered together, and neither is the active node (${sole} answered alone before)`;
+  const [older, newer, lo, ln] = la.from <= lb.from ? [a, b, la, lb] : [b, a, lb, la];
+  // Heard last alone: the older one, or nobody this lifetime — the older is the old active node and the
+  // newer one the target of a handover from it.
+  if (sole !== newer) return undefined;
+  // The newer one was heard alone last: the older answering beside it is the old owner only if it owned
+  // the VIP before the handover began (heard alone in its lifetime before the newer instance was written).
+  const before = heardAlone(older).some((x) => x >= lo.from - rules.slackMs && x < ln.from + rules.slackMs);
+  if (before) return undefined;
+  return `${older} answered beside the active node ${newer}, but its instance (created ${new Date(lo.from).toISOString()}) is older than ${newer}'s (${new Date(ln.from).toISOString()}) and it was never heard owning the VIP before ${newer}'s instance was written: not the old owner of a handover to ${newer}`;
 }
 
 /** Every answer (reply to the observer, or announcement) heard in [from, to], checked against the rules. */
@@ -168,11 +185,19 @@ export function checkAnswers(frames: readonly ArpAnswerFrame[], rules: AnswerRul
   let longest = 0;
   const runStart = new Map<string, number>();
   const lastSole = rules.lastSole ?? new Map<string, { node: string; t: number }>();
+  const soleHistory = rules.soleHistory ?? new Map<string, Map<string, number[]>>();
   for (const q of questions) {
     const nodes = [...new Set(q.macs.map((m) => rules.nodeOfMac.get(m)).filter((n): n is string => n !== undefined))].sort();
-    if (nodes.length === 1) lastSole.set(q.ip, { node: nodes[0] as string, t: q.t });
+    if (nodes.length === 1) {
+      lastSole.set(q.ip, { node: nodes[0] as string, t: q.t });
+      const byNode = soleHistory.get(q.ip) ?? new Map<string, number[]>();
+      soleHistory.set(q.ip, byNode);
+      const times = byNode.get(nodes[0] as string) ?? [];
+      byNode.set(nodes[0] as string, times);
+      times.push(q.t);
+    }
     if (nodes.length > 1) {
-      const why = notAHandover(rules, rules.gatewayOfVip.get(q.ip) as string, nodes, q.t, lastSole.get(q.ip));
+      const why = notAHandover(rules, rules.gatewayOfVip.get(q.ip) as string, nodes, q.t, lastSole.get(q.ip), (n) => soleHistory.get(q.ip)?.get(n) ?? []);
       if (why !== undefined) report({ rule: 'handover', t: q.t, ip: q.ip, by: nodes.join('+'), detail: why });
     }
     if (q.macs.length > 1) {

@@ -97,6 +97,8 @@ export class RunState {
   checkedUntil = 0;
   /** The last node heard answering alone, by VIP (the answer rules' handover pair). */
   readonly lastSole = new Map<string, { node: string; t: number }>();
+  /** When each node was heard answering alone, by VIP then node (the last 30 minutes). */
+  readonly soleHistory = new Map<string, Map<string, number[]>>();
   exitsSeen = 0;
   problemsSeen = 0;
   crashesSeen = 0;
@@ -264,7 +266,12 @@ export async function runRound(c: ChaosCluster, world: World, plan: RoundPlan, s
     lifetimes,
     instanceName,
     lastSole: state.lastSole,
+    soleHistory: state.soleHistory,
   }, { from: state.checkedUntil, to: until });
+  // An instance lives for minutes at most in a round; half an hour of history is plenty and bounded.
+  for (const byNode of state.soleHistory.values()) {
+    for (const [node, times] of byNode) byNode.set(node, times.filter((x) => x > until - 30 * 60_000));
+  }
   state.checkedUntil = until;
   for (const v of answers.violations) violations.push(`answers/${v.rule}: ${v.by} answered for ${v.ip} at ${new Date(v.t).toISOString()}: ${v.detail}`);
 

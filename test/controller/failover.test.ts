@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Fixture, eventsFor, metricValue, startController, waitFor, type RunningController } from './helpers.ts';
 import { FakeAgents } from './agents.ts';
-import { activeForLabel } from '../../src/api/names.ts';
+import { HANDOVER_TO_ANNOTATION, activeForLabel } from '../../src/api/names.ts';
 
 let f: Fixture;
 let ctl: RunningController;
@@ -100,4 +100,34 @@ test('heartbeat expiry: the agent stops renewing, no other change', async () => 
   // The revived heartbeat is a change that matters: it triggers a pass.
   await waitFor('a pass after the revival', () => ctl.passes.length > seen);
   assert.equal((await f.gateway('fo-heartbeat')).status?.activeNodeName, now);
+});
+
+// The handover mark (design §5; found by the chaos suite, seed 20261209): while the VIP goes from A to
+// B, A's instance says so, so that A's agent, back from a fence, does not take the VIP back beside B.
+// On the API server: the mark is written with B's instance, and removed from the object (not only from
+// what the controller wants) when the handover is abandoned.
+test('handover mark: the old owner\'s instance names the target while it confirms; removed from the object when A is kept', async () => {
+  const name = 'fo-mark';
+  const { nodes, active } = await setup(name, '198.18.1.5');
+  // The other nodes' agents never confirm: the handover stays under way.
+  for (const n of nodes) if (n !== active) agents.mute.add(n);
+  // A's agent pod goes NotReady (its /readyz fails, e.g. cut off from the API): A is not eligible, its heartbeat still live.
+  await f.setPodReady(`egressgw-agent-${active}`, false);
+  const live = async () => (await f.instances(name)).filter((i) => !i.metadata.deletionTimestamp);
+  const target = await waitFor('A\'s instance marked with the target, whose instance is written', async () => {
+    const list = await live();
+    const mine = list.find((i) => i.spec?.nodeName === active);
+    const to = mine?.metadata.annotations?.[HANDOVER_TO_ANNOTATION];
+    return to !== undefined && list.some((i) => i.spec?.nodeName === to) ? to : undefined;
+  });
+  assert.notEqual(target, active);
+  const marked = (await live()).filter((i) => i.metadata.annotations?.[HANDOVER_TO_ANNOTATION] !== undefined).map((i) => i.spec?.nodeName);
+  assert.deepEqual(marked, [active], 'only the old owner carries the mark');
+  // A recovers before B confirms: A is kept, B's instance goes, and the mark is removed from A's object.
+  await f.setPodReady(`egressgw-agent-${active}`, true);
+  await waitFor('only A\'s instance, unmarked', async () => {
+    const list = await live();
+    return list.length === 1 && list[0]?.spec?.nodeName === active && list[0].metadata.annotations?.[HANDOVER_TO_ANNOTATION] === undefined ? true : undefined;
+  });
+  await waitFor('A active again', async () => ((await f.activeNodes(name, nodes)).join() === active ? true : undefined));
 });

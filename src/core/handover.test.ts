@@ -1,0 +1,155 @@
+// The handover mark (HANDOVER_TO_ANNOTATION): while the VIP is being handed over from the active node A
+// to another node B (B's instance written, not yet confirmed), A's instance says so, and A's agent keeps
+// the VIP if it holds it but does not take it back. Found by the chaos suite (seed 20261209, rounds 5,
+// 7, 17, 29): A fenced and dropped the VIP, the controller handed over to B, and A, back from the fence,
+// re-took the VIP and announced it beside B; once its instance was deleted A withdrew silently and the
+// LAN's ARP caches pointed at A until B's next periodic announcement (up to 10 s).
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, MOVE_TO_ANNOTATION, activeForLabel } from '../api/names.ts';
+import type { EgressGatewayInstance } from '../api/types.ts';
+import { instanceName, reconcile } from './index.ts';
+import { desiredInstance, instanceAnnotations, instanceUpToDate } from './instances.ts';
+import { analyseGateway } from './validate.ts';
+import type { Snapshot, Write } from './types.ts';
+import { NOW, agentsAct, applyWrites, cluster, instanceWithStatus, pod, settleWith, update, vipGateway } from './testing.ts';
+
+const SEL = { role: 'egress' };
+const run = (s: Snapshot) => reconcile(s);
+const settle = (s: Snapshot) => settleWith(run, s);
+const ofKind = <K extends Write['kind']>(ws: Write[], kind: K): Array<Extract<Write, { kind: K }>> =>
+  ws.filter((w): w is Extract<Write, { kind: K }> => w.kind === kind);
+const holders = (s: Snapshot) => s.nodes.filter((n) => n.metadata.labels?.[activeForLabel('g')] !== undefined).map((n) => n.metadata.name);
+const later = (s: Snapshot, ms: number): Snapshot => ({ ...s, now: s.now + ms, heartbeats: s.heartbeats.map((h) => ({ ...h, observedAt: h.observedAt + ms })) });
+const instanceOf = (s: Snapshot, node: string): EgressGatewayInstance | undefined => s.instances.find((i) => i.metadata.name === instanceName('g', node));
+const mark = (i: EgressGatewayInstance | undefined): string | undefined => i?.metadata.annotations?.[HANDOVER_TO_ANNOTATION];
+/** The node's agent pod NotReady (its /readyz fails, e.g. cut off from the API): ineligible, heartbeat still live. */
+const agentNotReady = (s: Snapshot, node: string, notReady = true): Snapshot => ({
+  ...s,
+  agentPods: s.agentPods.map((p) => (p.spec?.nodeName === node ? pod(p.metadata.name, node, { ready: !notReady }) : p)),
+});
+/** What A's agent reports back from a fence during the handover: it holds nothing and does not take the VIP. */
+const handingOver = (s: Snapshot, node: string): Snapshot => ({ ...s, instances: update(s.instances, instanceName('g', node), (i) => Object.assign(i, instanceWithStatus(i, 'False'))) });
+
+/** Two gateway nodes settled with the gateway active on one of them (A), the other (B). */
+function settledPair(): { s: Snapshot; a: string; b: string } {
+  const s = settle(cluster(['n1', 'n2'].map((name) => ({ name, labels: SEL })), { gateways: [vipGateway('g', '192.0.2.10', SEL)] }));
+  const [a] = holders(s);
+  assert.ok(a);
+  return { s, a, b: a === 'n1' ? 'n2' : 'n1' };
+}
+
+describe('handover mark on the old owner\'s instance', () => {
+  it('is absent in steady state', () => {
+    const { s } = settledPair();
+    assert.equal(s.instances.length, 1);
+    assert.equal(mark(s.instances[0]), undefined);
+    assert.deepEqual(run(later(s, 60_000)).writes, []);
+  });
+
+  it('appears on A\'s instance in the pass that writes B\'s instance, and goes with A\'s instance once B confirms', () => {
+    const { s: s0, a, b } = settledPair();
+    let s = agentNotReady(s0, a);
+    const r = run(s);
+    assert.deepEqual(ofKind(r.writes, 'createInstance').map((w) => w.object.spec?.nodeName), [b]);
+    const up = ofKind(r.writes, 'updateInstance');
+    assert.deepEqual(up.map((w) => [w.object.metadata.name, w.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION]]), [[instanceName('g', a), b]]);
+    // Only the mark changes: same spec, same assigned-at (no new clock for the old owner).
+    assert.equal(up[0]?.object.metadata.annotations?.[ASSIGNED_AT_ANNOTATION], instanceOf(s, a)?.metadata.annotations?.[ASSIGNED_AT_ANNOTATION]);
+    // Make before break: A keeps its instance (and the VIP, if it holds it) until B confirms.
+    assert.equal(ofKind(r.writes, 'deleteInstance').length, 0);
+    s = applyWrites(s, r.writes);
+    assert.equal(mark(instanceOf(s, a)), b);
+    assert.equal(mark(instanceOf(s, b)), undefined, 'the target carries no mark');
+    assert.deepEqual(run(s).writes, [], 'nothing more until B confirms');
+    s = agentsAct(s, [b]);
+    const done = run(s);
+    assert.deepEqual(ofKind(done.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', a)]);
+    assert.equal(ofKind(done.writes, 'updateInstance').length, 0);
+    s = settle(applyWrites(s, done.writes));
+    assert.deepEqual(holders(s), [b]);
+    assert.deepEqual(s.instances.map((i) => [i.spec?.nodeName, mark(i)]), [[b, undefined]]);
+  });
+
+  it('an old owner that reports it let go of the VIP (back from a fence) loses its instance; B still gets the VIP', () => {
+    const { s: s0, a, b } = settledPair();
+    let s = agentNotReady(s0, a);
+    s = applyWrites(s, run(s).writes);
+    s = handingOver(s, a);
+    const r = run(s);
+    // Nothing to make before break with: A's instance goes, B's stays the target.
+    assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', a)]);
+    assert.equal(r.desired.gateways.get('g')?.target, b);
+    s = settle(agentsAct(applyWrites(s, r.writes), [b]));
+    assert.deepEqual(holders(s), [b]);
+  });
+
+  it('is removed when B times out and A is re-elected', () => {
+    const { s: s0, a, b } = settledPair();
+    let s = agentNotReady(s0, a);
+    s = applyWrites(s, run(s).writes);
+    assert.equal(mark(instanceOf(s, a)), b);
+    // B never confirms; 5 s later A (which kept the VIP: make before break) is healthy again.
+    s = agentNotReady(later(s, 5000), a, false);
+    const r = run(s);
+    assert.equal(r.desired.gateways.get('g')?.target, a);
+    const up = ofKind(r.writes, 'updateInstance');
+    assert.deepEqual(up.map((w) => w.object.metadata.name), [instanceName('g', a)]);
+    assert.equal(up[0]?.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION], undefined);
+    assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', b)]);
+    s = applyWrites(s, r.writes);
+    assert.equal(mark(instanceOf(s, a)), undefined, 'the write path drops the mark');
+    assert.deepEqual(run(s).writes.filter((w) => w.kind === 'updateInstance' || w.kind === 'createInstance'), [], 'and then the instance is up to date');
+    s = settle(agentsAct(s, [a]));
+    assert.deepEqual(holders(s), [a]);
+    assert.deepEqual(s.instances.map((i) => [i.spec?.nodeName, mark(i)]), [[a, undefined]]);
+  });
+
+  it('on a graceful move: the old owner back from a fence without the VIP is not timed out; the abandoned move assigns its instance anew', () => {
+    const { s: s0, a, b } = settledPair();
+    let s: Snapshot = { ...s0, gateways: update(s0.gateways, 'g', (g) => (g.metadata.annotations = { ...g.metadata.annotations, [MOVE_TO_ANNOTATION]: b })) };
+    let r = run(s);
+    assert.deepEqual(ofKind(r.writes, 'updateInstance').map((w) => [w.object.spec?.nodeName, w.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION]]), [[a, b]]);
+    s = applyWrites(s, r.writes);
+    // A fenced during the move and reports that it does not take the VIP back; it stays the labelled node.
+    s = later(handingOver(s, a), 1000);
+    r = run(s);
+    assert.deepEqual(r.desired.gateways.get('g')?.candidates.find((c) => c.node === a)?.reasons, [], 'A is not timed out by its old assignment');
+    assert.equal(ofKind(r.writes, 'deleteInstance').length, 0);
+    s = applyWrites(s, r.writes);
+    // B never confirms: the move is rejected, A is kept, its mark goes and it is assigned now.
+    s = later(s, 5000);
+    r = run(s);
+    assert.equal(r.desired.gateways.get('g')?.target, a);
+    const up = ofKind(r.writes, 'updateInstance');
+    assert.deepEqual(up.map((w) => w.object.metadata.name), [instanceName('g', a)]);
+    assert.equal(up[0]?.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION], undefined);
+    assert.equal(up[0]?.object.metadata.annotations?.[ASSIGNED_AT_ANNOTATION], new Date(s.now).toISOString());
+    s = settle(agentsAct(applyWrites(s, r.writes), [a]));
+    assert.deepEqual(holders(s), [a]);
+    assert.deepEqual(s.instances.map((i) => [i.spec?.nodeName, mark(i)]), [[a, undefined]]);
+  });
+
+  it('is not written while the target\'s instance cannot be (its name still held by a terminating one)', () => {
+    const { s: s0, a, b } = settledPair();
+    const terminating = instanceWithStatus({ ...structuredClone(instanceOf(s0, a)!), metadata: { ...structuredClone(instanceOf(s0, a)!.metadata), name: instanceName('g', b), deletionTimestamp: new Date(NOW).toISOString() }, spec: { ...instanceOf(s0, a)!.spec, nodeName: b } }, 'True');
+    const s = agentNotReady({ ...s0, instances: [...s0.instances, terminating] }, a);
+    const r = run(s);
+    assert.equal(r.desired.gateways.get('g')?.target, b);
+    assert.equal(ofKind(r.writes, 'createInstance').length, 0);
+    assert.equal(ofKind(r.writes, 'updateInstance').length, 0);
+  });
+
+  it('an observed mark the desired instance lacks is a difference, and an update drops it (other annotations kept)', () => {
+    const g = analyseGateway(vipGateway('g', '192.0.2.10', SEL));
+    const plain = desiredInstance(g, 'n1', 'g-x', '2025-12-01T00:00:00Z');
+    const marked = desiredInstance(g, 'n1', 'g-x', '2025-12-01T00:00:00Z', { handoverTo: 'n2' });
+    assert.equal(instanceUpToDate(marked, plain), false);
+    assert.equal(instanceUpToDate(plain, marked), false);
+    assert.equal(instanceUpToDate(marked, marked), true);
+    const observed = { ...marked.metadata.annotations, 'example.com/theirs': 'x' };
+    assert.deepEqual(instanceAnnotations(observed, plain.metadata.annotations), { ...plain.metadata.annotations, 'example.com/theirs': 'x' });
+    assert.deepEqual(instanceAnnotations(observed, marked.metadata.annotations), observed);
+  });
+});

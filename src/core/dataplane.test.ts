@@ -65,6 +65,21 @@ describe('the Linux data plane in the core (--dataplane linux)', () => {
     assert.equal(dataplaneOf(s, 'vip'), undefined);
   });
 
+  // Found by the chaos suite (linux mode, seed 20261214 round 1): a gateway whose VIP is node w1's own
+  // address is InvalidSpec, but its object carried the VIP; the agents keep every object's VIP off their
+  // interfaces' addresses, so w1 had no address left to SNAT the valid PrimaryIP gateway's traffic to.
+  it('an invalid gateway\'s object claims no address (a VIP that is a node\'s own address stays the node\'s)', () => {
+    const s0 = base();
+    const bad = vipGateway('bad', '198.18.0.13', { role: 'egress' });
+    const s = settleWith(run, { ...s0, gateways: [...s0.gateways, bad] });
+    assert.equal(s.gateways.find((g) => g.metadata.name === 'bad')?.status?.conditions?.find((c) => c.type === 'Ready')?.reason, 'InvalidSpec');
+    assert.deepEqual(dataplaneOf(s, 'bad')?.spec?.sourceIP, { mode: MODE_VIP });
+    assert.deepEqual(dataplaneOf(s, 'vip')?.spec?.sourceIP, { mode: MODE_VIP, ip: '198.18.0.100' }, 'a valid gateway keeps its VIP');
+    const invalidPrim = primaryGateway('bad-prim', '', { role: 'egress' });
+    const s2 = settleWith(run, { ...s0, gateways: [...s0.gateways, invalidPrim] });
+    assert.deepEqual(dataplaneOf(s2, 'bad-prim')?.spec?.sourceIP, { mode: MODE_PRIMARY_IP });
+  });
+
   it('a policy change is a write of its gateway\'s object only', () => {
     let s = settleWith(run, base());
     s = { ...s, policies: update(s.policies, 'web', (p) => (p.spec!.destinationCIDRs = ['198.51.100.0/24'])) };

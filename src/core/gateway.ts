@@ -173,7 +173,11 @@ function renderedDataplane(inputs: GatewayInputs, g: GatewayInfo, active: string
     const d = c ? dataplanePolicy(p.name, c) : undefined;
     if (d) list.push(d);
   });
-  return renderGatewayDataplane(g, active, endpoint, proposedTunnelID(g.name, inputs.dataplane), list);
+  // An invalid gateway claims no address: every agent keeps a dataplane object's VIP off its interfaces'
+  // own addresses, so a VIP refused as a node's own address would take that node's primary IP away from
+  // the valid PrimaryIP gateways it serves (found by the chaos suite, linux mode, seed 20261214 round 1).
+  const claimed: GatewayInfo = g.invalid ? { ...g, vip: '', interfaceName: '' } : g;
+  return renderGatewayDataplane(claimed, active, endpoint, proposedTunnelID(g.name, inputs.dataplane), list);
 }
 
 /** The writes that bring the gateway's own objects to the plan (none when they already are). */

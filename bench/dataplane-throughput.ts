@@ -5,12 +5,18 @@
 // Two rigs side by side, in turn run by run so both see the same load: the LAN at MTU 1500 (egw0 1450, TCP
 // MSS clamped to 1410 in the tunnel) and at 1550 (egw0 1500: pods keep their 1500, what operators do with
 // VXLAN). Also the average size of the packets the worker sends on its uplink during each flow: about 64 KB
-// means GSO super-packets cross every veth and the tunnel unsegmented. Writes
-// bench/results/dataplane-throughput.json.
+// means GSO super-packets cross every veth and the tunnel unsegmented.
+//
+// Then the same two flows (tunnel + SNAT, direct) through a link of a given rate (`--rates 1,2.5,5`, Gbit/s;
+// a token bucket on the router's port towards the internet host, which both paths cross): unshaped, every
+// namespace of the rig forwards on the same 2 CPUs, so the ratio counts the tunnel path's extra node; behind
+// a link, as on real nodes whose NIC is the limit, it says up to which line rate the tunnel path keeps up.
+// Writes bench/results/dataplane-throughput.json.
 
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { MODE_VIP } from '../src/api/names.ts';
 import type { EgressGatewayDataplane } from '../src/api/types.ts';
 import { LinuxDataplane } from '../src/agent/dataplane/linux.ts';
@@ -74,7 +80,19 @@ async function withTxSize<T>(r: Rig, dev: string, f: () => Promise<T>): Promise<
   return [v, Math.round((b.bytes - a.bytes) / Math.max(1, b.packets - a.packets))];
 }
 
-export async function runDataplaneThroughputBench(runs = 5, log: (l: string) => void = () => undefined) {
+/** Puts a link of `gbps` on the router's port towards the internet host (both paths cross it); 0 removes it. */
+async function shape(r: Rig, gbps: number): Promise<void> {
+  const router = r.lab.router.ns;
+  if (gbps === 0) {
+    await r.lab.exec(router, 'tc', ['qdisc', 'del', 'dev', 'up0', 'root']).catch(() => undefined);
+    return;
+  }
+  // Bucket: 2 ms at the rate, and at least four 64 KB GSO packets (tbf splits a packet larger than the bucket).
+  const burst = Math.max(256 * 1024, Math.round((gbps * 1e9 / 8) * 0.002));
+  await r.lab.exec(router, 'tc', ['qdisc', 'replace', 'dev', 'up0', 'root', 'tbf', 'rate', `${gbps}gbit`, 'burst', String(burst), 'latency', '20ms']);
+}
+
+export async function runDataplaneThroughputBench(runs = 5, log: (l: string) => void = () => undefined, rates: readonly number[] = []) {
   const loadAvgStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
   const rigs: Rig[] = [];
   try {
@@ -97,11 +115,30 @@ export async function runDataplaneThroughputBench(runs = 5, log: (l: string) => 
         log(`LAN MTU ${r.mtu} run ${k + 1}/${runs}: tunnel ${t.toFixed(2)}, direct ${d.toFixed(2)}, via the gateway node ${v.toFixed(2)} Gbit/s; worker uplink ${ts} / ${ds} B per packet`);
       }
     }
+    // Behind a link: the MTU-1500 rig (the default), tunnel and direct in turn at each rate.
+    const lineRates: Array<{ gbps: number; tunnelGbps: number[]; directGbps: number[]; ratio: number }> = [];
+    const r0 = rigs[0]!;
+    for (const gbps of rates) {
+      const o = { gbps, tunnelGbps: [] as number[], directGbps: [] as number[], ratio: 0 };
+      await shape(r0, gbps);
+      try {
+        for (let k = 0; k < runs; k++) {
+          o.tunnelGbps.push(await iperf(r0.lab, r0.net, r0.tunnelPod, SECONDS));
+          o.directGbps.push(await iperf(r0.lab, r0.net, r0.directPod, SECONDS));
+          log(`link ${gbps} Gbit/s run ${k + 1}/${runs}: tunnel ${o.tunnelGbps.at(-1)!.toFixed(2)}, direct ${o.directGbps.at(-1)!.toFixed(2)} Gbit/s`);
+        }
+      } finally {
+        await shape(r0, 0);
+      }
+      o.ratio = median(o.tunnelGbps) / median(o.directGbps);
+      lineRates.push(o);
+    }
     return {
       when: new Date().toISOString(),
       machine: { cpus: os.cpus().length, loadAvgStart, loadAvgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
       seconds: SECONDS,
       variants: res.map((o) => ({ ...o, ratio: median(o.tunnelGbps) / median(o.directGbps), ratioSameHops: median(o.tunnelGbps) / median(o.viaGatewayGbps) })),
+      lineRates,
     };
   } finally {
     for (const r of rigs) await r.lab.teardown();
@@ -109,7 +146,16 @@ export async function runDataplaneThroughputBench(runs = 5, log: (l: string) => 
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const r = await runDataplaneThroughputBench(Number(process.argv[2] ?? 5), (l) => process.stderr.write(`${l}\n`));
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { rates: { type: 'string' } } });
+  const rates = (values.rates ?? '').split(',').filter((x) => x.trim() !== '').map((x) => {
+    const n = Number(x);
+    if (!(n > 0)) throw new Error(`--rates: expected Gbit/s values > 0 separated by commas, got "${x}"`);
+    return n;
+  });
+  const runs = Number(positionals[0] ?? 5);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs: expected an integer ≥ 1, got "${positionals[0]}"`);
+  const r = await runDataplaneThroughputBench(runs, (l) => process.stderr.write(`${l}\n`), rates);
   writeFileSync(join(import.meta.dirname, 'results', 'dataplane-throughput.json'), `${JSON.stringify(r, null, 2)}\n`);
   for (const v of r.variants) process.stdout.write(`LAN MTU ${v.lanMtu} (egw0 ${v.tunnelMtu}): tunnel/direct ${v.ratio.toFixed(2)}, tunnel/same hops ${v.ratioSameHops.toFixed(2)}\n`);
+  for (const l of r.lineRates) process.stdout.write(`link ${l.gbps} Gbit/s: tunnel ${median(l.tunnelGbps).toFixed(2)}, direct ${median(l.directGbps).toFixed(2)} Gbit/s, tunnel/direct ${l.ratio.toFixed(2)}\n`);
 }

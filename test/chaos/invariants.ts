@@ -236,7 +236,7 @@ function cegpViolations(where: string, cegp: CiliumEgressGatewayPolicy | undefin
   return out;
 }
 
-function badTruth(b: BadState, gateways: Map<string, EgressGateway>, policies: Map<string, EgressGatewayPolicy>, cegps: Map<string, CiliumEgressGatewayPolicy>, o: Observed): string[] {
+export function badTruth(b: BadState, gateways: Map<string, EgressGateway>, policies: Map<string, EgressGatewayPolicy>, cegps: Map<string, CiliumEgressGatewayPolicy>, o: Observed): string[] {
   const where = `truth: bad ${b.object.kind} ${b.object.name} (${b.object.why})`;
   const { expect } = b.object;
   // Whether the API took it is the schema's verdict, checked once by the round (acceptanceViolations).
@@ -268,7 +268,10 @@ function badTruth(b: BadState, gateways: Map<string, EgressGateway>, policies: M
   const p = policies.get(b.object.name);
   if (!p) return [`${where}: missing from the API`];
   const cond = readyOf(p.status);
-  const want = expect === 'orphan' ? 'GatewayNotFound' : 'InvalidSpec';
+  // A policy the controller cannot render names a gateway of the world, which a change may have deleted
+  // (seed 20261216 round 8: gw-p1 deleted in round 3): then it is an orphan first, as for the core.
+  const named = (b.object.object as { spec?: { egressGatewayName?: string } }).spec?.egressGatewayName ?? '';
+  const want = expect === 'orphan' || (expect === 'badPolicy' && !gateways.has(named)) ? 'GatewayNotFound' : 'InvalidSpec';
   const out: string[] = [];
   if (cond?.status !== 'False' || cond.reason !== want) out.push(`${where}: Ready ${cond?.status}/${cond?.reason}, want False/${want}`);
   if (cegps.has(`d8.${b.object.name}`)) out.push(`${where}: has a CEGP`);

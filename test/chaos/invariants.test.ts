@@ -1,0 +1,43 @@
+// The oracle's verdict on bad objects, on hand-made API views (the rest of the invariants run in the chaos
+// rounds themselves, test/chaos/chaos*.test.ts).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { CiliumEgressGatewayPolicy, EgressGateway, EgressGatewayPolicy } from '../../src/api/types.ts';
+import { badTruth, type BadState, type Observed } from './invariants.ts';
+
+const badPolicy = (gateway: string): BadState => ({
+  accepted: true,
+  object: {
+    kind: 'EgressGatewayPolicy',
+    name: 'bad-pol-x',
+    expect: 'badPolicy',
+    why: 'IPv6 destination',
+    object: { metadata: { name: 'bad-pol-x' }, spec: { egressGatewayName: gateway, destinationCIDRs: ['2001:db8:1::/64'] } },
+  },
+});
+
+const withReason = (reason: string): EgressGatewayPolicy => ({
+  apiVersion: 'network.deckhouse.io/v1alpha1',
+  kind: 'EgressGatewayPolicy',
+  metadata: { name: 'bad-pol-x' },
+  status: { conditions: [{ type: 'Ready', status: 'False', reason, message: '', lastTransitionTime: '' }] },
+} as unknown as EgressGatewayPolicy);
+
+const gateways = new Map([['gw-v0', { metadata: { name: 'gw-v0' } } as EgressGateway]]);
+const none = new Map<string, CiliumEgressGatewayPolicy>();
+const o = {} as Observed;
+
+describe('chaos oracle: bad objects', () => {
+  it('a policy the controller cannot render, naming an existing gateway, must end InvalidSpec', () => {
+    assert.deepEqual(badTruth(badPolicy('gw-v0'), gateways, new Map([['bad-pol-x', withReason('InvalidSpec')]]), none, o), []);
+    assert.match(badTruth(badPolicy('gw-v0'), gateways, new Map([['bad-pol-x', withReason('GatewayNotFound')]]), none, o).join(), /want False\/InvalidSpec/);
+  });
+
+  // Found by the chaos suite (linux mode, seed 20261216 round 8): the generator named gw-p1, which a
+  // change had deleted five rounds before; the controller rightly said GatewayNotFound, the oracle wanted
+  // InvalidSpec for 120 s.
+  it('a policy the controller cannot render, naming a gateway a change deleted, must end GatewayNotFound', () => {
+    assert.deepEqual(badTruth(badPolicy('gw-p1'), gateways, new Map([['bad-pol-x', withReason('GatewayNotFound')]]), none, o), []);
+    assert.match(badTruth(badPolicy('gw-p1'), gateways, new Map([['bad-pol-x', withReason('InvalidSpec')]]), none, o).join(), /want False\/GatewayNotFound/);
+  });
+});

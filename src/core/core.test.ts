@@ -3,7 +3,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MEMBER_LABEL, MOVE_TO_ANNOTATION, activeForLabel } from '../api/names.ts';
+import { HANDOVER_TO_ANNOTATION, MEMBER_LABEL, MOVE_TO_ANNOTATION, activeForLabel } from '../api/names.ts';
 import type { CiliumEgressGatewayPolicy, EgressGateway } from '../api/types.ts';
 import {
   NodeLabelIndex,
@@ -224,8 +224,13 @@ describe('VIP handover', () => {
     const second = ofKind(r.writes, 'createInstance')[0]!.object.spec!.nodeName!;
     assert.notEqual(second, first);
     // An instance orders its agent to hold and announce the VIP: a late confirmation of the first node
-    // beside the second would make two owners, so the first one's goes in the same pass.
+    // beside the second would make two owners, so the first one's goes in the same pass, and the
+    // second's is held (handover mark) until the first one's is seen deleting (gateway.ts, heldInstance).
     assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', first)]);
+    assert.equal(ofKind(r.writes, 'createInstance')[0]!.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION], second);
+    s = applyWrites(s, r.writes);
+    r = run(s);
+    assert.deepEqual(r.writes.map((w) => [w.kind, 'object' in w ? w.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION] : undefined]), [['updateInstance', undefined]]);
     s = applyWrites(s, r.writes);
     assert.deepEqual(run(s).writes, []);
     s = agentsAct(s, [second]);

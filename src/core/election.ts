@@ -64,6 +64,12 @@ export interface Election {
   clock: { from: number; until: number };
   /** VIP: the nodes that refused the VIP in this handover sequence (see refusals.ts); carried by the target's new instance. */
   refusals: RefusalState | undefined;
+  /**
+   * VIP: the abandoned targets: nodes whose unconfirmed, unmarked instance (an order to take the VIP) goes
+   * in this pass while a target exists. Until those instances are observed deleting, the instances written
+   * for the other nodes are held (heldInstance in gateway.ts).
+   */
+  withdrawing: readonly string[];
 }
 
 interface Verdicts {
@@ -107,7 +113,8 @@ function pickPrimary(list: readonly InstanceFacts[], g: GatewayInfo): Map<string
  * for an unconfirmed instance with the current spec (an outdated one is about to be rewritten, which
  * restarts its clock: assigned-at), unless it is the old owner's during a handover away from it
  * (handoverTo): that agent may rightly not hold the VIP (see HANDOVER_TO_ANNOTATION), and its
- * instance is assigned anew if the handover is abandoned.
+ * instance is assigned anew if the handover is abandoned. Nor for a held target's (marked for its own
+ * node, see heldInstance in gateway.ts): it waits, and is assigned anew when released.
  */
 function handoverClocks(
   g: GatewayInfo,
@@ -216,10 +223,19 @@ interface Settled {
   confirmed: boolean;
   instanceNodes: Map<string, { create: boolean }>;
   v: Verdicts;
+  withdrawing: readonly string[];
 }
 
 /** Step 4 in VIP mode: the label moves to a new node only once its instance is confirmed. */
-function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, InstanceFacts>, observedActive: string, target: string, refs: ReadonlyMap<string, NodeState>, refusals: Refusals | undefined): Settled {
+function settleVIP(
+  g: GatewayInfo,
+  v: Verdicts,
+  primary: ReadonlyMap<string, InstanceFacts>,
+  observedActive: string,
+  target: string,
+  refs: ReadonlyMap<string, NodeState>,
+  refusals: Refusals | undefined,
+): Settled {
   const eligible = (n: string): boolean => v.verdicts.get(n)?.eligible === true;
   const tf = target !== '' ? primary.get(target) : undefined;
   const targetConfirmed = tf !== undefined && isConfirmed(tf, g);
@@ -257,12 +273,21 @@ function settleVIP(g: GatewayInfo, v: Verdicts, primary: ReadonlyMap<string, Ins
   // target it stays: a late confirmation then makes that node usable again, the only owner.
   // A timed-out node beside an unconfirmed target is remembered on the target's instance (refusals.ts):
   // the next pass reports it RefusedVIP, so this one does too.
-  if (confirmed || target !== '') return { active, confirmed, instanceNodes, v: withoutTimeouts(v, !targetConfirmed && target !== '' ? refusals : undefined) };
+  // Dropping it is not enough within one pass: the deletion is written after the other nodes' instances
+  // (make before break), and under a slow API server its agent, re-listing in between, took the VIP late
+  // beside the next owner (found by the chaos suite, linux mode, seed 20261216 round 12: 350 ms of two
+  // owners). So every abandoned target (an unconfirmed, unmarked instance dropped here: timed out, or
+  // left when the old owner is kept again or its node turned ineligible) is `withdrawing`, and the
+  // others' instances wait until it is seen deleting (heldInstance in gateway.ts).
+  if (confirmed || target !== '') {
+    const withdrawing = [...primary].filter(([n, f]) => !instanceNodes.has(n) && f.handoverTo === '' && !isConfirmed(f, g)).map(([n]) => n).sort(byString);
+    return { active, confirmed, instanceNodes, v: withoutTimeouts(v, !targetConfirmed && target !== '' ? refusals : undefined), withdrawing };
+  }
   for (const n of primary.keys()) {
     const x = v.verdicts.get(n);
     if (x && x.reasons.length === 1 && x.reasons[0] === 'HandoverTimedOut' && !instanceNodes.has(n)) instanceNodes.set(n, { create: false });
   }
-  return { active, confirmed, instanceNodes, v };
+  return { active, confirmed, instanceNodes, v, withdrawing: [] };
 }
 
 function withoutTimeouts(v: Verdicts, refusals: Refusals | undefined): Verdicts {
@@ -302,14 +327,14 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
   const observedActive = chooseObservedActive(g, v, primary, inputs.labelled);
   const move = moveOutcome(g, v, inputs.refs);
   const base = { valid, primary, observedActive, clock, byLoad: undefined, refusals };
-  if (!valid) return { ...base, candidates: v.candidates, readyNodes: v.readyNodes, keep: '', target: '', active: '', confirmed: false, move, instanceNodes: new Map() };
+  if (!valid) return { ...base, candidates: v.candidates, readyNodes: v.readyNodes, keep: '', target: '', active: '', confirmed: false, move, instanceNodes: new Map(), withdrawing: [] };
   const keep = keptNode(g, v, primary, observedActive, move);
   const elected = keep === '' && v.readyNodes > 0 ? leastLoaded(g, v, inputs.instances, load) : undefined;
   const target = elected?.target ?? keep;
   const s: Settled =
     g.mode === MODE_PRIMARY_IP
       ? // No instance to wait for: the label moves at once.
-        { active: target, confirmed: target !== '', instanceNodes: new Map(), v }
+        { active: target, confirmed: target !== '', instanceNodes: new Map(), v, withdrawing: [] }
       : settleVIP(g, v, primary, observedActive, target, inputs.refs, refusals);
   return {
     ...base,
@@ -322,5 +347,6 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
     move: movedNote(move, s.active, observedActive),
     instanceNodes: s.instanceNodes,
     byLoad: elected?.byLoad,
+    withdrawing: s.withdrawing,
   };
 }

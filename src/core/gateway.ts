@@ -104,17 +104,43 @@ function desiredInstances(g: GatewayInfo, e: Election, taken: ReadonlySet<string
       // The name is still taken (an old instance terminating): create it on a later pass.
       if (taken.has(name)) continue;
     }
-    const handoverTo = node === e.observedActive ? handingOverTo : undefined;
+    const held = heldInstance(g, e, node, observed);
+    const handoverTo = held ?? (node === e.observedActive ? handingOverTo : undefined);
     // A retry of a refused sequence (refusals.ts) assigns the target's instance anew: a new handover clock.
     // So does an abandoned handover its old owner's (the mark goes): an agent that let go of the VIP
-    // meanwhile (a fence) takes it back now, and must confirm it in time like any target.
-    const anew = (e.refusals?.expiredAt !== undefined && node === e.target) || (handoverTo === undefined && observed !== undefined && observed.handoverTo !== '');
+    // meanwhile (a fence) takes it back now, and must confirm it in time like any target. A held target
+    // is assigned anew when it is first held (the refusal memory's retry time counts from it) and when
+    // it is released (the mark goes).
+    const anew =
+      (e.refusals?.expiredAt !== undefined && node === e.target) ||
+      (handoverTo === undefined && observed !== undefined && observed.handoverTo !== '') ||
+      (held === node && observed !== undefined && observed.handoverTo !== node);
     const kept = anew ? undefined : keptAssignedAt(g, node, observed);
     if (kept === undefined) usesNow = true;
     const refused = node === e.target ? refusedAnnotation(g, e, observed) : undefined;
     instances.set(name, desiredInstance(g, node, name, kept ?? nowIso, { refused, handoverTo }));
   }
   return { instances, usesNow };
+}
+
+/**
+ * While an abandoned target's instance is being withdrawn (Election.withdrawing: deleted in this pass, not
+ * yet seen deleting), no other node may be given the VIP: that node's agent, seeing its instance without a
+ * deletionTimestamp, may still take the VIP late (the deletion is written after the makes of a pass, and
+ * a slow API server spreads them apart), and would announce it beside the new owner. So each instance
+ * written meanwhile that is not confirmed (does not hold the VIP already) is held with the handover mark,
+ * which tells its agent not to take the VIP: the target's names its own node (it is next, and waits), any
+ * other keeps its mark or is marked for the target. The next pass, seeing the deletion (a deletionTimestamp
+ * is enough: a dead node's finalizer does not block the failover), releases the target: mark removed,
+ * assigned anew. The held target's instance is written all the same (not left for the next pass) because
+ * it carries the refusal memory (refusals.ts): the withdrawn instance may be gone before the next pass
+ * (its agent releases the finalizer at once), and without the memory that node would be elected again.
+ * Undefined: not held.
+ */
+function heldInstance(g: GatewayInfo, e: Election, node: string, observed: InstanceFacts | undefined): string | undefined {
+  if (e.withdrawing.length === 0 || (observed !== undefined && isConfirmed(observed, g))) return undefined;
+  if (node === e.target) return node;
+  return observed !== undefined && observed.handoverTo !== '' ? observed.handoverTo : e.target;
 }
 
 /**

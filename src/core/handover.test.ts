@@ -7,7 +7,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, MOVE_TO_ANNOTATION, activeForLabel } from '../api/names.ts';
+import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, MOVE_TO_ANNOTATION, REFUSED_ANNOTATION, activeForLabel } from '../api/names.ts';
 import type { EgressGatewayInstance } from '../api/types.ts';
 import { instanceName, reconcile } from './index.ts';
 import { desiredInstance, instanceAnnotations, instanceUpToDate } from './instances.ts';
@@ -39,6 +39,85 @@ function settledPair(): { s: Snapshot; a: string; b: string } {
   assert.ok(a);
   return { s, a, b: a === 'n1' ? 'n2' : 'n1' };
 }
+
+/**
+ * The instance writes of one pass that let a node take the VIP: a created or updated instance without the
+ * handover mark (an order to hold and announce the VIP), as [node, kind].
+ */
+const unmarkedInstanceWrites = (ws: Write[]): string[][] =>
+  ws.flatMap((w) => ((w.kind === 'createInstance' || w.kind === 'updateInstance') && mark(w.object) === undefined ? [[w.object.spec?.nodeName ?? '', w.kind]] : []));
+const reasonsOf = (r: ReturnType<typeof run>, node: string) => r.desired.gateways.get('g')?.candidates.find((c) => c.node === node)?.reasons;
+
+// Found by the chaos suite (linux mode, seed 20261216 round 12): A fenced, the controller wrote B's instance,
+// B (its reads failing) never confirmed; at the timeout the controller re-assigned A's instance (an update,
+// written first) and deleted B's (written last, 400 ms later under a slow etcd). B's agent re-listed in
+// between, saw its instance without a deletionTimestamp and announced the VIP beside A: 350 ms of two owners.
+describe('an abandoned target takes no VIP while another node is given it (seed 20261216 round 12)', () => {
+  it('B timed out, A re-elected: the pass deletes B\'s instance and keeps A\'s held; the next pass (B deleting) re-assigns A', () => {
+    const { s: s0, a, b } = settledPair();
+    let s = agentNotReady(s0, a);
+    s = applyWrites(s, run(s).writes);
+    // B never confirms; A is healthy again 5 s later but holds no VIP (it fenced; the mark kept it from taking it back).
+    s = handingOver(agentNotReady(later(s, 5000), a, false), a);
+    let r = run(s);
+    assert.equal(r.desired.gateways.get('g')?.target, a);
+    assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', b)]);
+    assert.deepEqual(unmarkedInstanceWrites(r.writes), [], 'nobody is given the VIP in the pass that withdraws B');
+    // A's instance stays held (now marked for A itself) and remembers B's refusal.
+    const held = ofKind(r.writes, 'updateInstance');
+    assert.deepEqual(held.map((w) => [w.object.metadata.name, mark(w.object)]), [[instanceName('g', a), a]]);
+    assert.deepEqual(Object.keys(JSON.parse(held[0]?.object.metadata.annotations?.[REFUSED_ANNOTATION] ?? '{}').nodes ?? {}), [b]);
+    const before = reasonsOf(r, b);
+    s = later(applyWrites(s, r.writes), 100);
+    // B's instance is deleting (its agent has not released it yet): A is re-assigned now.
+    r = run(s);
+    assert.deepEqual(reasonsOf(r, b), before, 'the same verdict for B on the next pass');
+    assert.equal(ofKind(r.writes, 'gatewayStatus').length, 0);
+    assert.deepEqual(unmarkedInstanceWrites(r.writes), [[a, 'updateInstance']]);
+    assert.equal(ofKind(r.writes, 'updateInstance')[0]?.object.metadata.annotations?.[ASSIGNED_AT_ANNOTATION], new Date(s.now).toISOString());
+    s = settle(agentsAct(applyWrites(s, r.writes), [a, b]));
+    assert.deepEqual(holders(s), [a]);
+    assert.deepEqual(s.instances.map((i) => [i.spec?.nodeName, mark(i)]), [[a, undefined]]);
+  });
+
+  it('B timed out, a third node C is the target: the pass deletes B\'s instance and creates C\'s held; the next pass (B\'s gone) releases C, B stays refused', () => {
+    let s = settle(cluster(['n1', 'n2', 'n3'].map((name) => ({ name, labels: SEL })), { gateways: [vipGateway('g', '192.0.2.10', SEL)] }));
+    const [a] = holders(s);
+    assert.ok(a);
+    s = agentNotReady(s, a);
+    let r = run(s);
+    const b = ofKind(r.writes, 'createInstance')[0]?.object.spec?.nodeName ?? '';
+    s = applyWrites(s, r.writes);
+    s = later(s, 5000);
+    r = run(s);
+    const c = r.desired.gateways.get('g')?.target ?? '';
+    assert.ok(c !== a && c !== b && c !== '');
+    assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', b)]);
+    assert.deepEqual(unmarkedInstanceWrites(r.writes), [], 'nobody is given the VIP in the pass that withdraws B');
+    assert.deepEqual(ofKind(r.writes, 'createInstance').map((w) => [w.object.spec?.nodeName, mark(w.object)]), [[c, c]]);
+    // B's agent releases its instance at once: the next pass sees it gone, not deleting, and still
+    // remembers B (on C's held instance), so C is released rather than B elected again.
+    s = agentsAct(later(applyWrites(s, r.writes), 100), [b]);
+    assert.equal(instanceOf(s, b), undefined);
+    r = run(s);
+    assert.equal(r.desired.gateways.get('g')?.target, c);
+    assert.deepEqual(reasonsOf(r, b), ['RefusedVIP']);
+    assert.deepEqual(unmarkedInstanceWrites(r.writes), [[c, 'updateInstance']]);
+    s = settle(agentsAct(applyWrites(s, r.writes), [c]));
+    assert.deepEqual(holders(s), [c]);
+  });
+
+  it('a held target\'s agent does not take the VIP (the mark names its own node)', () => {
+    const { s: s0, a, b } = settledPair();
+    let s = agentNotReady(s0, a);
+    s = applyWrites(s, run(s).writes);
+    s = handingOver(agentNotReady(later(s, 5000), a, false), a);
+    s = agentsAct(applyWrites(s, run(s).writes), [a]);
+    assert.equal(mark(instanceOf(s, a)), a);
+    assert.equal(instanceOf(s, a)?.status?.conditions?.[0]?.status, 'False');
+    assert.notEqual(instanceOf(s, b)?.metadata.deletionTimestamp, undefined);
+  });
+});
 
 describe('handover mark on the old owner\'s instance', () => {
   it('is absent in steady state', () => {
@@ -118,11 +197,18 @@ describe('handover mark on the old owner\'s instance', () => {
     assert.deepEqual(r.desired.gateways.get('g')?.candidates.find((c) => c.node === a)?.reasons, [], 'A is not timed out by its old assignment');
     assert.equal(ofKind(r.writes, 'deleteInstance').length, 0);
     s = applyWrites(s, r.writes);
-    // B never confirms: the move is rejected, A is kept, its mark goes and it is assigned now.
+    // B never confirms: the move is rejected, A is kept. B's instance goes first; A's stays held (its
+    // mark now names A itself) until B's is seen deleting: then the mark goes and A is assigned now.
     s = later(s, 5000);
     r = run(s);
     assert.equal(r.desired.gateways.get('g')?.target, a);
-    const up = ofKind(r.writes, 'updateInstance');
+    assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', b)]);
+    let up = ofKind(r.writes, 'updateInstance');
+    assert.deepEqual(up.map((w) => [w.object.metadata.name, w.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION]]), [[instanceName('g', a), a]]);
+    s = later(applyWrites(s, r.writes), 100);
+    r = run(s);
+    assert.equal(ofKind(r.writes, 'deleteInstance').length, 0);
+    up = ofKind(r.writes, 'updateInstance');
     assert.deepEqual(up.map((w) => w.object.metadata.name), [instanceName('g', a)]);
     assert.equal(up[0]?.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION], undefined);
     assert.equal(up[0]?.object.metadata.annotations?.[ASSIGNED_AT_ANNOTATION], new Date(s.now).toISOString());

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, INSTANCE_FINALIZER, MEMBER_LABEL, MODE_VIP, NODE_NAME_LABEL, activeForLabel } from '../api/names.ts';
 import type { EgressGateway, EgressGatewayInstance, NodeLike } from '../api/types.ts';
 import { instanceName, reconcile } from './index.ts';
-import type { Snapshot } from './types.ts';
+import type { Snapshot, Write } from './types.ts';
 import { NOW, T0, agentsAct, applyWrites, ciliumNode, heartbeat, node, pod, policy, primaryGateway, settleWith, update, vipGateway } from './testing.ts';
 import { isConfirmed, instanceFacts } from './instances.ts';
 import { analyseGateway } from './validate.ts';
@@ -154,11 +154,21 @@ describe('properties', () => {
     );
   });
 
-  it('is idempotent: after applying the writes there is nothing left to do', () => {
+  it('is idempotent: after applying the writes there is nothing left to do (a pass that withdraws a timed-out instance: after the next one)', () => {
     fc.assert(
       fc.property(worldArb, (w) => {
         const s = build(w);
-        const s1 = applyWrites(s, reconcile(s).writes);
+        const r = reconcile(s);
+        let s1 = applyWrites(s, r.writes);
+        // The target's instance is held (marked for its own node) until the timed-out instance withdrawn
+        // beside it is seen deleting (gateway.ts, heldInstance): the next pass releases it.
+        const held = (ws: readonly Write[]): boolean =>
+          ws.some((x) => (x.kind === 'createInstance' || x.kind === 'updateInstance') && x.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION] === x.object.spec?.nodeName);
+        if (held(r.writes)) {
+          const r1 = reconcile(s1);
+          assert.ok(!held(r1.writes), 'released by the next pass');
+          s1 = applyWrites(s1, r1.writes);
+        }
         assert.deepEqual(reconcile(s1).writes, []);
       }),
       runs,
@@ -214,6 +224,31 @@ describe('properties', () => {
             .map((i) => i.spec?.nodeName ?? '');
           for (const n of on) assert.ok(allowed.has(n), `${g.metadata.name}: an instance on ${n} beside target ${d.target} (active ${d.active || 'none'})`);
           assert.ok(new Set(on).size <= 2, `${g.metadata.name}: instances on ${on.join(', ')}`);
+        }
+      }),
+      runs,
+    );
+  });
+
+  it('VIP: a pass that withdraws an instance its agent could still act on gives no other node the VIP (seed 20261216 round 12)', () => {
+    fc.assert(
+      fc.property(worldArb, (w) => {
+        const s = build(w);
+        const { writes } = reconcile(s);
+        const observed = new Map(s.instances.map((i) => [i.metadata.name, instanceFacts(i)]));
+        const gatewayOf = (i: EgressGatewayInstance): string | undefined => i.metadata.ownerReferences?.[0]?.uid;
+        // Withdrawn: an unconfirmed instance without the handover mark, deleted in this pass (the order to
+        // take the VIP stands until its agent sees the deletion).
+        const withdrawn = new Set<string | undefined>();
+        for (const x of writes) {
+          const f = x.kind === 'deleteInstance' ? observed.get(x.name) : undefined;
+          if (f && !f.deleting && !f.ready && f.handoverTo === '') withdrawn.add(gatewayOf(f.instance));
+        }
+        for (const x of writes) {
+          if ((x.kind !== 'createInstance' && x.kind !== 'updateInstance') || !withdrawn.has(gatewayOf(x.object))) continue;
+          const was = observed.get(x.object.metadata.name);
+          const holds = was !== undefined && was.ready; // it holds the VIP already: nothing is given
+          assert.ok(holds || x.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION] !== undefined, `${x.kind} ${x.object.metadata.name} lets ${x.object.spec?.nodeName} take the VIP`);
         }
       }),
       runs,

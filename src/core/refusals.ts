@@ -104,7 +104,8 @@ export function refusalsOf(
   const chains: Refusals[] = [];
   for (const f of primary.values()) {
     // The old owner of a handover under way is no target: whatever it carries from its own turn is past.
-    if (f.deleting || f.handoverTo !== '' || !Number.isFinite(f.assignedAt) || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) continue;
+    // A held target (marked for its own node, see heldInstance in gateway.ts) carries the current memory.
+    if (f.deleting || (f.handoverTo !== '' && f.handoverTo !== f.node) || !Number.isFinite(f.assignedAt) || !specMatches(f.instance, f.node, g) || isConfirmed(f, g)) continue;
     const c = parseRefusals(f.instance);
     if (c === undefined) continue;
     const r: Refusals = { ...c, retryAt: retryTime(f.assignedAt, handoverTimeoutMs, c.retries) };

@@ -10,11 +10,11 @@ import type {
   NodeLike,
   PodLike,
 } from '../api/types.ts';
-import { API_VERSION, KIND_GATEWAY, KIND_POLICY, MODE_PRIMARY_IP, MODE_VIP, MOVE_TO_ANNOTATION } from '../api/names.ts';
+import { API_VERSION, HANDOVER_TO_ANNOTATION, KIND_GATEWAY, KIND_POLICY, MODE_PRIMARY_IP, MODE_VIP, MOVE_TO_ANNOTATION } from '../api/names.ts';
 import type { Heartbeat, Snapshot, UplinkState, Write } from './types.ts';
 import { heartbeatLive } from './eligibility.ts';
 import { nameOf } from './util.ts';
-import { instanceAnnotations } from './instances.ts';
+import { instanceAnnotations, instanceFacts } from './instances.ts';
 
 export const NOW = Date.parse('2026-01-01T00:00:00.000Z');
 export const T0 = '2025-12-01T00:00:00Z';
@@ -253,7 +253,9 @@ const readyCondition = (status: 'True' | 'False', generation: number | undefined
 
 /**
  * What live agents do: confirm their non-deleting instances (Ready=True for the current generation) and
- * remove the finalizer of their deleting ones. `only`: restrict to these nodes.
+ * remove the finalizer of their deleting ones. `only`: restrict to these nodes. An instance with the
+ * handover mark (HANDOVER_TO_ANNOTATION) is confirmed only if it already was (the agent keeps a VIP it
+ * holds but does not take one): otherwise it reports Ready=False, as the agent does (HandingOver).
  */
 export function agentsAct(snapshot: Snapshot, only?: readonly string[]): Snapshot {
   const live = new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
@@ -264,7 +266,9 @@ export function agentsAct(snapshot: Snapshot, only?: readonly string[]): Snapsho
       if (!acts(i.spec?.nodeName)) return [i];
       if (i.metadata.deletionTimestamp) return [];
       const o = structuredClone(i);
-      o.status = { observedGeneration: o.metadata.generation, conditions: [readyCondition('True', o.metadata.generation)] };
+      const holds = instanceFacts(i).ready;
+      const taken = holds || i.metadata.annotations?.[HANDOVER_TO_ANNOTATION] === undefined;
+      o.status = { observedGeneration: o.metadata.generation, conditions: [readyCondition(taken ? 'True' : 'False', o.metadata.generation)] };
       return [o];
     }),
   };

@@ -474,7 +474,7 @@ export class Agent {
         const held = this.#held.has(vip.ip);
         const error = this.#errors.get(vip.ip) ?? framesError;
         const to = held ? undefined : vip.handoverTo;
-        const status = instanceStatus(inst, { ok: held && frames.ok, announced: this.#held.size, ...(to !== undefined ? { handingOverTo: to } : { error }) }, nowIso);
+        const status = instanceStatus(inst, { ok: held && frames.ok, announced: this.#held.size, ...(to !== undefined ? { handingOverTo: to, node } : { error }) }, nowIso);
         if (status) await this.#writeStatus(inst, status);
       }
     }
@@ -489,7 +489,12 @@ export class Agent {
       const key = `${vip.handoverTo}/${kept ? 'kept' : 'not taken'}`;
       now.set(vip.ip, key);
       if (this.#handingOver.get(vip.ip) === key) continue;
-      const msg = kept ? 'keeping the VIP until its instance goes: it is being handed over to another node' : 'not taking the VIP: it is being handed over to another node';
+      const msg =
+        vip.handoverTo === this.#o.nodeName
+          ? 'not taking the VIP yet: the controller holds this node back until the instance of the node tried before is deleted'
+          : kept
+            ? 'keeping the VIP until its instance goes: it is being handed over to another node'
+            : 'not taking the VIP: it is being handed over to another node';
       this.#log.info({ vip: vip.ip, to: vip.handoverTo, instances: vip.instances }, msg);
     }
     this.#handingOver.clear();

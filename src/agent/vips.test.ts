@@ -123,4 +123,7 @@ test('Ready condition while handing over: False, reason HandingOver, naming the 
     reason: 'HandingOver',
     message: 'Not taking the Virtual IP: it is being handed over to node n2',
   });
+  // Held by the controller (the mark names this node): it is next, and waits.
+  assert.equal(readyCondition({ ok: false, announced: 0, handingOverTo: 'n1', node: 'n1' }).message, 'Not taking the Virtual IP yet: this node is next, once the instance of the node tried before is deleted');
+  assert.equal(readyCondition({ ok: false, announced: 0, handingOverTo: 'n2', node: 'n1' }).reason, 'HandingOver');
 });

@@ -124,9 +124,15 @@ export interface Outcome {
   error?: string;
   /** Not held because it is being handed over to this node (DesiredVip.handoverTo). */
   handingOverTo?: string;
+  /** This agent's node: a handover mark naming it holds a VIP back until the controller releases it. */
+  node?: string;
 }
 
 export function readyCondition(outcome: Outcome): Pick<Condition, 'type' | 'status' | 'reason' | 'message'> {
+  if (!outcome.ok && outcome.handingOverTo !== undefined && outcome.handingOverTo === outcome.node) {
+    // The controller holds the next owner back while the instance of a node it gave up on is being deleted.
+    return { type: 'Ready', status: 'False', reason: 'HandingOver', message: 'Not taking the Virtual IP yet: this node is next, once the instance of the node tried before is deleted' };
+  }
   if (!outcome.ok && outcome.handingOverTo !== undefined) {
     return { type: 'Ready', status: 'False', reason: 'HandingOver', message: `Not taking the Virtual IP: it is being handed over to node ${outcome.handingOverTo}` };
   }

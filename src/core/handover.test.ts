@@ -52,13 +52,19 @@ const reasonsOf = (r: ReturnType<typeof run>, node: string) => r.desired.gateway
 // B (its reads failing) never confirmed; at the timeout the controller re-assigned A's instance (an update,
 // written first) and deleted B's (written last, 400 ms later under a slow etcd). B's agent re-listed in
 // between, saw its instance without a deletionTimestamp and announced the VIP beside A: 350 ms of two owners.
+/** A fenced, the VIP went to B, B never confirmed; 5 s later A is healthy again but holds no VIP (the mark kept it from taking it back). */
+function bTimedOutAReElected(): { s: Snapshot; a: string; b: string } {
+  const { s: s0, a, b } = settledPair();
+  let s = agentNotReady(s0, a);
+  s = applyWrites(s, run(s).writes);
+  return { s: handingOver(agentNotReady(later(s, 5000), a, false), a), a, b };
+}
+
 describe('an abandoned target takes no VIP while another node is given it (seed 20261216 round 12)', () => {
   it('B timed out, A re-elected: the pass deletes B\'s instance and keeps A\'s held; the next pass (B deleting) re-assigns A', () => {
-    const { s: s0, a, b } = settledPair();
-    let s = agentNotReady(s0, a);
-    s = applyWrites(s, run(s).writes);
-    // B never confirms; A is healthy again 5 s later but holds no VIP (it fenced; the mark kept it from taking it back).
-    s = handingOver(agentNotReady(later(s, 5000), a, false), a);
+    const start = bTimedOutAReElected();
+    const { a, b } = start;
+    let s = start.s;
     let r = run(s);
     assert.equal(r.desired.gateways.get('g')?.target, a);
     assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', b)]);
@@ -108,11 +114,8 @@ describe('an abandoned target takes no VIP while another node is given it (seed 
   });
 
   it('a held target\'s agent does not take the VIP (the mark names its own node)', () => {
-    const { s: s0, a, b } = settledPair();
-    let s = agentNotReady(s0, a);
-    s = applyWrites(s, run(s).writes);
-    s = handingOver(agentNotReady(later(s, 5000), a, false), a);
-    s = agentsAct(applyWrites(s, run(s).writes), [a]);
+    const { s: s0, a, b } = bTimedOutAReElected();
+    const s = agentsAct(applyWrites(s0, run(s0).writes), [a]);
     assert.equal(mark(instanceOf(s, a)), a);
     assert.equal(instanceOf(s, a)?.status?.conditions?.[0]?.status, 'False');
     assert.notEqual(instanceOf(s, b)?.metadata.deletionTimestamp, undefined);

@@ -125,16 +125,23 @@ export class FailoverRig {
       'table inet rstprobe {}',
       'delete table inet rstprobe',
       'table inet rstprobe {',
-      '\tset rsts { type ipv4_addr . inet_service; flags dynamic; }',
-      '\tchain out { type filter hook output priority 0; policy accept; tcp flags & rst == rst add @rsts { ip daddr . tcp dport }; }',
+      '\tset rsts { type ipv4_addr . inet_service . inet_service; flags dynamic; }',
+      '\tchain out { type filter hook output priority 0; policy accept; tcp flags & rst == rst add @rsts { ip daddr . tcp dport . tcp sport }; }',
       '}',
     ].join('\n')]);
   }
 
-  /** The RSTs (destination ip:port) the namespace's own stack sent since the case began. */
-  async rstsSent(ns: string): Promise<string[]> {
-    const j = JSON.parse(await this.lab.exec(ns, 'nft', ['-j', 'list', 'set', 'inet', 'rstprobe', 'rsts'])) as { nftables: Array<{ set?: { elem?: Array<{ concat: [string, number] }> } }> };
-    return (j.nftables.find((o) => o.set)?.set?.elem ?? []).map((e) => `${e.concat[0]}:${e.concat[1]}`).sort();
+  /**
+   * The RSTs (destination ip:port) the namespace's own stack sent since the case began, on connections to
+   * or from `serverPort` (the case's own server: a connection an earlier case left behind may still draw
+   * a RST while a later case runs — seen in CI).
+   */
+  async rstsSent(ns: string, serverPort: number): Promise<string[]> {
+    const j = JSON.parse(await this.lab.exec(ns, 'nft', ['-j', 'list', 'set', 'inet', 'rstprobe', 'rsts'])) as { nftables: Array<{ set?: { elem?: Array<{ concat: [string, number, number] }> } }> };
+    return (j.nftables.find((o) => o.set)?.set?.elem ?? [])
+      .filter((e) => e.concat[1] === serverPort || e.concat[2] === serverPort)
+      .map((e) => `${e.concat[0]}:${e.concat[1]}`)
+      .sort();
   }
 
   /**

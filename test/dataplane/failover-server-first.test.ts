@@ -83,8 +83,8 @@ describe('a VIP failover where the server (or the pod, closing) sends first: the
     return { id, cid: `${id}a`, server, port };
   };
   /** No RST from gateway node 2's stack and the pod's connection still open: nothing was answered. */
-  const nothingAnswered = async (cid: string) => {
-    assert.deepEqual(await rig.rstsSent(rig.gw2.ns), [], 'no RST from the new gateway node');
+  const nothingAnswered = async (cid: string, server: number) => {
+    assert.deepEqual(await rig.rstsSent(rig.gw2.ns, server), [], 'no RST from the new gateway node');
     assert.equal(closedEvent(client, cid), undefined, 'the pod\'s connection is still open');
   };
 
@@ -92,7 +92,7 @@ describe('a VIP failover where the server (or the pod, closing) sends first: the
     const { id, cid, server, port } = await openAndFailOver();
     await inet.tcpPeer(id, port, 'end');
     assert.deepEqual(await seen('fin'), ['invalid'], 'conntrack cannot pick a connection up from a FIN');
-    await nothingAnswered(cid);
+    await nothingAnswered(cid, server);
 
     await client.tcpSend(cid, 'a2');
     assert.deepEqual([(await rig.pickedUp(pod, server)).natPort], [port], 'node 2 keeps the port the server knows');
@@ -101,48 +101,48 @@ describe('a VIP failover where the server (or the pod, closing) sends first: the
     await poll('the server\'s side closed', () => inet.tcp.find((e) => e.id === id && e.ev === 'closed'), WAIT);
     assert.equal(inet.tcp.find((e) => e.id === id && e.ev === 'closed')?.error, undefined);
     assert.deepEqual(rig.serverLines(id), [`${port}:a1`, `${port}:a2`], 'the half-closed server still read the pod\'s line');
-    for (const ns of [rig.gw2.ns, rig.net.internet.ns]) assert.deepEqual(await rig.rstsSent(ns), [], `no RST from ${ns}`);
+    for (const ns of [rig.gw2.ns, rig.net.internet.ns]) assert.deepEqual(await rig.rstsSent(ns, server), [], `no RST from ${ns}`);
   });
 
   it('the server sends data first: new on the new node, dropped; once the pod speaks both lines get through', async () => {
-    const { id, cid, port } = await openAndFailOver();
+    const { id, cid, port, server } = await openAndFailOver();
     await inet.tcpPeer(id, port, 'send', 's1');
     assert.deepEqual(await seen('data'), ['new'], 'conntrack picks the segment up (loose) in the server\'s direction');
-    await nothingAnswered(cid);
+    await nothingAnswered(cid, server);
 
     await client.tcpSend(cid, 'a2');
     await poll('the pod reads the server\'s line and the echo of its own', () => echoed(client, cid, 's1') && echoed(client, cid, 'a2'), WAIT);
     assert.deepEqual(rig.serverLines(id), [`${port}:a1`, `${port}:a2`]);
     assert.equal(closedEvent(client, cid), undefined);
-    for (const ns of [rig.gw2.ns, rig.net.internet.ns]) assert.deepEqual(await rig.rstsSent(ns), [], `no RST from ${ns}`);
+    for (const ns of [rig.gw2.ns, rig.net.internet.ns]) assert.deepEqual(await rig.rstsSent(ns, server), [], `no RST from ${ns}`);
   });
 
   it('the server sends a bare ACK first (a keepalive probe): new on the new node, dropped; the connection carries on', async () => {
-    const { id, cid, port } = await openAndFailOver();
+    const { id, cid, port, server } = await openAndFailOver();
     await inet.tcpPeer(id, port, 'keepalive');
     assert.deepEqual(await seen('ack'), ['new']);
-    await nothingAnswered(cid);
+    await nothingAnswered(cid, server);
 
     await client.tcpSend(cid, 'a2');
     await poll('the pod\'s line echoes through node 2', () => echoed(client, cid, 'a2'), WAIT);
-    for (const ns of [rig.gw2.ns, rig.net.internet.ns]) assert.deepEqual(await rig.rstsSent(ns), [], `no RST from ${ns}`);
+    for (const ns of [rig.gw2.ns, rig.net.internet.ns]) assert.deepEqual(await rig.rstsSent(ns, server), [], `no RST from ${ns}`);
   });
 
   it('the server resets first (RST): invalid on the new node, dropped (no socket would take it anyway); the pod learns of it from the server\'s answer to its next segment', async () => {
-    const { id, cid, port } = await openAndFailOver();
+    const { id, cid, port, server } = await openAndFailOver();
     await inet.tcpPeer(id, port, 'reset');
     assert.deepEqual(await seen('rst'), ['invalid']);
-    await nothingAnswered(cid);
+    await nothingAnswered(cid, server);
 
     await client.tcpSend(cid, 'a2');
     await poll('the pod\'s connection reset', () => closedWith(client, cid), WAIT);
     assert.match(closedWith(client, cid)!, /ECONNRESET/);
-    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), [`${VIP}:${port}`], 'the RSTs came from the server');
-    assert.deepEqual(await rig.rstsSent(rig.gw2.ns), []);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), [`${VIP}:${port}`], 'the RSTs came from the server');
+    assert.deepEqual(await rig.rstsSent(rig.gw2.ns, server), []);
   });
 
   it('the pod closes first (FIN): invalid on the new node, which cannot SNAT it: dropped, never sent on with the pod\'s address; the close does not reach the server', async () => {
-    const { id, cid, port } = await openAndFailOver();
+    const { id, cid, port, server } = await openAndFailOver();
     await client.stop(cid);
     // Two FINs seen: the first one's way through node 2 ended long before its retransmission (RTO ≥ 200 ms).
     await poll('the pod\'s FIN and a retransmission at gateway node 2', async () => {
@@ -152,7 +152,7 @@ describe('a VIP failover where the server (or the pod, closing) sends first: the
     assert.deepEqual(await ctStates('podfinstate'), ['invalid'], 'conntrack cannot pick a connection up from a FIN');
     const leaks = JSON.parse(await rig.lab.exec(rig.gw2.ns, 'nft', ['-j', 'list', 'set', 'inet', 'ctprobe', 'leaks'])) as { nftables: Array<{ set?: { elem?: unknown[] } }> };
     assert.deepEqual(leaks.nftables.find((o) => o.set)?.set?.elem ?? [], [], 'nothing left node 2 with the pod\'s address');
-    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), [], 'no RST from the server (to a pod address)');
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), [], 'no RST from the server (to a pod address)');
     assert.equal(inet.tcp.find((e) => e.id === id && e.ev === 'closed'), undefined, `the server's side (port ${port}) is still open: it never got the FIN`);
   });
 });

@@ -66,13 +66,13 @@ describe('SNAT port clash: two pods with the same source port to one server lose
    * the connection: node 2's entry itself is gone by then (conntrack deletes a picked-up entry whose first
    * answer is a RST at once).
    */
-  const resetByServer = async (t: Traffic, id: string): Promise<number> => {
+  const resetByServer = async (t: Traffic, id: string, server: number): Promise<number> => {
     await poll(`${id} reset`, () => closedWith(t, id), WAIT);
     assert.match(closedWith(t, id)!, /ECONNRESET/);
-    const rsts = await rig.rstsSent(rig.net.internet.ns);
+    const rsts = await rig.rstsSent(rig.net.internet.ns, server);
     assert.equal(rsts.length, 1, `one RST from the server: ${rsts.join(', ')}`);
     assert.equal(rsts[0]!.split(':')[0], VIP);
-    assert.deepEqual(await rig.rstsSent(rig.gw2.ns), [], 'no RST from the new gateway node');
+    assert.deepEqual(await rig.rstsSent(rig.gw2.ns, server), [], 'no RST from the new gateway node');
     return Number(rsts[0]!.split(':')[1]);
   };
   const serverLines = (id: string) => rig.serverLines(id);
@@ -92,7 +92,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     const b = await pickedUp(podB, server);
     assert.deepEqual([b.natIP, b.natPort], [VIP, p], 'node 2 gives B the pod port, which the server knows as A\'s connection');
     await ta.tcpSend(`${id}a`, 'a2');
-    const aPort = await resetByServer(ta, `${id}a`);
+    const aPort = await resetByServer(ta, `${id}a`, server);
     assert.ok(aPort !== p && aPort !== portB, `node 2 remapped A to a port the server never saw (got ${aPort})`);
     // B's segment hit A's server socket out of window: never delivered, answered by ACKs of A's byte
     // stream. B retransmits it and stays open: a stall (until the pod's TCP gives up, minutes later).
@@ -116,7 +116,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     assert.deepEqual([a.natIP, a.natPort], [VIP, p], 'A keeps its port on node 2');
     await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
     await tb.tcpSend(`${id}b`, 'b2');
-    const bPort = await resetByServer(tb, `${id}b`);
+    const bPort = await resetByServer(tb, `${id}b`, server);
     assert.ok(bPort !== p && bPort !== portB, `node 2 remapped B to a port the server never saw (got ${bPort})`);
     assert.equal(closedWith(ta, `${id}a`), undefined, 'A survives');
     assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`].sort());
@@ -135,7 +135,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
       assert.deepEqual([e.natIP, e.natPort], [VIP, port]);
       await poll(`${who} echoes through node 2`, () => echoed(t, `${id}${who}`, `${who}2`), WAIT);
     }
-    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), []);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
     assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
   });
 
@@ -159,7 +159,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     await ta.tcpSend(`${id}a`, 'a2');
     assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: it is free on node 2');
     await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
-    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns), []);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
     assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
   });
 });

@@ -302,12 +302,18 @@ export function dataplaneViolations(o: Observed, world: World, allVips: Readonly
 
 const isBad = (name: string): boolean => name.startsWith('bad-');
 
-/** What the valid objects get from a desired state: their decisions, instances, CEGPs and active-for labels. */
-function validPart(d: Desired): string {
+/**
+ * What the valid objects get from a desired state: their decisions, instances, CEGPs and active-for labels.
+ * A node whose only active-for labels are bad gateways' has none of the valid ones: it is left out, as it
+ * is when the bad gateways are absent (linux seed 20261217 round 41: node1 [] against no entry).
+ */
+export function validPart(d: Pick<Desired, 'gateways' | 'instances' | 'cegps' | 'nodeLabels' | 'dataplanes'>): string {
   const gws = [...d.gateways.values()].filter((g) => !isBad(g.name)).map((g) => [g.name, g.target, g.active, g.phase]);
   const insts = [...d.instances.values()].filter((i) => !isBad(i.metadata.name)).map((i) => [i.metadata.name, i.spec]);
   const cegps = [...d.cegps.values()].filter((c) => !isBad(c.metadata.name.replace(/^d8\./, ''))).map((c) => [c.metadata.name, c.spec]);
-  const labels = [...d.nodeLabels].map(([n, keys]) => [n, [...keys].filter((k) => k.startsWith(ACTIVE_FOR_PREFIX) && !isBad(k.slice(ACTIVE_FOR_PREFIX.length))).sort()]);
+  const labels = [...d.nodeLabels]
+    .map(([n, keys]) => [n, [...keys].filter((k) => k.startsWith(ACTIVE_FOR_PREFIX) && !isBad(k.slice(ACTIVE_FOR_PREFIX.length))).sort()] as const)
+    .filter(([, keys]) => keys.length > 0);
   const dataplanes = [...(d.dataplanes?.values() ?? [])].filter((o) => !isBad(o.metadata.name)).map((o) => [o.metadata.name, o.spec]);
   return JSON.stringify({ gws, insts, cegps, labels, dataplanes });
 }

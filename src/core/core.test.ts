@@ -225,10 +225,13 @@ describe('VIP handover', () => {
     assert.notEqual(second, first);
     // An instance orders its agent to hold and announce the VIP: a late confirmation of the first node
     // beside the second would make two owners, so the first one's goes in the same pass, and the
-    // second's is held (handover mark) until the first one's is seen deleting (gateway.ts, heldInstance).
+    // second's is held (handover mark) until the first one's is gone: the first node's agent is alive and
+    // may still take the VIP until it has seen the deletion and released its instance (gateway.ts, heldInstance).
     assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', first)]);
     assert.equal(ofKind(r.writes, 'createInstance')[0]!.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION], second);
     s = applyWrites(s, r.writes);
+    assert.deepEqual(run(s).writes, [], 'still held while the first instance is deleting');
+    s = agentsAct(s, [first]);
     r = run(s);
     assert.deepEqual(r.writes.map((w) => [w.kind, 'object' in w ? w.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION] : undefined]), [['updateInstance', undefined]]);
     s = applyWrites(s, r.writes);

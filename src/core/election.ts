@@ -66,8 +66,9 @@ export interface Election {
   refusals: RefusalState | undefined;
   /**
    * VIP: the abandoned targets: nodes whose unconfirmed, unmarked instance (an order to take the VIP) goes
-   * in this pass while a target exists. Until those instances are observed deleting, the instances written
-   * for the other nodes are held (heldInstance in gateway.ts).
+   * in this pass while a target exists, and the nodes whose instance is deleting while their heartbeat is
+   * live (their agent has not yet released it). Until those instances are gone, the instances written for
+   * the other nodes are held (heldInstance in gateway.ts).
    */
   withdrawing: readonly string[];
 }
@@ -230,6 +231,7 @@ interface Settled {
 function settleVIP(
   g: GatewayInfo,
   v: Verdicts,
+  instances: readonly InstanceFacts[],
   primary: ReadonlyMap<string, InstanceFacts>,
   observedActive: string,
   target: string,
@@ -278,9 +280,22 @@ function settleVIP(
   // beside the next owner (found by the chaos suite, linux mode, seed 20261216 round 12: 350 ms of two
   // owners). So every abandoned target (an unconfirmed, unmarked instance dropped here: timed out, or
   // left when the old owner is kept again or its node turned ineligible) is `withdrawing`, and the
-  // others' instances wait until it is seen deleting (heldInstance in gateway.ts).
+  // others' instances wait until it is gone (heldInstance in gateway.ts).
+  // Seeing it deleting is not enough while its node's agent is alive: that agent may have re-listed just
+  // before the deletion and take the VIP after it (found by the chaos suite, linux mode, seed 20261219
+  // round 30: the agent, back from a fence, took the VIP 300 ms after its instance was deleted and 150 ms
+  // after the next owner was released). Only its agent removing the finalizer, which it does once it has
+  // withdrawn, says it will not take the VIP. A node whose heartbeat is not live has no agent that could
+  // (its agent fenced itself and must re-list before taking anything), so its deleting instance does not
+  // hold the others back: a dead node's finalizer never blocks a failover. Any instance of a live node that
+  // goes in this pass counts too, also one that holds the VIP or is marked (a stray holder off the selector,
+  // an old owner that reported it let go, perhaps in a status older than its latest take): the next owner
+  // is given the VIP once that agent has withdrawn, never beside it.
   if (confirmed || target !== '') {
-    const withdrawing = [...primary].filter(([n, f]) => !instanceNodes.has(n) && f.handoverTo === '' && !isConfirmed(f, g)).map(([n]) => n).sort(byString);
+    const live = (n: string): boolean => refs.get(n)?.heartbeat === 'live';
+    const abandoned = [...primary].filter(([n, f]) => !instanceNodes.has(n) && ((f.handoverTo === '' && !isConfirmed(f, g)) || live(n))).map(([n]) => n);
+    const releasing = instances.filter((f) => f.deleting && f.node !== '' && !instanceNodes.has(f.node) && live(f.node)).map((f) => f.node);
+    const withdrawing = [...new Set([...abandoned, ...releasing])].sort(byString);
     return { active, confirmed, instanceNodes, v: withoutTimeouts(v, !targetConfirmed && target !== '' ? refusals : undefined), withdrawing };
   }
   for (const n of primary.keys()) {
@@ -335,7 +350,7 @@ export function elect(g: GatewayInfo, inputs: ElectionInputs, load: ReadonlyMap<
     g.mode === MODE_PRIMARY_IP
       ? // No instance to wait for: the label moves at once.
         { active: target, confirmed: target !== '', instanceNodes: new Map(), v, withdrawing: [] }
-      : settleVIP(g, v, primary, observedActive, target, inputs.refs, refusals);
+      : settleVIP(g, v, inputs.instances, primary, observedActive, target, inputs.refs, refusals);
   return {
     ...base,
     candidates: s.v.candidates,

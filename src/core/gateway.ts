@@ -124,15 +124,16 @@ function desiredInstances(g: GatewayInfo, e: Election, taken: ReadonlySet<string
 }
 
 /**
- * While an abandoned target's instance is being withdrawn (Election.withdrawing: deleted in this pass, not
- * yet seen deleting), no other node may be given the VIP: that node's agent, seeing its instance without a
- * deletionTimestamp, may still take the VIP late (the deletion is written after the makes of a pass, and
- * a slow API server spreads them apart), and would announce it beside the new owner. So each instance
- * written meanwhile that is not confirmed (does not hold the VIP already) is held with the handover mark,
- * which tells its agent not to take the VIP: the target's names its own node (it is next, and waits), any
- * other keeps its mark or is marked for the target. The next pass, seeing the deletion (a deletionTimestamp
- * is enough: a dead node's finalizer does not block the failover), releases the target: mark removed,
- * assigned anew. The held target's instance is written all the same (not left for the next pass) because
+ * While an abandoned target's instance is being withdrawn (Election.withdrawing: deleted in this pass, or
+ * deleting and not yet released by its node's live agent), no other node may be given the VIP: that
+ * node's agent, having listed its instance without a deletionTimestamp, may still take the VIP late (the
+ * deletion is written after the makes of a pass, a slow API server spreads them apart, and the agent's
+ * view lags the API server's), and would announce it beside the new owner. So each instance written
+ * meanwhile that is not confirmed (does not hold the VIP already) is held with the handover mark, which
+ * tells its agent not to take the VIP: the target's names its own node (it is next, and waits), any other
+ * keeps its mark or is marked for the target. The pass that sees the instance gone (its agent withdrew and
+ * removed the finalizer), or its node's heartbeat no longer live (a dead node's finalizer does not block
+ * the failover), releases the target: mark removed, assigned anew. The held target's instance is written all the same (not left for the next pass) because
  * it carries the refusal memory (refusals.ts): the withdrawn instance may be gone before the next pass
  * (its agent releases the finalizer at once), and without the memory that node would be elected again.
  * Undefined: not held.

@@ -61,7 +61,7 @@ function bTimedOutAReElected(): { s: Snapshot; a: string; b: string } {
 }
 
 describe('an abandoned target takes no VIP while another node is given it (seed 20261216 round 12)', () => {
-  it('B timed out, A re-elected: the pass deletes B\'s instance and keeps A\'s held; the next pass (B deleting) re-assigns A', () => {
+  it('B timed out, A re-elected: the pass deletes B\'s instance and keeps A\'s held, still held while B\'s live agent has not released it, re-assigned once it has', () => {
     const start = bTimedOutAReElected();
     const { a, b } = start;
     let s = start.s;
@@ -75,7 +75,14 @@ describe('an abandoned target takes no VIP while another node is given it (seed 
     assert.deepEqual(Object.keys(JSON.parse(held[0]?.object.metadata.annotations?.[REFUSED_ANNOTATION] ?? '{}').nodes ?? {}), [b]);
     const before = reasonsOf(r, b);
     s = later(applyWrites(s, r.writes), 100);
-    // B's instance is deleting (its agent has not released it yet): A is re-assigned now.
+    // B's instance is deleting, but B's agent is alive and has not released it: it may have listed its
+    // instance just before the deletion and still take the VIP (chaos, linux, seed 20261219 round 30).
+    // A stays held.
+    r = run(s);
+    assert.deepEqual(unmarkedInstanceWrites(r.writes), [], 'nobody is given the VIP while B\'s live agent has not released its instance');
+    // B's agent has seen the deletion, withdrawn and removed the finalizer: A is re-assigned now.
+    s = agentsAct(later(applyWrites(s, r.writes), 100), [b]);
+    assert.equal(instanceOf(s, b), undefined);
     r = run(s);
     assert.deepEqual(reasonsOf(r, b), before, 'the same verdict for B on the next pass');
     assert.equal(ofKind(r.writes, 'gatewayStatus').length, 0);
@@ -111,6 +118,20 @@ describe('an abandoned target takes no VIP while another node is given it (seed 
     assert.deepEqual(unmarkedInstanceWrites(r.writes), [[c, 'updateInstance']]);
     s = settle(agentsAct(applyWrites(s, r.writes), [c]));
     assert.deepEqual(holders(s), [c]);
+  });
+
+  it('B\'s node dead (heartbeat expired): its deleting instance, never released, does not hold A back', () => {
+    const start = bTimedOutAReElected();
+    const { a, b } = start;
+    let s = start.s;
+    s = later(applyWrites(s, run(s).writes), 100);
+    assert.notEqual(instanceOf(s, b)?.metadata.deletionTimestamp, undefined);
+    assert.deepEqual(unmarkedInstanceWrites(run(s).writes), [], 'held while B\'s heartbeat is live');
+    // B's agent dies: its heartbeat expires and nobody removes the finalizer.
+    s = { ...s, heartbeats: s.heartbeats.map((h) => (h.node === b ? { ...h, observedAt: s.now - 60_000 } : h)) };
+    assert.deepEqual(unmarkedInstanceWrites(run(s).writes), [[a, 'updateInstance']]);
+    s = settle(agentsAct(applyWrites(s, run(s).writes), [a]));
+    assert.deepEqual(holders(s), [a]);
   });
 
   it('a held target\'s agent does not take the VIP (the mark names its own node)', () => {
@@ -159,10 +180,17 @@ describe('handover mark on the old owner\'s instance', () => {
     let s = agentNotReady(s0, a);
     s = applyWrites(s, run(s).writes);
     s = handingOver(s, a);
-    const r = run(s);
-    // Nothing to make before break with: A's instance goes, B's stays the target.
+    let r = run(s);
+    // Nothing to make before break with: A's instance goes, B's stays the target. A's agent is alive and
+    // its status may be older than its latest take: B's instance is held (marked for B) until A's is gone.
     assert.deepEqual(ofKind(r.writes, 'deleteInstance').map((w) => w.name), [instanceName('g', a)]);
     assert.equal(r.desired.gateways.get('g')?.target, b);
+    assert.deepEqual(ofKind(r.writes, 'updateInstance').map((w) => [w.object.spec?.nodeName, mark(w.object)]), [[b, b]]);
+    s = applyWrites(s, r.writes);
+    assert.deepEqual(unmarkedInstanceWrites(run(s).writes), [], 'still held while A\'s instance is deleting');
+    s = agentsAct(s, [a]);
+    r = run(s);
+    assert.deepEqual(unmarkedInstanceWrites(r.writes), [[b, 'updateInstance']]);
     s = settle(agentsAct(applyWrites(s, r.writes), [b]));
     assert.deepEqual(holders(s), [b]);
   });
@@ -201,7 +229,7 @@ describe('handover mark on the old owner\'s instance', () => {
     assert.equal(ofKind(r.writes, 'deleteInstance').length, 0);
     s = applyWrites(s, r.writes);
     // B never confirms: the move is rejected, A is kept. B's instance goes first; A's stays held (its
-    // mark now names A itself) until B's is seen deleting: then the mark goes and A is assigned now.
+    // mark now names A itself) until B's is gone: then the mark goes and A is assigned now.
     s = later(s, 5000);
     r = run(s);
     assert.equal(r.desired.gateways.get('g')?.target, a);
@@ -209,6 +237,8 @@ describe('handover mark on the old owner\'s instance', () => {
     let up = ofKind(r.writes, 'updateInstance');
     assert.deepEqual(up.map((w) => [w.object.metadata.name, w.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION]]), [[instanceName('g', a), a]]);
     s = later(applyWrites(s, r.writes), 100);
+    assert.deepEqual(unmarkedInstanceWrites(run(s).writes), [], 'A stays held while B\'s live agent has not released its instance');
+    s = agentsAct(s, [b]);
     r = run(s);
     assert.equal(ofKind(r.writes, 'deleteInstance').length, 0);
     up = ofKind(r.writes, 'updateInstance');

@@ -7,7 +7,7 @@ import { ASSIGNED_AT_ANNOTATION, HANDOVER_TO_ANNOTATION, INSTANCE_FINALIZER, MEM
 import type { EgressGateway, EgressGatewayInstance, NodeLike } from '../api/types.ts';
 import { instanceName, reconcile } from './index.ts';
 import type { Snapshot, Write } from './types.ts';
-import { NOW, T0, agentsAct, applyWrites, ciliumNode, heartbeat, node, pod, policy, primaryGateway, settleWith, update, vipGateway } from './testing.ts';
+import { NOW, T0, agentsAct, agentsRelease, applyWrites, ciliumNode, heartbeat, node, pod, policy, primaryGateway, settleWith, update, vipGateway } from './testing.ts';
 import { isConfirmed, instanceFacts } from './instances.ts';
 import { analyseGateway } from './validate.ts';
 
@@ -161,10 +161,12 @@ describe('properties', () => {
         const r = reconcile(s);
         let s1 = applyWrites(s, r.writes);
         // The target's instance is held (marked for its own node) until the timed-out instance withdrawn
-        // beside it is seen deleting (gateway.ts, heldInstance): the next pass releases it.
+        // beside it is gone (gateway.ts, heldInstance): once the live agents have released their deleting
+        // instances, the next pass releases it.
         const held = (ws: readonly Write[]): boolean =>
           ws.some((x) => (x.kind === 'createInstance' || x.kind === 'updateInstance') && x.object.metadata.annotations?.[HANDOVER_TO_ANNOTATION] === x.object.spec?.nodeName);
         if (held(r.writes)) {
+          s1 = agentsRelease(s1);
           const r1 = reconcile(s1);
           assert.ok(!held(r1.writes), 'released by the next pass');
           s1 = applyWrites(s1, r1.writes);

@@ -274,6 +274,12 @@ export function agentsAct(snapshot: Snapshot, only?: readonly string[]): Snapsho
   };
 }
 
+/** The live agents release their nodes' deleting instances (withdraw, remove the finalizer), nothing else. */
+export function agentsRelease(snapshot: Snapshot): Snapshot {
+  const live = new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
+  return { ...snapshot, instances: snapshot.instances.filter((i) => !(i.metadata.deletionTimestamp && live.has(i.spec?.nodeName ?? ''))) };
+}
+
 export function instanceWithStatus(i: EgressGatewayInstance, status: 'True' | 'False'): EgressGatewayInstance {
   const o = structuredClone(i);
   o.status = { observedGeneration: o.metadata.generation, conditions: [readyCondition(status, o.metadata.generation)] };

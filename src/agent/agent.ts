@@ -254,6 +254,7 @@ export class Agent {
     });
     informer.onEvent((type, obj) => {
       if (type === 'delete') this.#released.delete(releaseKey(obj));
+      if (this.#informer === informer) this.#dropUnwanted();
       this.#schedule();
     });
     this.#informer = informer;
@@ -367,6 +368,35 @@ export class Agent {
       this.#retryTimer = undefined;
       this.#schedule();
     }, ms);
+  }
+
+  /**
+   * The VIPs the current informer's instances ask this node to hold (canonical IPs; a VIP being handed
+   * over away from this node counts only while held), or undefined before the informer has synced.
+   */
+  #wantedNow(): Set<string> | undefined {
+    const informer = this.#informer;
+    if (!informer?.hasSynced()) return undefined;
+    const node = this.#o.nodeName;
+    const { vips } = desiredVips(informer.list().filter((i) => isForNode(i, node)), node);
+    return new Set(vips.filter((v) => v.handoverTo === undefined || this.#held.has(v.ip)).map((v) => v.ip));
+  }
+
+  /**
+   * Withdraws at once, on the watch event, every held VIP no live instance asks for any more (its
+   * instance deleted): not at the next reconcile pass, which waits for the current one — its status
+   * writes and finalizer patches, a second each on a loaded API server — and for its own route lookups.
+   * Meanwhile the kernel and the announcer would go on answering for a VIP the controller has handed to
+   * another node (the chaos suite's linux seed 28: 2 s after the deletion). Only removals happen here;
+   * moves and takes stay with the pass.
+   */
+  #dropUnwanted(): void {
+    if (this.#held.size === 0 || this.#stopped) return;
+    const wanted = this.#wantedNow();
+    if (wanted === undefined) return;
+    for (const held of [...this.#held.values()]) {
+      if (!wanted.has(held.ip)) void this.#withdraw(held, 'no longer assigned');
+    }
   }
 
   async #reconcile(): Promise<void> {
@@ -532,6 +562,10 @@ export class Agent {
   #add(vip: DesiredVip, ifname: string): Promise<boolean> {
     return this.#locked(async () => {
       if (!this.#mayTake() || this.#stopped) return false;
+      // The pass decided from the cache as it was before its awaits: an instance deleted (or marked for
+      // a handover away) since then must not be taken now — #dropUnwanted already let go of it. The
+      // event that changed it scheduled another pass.
+      if (!this.#wantedNow()?.has(vip.ip)) return false;
       const cidr = vipCidr(vip.ip);
       // The switch first: an address whose VIP is still gated from an earlier ownership stays silent.
       if (this.#d.fence) {

@@ -41,32 +41,51 @@ interface Meta {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
 }
 
-/** client-node's Watch, with each object passed through `transform` before the cache sees it. */
-class TransformingWatch extends Watch {
-  private readonly transform: (obj: unknown) => unknown;
+/**
+ * client-node's Watch, with each object passed through `transform` (if any) before the cache sees it,
+ * and no watch left running once the informer stopped. ListWatch.stop() aborts only a watch already
+ * established: one whose list or request was in flight at the stop is opened afterwards and was never
+ * closed — an agent that restarts its informer on every fence (agent.ts) piled up a hundred live watches
+ * within minutes under load (chaos linux seed 28), each event delivered to every one of them.
+ */
+class InformerWatch extends Watch {
+  private readonly transform: ((obj: unknown) => unknown) | undefined;
+  private readonly stopped: () => boolean;
 
-  constructor(kc: Watch['config'], transform: (obj: unknown) => unknown) {
+  constructor(kc: Watch['config'], transform: ((obj: unknown) => unknown) | undefined, stopped: () => boolean) {
     super(kc);
     this.transform = transform;
+    this.stopped = stopped;
   }
 
-  override watch(
+  override async watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
     callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
     done: (err: unknown) => void,
   ): Promise<AbortController> {
-    return super.watch(
+    if (this.stopped()) return abortedController();
+    const transform = this.transform;
+    const controller = await super.watch(
       path,
       queryParams,
-      (phase, obj, watchObj) => {
+      transform === undefined ? callback : (phase, obj, watchObj) => {
         // ERROR carries a Status and BOOKMARK only a resourceVersion: those pass unchanged.
         const keep = phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED';
-        callback(phase, keep && obj !== null && typeof obj === 'object' ? this.transform(obj) : obj, watchObj);
+        callback(phase, keep && obj !== null && typeof obj === 'object' ? transform(obj) : obj, watchObj);
       },
       done,
     );
+    // Stopped while the request was on its way: nobody else would ever close it.
+    if (this.stopped()) controller.abort();
+    return controller;
   }
+}
+
+function abortedController(): AbortController {
+  const c = new AbortController();
+  c.abort();
+  return c;
 }
 
 export class Informer<T extends Meta> {
@@ -113,7 +132,7 @@ export class Informer<T extends Meta> {
     const transform = opts.transform as ((obj: unknown) => unknown) | undefined;
     this.lw = new ListWatch<never>(
       resourcePath(opts.resource),
-      transform ? new TransformingWatch(client.kubeConfig, transform) : new Watch(client.kubeConfig),
+      new InformerWatch(client.kubeConfig, transform, () => this.stopped),
       listFn,
       false,
       opts.labelSelector,
@@ -190,6 +209,8 @@ export class Informer<T extends Meta> {
   }
 
   private emit(type: InformerEvent, obj: T): void {
+    // A list answered after stop() still fills ListWatch's cache; nobody listens any more.
+    if (this.stopped) return;
     this.changes++;
     for (const cb of this.listeners) {
       try {

@@ -235,7 +235,7 @@ export async function runDataplaneThroughputBench(runs = 5, log: (l: string) => 
       lineRates.push(o);
     }
     const bare = median(floorGbps.direct);
-    const full = res[1]!;
+    const full = res.find((o) => o.lanMtu === FLOOR_MTU)!;
     return {
       when: new Date().toISOString(),
       machine: { cpus: os.cpus().length, loadAvgStart, loadAvgEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },

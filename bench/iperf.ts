@@ -9,23 +9,38 @@ import { freshPort } from '../src/testenv/traffic.ts';
 const VIA_GATEWAY_TABLE = '190';
 
 /**
- * Routes one pod's traffic to the internet host through `gw` as a plain next hop (an ip rule in the worker,
- * a table of the bench's own; the worker's CNI masquerade still applies, the gateway node only forwards).
- * The gateway node does not send ICMP redirects for it (in and out through the same interface).
+ * Routes one pod's traffic to the internet host by `route` (`ip route` arguments without the destination,
+ * e.g. `via <gw>` or `encap ip id 42 dst <gw> dev egw0`): an ip rule in the worker and a table of the
+ * bench's own, so the pod's other routes and the node's stay as they are.
  */
-export function viaGatewayRoute(net: Network, podNet: PodNet, worker: NetNode, pod: PodNs, gw: NetNode) {
+export function podRoute(net: Network, podNet: PodNet, worker: NetNode, pod: PodNs, route: string[]) {
   const rule = ['rule', '%', 'priority', '1900', 'from', pod.ip, 'to', podNet.internet.ip, 'lookup', VIA_GATEWAY_TABLE];
   const set = (verb: 'add' | 'del') => rule.map((x) => (x === '%' ? verb : x));
   return {
     async on() {
-      await net.exec(gw.ns, 'sysctl', ['-qw', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
-      await net.ip(worker.ns, ['route', 'replace', 'default', 'via', gw.ip, 'table', VIA_GATEWAY_TABLE]);
+      await net.ip(worker.ns, ['route', 'replace', 'default', ...route, 'table', VIA_GATEWAY_TABLE]);
       await net.ip(worker.ns, set('add'));
     },
     async off() {
       await net.ip(worker.ns, set('del'));
       await net.ip(worker.ns, ['route', 'flush', 'table', VIA_GATEWAY_TABLE]);
     },
+  };
+}
+
+/**
+ * Routes one pod's traffic to the internet host through `gw` as a plain next hop (podRoute; the worker's
+ * CNI masquerade still applies, the gateway node only forwards). The gateway node does not send ICMP
+ * redirects for it (in and out through the same interface).
+ */
+export function viaGatewayRoute(net: Network, podNet: PodNet, worker: NetNode, pod: PodNs, gw: NetNode) {
+  const r = podRoute(net, podNet, worker, pod, ['via', gw.ip]);
+  return {
+    async on() {
+      await net.exec(gw.ns, 'sysctl', ['-qw', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.eth0.send_redirects=0']);
+      await r.on();
+    },
+    off: r.off,
   };
 }
 

@@ -3,10 +3,10 @@
 //   [--reference-groups N] [--keepalived-groups N] [--observe-ms MS] [--spike-seed N]
 //   [--reference-grace-ms MS] [--reference-uplink-wait-ms MS]`  (the last two shorten smoke runs only)
 //
-// Runs the controller bench and the failover bench (end-to-end test environment; needs root and
-// `ip netns`), writes bench/results/{controller,failover,summary}.json and prints the tables with the
-// targets. A missed target is printed as MISSED but still exits 0: benchmarks report, tests assert. A
-// bench that could not run at all (crash) exits 1.
+// Runs the controller bench, the failover bench and the data plane benches (end-to-end test environment;
+// needs root and `ip netns`), writes bench/results/{controller,failover,dataplane,dataplane-throughput,
+// summary}.json and prints the tables with the targets. A missed target is printed as MISSED but still
+// exits 0: benchmarks report, tests assert. A bench that could not run at all (crash) exits 1.
 //
 // The controller bench runs in a child process (bench/controller-child.ts) started with exactly the Node/V8
 // flags the controller Deployment gives the controller: the NODE_OPTIONS env entry of its container in
@@ -265,7 +265,16 @@ interface Summary {
     wallSeconds?: number;
   };
   /** The Linux data plane (bench/dataplane.ts). */
-  dataplane?: { skipped?: string; error?: string; throughputRatio?: number; throughputRatioSameHops?: number; throughputTarget?: number; tcpSurvivedShare?: number };
+  dataplane?: {
+    skipped?: string;
+    error?: string;
+    throughputRatio?: number;
+    throughputRatioSameHops?: number;
+    throughputTarget?: number;
+    tcpSurvivedShare?: number;
+    /** bench/dataplane-throughput.ts: bare tunnel + one SNAT rule over bare routing, same run (the floor). */
+    throughputFloor?: number;
+  };
 }
 
 const summary: Summary = {
@@ -379,6 +388,19 @@ if (only === undefined || only === 'dataplane') {
       summary.dataplane = { error: String((err as Error)?.stack ?? err) };
       out(`dataplane bench FAILED to run: ${String(err)}`);
     }
+    try {
+      // Where the throughput gap goes: the two-node rigs and the floor (no netfilter, one piece at a time).
+      const { runDataplaneThroughputBench, throughputTables } = await import('./dataplane-throughput.ts');
+      const t = await runDataplaneThroughputBench(quick ? 1 : 5, log);
+      const file = write('dataplane-throughput.json', t);
+      out('');
+      out(throughputTables(t));
+      out(`(written to ${file})`);
+      summary.dataplane = { ...summary.dataplane, throughputFloor: t.floor.ratioToDirect.tunnelSnat };
+    } catch (err) {
+      crashed = true;
+      out(`dataplane throughput bench FAILED to run: ${String(err)}`);
+    }
   }
 } else summary.dataplane = { skipped: `--only ${only}` };
 
@@ -404,6 +426,7 @@ if (d?.throughputRatio !== undefined) {
   if (d.throughputRatioSameHops !== undefined) rows.push(['dataplane: throughput tunnel + SNAT / same hops without them', d.throughputRatioSameHops.toFixed(2), '', '']);
   rows.push(['dataplane: TCP connections surviving a hard failover', d.tcpSurvivedShare === undefined ? '-' : `${(d.tcpSurvivedShare * 100).toFixed(1)} %`, '', '']);
 } else rows.push(['dataplane', d?.skipped ? `skipped (${d.skipped})` : 'FAILED', '', '']);
+if (d?.throughputFloor !== undefined) rows.push(['dataplane: floor, bare tunnel + one SNAT rule / bare routing (no netfilter)', d.throughputFloor.toFixed(2), '', '']);
 out(renderTable(['summary', 'observed', 'target', ''], rows));
 const missed = rows.filter((r) => r[3] === 'MISSED').length;
 if (missed > 0) out(`\n${missed} target(s) MISSED (reported, not asserted: exit status stays 0).`);

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { describeFault, FAULT_KINDS, kindOfDescription, planFaults } from './faults.ts';
 import { describePlan, planRound } from './round.ts';
 import { Rng } from './rng.ts';
-import { GATEWAYS, initialWorld, VIP_GATEWAYS, type PodSlot, type World } from './world.ts';
+import { applyToWorld, describeMutation, GATEWAYS, initialWorld, VIP_GATEWAYS, type PodSlot, type World } from './world.ts';
 import { plannedPodSlots } from './cluster.ts';
 
 const NODES = ['node1', 'node2', 'node3', 'node4'];
@@ -25,6 +25,22 @@ function run(seed: number, rounds: number, pods: readonly PodSlot[] = []): { pla
 }
 
 describe('chaos plans', () => {
+  it('the changes, applied in time order to the world a round starts from, leave the world it plans (seed 20261220 round 17)', () => {
+    for (const pods of [[], POD_SLOTS]) {
+      let world = initialWorld(NODES, pods);
+      for (let r = 0; r < 300; r++) {
+        const { plan, after } = planRound(world, 20261220, r, HOSTS);
+        let w = world;
+        for (const { mutation } of plan.mutations) {
+          if (mutation.kind === 'nodeHealth') assert.equal(w.nodes.get(mutation.node)?.impairment, mutation.from, `round ${r}: ${describeMutation(mutation)} applied to ${mutation.node} in state ${w.nodes.get(mutation.node)?.impairment}`);
+          w = applyToWorld(w, mutation);
+        }
+        assert.deepEqual(w, after, `round ${r}`);
+        world = after;
+      }
+    }
+  });
+
   it('the same seed plans the same rounds; another seed others', () => {
     assert.deepEqual(run(7, 30).plans, run(7, 30).plans);
     assert.notDeepEqual(run(7, 30).plans, run(8, 30).plans);

@@ -59,7 +59,13 @@ export function planRound(world: World, runSeed: number, round: number, hosts: L
     if ('name' in m) touched.add(m.name);
     if ('spec' in m) touched.add(m.spec.name);
   }
-  mutations.sort((a, b) => a.at - b.at);
+  // Each change was drawn from the world the ones before it left (a node's health change names the state
+  // it leaves), so they happen in that order: the drawn moments, sorted, go to the changes in turn. Sorting
+  // the changes by their own moments applied a later-drawn change first (cilium, seed 20261220 round 17:
+  // "node4 cordoned → none" drawn first, at 4877 ms, after "none → ciliumNotReady", drawn second, at 952 ms)
+  // and the API ended with cilium-agent not Ready where the world said healthy: never converged.
+  const moments = mutations.map((x) => x.at).sort((a, b) => a - b);
+  mutations.forEach((x, i) => (x.at = moments[i]!));
   // A duplicate VIP must lose to its gateway: only gateways this round leaves alone (older, for sure).
   const stableVips = GATEWAY_NAMES.filter((g) => !touched.has(g)).map((g) => world.gateways.get(g)?.vip).filter((v): v is string => v !== undefined);
   const badCount = rng.chance(0.5) ? rng.int(1, 3) : 0;

@@ -97,7 +97,7 @@ test('a VIP that is the next hop of one of the node\'s routes (a router\'s addre
   assert.equal(nextHopConflict('198.18.0.1', new Set()), undefined);
 });
 
-test('handover mark: a VIP every instance of which is being handed over to another node names that node', () => {
+test('handover mark: a VIP every instance of which is marked names the node the mark names (another node, or this one: held)', () => {
   const marked = (name: string, node: string, ip: string, to: string): EgressGatewayInstance => {
     const i = inst(name, node, ip);
     i.metadata.annotations = { [HANDOVER_TO_ANNOTATION]: to };
@@ -107,8 +107,8 @@ test('handover mark: a VIP every instance of which is being handed over to anoth
   assert.deepEqual(vips, [
     { ip: '198.18.0.100', family: 4, interfaces: [], instances: ['a'], handoverTo: 'n2' },
     { ip: '198.18.0.101', family: 4, interfaces: [], instances: ['b'] },
-    // A mark naming this very node is no handover away from it.
-    { ip: '198.18.0.102', family: 4, interfaces: [], instances: ['c'] },
+    // A mark naming this very node holds it back (the controller's held next owner): not taken either.
+    { ip: '198.18.0.102', family: 4, interfaces: [], instances: ['c'], handoverTo: 'n1' },
   ]);
   // One instance plainly asking for the VIP is enough to take it, whatever the order.
   for (const list of [[marked('a', 'n1', '198.18.0.100', 'n2'), inst('b', 'n1', '198.18.0.100')], [inst('a', 'n1', '198.18.0.100'), marked('b', 'n1', '198.18.0.100', 'n2')]]) {

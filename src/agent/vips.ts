@@ -50,10 +50,14 @@ export function normaliseIp(text: string | undefined): { ip: string; family: 4 |
   return { ip: addr.toString(), family: addr.kind() === 'ipv4' ? 4 : 6 };
 }
 
-/** The node an instance says its VIP is being handed over to, when that is another node than `node`. */
-export function handoverTarget(inst: EgressGatewayInstance, node: string): string | undefined {
+/**
+ * The node an instance's handover mark names, if any: another node (the VIP is being handed over to it:
+ * keep it if held, never take it) or `node` itself (held: this node is next once the node tried before
+ * has withdrawn; never take it yet). Either way the agent does not take the VIP while the mark is there.
+ */
+export function handoverTarget(inst: EgressGatewayInstance): string | undefined {
   const to = inst.metadata.annotations?.[HANDOVER_TO_ANNOTATION];
-  return to !== undefined && to !== node ? to : undefined;
+  return to !== undefined && to !== '' ? to : undefined;
 }
 
 /**
@@ -74,7 +78,7 @@ export function desiredVips(instances: readonly EgressGatewayInstance[], node: s
       problems.push({ instance: inst.metadata.name, message: `virtualIPAddress.ip "${src.virtualIPAddress?.ip ?? ''}" is not an IP address` });
       continue;
     }
-    const to = handoverTarget(inst, node);
+    const to = handoverTarget(inst);
     const existing = byIp.get(parsed.ip);
     if (existing) {
       existing.instances.push(inst.metadata.name);

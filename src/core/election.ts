@@ -65,10 +65,10 @@ export interface Election {
   /** VIP: the nodes that refused the VIP in this handover sequence (see refusals.ts); carried by the target's new instance. */
   refusals: RefusalState | undefined;
   /**
-   * VIP: the abandoned targets: nodes whose unconfirmed, unmarked instance (an order to take the VIP) goes
-   * in this pass while a target exists, and the nodes whose instance is deleting while their heartbeat is
-   * live (their agent has not yet released it). Until those instances are gone, the instances written for
-   * the other nodes are held (heldInstance in gateway.ts).
+   * VIP: while a target exists, the nodes whose instance goes in this pass (an abandoned target's, i.e. an
+   * unconfirmed, unmarked order to take the VIP; or any instance of a node with a live heartbeat) or is
+   * deleting on a node with a live heartbeat (its agent has not released it yet). Until those instances are
+   * gone, the instances written for the other nodes are held (heldInstance in gateway.ts).
    */
   withdrawing: readonly string[];
 }

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { describeFault, FAULT_KINDS, kindOfDescription, planFaults } from './faults.ts';
 import { describePlan, planRound } from './round.ts';
+import { vipOf } from './invalid.ts';
 import { Rng } from './rng.ts';
 import { applyToWorld, describeMutation, GATEWAYS, initialWorld, VIP_GATEWAYS, type PodSlot, type World } from './world.ts';
 import { plannedPodSlots } from './cluster.ts';
@@ -25,6 +26,20 @@ function run(seed: number, rounds: number, pods: readonly PodSlot[] = []): { pla
 }
 
 describe('chaos plans', () => {
+  it('the bad gateways of one round have distinct VIPs (linux seed 20261225 round 151: two inert ones drew one spare VIP)', () => {
+    let dups = 0;
+    for (const seed of [20261225, 7058, 28]) {
+      let world = initialWorld(NODES, POD_SLOTS);
+      for (let r = 0; r < 300; r++) {
+        const { plan, after } = planRound(world, seed, r, HOSTS);
+        const vips = plan.bad.map((b) => vipOf(b.object)).filter((v): v is string => v !== undefined);
+        if (new Set(vips).size !== vips.length) dups++;
+        world = after;
+      }
+    }
+    assert.equal(dups, 0);
+  });
+
   it('the changes, applied in time order to the world a round starts from, leave the world it plans (seed 20261220 round 17)', () => {
     for (const pods of [[], POD_SLOTS]) {
       let world = initialWorld(NODES, pods);

@@ -257,8 +257,13 @@ const readyCondition = (status: 'True' | 'False', generation: number | undefined
  * handover mark (HANDOVER_TO_ANNOTATION) is confirmed only if it already was (the agent keeps a VIP it
  * holds but does not take one): otherwise it reports Ready=False, as the agent does (HandingOver).
  */
+/** The nodes whose agent's heartbeat is live at the snapshot's time: the agents that act. */
+function liveNodes(snapshot: Snapshot): Set<string> {
+  return new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
+}
+
 export function agentsAct(snapshot: Snapshot, only?: readonly string[]): Snapshot {
-  const live = new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
+  const live = liveNodes(snapshot);
   const acts = (n: string | undefined): boolean => n !== undefined && live.has(n) && (!only || only.includes(n));
   return {
     ...snapshot,
@@ -276,7 +281,7 @@ export function agentsAct(snapshot: Snapshot, only?: readonly string[]): Snapsho
 
 /** The live agents release their nodes' deleting instances (withdraw, remove the finalizer), nothing else. */
 export function agentsRelease(snapshot: Snapshot): Snapshot {
-  const live = new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
+  const live = liveNodes(snapshot);
   return { ...snapshot, instances: snapshot.instances.filter((i) => !(i.metadata.deletionTimestamp && live.has(i.spec?.nodeName ?? ''))) };
 }
 

@@ -251,17 +251,17 @@ const readyCondition = (status: 'True' | 'False', generation: number | undefined
   ...(generation !== undefined ? { observedGeneration: generation } : {}),
 });
 
+/** The nodes whose agent's heartbeat is live at the snapshot's time: the agents that act. */
+function liveNodes(snapshot: Snapshot): Set<string> {
+  return new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
+}
+
 /**
  * What live agents do: confirm their non-deleting instances (Ready=True for the current generation) and
  * remove the finalizer of their deleting ones. `only`: restrict to these nodes. An instance with the
  * handover mark (HANDOVER_TO_ANNOTATION) is confirmed only if it already was (the agent keeps a VIP it
  * holds but does not take one): otherwise it reports Ready=False, as the agent does (HandingOver).
  */
-/** The nodes whose agent's heartbeat is live at the snapshot's time: the agents that act. */
-function liveNodes(snapshot: Snapshot): Set<string> {
-  return new Set(snapshot.heartbeats.filter((h) => heartbeatLive(h, snapshot.now)).map((h) => h.node));
-}
-
 export function agentsAct(snapshot: Snapshot, only?: readonly string[]): Snapshot {
   const live = liveNodes(snapshot);
   const acts = (n: string | undefined): boolean => n !== undefined && live.has(n) && (!only || only.includes(n));

@@ -7,8 +7,17 @@
 //    relist, which is the recovery client-go does;
 //  - it has no "synced" notion: `hasSynced()` turns true once a list has filled the cache;
 //  - its list function must return plain JSON like the watch does (see client.ts), so the cache holds
-//    one shape.
+//    one shape;
+//  - after a watch the server ended cleanly it waits before re-watching, 1 s and doubling up to 30 s
+//    while no event arrives in between: a quiet watch of the agent's own instances could learn of a
+//    failover that much late. We re-watch at once after a watch that lasted a second, as client-go's
+//    reflector does, and never wait more than a second (see rewatchDelayMs). We also ask for watch
+//    bookmarks, as client-go does: they keep our resourceVersion fresh (fewer 410 relists) and, being
+//    events, reset the delay; but the server sends none for a resource type nothing wrote to (a
+//    bookmark must be newer than the watch's resourceVersion), none before a deadline under 2 s away,
+//    and none before a close at shutdown, so they alone cannot keep the delay at 0.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ListWatch, Watch } from '@kubernetes/client-node';
 import type { KubeClient, ResourceRef } from './client.ts';
 import { isStatus, resourcePath } from './client.ts';
@@ -35,6 +44,29 @@ export interface InformerOptions<T = unknown> {
    * object with the same metadata name, namespace and resourceVersion, and must not throw.
    */
   transform?: (obj: T) => T;
+  /**
+   * How long the server keeps each watch open (`timeoutSeconds`); default: the server's own limit
+   * (kube-apiserver: 30–60 min with --min-request-timeout=1800). The informer re-watches when it ends.
+   */
+  watchTimeoutSeconds?: number;
+  /** How the informer waits before re-watching after a clean close (default: a timer); tests record it. */
+  delay?: (ms: number) => Promise<unknown>;
+}
+
+/** A watch that lasted this long and then ended cleanly is re-opened at once (client-go's reflector). */
+const SHORT_WATCH_MS = 1000;
+/** The longest wait before re-watching after a clean close (client-node's own delay doubles to 30 s). */
+const MAX_REWATCH_DELAY_MS = 1000;
+
+/**
+ * The wait before re-watching after a watch that lasted `watchMs` ended cleanly with no event since the
+ * previous (re)connect, where client-node would wait `askedMs`. Waiting only guards against a server
+ * that ends every watch at once (a tight loop); a watch that lasted a second was ended on purpose
+ * (its timeout, a server shutting down, a watch cache reinitialising), and any wait then is a window in
+ * which a change reaches us late.
+ */
+export function rewatchDelayMs(askedMs: number, watchMs: number): number {
+  return watchMs >= SHORT_WATCH_MS ? 0 : Math.min(askedMs, MAX_REWATCH_DELAY_MS);
 }
 
 interface Meta {
@@ -51,11 +83,20 @@ interface Meta {
 class InformerWatch extends Watch {
   private readonly transform: ((obj: unknown) => unknown) | undefined;
   private readonly stopped: () => boolean;
+  private readonly timeoutSeconds: number | undefined;
+  /** How long the latest watch lasted, from its request to its end (ms). */
+  lastWatchMs = 0;
 
-  constructor(kc: Watch['config'], transform: ((obj: unknown) => unknown) | undefined, stopped: () => boolean) {
+  constructor(
+    kc: Watch['config'],
+    transform: ((obj: unknown) => unknown) | undefined,
+    stopped: () => boolean,
+    timeoutSeconds: number | undefined,
+  ) {
     super(kc);
     this.transform = transform;
     this.stopped = stopped;
+    this.timeoutSeconds = timeoutSeconds;
   }
 
   override async watch(
@@ -66,15 +107,19 @@ class InformerWatch extends Watch {
   ): Promise<AbortController> {
     if (this.stopped()) return abortedController();
     const transform = this.transform;
+    const started = performance.now();
     const controller = await super.watch(
       path,
-      queryParams,
+      { ...queryParams, allowWatchBookmarks: true, timeoutSeconds: this.timeoutSeconds },
       transform === undefined ? callback : (phase, obj, watchObj) => {
         // ERROR carries a Status and BOOKMARK only a resourceVersion: those pass unchanged.
         const keep = phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED';
         callback(phase, keep && obj !== null && typeof obj === 'object' ? transform(obj) : obj, watchObj);
       },
-      done,
+      (err) => {
+        this.lastWatchMs = performance.now() - started;
+        done(err);
+      },
     );
     // Stopped while the request was on its way: nobody else would ever close it.
     if (this.stopped()) controller.abort();
@@ -130,13 +175,17 @@ export class Informer<T extends Meta> {
       return { ...list, items: transform ? items.map((o) => transform(o)) : items } as never;
     };
     const transform = opts.transform as ((obj: unknown) => unknown) | undefined;
+    const watch = new InformerWatch(client.kubeConfig, transform, () => this.stopped, opts.watchTimeoutSeconds);
+    const delay = opts.delay ?? sleep;
     this.lw = new ListWatch<never>(
       resourcePath(opts.resource),
-      new InformerWatch(client.kubeConfig, transform, () => this.stopped),
+      watch,
       listFn,
       false,
       opts.labelSelector,
       opts.fieldSelector,
+      // ListWatch calls this before a re-watch that follows a clean close (or a 410), with its own delay.
+      { delayFn: async (ms) => void (await delay(rewatchDelayMs(ms, watch.lastWatchMs))) },
     );
     this.lw.on('add', (o: never) => this.emit('add', o));
     this.lw.on('update', (o: never) => this.emit('update', o));

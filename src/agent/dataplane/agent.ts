@@ -17,6 +17,8 @@ import { ALL_PODS, DATAPLANES, namespaces as NAMESPACES } from '../../kube/resou
 import type { AddressManager } from '../net/iproute.ts';
 import type { DataplaneMetrics } from './metrics.ts';
 import { DataplaneUnavailable, type LinuxDataplane } from './linux.ts';
+import type { ConntrackTool } from './conntrack.ts';
+import { RemapReplicator, type RemapReplicatorOptions } from './remaps.ts';
 
 export interface DataplaneAgentOptions {
   nodeName: string;
@@ -24,6 +26,8 @@ export interface DataplaneAgentOptions {
   serviceCIDRs: readonly string[];
   /** How often the kernel state is checked (and re-applied if someone removed it). */
   resyncMs?: number;
+  /** Replication of SNAT remaps (with `deps.conntrack`): how often, how long seeded entries live. */
+  remaps?: Omit<RemapReplicatorOptions, 'nodeName'>;
 }
 
 export interface DataplaneAgentDeps {
@@ -35,6 +39,8 @@ export interface DataplaneAgentDeps {
   log: Logger;
   /** This node's labels (its own Node, watched by the caller); undefined while unknown. */
   nodeLabels?: () => Readonly<Record<string, string>> | undefined;
+  /** The node's conntrack table; absent: SNAT remaps are neither published nor seeded. */
+  conntrack?: ConntrackTool;
 }
 
 interface NamespaceLike {
@@ -63,6 +69,7 @@ export class DataplaneAgent {
   readonly #dataplanes: Informer<EgressGatewayDataplane>;
   readonly #pods: Informer<DataplanePod>;
   readonly #namespaces: Informer<NamespaceLike>;
+  readonly #remaps: RemapReplicator | undefined;
   #slots: SlotAssignment | undefined;
   /** What the kernel was last given (script + routes + rules): an identical model is not re-applied. */
   #appliedKey = '';
@@ -92,6 +99,15 @@ export class DataplaneAgent {
     this.#pods = new Informer<DataplanePod>(d.client, { ...common, resource: ALL_PODS, fieldSelector: `spec.nodeName=${o.nodeName}`, transform: trimDataplanePod });
     this.#namespaces = new Informer<NamespaceLike>(d.client, { ...common, resource: NAMESPACES, transform: trimNamespace });
     for (const inf of [this.#dataplanes, this.#pods, this.#namespaces] as Array<Informer<{ metadata?: { name?: string } }>>) inf.onEvent(() => this.#schedule());
+    if (d.conntrack) {
+      this.#remaps = new RemapReplicator({ nodeName: o.nodeName, ...o.remaps }, {
+        client: d.client,
+        conntrack: d.conntrack,
+        gateways: () => (this.#dataplanes.hasSynced() ? this.#dataplanes.list() : []),
+        metrics: d.metrics,
+        log: this.#log.child({ part: 'snat-remaps' }),
+      });
+    }
   }
 
   async start(): Promise<void> {
@@ -117,6 +133,15 @@ export class DataplaneAgent {
       this.#schedule();
     }, this.#o.resyncMs ?? 30_000);
     this.#schedule();
+    await this.#remaps?.start();
+  }
+
+  /**
+   * Called right before this node adds `vip` (the VIP part, on a takeover): inserts the SNAT remaps the
+   * gateway's previous active node published, so that both connections of a port clash carry on here.
+   */
+  async seedRemaps(vip: string): Promise<void> {
+    await this.#remaps?.seed(vip);
   }
 
   /**
@@ -138,6 +163,7 @@ export class DataplaneAgent {
     this.#stopped = true;
     clearInterval(this.#timer);
     clearTimeout(this.#retry);
+    await this.#remaps?.stop();
     for (const inf of [this.#dataplanes, this.#pods, this.#namespaces]) (inf as Informer<{ metadata?: { name?: string } }>).stop();
     await this.#running?.catch(() => undefined);
   }

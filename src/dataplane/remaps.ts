@@ -141,6 +141,11 @@ export function deleteArgs(r: SnatRemap): string[] {
   return ['-D', ...tupleArgs(r)];
 }
 
+/** `conntrack -G` arguments: the entry with the remap's original tuple. */
+export function getArgs(r: SnatRemap): string[] {
+  return ['-G', ...tupleArgs(r)];
+}
+
 function tupleArgs(r: SnatRemap): string[] {
   return ['-p', 'tcp', '-s', r.podIP, '-d', r.serverIP, '--sport', String(r.podPort), '--dport', String(r.serverPort)];
 }

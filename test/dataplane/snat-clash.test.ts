@@ -214,7 +214,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
       // node 2's own cache of the object, then the address; the controller then moves the gateway.
       await n1.stop();
       await poll('node 2\'s cache holds the list', () => n2.cache.get('gw')?.status?.snatRemaps?.connections.length === 1, WAIT);
-      assert.deepEqual(await n2.r.seed(VIP), { seeded: 1, failed: [] });
+      assert.deepEqual(await n2.r.seed(VIP), { seeded: 1, present: 0, failed: [] });
       assert.deepEqual((await conntrack(server)).map((e) => [e.podIP, e.natIP, e.natPort]), [[podB.ip, VIP, portB]]);
       await rig.failover();
       await putDataplane(rig.gw2);

@@ -20,6 +20,9 @@ import { DataplaneUnavailable, type LinuxDataplane } from './linux.ts';
 import type { ConntrackTool } from './conntrack.ts';
 import { RemapReplicator, type RemapReplicatorOptions } from './remaps.ts';
 
+/** How long a takeover waits for the SNAT remaps to be seeded (128 entries take well under a second). */
+const SEED_WAIT_MS = 2000;
+
 export interface DataplaneAgentOptions {
   nodeName: string;
   podCIDRs: readonly string[];
@@ -141,7 +144,14 @@ export class DataplaneAgent {
    * gateway's previous active node published, so that both connections of a port clash carry on here.
    */
   async seedRemaps(vip: string): Promise<void> {
-    await this.#remaps?.seed(vip);
+    const seeding = this.#remaps?.seed(vip);
+    if (seeding === undefined) return;
+    // The takeover waits for the entries, but not for ever: a hung conntrack must not hold the VIP back
+    // (entries that land a little after the VIP still help every connection whose next packet is later).
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SEED_WAIT_MS)));
+    const r = await Promise.race([seeding, late]).finally(() => clearTimeout(timer));
+    if (r === 'late') this.#log.warn({ vip, waitedMs: SEED_WAIT_MS }, 'seeding the SNAT remaps takes long; taking the VIP meanwhile');
   }
 
   /**

@@ -3,14 +3,17 @@
 // src/dataplane/remaps.ts; this is only the commands.
 
 import type { SnatRemap } from '../../api/types.ts';
-import { deleteArgs, parseConntrack, remapsTo, seedArgs } from '../../dataplane/remaps.ts';
+import { deleteArgs, getArgs, parseConntrack, remapsTo, seedArgs } from '../../dataplane/remaps.ts';
 import { CommandFailed, type Runner } from '../net/exec.ts';
 
 /** Inserts run a few at a time: a takeover waits for them, and each is one short process. */
 const SEED_CONCURRENCY = 8;
 
 export interface SeedResult {
+  /** Inserted (or replaced: an entry of the same pod side with another NAT port). */
   seeded: number;
+  /** Already there with the same NAT port (this node published the list itself, or seeded it before). */
+  present: number;
   /** One message per entry the kernel refused. */
   failed: string[];
 }
@@ -38,17 +41,17 @@ export class ConntrackTool {
 
   /**
    * Inserts each remap as an established connection SNATed to `vip`:its port. An entry with the same
-   * original tuple that is already there (this node held the VIP before and kept a stale one) is replaced:
-   * the published list is newer than anything this node saw itself.
+   * original tuple that is already there is left alone when it has the same NAT port (a live connection of
+   * this node: the list is its own), and replaced otherwise (this node held the VIP before and kept a stale
+   * one: the published list is newer than anything this node saw itself).
    */
   async seed(vip: string, remaps: readonly SnatRemap[], timeoutSeconds: number): Promise<SeedResult> {
-    const result: SeedResult = { seeded: 0, failed: [] };
+    const result: SeedResult = { seeded: 0, present: 0, failed: [] };
     const queue = [...remaps];
     const worker = async (): Promise<void> => {
       for (let r = queue.shift(); r !== undefined; r = queue.shift()) {
         try {
-          await this.#insert(r, vip, timeoutSeconds);
-          result.seeded++;
+          result[(await this.#insert(r, vip, timeoutSeconds)) ? 'seeded' : 'present']++;
         } catch (err) {
           result.failed.push(`${r.podIP}:${r.podPort} → ${r.serverIP}:${r.serverPort} as ${vip}:${r.natPort}: ${(err as Error).message}`);
         }
@@ -58,13 +61,18 @@ export class ConntrackTool {
     return result;
   }
 
-  async #insert(r: SnatRemap, vip: string, timeoutSeconds: number): Promise<void> {
+  /** True: inserted or replaced; false: the same entry was there. */
+  async #insert(r: SnatRemap, vip: string, timeoutSeconds: number): Promise<boolean> {
     try {
       await this.#run.run('conntrack', seedArgs(r, vip, timeoutSeconds));
+      return true;
     } catch (err) {
       if (!(err instanceof CommandFailed) || !/exists/i.test(err.stderr)) throw err;
-      await this.#run.run('conntrack', deleteArgs(r));
-      await this.#run.run('conntrack', seedArgs(r, vip, timeoutSeconds));
     }
+    const have = remapsTo(parseConntrack(await this.#run.run('conntrack', getArgs(r))), vip);
+    if (have.length === 1 && have[0]!.natPort === r.natPort) return false;
+    await this.#run.run('conntrack', deleteArgs(r));
+    await this.#run.run('conntrack', seedArgs(r, vip, timeoutSeconds));
+    return true;
   }
 }

@@ -124,7 +124,7 @@ export class RemapReplicator {
    * throws (the VIP is taken anyway: without the entries only the clashing connections are at risk).
    */
   async seed(vip: string): Promise<SeedResult> {
-    const result: SeedResult = { seeded: 0, failed: [] };
+    const result: SeedResult = { seeded: 0, present: 0, failed: [] };
     if (!this.#available) return result;
     for (const g of this.#d.gateways()) {
       if (g.spec?.sourceIP?.ip !== vip) continue;
@@ -133,10 +133,11 @@ export class RemapReplicator {
       if (remaps.length === 0) continue;
       const r = await this.#d.conntrack.seed(vip, remaps, this.#o.seedTimeoutSeconds);
       result.seeded += r.seeded;
+      result.present += r.present;
       result.failed.push(...r.failed);
       this.#d.metrics.remapsSeeded.inc(r.seeded);
       this.#d.metrics.remapSeedFailures.inc(r.failed.length);
-      const fields = { gateway: g.metadata.name, vip, from: g.status?.snatRemaps?.node, seeded: r.seeded, failed: r.failed };
+      const fields = { gateway: g.metadata.name, vip, from: g.status?.snatRemaps?.node, seeded: r.seeded, present: r.present, failed: r.failed };
       if (r.failed.length > 0) this.#d.log.warn(fields, 'seeded the SNAT remaps before taking the VIP; some were refused');
       else this.#d.log.info(fields, 'seeded the SNAT remaps before taking the VIP');
     }

@@ -167,6 +167,22 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
   });
 
+  /**
+   * After a failover onto a node that holds B's remap: B (remapped to `portB` on node 1) speaks first, then
+   * A (port `p`); each keeps the port the server knows, both echo, the server sent no RST.
+   */
+  const bothSurviveRemappedFirst = async (id: string, server: number, p: number, portB: number) => {
+    await tb.tcpSend(`${id}b`, 'b2');
+    assert.equal((await pickedUp(podB, server)).natPort, portB, 'B keeps node 1\'s mapping on node 2');
+    await poll('B echoes through node 2', () => echoed(tb, `${id}b`, 'b2'), WAIT);
+    await ta.tcpSend(`${id}a`, 'a2');
+    assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: it is free on node 2');
+    await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
+    assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
+    assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
+  };
+
   /** The gateway's dataplane object as the controller writes it (spec only, server-side apply). */
   const putDataplane = (active: NetNode) =>
     client.apply(DATAPLANES, 'gw', {
@@ -220,15 +236,7 @@ describe('SNAT port clash: two pods with the same source port to one server lose
       await putDataplane(rig.gw2);
 
       // The order that loses both without the seeding (the first case): the remapped one speaks first.
-      await tb.tcpSend(`${id}b`, 'b2');
-      assert.equal((await pickedUp(podB, server)).natPort, portB, 'B keeps node 1\'s mapping on node 2');
-      await poll('B echoes through node 2', () => echoed(tb, `${id}b`, 'b2'), WAIT);
-      await ta.tcpSend(`${id}a`, 'a2');
-      assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: free on node 2');
-      await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
-      assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
-      assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
-      assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
+      await bothSurviveRemappedFirst(id, server, p, portB);
 
       // Node 2 is active now and lists the same remap (the seeded entry): no write. B closes: its entry
       // leaves ESTABLISHED and node 2 publishes the list without it.
@@ -255,13 +263,6 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     assert.deepEqual((await conntrack(server)).map((e) => [e.podIP, e.natIP, e.natPort]), [[podB.ip, VIP, portB]]);
     await rig.failover();
 
-    await tb.tcpSend(`${id}b`, 'b2');
-    assert.equal((await pickedUp(podB, server)).natPort, portB, 'B keeps node 1\'s mapping');
-    await poll('B echoes through node 2', () => echoed(tb, `${id}b`, 'b2'), WAIT);
-    await ta.tcpSend(`${id}a`, 'a2');
-    assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: it is free on node 2');
-    await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
-    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
-    assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
+    await bothSurviveRemappedFirst(id, server, p, portB);
   });
 });

@@ -164,7 +164,7 @@ try {
       'mkdir -p tmp && chmod 1777 tmp',
     ].join(' && '),
     `--extract-hook=sync-in ${stage} /`,
-    `--extract-hook=${process.execPath} ${join(import.meta.dirname, 'image', 'prune-rootfs.ts')} "$1" /usr/local/bin/node /bin/ip /usr/sbin/nft ${compile.map((c) => `/app/build/Release/${c.name}`).join(' ')}`,
+    `--extract-hook=${process.execPath} ${join(import.meta.dirname, 'image', 'prune-rootfs.ts')} "$1" /usr/local/bin/node /bin/ip /usr/sbin/nft /usr/sbin/conntrack ${compile.map((c) => `/app/build/Release/${c.name}`).join(' ')}`,
     // Modes independent of the build machine's umask: readable by everyone, writable by root only.
     '--extract-hook=chmod -R u+rwX,go+rX,go-w "$1/app" "$1/usr/local/bin/node" && chown -R 0:0 "$1/app" "$1/usr/local/bin/node" "$1/etc/passwd" "$1/etc/group" "$1/etc/nsswitch.conf"',
     ...(flags['rootfs-dir'] ? ['--format=directory'] : ['--format=tar']),

@@ -1,7 +1,7 @@
 // Debian side of `npm run image`: where the packages come from (this machine's apt sources), which
 // versions (image/debian-lock.json), and mmdebstrap runs that extract them.
 //
-// Why mmdebstrap's `extract` variant: the image needs libraries and two tools (ip, nft), not a Debian
+// Why mmdebstrap's `extract` variant: the image needs libraries and three tools (ip, nft, conntrack), not a Debian
 // system. `extract` unpacks the packages apt resolves, runs no maintainer scripts and needs no Docker
 // daemon, and with SOURCE_DATE_EPOCH set its tarball is bit-for-bit reproducible for the same packages.
 
@@ -10,8 +10,11 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const SUITE = 'bookworm';
-/** What the image runs on: the C library and C++ runtime of `node`, iproute2 for the agent's addresses, nftables (its libnftables1 is what the fence addon loads). */
-export const RUNTIME_PACKAGES = ['libc6', 'libgcc-s1', 'libstdc++6', 'iproute2', 'nftables'];
+/**
+ * What the image runs on: the C library and C++ runtime of `node`, iproute2 for the agent's addresses, nftables
+ * (its libnftables1 is what the fence addon loads), conntrack (the Linux data plane lists and seeds SNAT remaps).
+ */
+export const RUNTIME_PACKAGES = ['libc6', 'libgcc-s1', 'libstdc++6', 'iproute2', 'nftables', 'conntrack'];
 /** What builds the addons (AF_PACKET, libnftables) against the image's own glibc, and strips the node binary. */
 export const TOOLCHAIN_PACKAGES = ['gcc', 'libc6-dev', 'binutils'];
 

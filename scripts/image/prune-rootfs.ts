@@ -1,7 +1,7 @@
 // mmdebstrap hook of `npm run image`: keeps in the rootfs only the programs the image runs and the shared
 // libraries they load, as the image's own dynamic loader resolves them (`ld.so --list` in a chroot), so
 // the result does not depend on the build host's tools. Debian packages bring more (tc, ss, debconf,
-// libssl for Kerberos for tc's RPC...); none of it is reachable from node, ip or nft.
+// libssl for Kerberos for tc's RPC...); none of it is reachable from node, ip, nft or conntrack.
 //
 // Usage (as a hook): node scripts/image/prune-rootfs.ts ROOT PROGRAM...   (programs as absolute paths in ROOT)
 // Then every program is run once (`--version`) in the chroot, so a pruned-away library fails the build.

@@ -74,6 +74,12 @@ export interface AgentDeps {
   log: Logger;
   /** Monotonic clock, ms. */
   monotonic?: () => number;
+  /**
+   * Runs right before a VIP is taken (its switch opened, its address added): the Linux data plane seeds
+   * the previous owner's SNAT remaps here, so that no packet for the VIP arrives before them. Must not
+   * throw; the VIP is taken afterwards whatever it did.
+   */
+  beforeTake?: (ip: string) => Promise<void>;
 }
 
 /** How often the whole state is reconciled even without events (interfaces may appear or go down). */
@@ -566,6 +572,11 @@ export class Agent {
       // a handover away) since then must not be taken now — #dropUnwanted already let go of it. The
       // event that changed it scheduled another pass.
       if (!this.#wantedNow()?.has(vip.ip)) return false;
+      if (this.#d.beforeTake) {
+        await this.#d.beforeTake(vip.ip).catch((err: unknown) => this.#log.warn({ ...errFields(err), vip: vip.ip }, 'preparing to take the VIP failed; taking it anyway'));
+        // It took time: the same checks again (a fence or a deletion may have come meanwhile).
+        if (!this.#mayTake() || this.#stopped || !this.#wantedNow()?.has(vip.ip)) return false;
+      }
       const cidr = vipCidr(vip.ip);
       // The switch first: an address whose VIP is still gated from an earlier ownership stays silent.
       if (this.#d.fence) {

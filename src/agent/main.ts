@@ -14,6 +14,7 @@ import { createLogger, errFields, type Logger } from '../kube/log.ts';
 import { NODES } from '../kube/resources.ts';
 import { Agent, type VipAnnouncer } from './agent.ts';
 import { DataplaneAgent } from './dataplane/agent.ts';
+import { ConntrackTool } from './dataplane/conntrack.ts';
 import { createRunner } from './net/exec.ts';
 import { LinuxDataplane } from './dataplane/linux.ts';
 import { createDataplaneMetrics } from './dataplane/metrics.ts';
@@ -59,7 +60,9 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     close: () => undefined,
   };
   // The wire answers for a VIP only when the current VIP part allows it (ref.agent, the kernel switch's deadline).
-  const newVipAgent = () => (ref.agent = new Agent(o, { client, addresses, announcer: linux ? shared : announcer, metrics, log: logger, ...(fence ? { fence } : {}) }));
+  // In linux mode a takeover first seeds the previous owner's SNAT remaps (docs/dataplane.md, failover).
+  const beforeTake = linux ? { beforeTake: (ip: string) => dataplane?.seedRemaps(ip) ?? Promise.resolve() } : {};
+  const newVipAgent = () => (ref.agent = new Agent(o, { client, addresses, announcer: linux ? shared : announcer, metrics, log: logger, ...(fence ? { fence } : {}), ...beforeTake }));
 
   let plane: LinuxDataplane | undefined;
   let dataplane: DataplaneAgent | undefined;
@@ -76,7 +79,7 @@ export async function runAgent(o: AgentOptions, { signal, log }: { signal: Abort
     const own = membership;
     dataplane = new DataplaneAgent(
       { nodeName: o.nodeName, podCIDRs: o.podCIDRs, serviceCIDRs: o.serviceCIDRs },
-      { client, plane, addresses, metrics: createDataplaneMetrics(metrics.registry), events, log: logger, nodeLabels: () => own.get(o.nodeName)?.metadata.labels },
+      { client, plane, addresses, metrics: createDataplaneMetrics(metrics.registry), events, log: logger, nodeLabels: () => own.get(o.nodeName)?.metadata.labels, conntrack: new ConntrackTool(createRunner({ timeoutMs: 10_000 })) },
     );
     await dataplane.start();
     const follow = () => {

@@ -202,6 +202,31 @@ export interface EgressGatewayDataplaneSpec {
   policies?: DataplanePolicy[];
 }
 
+/** One connection whose SNAT port differs from its pod's source port (a clash on the active node). */
+export interface SnatRemap {
+  podIP: string;
+  podPort: number;
+  serverIP: string;
+  serverPort: number;
+  /** The VIP's port the server sees. */
+  natPort: number;
+}
+
+/** The remapped connections of a gateway's VIP, as its active node last saw them (TCP, established). */
+export interface SnatRemapList {
+  /** The node that published the list. */
+  node: string;
+  vip: string;
+  /** Remaps left out of `connections` (the list is bounded). */
+  omitted: number;
+  connections: SnatRemap[];
+}
+
+/** Written by the gateway's active node's agent (the status subresource); the controller never writes it. */
+export interface EgressGatewayDataplaneStatus {
+  snatRemaps?: SnatRemapList;
+}
+
 /**
  * `SDNInternalEgressGatewayDataplane` (one per gateway, `--dataplane linux`): what every node's agent needs
  * of the gateway to program its own part of the data plane (docs/dataplane.md).
@@ -211,4 +236,5 @@ export interface EgressGatewayDataplane {
   kind?: string;
   metadata: ObjectMeta;
   spec?: EgressGatewayDataplaneSpec;
+  status?: EgressGatewayDataplaneStatus;
 }

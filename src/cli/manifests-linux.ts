@@ -5,8 +5,8 @@
 //  - agent DaemonSet on EVERY node (it programs each node's share; the VIP part still runs only on members),
 //    with the cluster's pod and service CIDRs, and privileged: it writes a sysctl of its tunnel device
 //    (rp_filter), and /proc/sys is read-only in an unprivileged container;
-//  - RBAC: the controller writes the dataplane objects; the agent reads them, its node's pods (field
-//    selector), namespaces, its own Node (member label), records events, and reads its DaemonSet at exit
+//  - RBAC: the controller writes the dataplane objects; the agent reads them and patches their status (the
+//    active node's SNAT remaps), its node's pods (field selector), namespaces, its own Node (member label), records events, and reads its DaemonSet at exit
 //    (gone or deleting = uninstall: remove the data plane from the node).
 
 import { INTERNAL_GROUP, PLURAL_DATAPLANES } from '../api/names.ts';
@@ -63,6 +63,8 @@ export function applyLinuxDataplane(manifests: Manifest[], o: LinuxDataplaneOpti
     if (m.kind === 'ClusterRole' && m.metadata.name === agentRole && rules) {
       rules.push(
         { apiGroups: [INTERNAL_GROUP], resources: [PLURAL_DATAPLANES], verbs: ['list', 'watch'] },
+        // The active node publishes its SNAT remaps in the status (docs/dataplane.md, failover).
+        { apiGroups: [INTERNAL_GROUP], resources: [`${PLURAL_DATAPLANES}/status`], verbs: ['patch'] },
         // Its own node's pods only, by field selector (RBAC cannot express that; the kubelet's own pattern).
         { apiGroups: [''], resources: ['pods', 'namespaces', 'nodes'], verbs: ['list', 'watch'] },
         { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },

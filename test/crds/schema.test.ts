@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
+import { MAX_PUBLISHED_REMAPS } from '../../src/dataplane/remaps.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 const crdDir = join(root, 'deploy', 'crds');
@@ -89,7 +90,10 @@ test('deploy/crds holds exactly our four CRDs, one per file', () => {
   const d = load(crdDir, EGD);
   assert.equal(d.metadata.name, `${d.spec.names.plural}.${d.spec.group}`);
   assert.equal(d.spec.scope, 'Cluster');
-  assert.equal(only(d).subresources, undefined, 'no status: the agents report through events');
+  // Status: the active node's SNAT remaps (src/dataplane/remaps.ts), a bounded list the schema enforces too.
+  assert.deepEqual(only(d).subresources, { status: {} });
+  assert.equal(at(only(d).schema.openAPIV3Schema, 'status.snatRemaps.connections').maxItems, MAX_PUBLISHED_REMAPS);
+  assert.deepEqual(at(only(d).schema.openAPIV3Schema, 'status.snatRemaps.connections.[]').required, ['podIP', 'podPort', 'serverIP', 'serverPort', 'natPort']);
   for (const f of [EG, EGP, EGI]) {
     const docs = parseAllDocuments(readFileSync(join(crdDir, f), 'utf8'));
     assert.equal(docs.length, 1, f);

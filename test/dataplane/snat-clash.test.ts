@@ -9,10 +9,30 @@
 // stalls, and the other is reset. Either way one connection of a clashing pair is lost; with distinct
 // ports both survive (control).
 //
+// The fix (docs/dataplane.md, "Replicating the remapped connections"): the active node publishes its
+// remapped connections in the gateway's dataplane object's status, and the next owner inserts them into
+// its conntrack table before it takes the VIP. The product's case runs that replication (a real API server
+// as the channel, conntrack in each gateway node's namespace) in the order that otherwise loses both; the
+// last case is the same insert done by hand (the kernel side alone).
+//
 // The rig (test/dataplane/failover-rig.ts) is the kernel side only: a worker with two pods and two gateway
 // nodes, the failover done the way the agents do it.
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { INTERNAL_API_VERSION, KIND_DATAPLANE, MODE_VIP } from '../../src/api/names.ts';
+import type { EgressGatewayDataplane } from '../../src/api/types.ts';
+import { ConntrackTool } from '../../src/agent/dataplane/conntrack.ts';
+import { createDataplaneMetrics } from '../../src/agent/dataplane/metrics.ts';
+import { RemapReplicator } from '../../src/agent/dataplane/remaps.ts';
+import { createRunner } from '../../src/agent/net/exec.ts';
+import { KubeClient } from '../../src/kube/client.ts';
+import { Informer } from '../../src/kube/informer.ts';
+import { silentLogger } from '../../src/kube/log.ts';
+import { DATAPLANES } from '../../src/kube/resources.ts';
+import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
+import type { NetNode } from '../../src/testenv/netns.ts';
 import type { PodNs } from '../../src/testenv/podnet.ts';
 import { freshPort, type Traffic } from '../../src/testenv/traffic.ts';
 import { poll } from '../../src/testenv/poll.ts';
@@ -32,15 +52,23 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     return Number(/retrans:\d+\/(\d+)/.exec(out)?.[1] ?? 0);
   };
 
+  let cluster: TestCluster;
+  let client: KubeClient;
+
   before(async () => {
     rig = await FailoverRig.create('egc', 2);
     [podA, podB] = rig.pods as [PodNs, PodNs];
     inet = rig.inet;
     [ta, tb] = rig.clients as [Traffic, Traffic];
+    // The channel of the product's replication (the dataplane object's status) is a real API server.
+    cluster = await startTestCluster();
+    await cluster.applyCRDs(join(import.meta.dirname, '..', '..', 'deploy', 'crds'));
+    client = new KubeClient(cluster.kubeConfig);
   });
 
   after(async () => {
     await rig?.close();
+    await cluster?.stop();
   });
 
   /**
@@ -139,7 +167,89 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
   });
 
-  it('what a fix needs (not done by the product): the new node pre-seeded with the remapped entry (conntrack -I --src-nat VIP:port) keeps both, in the order that otherwise loses both', async () => {
+  /**
+   * After a failover onto a node that holds B's remap: B (remapped to `portB` on node 1) speaks first, then
+   * A (port `p`); each keeps the port the server knows, both echo, the server sent no RST.
+   */
+  const bothSurviveRemappedFirst = async (id: string, server: number, p: number, portB: number) => {
+    await tb.tcpSend(`${id}b`, 'b2');
+    assert.equal((await pickedUp(podB, server)).natPort, portB, 'B keeps node 1\'s mapping on node 2');
+    await poll('B echoes through node 2', () => echoed(tb, `${id}b`, 'b2'), WAIT);
+    await ta.tcpSend(`${id}a`, 'a2');
+    assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: it is free on node 2');
+    await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
+    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
+    assert.deepEqual([closedWith(ta, `${id}a`), closedWith(tb, `${id}b`)], [undefined, undefined]);
+    assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
+  };
+
+  /** The gateway's dataplane object as the controller writes it (spec only, server-side apply). */
+  const putDataplane = (active: NetNode) =>
+    client.apply(DATAPLANES, 'gw', {
+      apiVersion: INTERNAL_API_VERSION,
+      kind: KIND_DATAPLANE,
+      metadata: { name: 'gw' },
+      spec: { tunnelID: 42, activeNodeName: active.name, tunnelEndpoint: active.ip, sourceIP: { mode: MODE_VIP, ip: VIP }, policies: [] },
+    }, { fieldManager: 'test-controller', force: true });
+  const remapsInApi = async () => (await client.get<EgressGatewayDataplane>(DATAPLANES, 'gw')).status?.snatRemaps;
+
+  /** A gateway node's agent part that replicates remaps: its own cache of the dataplane objects, its own conntrack. */
+  const replicatorOn = async (n: NetNode) => {
+    const cache = new Informer<EgressGatewayDataplane>(client, { resource: DATAPLANES });
+    cache.start();
+    await cache.waitForSync();
+    const r = new RemapReplicator({ nodeName: n.name, intervalMs: 200 }, {
+      client,
+      conntrack: new ConntrackTool(createRunner({ netns: n.ns })),
+      gateways: () => cache.list(),
+      metrics: createDataplaneMetrics(new Registry()),
+      log: silentLogger,
+    });
+    return { r, cache, stop: async () => { await r.stop(); cache.stop(); } };
+  };
+
+  it('the product\'s replication: node 1 publishes the remap in the dataplane object\'s status, node 2 seeds it before taking the VIP; both survive in the order that otherwise loses both, and the list follows the connections', async () => {
+    await rig.fresh();
+    await putDataplane(rig.gw1);
+    const n1 = await replicatorOn(rig.gw1);
+    const n2 = await replicatorOn(rig.gw2);
+    try {
+      // Every node's agent runs it; only the gateway's active node lists and publishes.
+      await n1.r.start();
+      await n2.r.start();
+      const id = `k${freshPort()}`;
+      const p = 40_006;
+      const { server, portA, portB } = await openPair(id, p, p);
+      assert.deepEqual([portA === p, portB === p], [true, false], 'B clashed on node 1');
+      const remapB = { podIP: podB.ip, podPort: p, serverIP: rig.net.internet.ip, serverPort: server, natPort: portB };
+      // Node 1 publishes only the remapped connection: A kept its port, node 2's pickup keeps it too.
+      await poll('node 1 publishes B\'s remap', async () => (await remapsInApi())?.connections.length === 1, WAIT);
+      assert.deepEqual(await remapsInApi(), { node: rig.gw1.name, vip: VIP, omitted: 0, connections: [remapB] });
+
+      // Node 1 dies (it publishes nothing more). Node 2's VIP part takes the VIP: the seeding first, from
+      // node 2's own cache of the object, then the address; the controller then moves the gateway.
+      await n1.stop();
+      await poll('node 2\'s cache holds the list', () => n2.cache.get('gw')?.status?.snatRemaps?.connections.length === 1, WAIT);
+      assert.deepEqual(await n2.r.seed(VIP), { seeded: 1, present: 0, failed: [] });
+      assert.deepEqual((await conntrack(server)).map((e) => [e.podIP, e.natIP, e.natPort]), [[podB.ip, VIP, portB]]);
+      await rig.failover();
+      await putDataplane(rig.gw2);
+
+      // The order that loses both without the seeding (the first case): the remapped one speaks first.
+      await bothSurviveRemappedFirst(id, server, p, portB);
+
+      // Node 2 is active now and lists the same remap (the seeded entry): no write. B closes: its entry
+      // leaves ESTABLISHED and node 2 publishes the list without it.
+      await tb.stop(`${id}b`);
+      await poll('node 2 publishes the list without the closed connection', async () => (await remapsInApi())?.node === rig.gw2.name, WAIT);
+      assert.deepEqual(await remapsInApi(), { node: rig.gw2.name, vip: VIP, omitted: 0, connections: [] });
+    } finally {
+      await n1.stop();
+      await n2.stop();
+    }
+  });
+
+  it('the kernel side of the fix, by hand: the new node pre-seeded with the remapped entry (conntrack -I --src-nat VIP:port) keeps both, in the order that otherwise loses both', async () => {
     await rig.fresh();
     const id = `k${freshPort()}`;
     const p = 40_005;
@@ -153,13 +263,6 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     assert.deepEqual((await conntrack(server)).map((e) => [e.podIP, e.natIP, e.natPort]), [[podB.ip, VIP, portB]]);
     await rig.failover();
 
-    await tb.tcpSend(`${id}b`, 'b2');
-    assert.equal((await pickedUp(podB, server)).natPort, portB, 'B keeps node 1\'s mapping');
-    await poll('B echoes through node 2', () => echoed(tb, `${id}b`, 'b2'), WAIT);
-    await ta.tcpSend(`${id}a`, 'a2');
-    assert.equal((await pickedUp(podA, server)).natPort, p, 'A keeps its port: it is free on node 2');
-    await poll('A echoes through node 2', () => echoed(ta, `${id}a`, 'a2'), WAIT);
-    assert.deepEqual(await rig.rstsSent(rig.net.internet.ns, server), []);
-    assert.deepEqual(serverLines(id).sort(), [`${p}:a1`, `${p}:a2`, `${portB}:b1`, `${portB}:b2`].sort());
+    await bothSurviveRemappedFirst(id, server, p, portB);
   });
 });

@@ -41,6 +41,8 @@ const UNEXERCISED: Record<keyof typeof COMPONENTS, Record<string, string>> = {
   agent: {
     'patch events.k8s.io/events': 'event series updates',
     'patch internal.network.deckhouse.io/sdninternalegressgatewayinstances': 'the finalizer release of a withdrawn VIP (the default audit covers it)',
+    // Written only while a SNAT port clash exists through the active node (test/dataplane/snat-clash.test.ts).
+    'patch internal.network.deckhouse.io/sdninternalegressgatewaydataplanes/status': 'the active node\'s SNAT remaps, published only when two connections clash',
   },
 };
 

@@ -181,6 +181,7 @@ describe('--dataplane linux', () => {
     assert.ok(rules('egressgw-controller').some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('patch') && r.verbs.includes('delete')));
     const agent = rules('egressgw-agent');
     assert.ok(agent.some((r) => r.resources.includes('sdninternalegressgatewaydataplanes') && r.verbs.includes('watch')));
+    assert.ok(agent.some((r) => r.resources.includes('sdninternalegressgatewaydataplanes/status') && r.verbs.includes('patch')), 'the active node publishes its SNAT remaps');
     assert.ok(agent.some((r) => r.resources.includes('pods') && r.verbs.includes('list')));
     assert.ok(find(ms, 'Role', 'egress-gateway-agent-heartbeat').rules.some((r: Obj) => r.resources.includes('daemonsets') && r.verbs.includes('get')));
   });

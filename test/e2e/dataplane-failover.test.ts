@@ -3,7 +3,10 @@
 // connection to it busy; the active gateway node fails hard (its agent killed with SIGKILL, then another
 // node's uplink pulled). The source node's route must follow the new active node, the stream must keep
 // arriving from the VIP (never from the node's own address), and the TCP connection opened before the
-// failover must carry on: the same connection, the same VIP and source port at the server.
+// failover must carry on: the same connection, the same VIP and source port at the server. Then two pods
+// whose connections clash on one SNAT port (same source port, same server ip:port): the active node's agent
+// publishes the remapped one, the next owner's agent seeds it before it takes the VIP, and both connections
+// carry on across a hard failover (without the replication one of the pair is lost: snat-clash.test.ts).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { API_VERSION, MODE_VIP } from '../../src/api/names.ts';
@@ -104,4 +107,51 @@ describe('Linux data plane: hard failover with traffic flowing', { concurrency: 
       else await env.setUplink(old, 'up');
     });
   }
+
+  it('an SNAT port clash (two pods, one source port, one server): the agents replicate the remap, both connections survive a hard failover', async () => {
+    // The second pod on the other worker: the clash is the gateway node's, wherever the pods are.
+    const src2 = env.workers[1]!;
+    const pod2 = env.pods.find((p) => p.node === src2.name)!;
+    const sender2 = await env.traffic(pod2.ns);
+    await env.putPod(pod2, 'app', { app: 'web' });
+    const old = await active();
+    await routedTo(old);
+    await poll(`${src2.name} routes ${pod2.name} to ${old.name}`, async () => {
+      const v = await kernelView(src2.ns);
+      return v.routes[0]?.endpoint === old.ip && v.selected.includes(pod2.ip);
+    }, WAIT);
+    const port = freshPort();
+    const id = `c${port}`;
+    const p = 40_100;
+    await inet.tcpListen(id, port);
+    const pairs = [[sender, 'a'], [sender2, 'b']] as const;
+    const echoes = (t: Traffic, who: string) => Math.max(0, ...t.tcp.filter((e) => e.id === `${id}${who}` && e.ev === 'echo').map((e) => e.n!));
+    for (const [t, who] of pairs) {
+      await t.tcpConnect(`${id}${who}`, env.podNet.internet.ip, port, 20, { localPort: p });
+      await poll(`${who} flows through ${old.name}`, () => echoes(t, who) >= 10, WAIT);
+    }
+    const seen = () => inet.tcp.filter((e) => e.ev === 'accept' && e.id === id).map((e) => e.fromPort!);
+    assert.equal(seen().length, 2);
+    assert.ok(seen().includes(p) && seen().some((x) => x !== p), `the old node kept one connection's port and remapped the other's (${seen().join(', ')})`);
+    await poll('the active node publishes the remapped connection', async () => {
+      const list = (await env.client.get<EgressGatewayDataplane>(DATAPLANES, 'vip-gw')).status?.snatRemaps;
+      return list?.node === old.name && list.connections.some((c) => c.podPort === p && c.serverPort === port && c.natPort !== p);
+    }, WAIT);
+
+    old.agent.kill('SIGKILL');
+    await old.agent.exited;
+    const next = await poll('another active node', async () => {
+      const n = await active();
+      return n !== old && n;
+    }, WAIT);
+    await routedTo(next);
+    const atSwitch = pairs.map(([t, who]) => echoes(t, who));
+    // Both streams go on through the new node; neither connection breaks, none is opened anew.
+    await poll('both connections carry on through the new node', () => pairs.every(([t, who], i) => echoes(t, who) >= atSwitch[i]! + 20), WAIT);
+    for (const [t, who] of pairs) await t.stop(`${id}${who}`);
+    for (const [t, who] of pairs) assert.deepEqual(t.tcp.filter((e) => e.ev === 'closed' && e.id === `${id}${who}` && !e.stopped), [], `${who} never broke`);
+    assert.equal(seen().length, 2, 'no connection re-established');
+    await inet.stop(id);
+    await env.startAgent(old).started;
+  });
 });

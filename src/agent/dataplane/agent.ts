@@ -17,6 +17,11 @@ import { ALL_PODS, DATAPLANES, namespaces as NAMESPACES } from '../../kube/resou
 import type { AddressManager } from '../net/iproute.ts';
 import type { DataplaneMetrics } from './metrics.ts';
 import { DataplaneUnavailable, type LinuxDataplane } from './linux.ts';
+import type { ConntrackTool } from './conntrack.ts';
+import { RemapReplicator, type RemapReplicatorOptions } from './remaps.ts';
+
+/** How long a takeover waits for the SNAT remaps to be seeded (128 entries take well under a second). */
+const SEED_WAIT_MS = 2000;
 
 export interface DataplaneAgentOptions {
   nodeName: string;
@@ -24,6 +29,8 @@ export interface DataplaneAgentOptions {
   serviceCIDRs: readonly string[];
   /** How often the kernel state is checked (and re-applied if someone removed it). */
   resyncMs?: number;
+  /** Replication of SNAT remaps (with `deps.conntrack`): how often, how long seeded entries live. */
+  remaps?: Omit<RemapReplicatorOptions, 'nodeName'>;
 }
 
 export interface DataplaneAgentDeps {
@@ -35,6 +42,8 @@ export interface DataplaneAgentDeps {
   log: Logger;
   /** This node's labels (its own Node, watched by the caller); undefined while unknown. */
   nodeLabels?: () => Readonly<Record<string, string>> | undefined;
+  /** The node's conntrack table; absent: SNAT remaps are neither published nor seeded. */
+  conntrack?: ConntrackTool;
 }
 
 interface NamespaceLike {
@@ -63,6 +72,7 @@ export class DataplaneAgent {
   readonly #dataplanes: Informer<EgressGatewayDataplane>;
   readonly #pods: Informer<DataplanePod>;
   readonly #namespaces: Informer<NamespaceLike>;
+  readonly #remaps: RemapReplicator | undefined;
   #slots: SlotAssignment | undefined;
   /** What the kernel was last given (script + routes + rules): an identical model is not re-applied. */
   #appliedKey = '';
@@ -92,6 +102,15 @@ export class DataplaneAgent {
     this.#pods = new Informer<DataplanePod>(d.client, { ...common, resource: ALL_PODS, fieldSelector: `spec.nodeName=${o.nodeName}`, transform: trimDataplanePod });
     this.#namespaces = new Informer<NamespaceLike>(d.client, { ...common, resource: NAMESPACES, transform: trimNamespace });
     for (const inf of [this.#dataplanes, this.#pods, this.#namespaces] as Array<Informer<{ metadata?: { name?: string } }>>) inf.onEvent(() => this.#schedule());
+    if (d.conntrack) {
+      this.#remaps = new RemapReplicator({ nodeName: o.nodeName, ...o.remaps }, {
+        client: d.client,
+        conntrack: d.conntrack,
+        gateways: () => (this.#dataplanes.hasSynced() ? this.#dataplanes.list() : []),
+        metrics: d.metrics,
+        log: this.#log.child({ part: 'snat-remaps' }),
+      });
+    }
   }
 
   async start(): Promise<void> {
@@ -117,6 +136,22 @@ export class DataplaneAgent {
       this.#schedule();
     }, this.#o.resyncMs ?? 30_000);
     this.#schedule();
+    await this.#remaps?.start();
+  }
+
+  /**
+   * Called right before this node adds `vip` (the VIP part, on a takeover): inserts the SNAT remaps the
+   * gateway's previous active node published, so that both connections of a port clash carry on here.
+   */
+  async seedRemaps(vip: string): Promise<void> {
+    const seeding = this.#remaps?.seed(vip);
+    if (seeding === undefined) return;
+    // The takeover waits for the entries, but not for ever: a hung conntrack must not hold the VIP back
+    // (entries that land a little after the VIP still help every connection whose next packet is later).
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SEED_WAIT_MS)));
+    const r = await Promise.race([seeding, late]).finally(() => clearTimeout(timer));
+    if (r === 'late') this.#log.warn({ vip, waitedMs: SEED_WAIT_MS }, 'seeding the SNAT remaps takes long; taking the VIP meanwhile');
   }
 
   /**
@@ -138,6 +173,7 @@ export class DataplaneAgent {
     this.#stopped = true;
     clearInterval(this.#timer);
     clearTimeout(this.#retry);
+    await this.#remaps?.stop();
     for (const inf of [this.#dataplanes, this.#pods, this.#namespaces]) (inf as Informer<{ metadata?: { name?: string } }>).stop();
     await this.#running?.catch(() => undefined);
   }

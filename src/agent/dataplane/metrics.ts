@@ -9,6 +9,9 @@ export interface DataplaneMetrics {
   rulesetBytes: Gauge;
   knownPods: Gauge;
   problems: Gauge;
+  remapsPublished: Gauge;
+  remapsSeeded: Counter;
+  remapSeedFailures: Counter;
 }
 
 export function createDataplaneMetrics(registry: Registry): DataplaneMetrics {
@@ -24,5 +27,8 @@ export function createDataplaneMetrics(registry: Registry): DataplaneMetrics {
     rulesetBytes: new Gauge({ name: 'egressgw_dataplane_ruleset_bytes', help: 'Size of the last nft script applied.', registers: [registry] }),
     knownPods: new Gauge({ name: 'egressgw_dataplane_known_pods', help: 'Pods of this node the data plane knows (the rest are dropped until programmed).', registers: [registry] }),
     problems: new Gauge({ name: 'egressgw_dataplane_problems', help: 'Inputs the data plane had to leave out (see the agent log and Warning events).', registers: [registry] }),
+    remapsPublished: new Gauge({ name: 'egressgw_dataplane_snat_remaps', help: 'Connections through the VIPs this node is active for whose SNAT port differs from the pod\'s (port clashes), as last listed.', registers: [registry] }),
+    remapsSeeded: new Counter({ name: 'egressgw_dataplane_snat_remaps_seeded_total', help: 'SNAT remaps of the previous active node inserted into this node\'s conntrack before it took a VIP.', registers: [registry] }),
+    remapSeedFailures: new Counter({ name: 'egressgw_dataplane_snat_remap_seed_failures_total', help: 'SNAT remaps the kernel refused to insert before this node took a VIP.', registers: [registry] }),
   };
 }

@@ -1,9 +1,12 @@
 // Reading the audit log of a chaos round: who held the leader Lease when a replica wrote, when
 // renewals were accepted, when instances lived.
 import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/testenv/apiserver.ts';
-import { acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
+import { AuditTail, acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
 
 let clock = Date.parse('2026-12-01T00:00:00Z');
 function ev(user: string, verb: string, resource: string, name: string, code = 200, namespace?: string): AuditEvent {
@@ -44,5 +47,58 @@ describe('chaos audit readers', () => {
     assert.ok(Number.isFinite(second.get('i1')![0]!.to));
     assert.equal(second.get('i2')![0]!.to, Infinity);
     assert.deepEqual([...open.keys()], ['i2']);
+  });
+
+  describe('AuditTail', () => {
+    const line = (name: string) => `${JSON.stringify(ev('agent', 'update', 'leases', name, 200, 'ns'))}\n`;
+    const names = (events: AuditEvent[]) => events.map((e) => e.objectRef?.name);
+    const withDir = (fn: (path: string, dir: string) => void) => {
+      const dir = mkdtempSync(join(tmpdir(), 'egressgw-audit-'));
+      try {
+        fn(join(dir, 'audit.log'), dir);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    };
+
+    it('reads what was written since the last read; a line torn between two reads is read once whole', () => withDir((path) => {
+      const tail = new AuditTail(path);
+      assert.deepEqual(tail.read(), [], 'no file yet');
+      writeFileSync(path, line('a') + line('b'));
+      assert.deepEqual(names(tail.read()), ['a', 'b']);
+      const c = line('c');
+      appendFileSync(path, c.slice(0, 20));
+      assert.deepEqual(tail.read(), []);
+      appendFileSync(path, c.slice(20) + line('d'));
+      assert.deepEqual(names(tail.read()), ['c', 'd']);
+      tail.close();
+    }));
+
+    // Chaos linux seed 20261225 round 242: the server's log backend rotated the file (rename, new file)
+    // between two reads; reading only the new file lost the old one's last seconds of renewals.
+    it('a rotation between two reads: the old file is read to its end, then the new one from its start', () => withDir((path, dir) => {
+      const tail = new AuditTail(path);
+      writeFileSync(path, line('a'));
+      assert.deepEqual(names(tail.read()), ['a']);
+      appendFileSync(path, line('b') + line('c')); // written after the read, before the rotation
+      renameSync(path, join(dir, 'audit-2026-12-07T08-50-03.log'));
+      assert.deepEqual(names(tail.read()), ['b', 'c'], 'between the rename and the new file');
+      writeFileSync(path, line('d') + line('e') + line('f')); // bigger than the old offset
+      assert.deepEqual(names(tail.read()), ['d', 'e', 'f']);
+      appendFileSync(path, line('g'));
+      renameSync(path, join(dir, 'audit-2026-12-07T08-51-00.log'));
+      writeFileSync(path, line('h'));
+      assert.deepEqual(names(tail.read()), ['g', 'h'], 'rotated with the new file already there');
+      tail.close();
+    }));
+
+    it('a file truncated in place is read again from its start', () => withDir((path) => {
+      const tail = new AuditTail(path);
+      writeFileSync(path, line('a') + line('b'));
+      assert.deepEqual(names(tail.read()), ['a', 'b']);
+      writeFileSync(path, line('c'));
+      assert.deepEqual(names(tail.read()), ['c']);
+      tail.close();
+    }));
   });
 });

@@ -3,7 +3,7 @@
 // wrote, when each agent's heartbeat renewal was accepted, and when each gateway instance existed.
 // The readers are pure functions of the events; AuditTail reads the log incrementally.
 
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { AuditEvent } from '../../src/testenv/apiserver.ts';
 
 const WRITE_VERBS = new Set(['create', 'update', 'patch', 'delete', 'deletecollection']);
@@ -16,9 +16,18 @@ export function receivedAt(e: AuditEvent): number {
 const succeeded = (e: AuditEvent): boolean => (e.responseStatus?.code ?? 0) >= 200 && (e.responseStatus?.code ?? 0) < 300;
 const isWrite = (e: AuditEvent): boolean => WRITE_VERBS.has(e.verb);
 
-/** Reads an audit log from where the last read stopped; starts over if the file was rotated or replaced. */
+/**
+ * Reads an audit log from where the last read stopped, across rotations (tail -F): the API server's log
+ * backend rotates the file at 100 MB (lumberjack renames it and opens a new one), and what it wrote to the
+ * old file after our last read is still there. So the tail keeps the file it is reading open, drains it to
+ * its end, and only then moves to the file now at the path. Found by chaos linux seed 20261225 round 242:
+ * reading the new file only lost the old file's last 5 s, every node's renewals in them, and the oracle saw
+ * three nodes answering "after their fence".
+ */
 export class AuditTail {
   readonly #path: string;
+  #fd: number | undefined;
+  #ino = -1;
   #offset = 0;
   #partial = '';
 
@@ -28,28 +37,27 @@ export class AuditTail {
 
   /** Complete events written since the last call (only ResponseComplete: one per request). */
   read(): AuditEvent[] {
-    let size: number;
-    try {
-      size = statSync(this.#path).size;
-    } catch {
-      return [];
-    }
-    if (size < this.#offset) {
-      this.#offset = 0;
-      this.#partial = '';
-    }
-    if (size === this.#offset) return [];
-    const fd = openSync(this.#path, 'r');
-    const buf = Buffer.alloc(size - this.#offset);
-    try {
-      readSync(fd, buf, 0, buf.length, this.#offset);
-    } finally {
-      closeSync(fd);
-    }
-    this.#offset = size;
-    const lines = (this.#partial + buf.toString('utf8')).split('\n');
-    this.#partial = lines.pop() ?? '';
     const out: AuditEvent[] = [];
+    // A rotation between two reads, and another if it happened again meanwhile: a few files at most.
+    for (let files = 0; files < 8; files++) {
+      if (this.#fd === undefined && !this.#open()) break;
+      this.#parse(this.#drain(), out);
+      let now: number;
+      try {
+        now = statSync(this.#path).ino;
+      } catch {
+        break; // between the rename and the new file: read it next time
+      }
+      if (now === this.#ino) break;
+      this.close(); // rotated: the old file is drained, the new one is read from its start
+    }
+    return out;
+  }
+
+  /** Complete lines of `text` (after what the last read left incomplete), parsed into `out`. */
+  #parse(text: string, out: AuditEvent[]): void {
+    const lines = (this.#partial + text).split('\n');
+    this.#partial = lines.pop() ?? '';
     for (const l of lines) {
       if (l.trim() === '') continue;
       try {
@@ -59,7 +67,40 @@ export class AuditTail {
         // a torn line at a restart: nothing to learn from it
       }
     }
-    return out;
+  }
+
+  /** Lets go of the file being read (the next read opens the file at the path). */
+  close(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  #open(): boolean {
+    try {
+      this.#fd = openSync(this.#path, 'r');
+    } catch {
+      return false;
+    }
+    this.#ino = fstatSync(this.#fd).ino;
+    this.#offset = 0;
+    // A line torn at the old file's end is not continued by the new file's start.
+    this.#partial = '';
+    return true;
+  }
+
+  /** Everything from the last offset to the open file's end (from its start if it was truncated). */
+  #drain(): string {
+    const fd = this.#fd as number;
+    const size = fstatSync(fd).size;
+    if (size < this.#offset) {
+      this.#offset = 0;
+      this.#partial = '';
+    }
+    if (size === this.#offset) return '';
+    const buf = Buffer.alloc(size - this.#offset);
+    const n = readSync(fd, buf, 0, buf.length, this.#offset);
+    this.#offset += n;
+    return buf.subarray(0, n).toString('utf8');
   }
 }
 

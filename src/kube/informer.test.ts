@@ -14,11 +14,10 @@
 // often, and a recording `delay`, which sees what the informer waits before each re-watch.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startTestCluster, type TestCluster } from '../testenv/apiserver.ts';
 import { poll } from '../testenv/poll.ts';
-import { KubeClient } from './client.ts';
+import { useTestCluster } from '../testenv/shared-cluster.ts';
 import { Informer, rewatchDelayMs } from './informer.ts';
 import type { ResourceRef } from './client.ts';
 
@@ -26,21 +25,12 @@ import type { ResourceRef } from './client.ts';
 const CONFIGMAPS: ResourceRef = { group: '', version: 'v1', plural: 'configmaps', namespace: 'default' };
 const SECRETS: ResourceRef = { group: '', version: 'v1', plural: 'secrets', namespace: 'default' };
 
-let cluster: TestCluster;
-let client: KubeClient;
-
-before(async () => {
-  cluster = await startTestCluster({});
-  client = new KubeClient(cluster.kubeConfig);
-});
-after(async () => {
-  await cluster?.stop();
-});
+const shared = useTestCluster();
 
 describe('Informer.stop', { timeout: 120_000 }, () => {
   /** Watches of ConfigMaps the server is serving now. */
   async function configMapWatches(): Promise<number> {
-    const text = await client.request<string>('GET', '/metrics');
+    const text = await shared.client.request<string>('GET', '/metrics');
     const line = String(text).split('\n').find((l) => l.startsWith('apiserver_longrunning_requests{') && l.includes('resource="configmaps"') && l.includes('verb="WATCH"'));
     return line === undefined ? 0 : Number(line.split(' ').at(-1));
   }
@@ -48,21 +38,21 @@ describe('Informer.stop', { timeout: 120_000 }, () => {
   it('stopped while its list is in flight, it opens no watch afterwards (and tells nobody of the list)', async () => {
     const heard: string[] = [];
     // Something for their lists to find (and, before the fix, to report).
-    await client.create(CONFIGMAPS, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'informer-stop' }, data: {} });
+    await shared.client.create(CONFIGMAPS, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'informer-stop' }, data: {} });
     for (let n = 0; n < 5; n++) {
-      const i = new Informer(client, { resource: CONFIGMAPS });
+      const i = new Informer(shared.client, { resource: CONFIGMAPS });
       i.onEvent((type) => heard.push(type));
       i.start(); // the list request is on its way
       i.stop();
     }
     // A live one, started after them: once it is synced, its watch is open — theirs would be too.
-    const live = new Informer(client, { resource: CONFIGMAPS });
+    const live = new Informer(shared.client, { resource: CONFIGMAPS });
     live.start();
     try {
       await live.waitForSync();
       await poll('the live informer\'s watch on the server', async () => (await configMapWatches()) >= 1, 20_000);
       // One more round trip behind every request sent so far, then count.
-      await client.list(CONFIGMAPS);
+      await shared.client.list(CONFIGMAPS);
       assert.equal(await configMapWatches(), 1, 'watches of informers that were stopped are still open');
       assert.deepEqual(heard, []);
     } finally {
@@ -75,7 +65,7 @@ describe('Informer.stop', { timeout: 120_000 }, () => {
 describe('Informer re-watch', { timeout: 180_000 }, () => {
   /** Secret watches (of the informer whose label selector is `test=<name>`) the server started / ended, oldest first. */
   function secretWatches(name: string, stage: 'ResponseStarted' | 'ResponseComplete'): URLSearchParams[] {
-    return cluster
+    return shared.cluster
       .auditEvents()
       .filter((e) => e.verb === 'watch' && e.objectRef?.resource === 'secrets' && e.stage === stage)
       .map((e) => new URL(e.requestURI, 'https://audit.invalid').searchParams)
@@ -84,7 +74,7 @@ describe('Informer re-watch', { timeout: 180_000 }, () => {
 
   it('re-watches at once after each watch the server ended, with nothing sent in between', async () => {
     const waits: number[] = [];
-    const informer = new Informer<{ metadata: { name: string } }>(client, {
+    const informer = new Informer<{ metadata: { name: string } }>(shared.client, {
       resource: SECRETS,
       labelSelector: 'test=rewatch',
       watchTimeoutSeconds: 3,
@@ -99,7 +89,7 @@ describe('Informer re-watch', { timeout: 180_000 }, () => {
       // Nobody writes Secrets, so the server has no event and no bookmark to send (a bookmark must be
       // newer than the watch's resourceVersion): each watch ends empty at its timeout.
       await poll('four watches ended by the server', () => secretWatches('rewatch', 'ResponseComplete').length >= 4, 90_000);
-      await client.create(SECRETS, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'after-quiet', labels: { test: 'rewatch' } } });
+      await shared.client.create(SECRETS, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'after-quiet', labels: { test: 'rewatch' } } });
       await poll('the informer sees the Secret created after the quiet period', () => informer.get('after-quiet', 'default'), 30_000);
       // ListWatch asks for a delay from the second empty close on: at least three were asked for here.
       assert.ok(waits.length >= 3, `the server ended ${waits.length + 1} watches with nothing sent, expected at least 4`);
@@ -112,14 +102,14 @@ describe('Informer re-watch', { timeout: 180_000 }, () => {
   });
 
   it('asks for bookmarks and re-watches from the resourceVersion they carry', async () => {
-    const informer = new Informer(client, { resource: SECRETS, labelSelector: 'test=bookmark', watchTimeoutSeconds: 3 });
+    const informer = new Informer(shared.client, { resource: SECRETS, labelSelector: 'test=bookmark', watchTimeoutSeconds: 3 });
     informer.start();
     try {
       await informer.waitForSync();
       const first = await poll('the first watch', () => secretWatches('bookmark', 'ResponseStarted')[0], 20_000);
       // A Secret the informer's selector leaves out: no event for it, but the server's cache of
       // Secrets moves past the informer's resourceVersion, so its next bookmark carries the newer one.
-      const other = await client.create<{ metadata: { resourceVersion: string } }>(SECRETS, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'unlabelled' } });
+      const other = await shared.client.create<{ metadata: { resourceVersion: string } }>(SECRETS, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'unlabelled' } });
       const written = Number(other.metadata.resourceVersion);
       assert.ok(Number(first.get('resourceVersion')) < written);
       await poll(

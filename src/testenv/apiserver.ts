@@ -17,7 +17,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { createServer, isIP } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ApiextensionsV1Api, CoreV1Api, KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { ensureApiserverBinaries } from './apiserver-build.ts';
@@ -50,6 +50,17 @@ export interface AuditEvent {
   /** RFC 3339 with microseconds: when the server received the request, and when this stage was reached. */
   requestReceivedTimestamp?: string;
   stageTimestamp?: string;
+}
+
+/**
+ * The audit log's files, oldest first: the server's log backend rotates the file at 100 MB (lumberjack:
+ * `audit-<time>.log` beside it, a fresh `audit.log`), which a long run of tests on one server reaches.
+ */
+export function auditLogFiles(auditLogPath: string): string[] {
+  const dir = dirname(auditLogPath);
+  const name = basename(auditLogPath, '.log');
+  const rotated = existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${name}-`) && f.endsWith('.log')).sort() : [];
+  return [...rotated.map((f) => join(dir, f)), ...(existsSync(auditLogPath) ? [auditLogPath] : [])];
 }
 
 export interface TestCluster {
@@ -293,11 +304,12 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
         return { cert: readFileSync(join(certs, 'apiserver.crt')), key: readFileSync(join(certs, 'apiserver.key')), ca };
       },
       auditEvents() {
-        if (!existsSync(auditLogPath)) return [];
-        return readFileSync(auditLogPath, 'utf8')
-          .split('\n')
-          .filter((l) => l.trim())
-          .map((l) => JSON.parse(l) as AuditEvent);
+        return auditLogFiles(auditLogPath).flatMap((f) =>
+          readFileSync(f, 'utf8')
+            .split('\n')
+            .filter((l) => l.trim())
+            .map((l) => JSON.parse(l) as AuditEvent),
+        );
       },
       async stop() {
         if (stopped) return;

@@ -5,7 +5,7 @@ import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { AuditEvent } from '../../src/testenv/apiserver.ts';
+import { auditLogFiles, type AuditEvent } from '../../src/testenv/apiserver.ts';
 import { AuditTail, acceptedRenewals, instanceLifetimes, writesByNonLeaders } from './audit.ts';
 
 let clock = Date.parse('2026-12-01T00:00:00Z');
@@ -90,6 +90,15 @@ describe('chaos audit readers', () => {
       writeFileSync(path, line('h'));
       assert.deepEqual(names(tail.read()), ['g', 'h'], 'rotated with the new file already there');
       tail.close();
+    }));
+
+    it("the test cluster's whole log: the rotated files oldest first, then the current one", () => withDir((path, dir) => {
+      assert.deepEqual(auditLogFiles(path), []);
+      writeFileSync(path, line('c'));
+      writeFileSync(join(dir, 'audit-2026-12-07T08-51-00.000.log'), line('b'));
+      writeFileSync(join(dir, 'audit-2026-12-07T08-50-03.000.log'), line('a'));
+      writeFileSync(join(dir, 'audit-policy.yaml'), '');
+      assert.deepEqual(auditLogFiles(path).map((f) => f.slice(dir.length + 1)), ['audit-2026-12-07T08-50-03.000.log', 'audit-2026-12-07T08-51-00.000.log', 'audit.log']);
     }));
 
     it('a file truncated in place is read again from its start', () => withDir((path) => {

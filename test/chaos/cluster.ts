@@ -220,6 +220,7 @@ export class ChaosCluster implements FaultTarget {
   }
 
   async stop(): Promise<void> {
+    this.audit.close();
     await this.#cleanups.run(() => undefined);
   }
 

@@ -19,18 +19,16 @@ import { createDataplaneMetrics } from '../../src/agent/dataplane/metrics.ts';
 import { RemapReplicator } from '../../src/agent/dataplane/remaps.ts';
 import { createRunner } from '../../src/agent/net/exec.ts';
 import { seedArgs } from '../../src/dataplane/remaps.ts';
-import { KubeClient } from '../../src/kube/client.ts';
 import { silentLogger, type Logger } from '../../src/kube/log.ts';
 import { DATAPLANES } from '../../src/kube/resources.ts';
-import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
+import { useTestCluster } from '../../src/testenv/shared-cluster.ts';
 import { Network, assertNetnsSupported, type NetNode } from '../../src/testenv/netns.ts';
 
 const VIP = '198.18.0.100';
 const SERVER = '203.0.113.10';
 
 describe('SNAT remap replication: publishing, the stale writer, seeding over stale entries, no conntrack tool', { concurrency: false }, () => {
-  let cluster: TestCluster;
-  let client: KubeClient;
+  const api = useTestCluster({ crds: join(import.meta.dirname, '..', '..', 'deploy', 'crds') });
   let lab: Network;
   let node: NetNode;
 
@@ -40,13 +38,9 @@ describe('SNAT remap replication: publishing, the stale writer, seeding over sta
     node = lab.nodes[0]!;
     // A NAT hook in the namespace: the kernel sets up an inserted entry's SNAT binding only where NAT is in use.
     await lab.exec(node.ns, 'nft', ['add table ip remaptest; add chain ip remaptest post { type nat hook postrouting priority 100; }']);
-    cluster = await startTestCluster();
-    await cluster.applyCRDs(join(import.meta.dirname, '..', '..', 'deploy', 'crds'));
-    client = new KubeClient(cluster.kubeConfig);
   });
 
   after(async () => {
-    await cluster?.stop();
     await lab?.teardown();
   });
 
@@ -64,17 +58,17 @@ describe('SNAT remap replication: publishing, the stale writer, seeding over sta
   const track = (r: SnatRemap, vip = VIP) => lab.exec(node.ns, 'conntrack', seedArgs(r, vip, 300));
   const tracked = async () => (await lab.exec(node.ns, 'conntrack', ['-L', '-p', 'tcp'])).split('\n').filter((l) => l.includes('ESTABLISHED')).map((l) => /sport=(\d+) .*dport=(\d+) \[/.exec(l)!.slice(1).map(Number)).sort();
   const putDataplane = (name: string, active: string) =>
-    client.apply<EgressGatewayDataplane>(DATAPLANES, name, {
+    api.client.apply<EgressGatewayDataplane>(DATAPLANES, name, {
       apiVersion: INTERNAL_API_VERSION,
       kind: KIND_DATAPLANE,
       metadata: { name },
       spec: { tunnelID: 7, activeNodeName: active, tunnelEndpoint: '198.18.0.11', sourceIP: { mode: MODE_VIP, ip: VIP }, policies: [] },
     }, { fieldManager: 'test-controller', force: true });
-  const status = async (name: string) => (await client.get<EgressGatewayDataplane>(DATAPLANES, name)).status?.snatRemaps;
+  const status = async (name: string) => (await api.client.get<EgressGatewayDataplane>(DATAPLANES, name)).status?.snatRemaps;
   /** A replicator whose passes the case runs itself (`publish()`), not its timer. */
   const replicator = (gateways: () => EgressGatewayDataplane[], opts: { nodeName?: string; conntrack?: string; log?: Logger } = {}) => {
     const r = new RemapReplicator({ nodeName: opts.nodeName ?? node.name, intervalMs: 3_600_000 }, {
-      client,
+      client: api.client,
       conntrack: new ConntrackTool(createRunner({ netns: node.ns, ...(opts.conntrack ? { binaries: { conntrack: opts.conntrack } } : {}) })),
       gateways,
       metrics: createDataplaneMetrics(new Registry()),
@@ -90,7 +84,7 @@ describe('SNAT remap replication: publishing, the stale writer, seeding over sta
     await track(remap(40001, 52000, '198.18.16.6'));
     await track(remap(40003, 40003)); // kept its port: the next node's pickup keeps it too
     await track(remap(40004, 53000), '198.18.0.101'); // another VIP's connection
-    const get = () => client.get<EgressGatewayDataplane>(DATAPLANES, 'pub');
+    const get = () => api.client.get<EgressGatewayDataplane>(DATAPLANES, 'pub');
     const snapshot = [await get()];
     const r = replicator(() => snapshot);
     await r.start();
@@ -109,7 +103,7 @@ describe('SNAT remap replication: publishing, the stale writer, seeding over sta
   it('a node the gateway was moved away from cannot overwrite the list: its write carries the version it read, and fails', async () => {
     await putDataplane('stale', node.name);
     await track(remap(40001, 51000));
-    const snapshot = [await client.get<EgressGatewayDataplane>(DATAPLANES, 'stale')];
+    const snapshot = [await api.client.get<EgressGatewayDataplane>(DATAPLANES, 'stale')];
     const r = replicator(() => snapshot);
     await r.start();
     await r.publish();
@@ -122,7 +116,7 @@ describe('SNAT remap replication: publishing, the stale writer, seeding over sta
     await r.publish();
     assert.deepEqual(await status('stale'), published, 'the list is unchanged');
     // Once its cache has the move, it does not even list.
-    snapshot[0] = await client.get<EgressGatewayDataplane>(DATAPLANES, 'stale');
+    snapshot[0] = await api.client.get<EgressGatewayDataplane>(DATAPLANES, 'stale');
     await r.publish();
     assert.deepEqual(await status('stale'), published);
   });
@@ -147,7 +141,7 @@ describe('SNAT remap replication: publishing, the stale writer, seeding over sta
     await track(remap(40001, 51000));
     const lines: string[] = [];
     const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => { lines.push(c.toString()); cb(); } }));
-    const gws = [await client.get<EgressGatewayDataplane>(DATAPLANES, 'none')];
+    const gws = [await api.client.get<EgressGatewayDataplane>(DATAPLANES, 'none')];
     const r = replicator(() => gws, { conntrack: '/nonexistent/conntrack', log });
     await r.start();
     await r.publish();

@@ -27,11 +27,10 @@ import { ConntrackTool } from '../../src/agent/dataplane/conntrack.ts';
 import { createDataplaneMetrics } from '../../src/agent/dataplane/metrics.ts';
 import { RemapReplicator } from '../../src/agent/dataplane/remaps.ts';
 import { createRunner } from '../../src/agent/net/exec.ts';
-import { KubeClient } from '../../src/kube/client.ts';
 import { Informer } from '../../src/kube/informer.ts';
 import { silentLogger } from '../../src/kube/log.ts';
 import { DATAPLANES } from '../../src/kube/resources.ts';
-import { startTestCluster, type TestCluster } from '../../src/testenv/apiserver.ts';
+import { useTestCluster } from '../../src/testenv/shared-cluster.ts';
 import type { NetNode } from '../../src/testenv/netns.ts';
 import type { PodNs } from '../../src/testenv/podnet.ts';
 import { freshPort, type Traffic } from '../../src/testenv/traffic.ts';
@@ -52,23 +51,18 @@ describe('SNAT port clash: two pods with the same source port to one server lose
     return Number(/retrans:\d+\/(\d+)/.exec(out)?.[1] ?? 0);
   };
 
-  let cluster: TestCluster;
-  let client: KubeClient;
+  // The channel of the product's replication (the dataplane object's status) is a real API server.
+  const api = useTestCluster({ crds: join(import.meta.dirname, '..', '..', 'deploy', 'crds') });
 
   before(async () => {
     rig = await FailoverRig.create('egc', 2);
     [podA, podB] = rig.pods as [PodNs, PodNs];
     inet = rig.inet;
     [ta, tb] = rig.clients as [Traffic, Traffic];
-    // The channel of the product's replication (the dataplane object's status) is a real API server.
-    cluster = await startTestCluster();
-    await cluster.applyCRDs(join(import.meta.dirname, '..', '..', 'deploy', 'crds'));
-    client = new KubeClient(cluster.kubeConfig);
   });
 
   after(async () => {
     await rig?.close();
-    await cluster?.stop();
   });
 
   /**
@@ -185,21 +179,21 @@ describe('SNAT port clash: two pods with the same source port to one server lose
 
   /** The gateway's dataplane object as the controller writes it (spec only, server-side apply). */
   const putDataplane = (active: NetNode) =>
-    client.apply(DATAPLANES, 'gw', {
+    api.client.apply(DATAPLANES, 'gw', {
       apiVersion: INTERNAL_API_VERSION,
       kind: KIND_DATAPLANE,
       metadata: { name: 'gw' },
       spec: { tunnelID: 42, activeNodeName: active.name, tunnelEndpoint: active.ip, sourceIP: { mode: MODE_VIP, ip: VIP }, policies: [] },
     }, { fieldManager: 'test-controller', force: true });
-  const remapsInApi = async () => (await client.get<EgressGatewayDataplane>(DATAPLANES, 'gw')).status?.snatRemaps;
+  const remapsInApi = async () => (await api.client.get<EgressGatewayDataplane>(DATAPLANES, 'gw')).status?.snatRemaps;
 
   /** A gateway node's agent part that replicates remaps: its own cache of the dataplane objects, its own conntrack. */
   const replicatorOn = async (n: NetNode) => {
-    const cache = new Informer<EgressGatewayDataplane>(client, { resource: DATAPLANES });
+    const cache = new Informer<EgressGatewayDataplane>(api.client, { resource: DATAPLANES });
     cache.start();
     await cache.waitForSync();
     const r = new RemapReplicator({ nodeName: n.name, intervalMs: 200 }, {
-      client,
+      client: api.client,
       conntrack: new ConntrackTool(createRunner({ netns: n.ns })),
       gateways: () => cache.list(),
       metrics: createDataplaneMetrics(new Registry()),

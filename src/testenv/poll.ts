@@ -29,7 +29,9 @@ export class PollTimeout extends Error {
  * it rejects with a PollTimeout naming `what` and the last error, if any.
  */
 export async function poll<T>(what: string, probe: () => T | Pending | Promise<T | Pending>, timeoutMs: number, opts: PollOptions = {}): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  // The monotonic clock: a step of the wall clock (NTP, a VM resumed and re-synced) must not end a poll
+  // early — one CI run saw 30 s polls time out within 0.8 s.
+  const deadline = performance.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
     opts.signal?.throwIfAborted();
@@ -40,7 +42,7 @@ export async function poll<T>(what: string, probe: () => T | Pending | Promise<T
       if (opts.failOnError) throw err;
       lastError = err;
     }
-    if (Date.now() > deadline) {
+    if (performance.now() > deadline) {
       const last = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})`;
       throw new PollTimeout(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
     }

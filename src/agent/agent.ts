@@ -567,15 +567,15 @@ export class Agent {
    */
   #add(vip: DesiredVip, ifname: string): Promise<boolean> {
     return this.#locked(async () => {
-      if (!this.#mayTake() || this.#stopped) return false;
       // The pass decided from the cache as it was before its awaits: an instance deleted (or marked for
       // a handover away) since then must not be taken now — #dropUnwanted already let go of it. The
       // event that changed it scheduled another pass.
-      if (!this.#wantedNow()?.has(vip.ip)) return false;
+      const mayTakeNow = () => this.#mayTake() && !this.#stopped && (this.#wantedNow()?.has(vip.ip) ?? false);
+      if (!mayTakeNow()) return false;
       if (this.#d.beforeTake) {
         await this.#d.beforeTake(vip.ip).catch((err: unknown) => this.#log.warn({ ...errFields(err), vip: vip.ip }, 'preparing to take the VIP failed; taking it anyway'));
         // It took time: the same checks again (a fence or a deletion may have come meanwhile).
-        if (!this.#mayTake() || this.#stopped || !this.#wantedNow()?.has(vip.ip)) return false;
+        if (!mayTakeNow()) return false;
       }
       const cidr = vipCidr(vip.ip);
       // The switch first: an address whose VIP is still gated from an earlier ownership stays silent.

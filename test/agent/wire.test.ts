@@ -70,15 +70,17 @@ describe('agent on the wire', { concurrency: false }, () => {
 
     await poll(`router entry ${vip} → B`, async () => (await lab.neighbour(lab.router.ns, vip))?.mac === nodeB.mac, 10_000);
 
-    // The gratuitous pair arrived on the LAN from B: sender = target = VIP, B's MAC, broadcast.
-    const seenByA = decoded(watchA.framesOf('lan'));
-    const garps = seenByA.filter((d) => d.kind === 'arp' && d.eth.src === nodeB.mac && d.arp.senderIp === vip && d.arp.targetIp === vip);
-    assert.ok(garps.some((d) => d.kind === 'arp' && d.arp.op === ARP_REQUEST && d.eth.dst === 'ff:ff:ff:ff:ff:ff'), 'GARP request seen');
-    assert.ok(garps.some((d) => d.kind === 'arp' && d.arp.op === ARP_REPLY && d.eth.dst === 'ff:ff:ff:ff:ff:ff'), 'GARP reply seen');
+    // The gratuitous pair arrived on the LAN from B: sender = target = VIP, B's MAC, broadcast. The router
+    // moves on the first of the pair, and A's capture reaches us through its helper's stdout: await both
+    // frames rather than read the capture at once (one run saw the reply not yet delivered).
+    const garps = () => decoded(watchA.framesOf('lan')).filter((d) => d.kind === 'arp' && d.eth.src === nodeB.mac && d.arp.senderIp === vip && d.arp.targetIp === vip);
+    const seen = (op: number) => garps().some((d) => d.kind === 'arp' && d.arp.op === op && d.eth.dst === 'ff:ff:ff:ff:ff:ff');
+    await poll('the GARP request, seen by A', () => seen(ARP_REQUEST), 5_000);
+    await poll('the GARP reply, seen by A', () => seen(ARP_REPLY), 5_000);
     // Counter events travel on the helper's stdout, apart from the frames: await them rather than race.
     await poll('announcementSent counted', () => b.counters.some((c) => c.name === 'announcementSent' && c.ip === vip && c.ifname === 'eth0'), 10_000);
     // The router updated from the announcement alone: it never asked for the VIP.
-    const routerAsked = [...seenByA, ...decoded(b.framesOf('lan'))].filter(
+    const routerAsked = [...decoded(watchA.framesOf('lan')), ...decoded(b.framesOf('lan'))].filter(
       (d) => d.kind === 'arp' && d.eth.src === lab.router.mac && d.arp.op === ARP_REQUEST && d.arp.targetIp === vip,
     );
     assert.deepEqual(routerAsked, []);
